@@ -1,0 +1,4 @@
+"""The long-lived coordinator daemon: FSM engine, jobs, launchers and the ExCamera encode FSM.
+
+Not written yet.
+"""

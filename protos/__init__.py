@@ -1,0 +1,4 @@
+"""The .proto files of the runtime and the Python modules generated from them.
+
+Not written yet.
+"""
