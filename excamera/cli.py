@@ -1,0 +1,293 @@
+"""The ``excamera`` command line.
+
+Contract (DESIGN.md, "CLI contract"): exit status 0 on success; 1 on a runtime error, bad input
+included, with exactly one line on stderr, ``excamera: error: <what and where>``; 2 on a usage
+error (argparse); 130 on Ctrl-C. Never a traceback for bad input. Output files are written under a
+temporary name and renamed only when complete, so a failed run leaves nothing behind.
+
+Heavy modules (numpy, numba, the codec) are imported inside the command functions, never at
+module level, so ``excamera --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+PROG = "excamera"
+
+
+class CliError(Exception):
+    """A runtime failure, already phrased as the one line to print after ``excamera: error: ``."""
+
+
+def where(path: str, frame: int | None = None, offset: int | None = None) -> str:
+    """``<file>: frame <n> (offset <o>)``, the prefix of every error message."""
+    if frame is None:
+        return os.fspath(path)
+    return f"{path}: frame {frame} (offset {offset})"
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an exception: OSErrors by their strerror, others by their message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())  # one line, whatever the message held
+
+
+def _frame_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {n}")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="VP8 with explicit decoder state, after ExCamera (NSDI 2017).",
+        epilog="Errors: one line on stderr, 'excamera: error: <file>: frame <n> (offset <o>): <what>'; "
+               "exit 1 on bad input, 2 on a usage error.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    dec = sub.add_parser(
+        "decode", help="decode an IVF file of VP8 frames",
+        description="Decode INPUT.ivf bit-exactly like libvpx. Without -o or --frame-md5, print a "
+                    "summary (frames, size, md5 of all output). Frames are numbered from 0, offsets "
+                    "are byte offsets of the frame record in the file.")
+    dec.add_argument("input", metavar="INPUT.ivf", help="IVF file with fourcc VP80")
+    dec.add_argument("-o", "--output", metavar="OUT",
+                     help="OUT.y4m (Y4M, frame rate from the IVF header), OUT.i420 or OUT.yuv "
+                          "(raw I420 planes), or - (raw I420 on standard output)")
+    dec.add_argument("--frame-md5", action="store_true",
+                     help="print '<md5>  <stem>-<W>x<H>-<NNNN>.i420' per shown frame, the format "
+                          "of the conformance .md5 files (NNNN: 1-based IVF frame number)")
+    dec.add_argument("--frames", type=_frame_count, metavar="N",
+                     help="stop after N IVF frames (hidden frames count)")
+    dec.add_argument("--state-in", metavar="FILE",
+                     help="start from this decoder state (from an earlier --state-out) instead of "
+                          "an empty decoder")
+    dec.add_argument("--state-out", metavar="FILE",
+                     help="write the decoder state after the last decoded frame")
+    dec.set_defaults(func=cmd_decode)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # usage errors: message on stderr, SystemExit(2)
+    if args.command == "decode":
+        out = args.output
+        if out is not None and out != "-" and not out.lower().endswith((".y4m", ".i420", ".yuv")):
+            parser.error(f"-o {out}: the output must end in .y4m, .i420 or .yuv, or be -")
+        if out == "-" and args.frame_md5:
+            parser.error("--frame-md5 and -o - both write to standard output; use one")
+    try:
+        return args.func(args)
+    except CliError as e:
+        _error(str(e))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader of our stdout went away (e.g. `| head`); nothing more to say.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 1
+    except Exception as e:  # noqa: BLE001 - never a traceback; _internal says it is a bug
+        _error(_internal(e))
+        return 1
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+
+
+def _internal(exc: BaseException) -> str:
+    """An exception that is not an input error is a bug; still one line, unless debugging."""
+    if os.environ.get("EXCAMERA_DEBUG"):
+        raise exc
+    return f"internal error (a bug, please report it): {type(exc).__name__}: {describe(exc)}"
+
+
+class _Stdout:
+    """Raw bytes to standard output; commit/discard are no-ops (it cannot be taken back)."""
+
+    def write(self, data: bytes) -> None:
+        sys.stdout.buffer.write(data)
+
+    def commit(self) -> None:
+        sys.stdout.buffer.flush()
+
+    def discard(self) -> None:
+        pass
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    import hashlib
+    import time
+
+    from codec.errors import VP8Error
+    from codec.ivf import AtomicFile, IvfReader
+
+    path = args.input
+    stem = os.path.basename(path)
+    if stem.lower().endswith(".ivf"):
+        stem = stem[:-4]
+
+    try:
+        reader = IvfReader(path)
+    except (VP8Error, OSError) as e:
+        raise CliError(f"{where(path)}: {describe(e)}") from None
+
+    outputs: list = []  # everything to commit on success / discard on failure, in order
+    try:
+        decoder = _make_decoder(args.state_in)
+        sink = _open_output(args.output, reader.header.frame_rate)
+        if sink is not None:
+            outputs.append(sink)
+        whole = hashlib.md5()
+        summary = args.output is None and not args.frame_md5
+        decoded = shown = 0
+        sizes: list[str] = []
+        start = time.perf_counter()
+
+        while args.frames is None or decoded < args.frames:
+            index, offset = reader.position
+            try:
+                frame = reader.read_frame()
+                if frame is None:
+                    break
+                image = decoder.decode(frame.data)
+            except (VP8Error, OSError) as e:
+                raise CliError(f"{where(path, index, offset)}: {describe(e)}") from None
+            except Exception as e:  # noqa: BLE001 - a decoder bug must still be one line
+                raise CliError(f"{where(path, index, offset)}: {_internal(e)}") from None
+            decoded += 1
+            if image is None:
+                continue  # show_frame=0 (e.g. an altref): updates references, shows nothing
+            shown += 1
+            size = f"{image.width}x{image.height}"
+            if not sizes or sizes[-1] != size:
+                sizes.append(size)
+            try:
+                if args.frame_md5:
+                    # NNNN is the 1-based number of the IVF frame that showed this picture, as
+                    # vpxdec's "%4" writes it: a hidden frame leaves a gap (see the .md5 files
+                    # of vp80-00-comprehensive-018 and vp80-05-sharpness-1439).
+                    print(f"{image.md5()}  {stem}-{size}-{index + 1:04d}.i420")
+                if sink is not None:
+                    sink.write(image)
+                if summary:
+                    whole.update(image.to_i420())
+            except VP8Error as e:
+                raise CliError(f"{where(args.output, index, offset)}: {describe(e)}") from None
+            except OSError as e:
+                raise CliError(f"{where(args.output or '<stdout>')}: {describe(e)}") from None
+        elapsed = time.perf_counter() - start
+
+        if args.state_out:
+            state = decoder.state
+            if state is None:
+                raise CliError(f"{where(args.state_out)}: no frame was decoded, so there is no "
+                               f"state to write")
+            try:
+                out = AtomicFile(args.state_out)
+                outputs.append(out)
+                out.write(state.to_bytes())
+            except OSError as e:
+                raise CliError(f"{where(args.state_out)}: {describe(e)}") from None
+
+        for out in outputs:
+            try:
+                out.commit()
+            except OSError as e:
+                raise CliError(f"{where(getattr(out, 'path', '<stdout>'))}: {describe(e)}") from None
+        sys.stdout.flush()
+    except BaseException:
+        for out in outputs:
+            out.discard()
+        raise
+    finally:
+        reader.close()
+
+    if summary:
+        rate = f", {decoded / elapsed:.1f} frames/s" if elapsed > 0 and decoded else ""
+        print(f"{path}: {decoded} frames ({shown} shown), {' -> '.join(sizes) or 'no picture'}"
+              f"{rate}, md5 {whole.hexdigest()}")
+    return 0
+
+
+def _make_decoder(state_in: str | None):
+    from codec.decoder import Decoder
+    from codec.errors import VP8Error
+
+    if state_in is None:
+        return Decoder()
+    from codec.state import DecoderState
+
+    try:
+        with open(state_in, "rb") as f:
+            state = DecoderState.from_bytes(f.read())
+    except (VP8Error, OSError) as e:
+        raise CliError(f"{where(state_in)}: {describe(e)}") from None
+    return Decoder(state)
+
+
+class _Y4mSink:
+    def __init__(self, path: str, rate: tuple[int, int]):
+        from codec.y4m import Y4mWriter
+
+        self.path = path
+        self.writer = Y4mWriter(path, rate=rate)
+
+    def write(self, image) -> None:
+        self.writer.write(image)
+
+    def commit(self) -> None:
+        self.writer.close()
+
+    def discard(self) -> None:
+        self.writer.abort()
+
+
+class _RawSink:
+    def __init__(self, target):
+        self.target = target
+        self.path = getattr(target, "path", "<stdout>")
+
+    def write(self, image) -> None:
+        self.target.write(image.to_i420())
+
+    def commit(self) -> None:
+        self.target.commit()
+
+    def discard(self) -> None:
+        self.target.discard()
+
+
+def _open_output(output: str | None, rate: tuple[int, int]):
+    from codec.ivf import AtomicFile
+
+    if output is None:
+        return None
+    try:
+        if output == "-":
+            return _RawSink(_Stdout())
+        if output.lower().endswith(".y4m"):
+            return _Y4mSink(output, rate)
+        return _RawSink(AtomicFile(output))
+    except OSError as e:
+        raise CliError(f"{where(output)}: {describe(e)}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
