@@ -1,0 +1,14 @@
+"""pytest setup: make ``common`` and the repository importable, and register markers."""
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+for p in (str(HERE), str(HERE.parent)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "nojit: small subset that also runs with NUMBA_DISABLE_JIT=1")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
