@@ -164,8 +164,13 @@ def cmd_decode(args: argparse.Namespace) -> int:
             index, offset = reader.position
             try:
                 frame = reader.read_frame()
-                if frame is None:
-                    break
+            except (VP8Error, OSError) as e:
+                raise CliError(f"{where(path, index, offset)}: {describe(e)}") from None
+            if frame is None:
+                break
+            if decoded == 0 and args.state_in:
+                _check_state_fits(decoder.state, args.state_in, path, reader.header, frame.data)
+            try:
                 image = decoder.decode(frame.data)
             except (VP8Error, OSError) as e:
                 raise CliError(f"{where(path, index, offset)}: {describe(e)}") from None
@@ -190,6 +195,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
                     whole.update(image.to_i420())
             except VP8Error as e:
                 raise CliError(f"{where(args.output, index, offset)}: {describe(e)}") from None
+            except BrokenPipeError:
+                raise
             except OSError as e:
                 raise CliError(f"{where(args.output or '<stdout>')}: {describe(e)}") from None
         elapsed = time.perf_counter() - start
@@ -236,10 +243,20 @@ def _make_decoder(state_in: str | None):
 
     try:
         with open(state_in, "rb") as f:
-            state = DecoderState.from_bytes(f.read())
+            return Decoder(DecoderState.from_bytes(f.read()))
     except (VP8Error, OSError) as e:
         raise CliError(f"{where(state_in)}: {describe(e)}") from None
-    return Decoder(state)
+
+
+def _check_state_fits(state, state_path: str, path: str, header, data: bytes) -> None:
+    """An interframe carries no size: a state for another frame size would decode garbage, so
+    compare the state's size (when it has one) with the IVF header's before the first frame."""
+    width, height = getattr(state, "width", None), getattr(state, "height", None)
+    is_interframe = bool(data) and data[0] & 1
+    if (is_interframe and isinstance(width, int) and isinstance(height, int)
+            and header.width and header.height and (width, height) != (header.width, header.height)):
+        raise CliError(f"{where(state_path)}: the decoder state is for {width}x{height} frames but "
+                       f"{path} is {header.width}x{header.height}")
 
 
 class _Y4mSink:
