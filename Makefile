@@ -1,0 +1,30 @@
+# excamera: `make demo` and `make test` are all a fresh machine needs (Python 3.11+).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/pytest -q tests
+	NUMBA_DISABLE_JIT=1 $(BIN)/pytest -q -m nojit tests
+	NUMBA_BOUNDSCHECK=1 $(BIN)/pytest -q tests/test_conformance.py
+
+demo: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" demo/run_demo.sh
+
+bench: $(STAMP)
+	$(BIN)/python bench/decode_bench.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
