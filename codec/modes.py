@@ -1,0 +1,226 @@
+"""Per-macroblock headers of the first partition (RFC 6386 sections 10, 11, 16, 17, 19.3).
+
+``read_modes`` fills arrays with one entry per macroblock plus a border row above and a border
+column to the left (index [r + 1, c + 1] is macroblock (r, c)). The border is never written: it reads
+as an intra DC_PRED macroblock with zero motion and B_DC_PRED subblocks, which is what the format
+assumes outside the frame.
+
+Motion vectors are stored per subblock (``mvs[..., 16, 2]``, row then column, quarter-pel); a
+macroblock that is not SPLITMV stores its one vector in all 16, an intra one zeros, so a neighbour's
+subblock vector can be read the same way whatever its mode.
+"""
+
+import numpy as np
+from numba import njit
+
+from .boolcoder import bd_read, bd_tree
+from .tables import (B_PRED, BMODE_PROBS, BMODE_TREE, GOLDEN_FRAME, IMPLIED_BMODE, INTRA_FRAME,
+                     KF_BMODE_PROBS, KF_UV_MODE_PROBS, KF_YMODE_PROBS, KF_YMODE_TREE, LAST_FRAME,
+                     MODE_CONTEXTS, MV_LONG_BITS, MV_REF_TREE, MVP_BITS, MVP_IS_SHORT, MVP_SHORT,
+                     MVP_SIGN, NEARESTMV, NEARMV, NEWMV, SEGMENT_TREE, SMALL_MV_TREE, SPLIT_MV_COUNTS,
+                     SPLIT_MV_PARTITIONS, SPLIT_MV_PROBS, SPLIT_MV_TREE, SPLITMV, SUB_MV_REF_PROBS,
+                     SUB_MV_REF_TREE, UV_MODE_TREE, YMODE_TREE, ZERO4X4, LEFT4X4, ABOVE4X4)
+
+
+def allocate_mode_info(mb_rows: int, mb_cols: int):
+    """Zeroed mode arrays for a frame, with the border row and column."""
+    shape = (mb_rows + 1, mb_cols + 1)
+    return dict(
+        ymode=np.zeros(shape, np.int8),
+        uvmode=np.zeros(shape, np.int8),
+        ref=np.zeros(shape, np.int8),
+        skip=np.zeros(shape, np.uint8),
+        bmodes=np.zeros(shape + (16,), np.int8),
+        mvs=np.zeros(shape + (16, 2), np.int16),
+        partitioning=np.zeros(shape, np.int8),
+    )
+
+
+@njit(cache=True)
+def read_mv_component(st, data, p):
+    """Section 17.1: one motion vector component in quarter pixels."""
+    if bd_read(st, data, p[MVP_IS_SHORT]):
+        x = 0
+        for i in range(3):
+            x += bd_read(st, data, p[MVP_BITS + i]) << i
+        for i in range(MV_LONG_BITS - 1, 3, -1):
+            x += bd_read(st, data, p[MVP_BITS + i]) << i
+        # Bit 3 is implicit (1) when no higher bit is set: a long vector is at least 8.
+        if not (x & 0xFFF0) or bd_read(st, data, p[MVP_BITS + 3]):
+            x += 8
+    else:
+        x = bd_tree(st, data, SMALL_MV_TREE, p[MVP_SHORT:MVP_SHORT + 7])
+    if x and bd_read(st, data, p[MVP_SIGN]):
+        x = -x
+    return x
+
+
+@njit(cache=True)
+def _clamp(v, lo, hi):
+    return lo if v < lo else (hi if v > hi else v)
+
+
+@njit(cache=True)
+def _find_near_mvs(ref, ymode, mvs, R, C, this_ref, sign_bias, near, cnt):
+    """Section 16.3 (libvpx vp8_find_near_mvs): census of the above, left and above-left vectors.
+
+    Leaves best, nearest and near in ``near[0..2]`` (unclamped) and the counts in ``cnt``.
+    """
+    near[:, :] = 0
+    cnt[:] = 0
+    n = 0  # index of the last distinct vector found
+    for k in range(3):
+        if k == 0:
+            rr, cc, weight = R - 1, C, 2
+        elif k == 1:
+            rr, cc, weight = R, C - 1, 2
+        else:
+            rr, cc, weight = R - 1, C - 1, 1
+        nref = ref[rr, cc]
+        if nref == INTRA_FRAME:
+            continue
+        mr = np.int32(mvs[rr, cc, 15, 0])
+        mc = np.int32(mvs[rr, cc, 15, 1])
+        if mr == 0 and mc == 0:
+            cnt[0] += weight
+            continue
+        if sign_bias[nref] != sign_bias[this_ref]:
+            mr = -mr
+            mc = -mc
+        if n == 0 or mr != near[n, 0] or mc != near[n, 1]:
+            n += 1
+            near[n, 0] = mr
+            near[n, 1] = mc
+        cnt[n] += weight
+    # With three distinct vectors, merge above-left into nearest when they agree.
+    if cnt[3] and near[3, 0] == near[1, 0] and near[3, 1] == near[1, 1]:
+        cnt[1] += 1
+    cnt[3] = ((ymode[R - 1, C] == SPLITMV) + (ymode[R, C - 1] == SPLITMV)) * 2 + (ymode[R - 1, C - 1] == SPLITMV)
+    if cnt[2] > cnt[1]:
+        t = cnt[1]; cnt[1] = cnt[2]; cnt[2] = t
+        for j in range(2):
+            t = near[1, j]; near[1, j] = near[2, j]; near[2, j] = t
+    if cnt[1] >= cnt[0]:
+        near[0, 0] = near[1, 0]
+        near[0, 1] = near[1, 1]
+
+
+@njit(cache=True)
+def _read_split(st, data, mvs, R, C, best_r, best_c, mv_probs):
+    """Section 16.4: partition and per-partition vectors of a SPLITMV macroblock."""
+    part = bd_tree(st, data, SPLIT_MV_TREE, SPLIT_MV_PROBS)
+    layout = SPLIT_MV_PARTITIONS[part]
+    for j in range(SPLIT_MV_COUNTS[part]):
+        k = 0
+        while layout[k] != j:
+            k += 1
+        if k & 3:
+            lr, lc = mvs[R, C, k - 1, 0], mvs[R, C, k - 1, 1]
+        else:
+            lr, lc = mvs[R, C - 1, k + 3, 0], mvs[R, C - 1, k + 3, 1]
+        if k >= 4:
+            ar, ac = mvs[R, C, k - 4, 0], mvs[R, C, k - 4, 1]
+        else:
+            ar, ac = mvs[R - 1, C, k + 12, 0], mvs[R - 1, C, k + 12, 1]
+        left_zero = lr == 0 and lc == 0
+        above_zero = ar == 0 and ac == 0
+        same = lr == ar and lc == ac
+        if same and left_zero:
+            ctx = 4
+        elif same:
+            ctx = 3
+        elif above_zero:
+            ctx = 2
+        elif left_zero:
+            ctx = 1
+        else:
+            ctx = 0
+        sub = bd_tree(st, data, SUB_MV_REF_TREE, SUB_MV_REF_PROBS[ctx])
+        if sub == LEFT4X4:
+            mr, mc = np.int32(lr), np.int32(lc)
+        elif sub == ABOVE4X4:
+            mr, mc = np.int32(ar), np.int32(ac)
+        elif sub == ZERO4X4:
+            mr, mc = 0, 0
+        else:
+            mr = read_mv_component(st, data, mv_probs[0]) + best_r
+            mc = read_mv_component(st, data, mv_probs[1]) + best_c
+        for kk in range(k, 16):
+            if layout[kk] == j:
+                mvs[R, C, kk, 0] = mr
+                mvs[R, C, kk, 1] = mc
+    return part
+
+
+@njit(cache=True)
+def read_modes(st, data, key_frame, update_map, seg_probs, segment_map, skip_enabled, prob_skip,
+               prob_intra, prob_last, prob_golden, ymode_probs, uv_mode_probs, mv_probs, sign_bias,
+               ymode, uvmode, ref, skip, bmodes, mvs, partitioning):
+    """Read every macroblock header of a frame (section 19.3).
+
+    ``segment_map`` (mb_rows x mb_cols) is updated in place when the map is coded, reset to 0 on a
+    key frame that does not code it, and otherwise kept from the previous frame.
+    """
+    mb_rows, mb_cols = segment_map.shape
+    near = np.zeros((4, 2), np.int32)
+    cnt = np.zeros(4, np.int32)
+    probs = np.zeros(4, np.uint8)
+    for r in range(mb_rows):
+        R = r + 1
+        for c in range(mb_cols):
+            C = c + 1
+            if update_map:
+                segment_map[r, c] = bd_tree(st, data, SEGMENT_TREE, seg_probs)
+            elif key_frame:
+                segment_map[r, c] = 0
+            skip[R, C] = bd_read(st, data, prob_skip) if skip_enabled else 0
+            if key_frame:
+                y = bd_tree(st, data, KF_YMODE_TREE, KF_YMODE_PROBS)
+                ymode[R, C] = y
+                if y == B_PRED:
+                    for k in range(16):
+                        a = bmodes[R, C, k - 4] if k >= 4 else bmodes[R - 1, C, k + 12]
+                        lft = bmodes[R, C, k - 1] if k & 3 else bmodes[R, C - 1, k + 3]
+                        bmodes[R, C, k] = bd_tree(st, data, BMODE_TREE, KF_BMODE_PROBS[a, lft])
+                else:
+                    bmodes[R, C, :] = IMPLIED_BMODE[y]
+                uvmode[R, C] = bd_tree(st, data, UV_MODE_TREE, KF_UV_MODE_PROBS)
+                continue
+            if not bd_read(st, data, prob_intra):
+                y = bd_tree(st, data, YMODE_TREE, ymode_probs)
+                ymode[R, C] = y
+                if y == B_PRED:
+                    for k in range(16):
+                        bmodes[R, C, k] = bd_tree(st, data, BMODE_TREE, BMODE_PROBS)
+                uvmode[R, C] = bd_tree(st, data, UV_MODE_TREE, uv_mode_probs)
+                continue
+            this_ref = LAST_FRAME
+            if bd_read(st, data, prob_last):
+                this_ref = GOLDEN_FRAME + bd_read(st, data, prob_golden)
+            ref[R, C] = this_ref
+            _find_near_mvs(ref, ymode, mvs, R, C, this_ref, sign_bias, near, cnt)
+            for i in range(4):
+                probs[i] = MODE_CONTEXTS[cnt[i], i]
+            y = bd_tree(st, data, MV_REF_TREE, probs)
+            ymode[R, C] = y
+            # Predictors are clamped to at most one macroblock beyond the frame edge (section 16.3).
+            lo_c = -(c + 1) * 64
+            hi_c = (mb_cols - c) * 64
+            lo_r = -(r + 1) * 64
+            hi_r = (mb_rows - r) * 64
+            if y == NEARESTMV or y == NEARMV:
+                k = 1 if y == NEARESTMV else 2
+                mr = _clamp(near[k, 0], lo_r, hi_r)
+                mc = _clamp(near[k, 1], lo_c, hi_c)
+            elif y == NEWMV:
+                mr = _clamp(near[0, 0], lo_r, hi_r) + read_mv_component(st, data, mv_probs[0])
+                mc = _clamp(near[0, 1], lo_c, hi_c) + read_mv_component(st, data, mv_probs[1])
+            elif y == SPLITMV:
+                partitioning[R, C] = _read_split(st, data, mvs, R, C, _clamp(near[0, 0], lo_r, hi_r),
+                                                 _clamp(near[0, 1], lo_c, hi_c), mv_probs)
+                continue
+            else:  # ZEROMV
+                mr, mc = 0, 0
+            for k in range(16):
+                mvs[R, C, k, 0] = mr
+                mvs[R, C, k, 1] = mc

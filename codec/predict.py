@@ -1,0 +1,241 @@
+"""Intra prediction (RFC 6386 section 12) and inter prediction (section 18), as numba kernels.
+
+Planes are padded numpy arrays; ``(y, x)`` always addresses a pixel of the padded array. Layout of a
+plane of the frame being reconstructed (B = border, 32 luma / 16 chroma pixels)::
+
+      x: 0 .. B-1 | B .. B+W-1 (W = 16 * mb_cols, coded width rounded up to whole macroblocks) | ..
+    +-------------+-------------------------------------------------------------+---------------+
+    | border      | row B-1: 127 everywhere (and col B-1 of it), the "above" edge of row 0       |
+    |   col B-1:  | decoded pixels                                               | border        |
+    |   129 for   |                                                              |               |
+    |   each row  |                                                              |               |
+    +-------------+-------------------------------------------------------------+---------------+
+
+Once a frame is decoded and loop-filtered its border is refilled by replicating the edge pixels, so
+a reference plane behaves as the infinitely extended picture libvpx predicts from: a block whose
+position lies wholly outside the picture is moved back to just outside it (same pixels), which
+keeps every fetch inside the border.
+"""
+
+import numpy as np
+from numba import njit
+
+from .tables import (B_DC_PRED, B_HD_PRED, B_HE_PRED, B_HU_PRED, B_LD_PRED, B_RD_PRED, B_TM_PRED,
+                     B_VE_PRED, B_VL_PRED, B_VR_PRED, DC_PRED, H_PRED, TM_PRED, V_PRED)
+
+BORDER_Y = 32
+BORDER_UV = 16
+
+
+@njit(cache=True)
+def _clamp255(v):
+    return 0 if v < 0 else (255 if v > 255 else v)
+
+
+@njit(cache=True)
+def predict_mb_intra(plane, y, x, size, mode, have_above, have_left):
+    """Whole-block intra prediction in place (section 12.2): 16x16 luma or 8x8 chroma.
+
+    DC uses only the edges that lie inside the frame (128 with neither); V, H and TM read the
+    127/129 edge values the frame border holds.
+    """
+    if mode == DC_PRED:
+        total = 0
+        shift = 2 if size == 8 else 3
+        if have_above:
+            for i in range(size):
+                total += plane[y - 1, x + i]
+            shift += 1
+        if have_left:
+            for i in range(size):
+                total += plane[y + i, x - 1]
+            shift += 1
+        dc = 128
+        if have_above or have_left:
+            dc = (total + (1 << (shift - 1))) >> shift
+        for r in range(size):
+            for c in range(size):
+                plane[y + r, x + c] = dc
+    elif mode == V_PRED:
+        for r in range(size):
+            for c in range(size):
+                plane[y + r, x + c] = plane[y - 1, x + c]
+    elif mode == H_PRED:
+        for r in range(size):
+            v = plane[y + r, x - 1]
+            for c in range(size):
+                plane[y + r, x + c] = v
+    else:  # TM_PRED
+        p = np.int32(plane[y - 1, x - 1])
+        for r in range(size):
+            left = np.int32(plane[y + r, x - 1])
+            for c in range(size):
+                plane[y + r, x + c] = _clamp255(left + np.int32(plane[y - 1, x + c]) - p)
+
+
+@njit(cache=True)
+def predict_subblock(plane, y, x, mode, above_right, edge):
+    """4x4 luma subblock prediction in place (section 12.3).
+
+    ``above_right`` holds the 4 pixels right of the above row (for the right column of a macroblock
+    they come from the macroblock above-right, as the RFC specifies). ``edge`` is int32 scratch of
+    13: L[3], L[2], L[1], L[0], P, A[0] .. A[7], so the diagonal modes index one line of pixels.
+    """
+    for i in range(4):
+        edge[3 - i] = plane[y + i, x - 1]
+        edge[5 + i] = plane[y - 1, x + i]
+        edge[9 + i] = above_right[i]
+    edge[4] = plane[y - 1, x - 1]
+    E = edge
+    # A[i] = E[5 + i], L[i] = E[3 - i], P = E[4]
+    if mode == B_DC_PRED:
+        v = 4
+        for i in range(4):
+            v += E[5 + i] + E[3 - i]
+        v >>= 3
+        for r in range(4):
+            for c in range(4):
+                plane[y + r, x + c] = v
+    elif mode == B_TM_PRED:
+        for r in range(4):
+            for c in range(4):
+                plane[y + r, x + c] = _clamp255(E[3 - r] + E[5 + c] - E[4])
+    elif mode == B_VE_PRED:
+        for c in range(4):
+            v = (E[4 + c] + 2 * E[5 + c] + E[6 + c] + 2) >> 2
+            for r in range(4):
+                plane[y + r, x + c] = v
+    elif mode == B_HE_PRED:
+        # avg3(L[r-1], L[r], L[r+1]) with L[-1] = P and L[4] taken as L[3]
+        for r in range(4):
+            above = E[4 - r]
+            here = E[3 - r]
+            below = E[2 - r] if r < 3 else E[0]
+            v = (above + 2 * here + below + 2) >> 2
+            for c in range(4):
+                plane[y + r, x + c] = v
+    else:
+        _predict_diagonal(plane, y, x, mode, E)
+
+
+@njit(cache=True)
+def _avg3(E, i):
+    return (E[i - 1] + 2 * E[i] + E[i + 1] + 2) >> 2
+
+
+@njit(cache=True)
+def _avg2(E, i):
+    return (E[i] + E[i + 1] + 1) >> 1
+
+
+@njit(cache=True)
+def _predict_diagonal(plane, y, x, mode, E):
+    """The six diagonal subblock modes; each pixel copies a (smoothed) edge pixel on its diagonal.
+
+    ``E`` is a copy of the edges, so the prediction can be written straight into ``plane``."""
+    if mode == B_LD_PRED:
+        # A[i] = E[5 + i]; the pixel at (r, c) lies on the anti-diagonal r + c.
+        for r in range(4):
+            for c in range(4):
+                d = r + c
+                if d < 6:
+                    plane[y + r, x + c] = _avg3(E, 6 + d)
+                else:
+                    plane[y + r, x + c] = (E[11] + 3 * E[12] + 2) >> 2
+    elif mode == B_RD_PRED:
+        for r in range(4):
+            for c in range(4):
+                plane[y + r, x + c] = _avg3(E, 4 - r + c)
+    elif mode == B_VR_PRED:
+        plane[y + 3, x + 0] = _avg3(E, 2)
+        plane[y + 2, x + 0] = _avg3(E, 3)
+        plane[y + 3, x + 1] = plane[y + 1, x + 0] = _avg3(E, 4)
+        plane[y + 2, x + 1] = plane[y + 0, x + 0] = _avg2(E, 4)
+        plane[y + 3, x + 2] = plane[y + 1, x + 1] = _avg3(E, 5)
+        plane[y + 2, x + 2] = plane[y + 0, x + 1] = _avg2(E, 5)
+        plane[y + 3, x + 3] = plane[y + 1, x + 2] = _avg3(E, 6)
+        plane[y + 2, x + 3] = plane[y + 0, x + 2] = _avg2(E, 6)
+        plane[y + 1, x + 3] = _avg3(E, 7)
+        plane[y + 0, x + 3] = _avg2(E, 7)
+    elif mode == B_VL_PRED:
+        # A + k is E + 5 + k
+        plane[y + 0, x + 0] = _avg2(E, 5)
+        plane[y + 1, x + 0] = _avg3(E, 6)
+        plane[y + 2, x + 0] = plane[y + 0, x + 1] = _avg2(E, 6)
+        plane[y + 1, x + 1] = plane[y + 3, x + 0] = _avg3(E, 7)
+        plane[y + 2, x + 1] = plane[y + 0, x + 2] = _avg2(E, 7)
+        plane[y + 3, x + 1] = plane[y + 1, x + 2] = _avg3(E, 8)
+        plane[y + 2, x + 2] = plane[y + 0, x + 3] = _avg2(E, 8)
+        plane[y + 3, x + 2] = plane[y + 1, x + 3] = _avg3(E, 9)
+        plane[y + 2, x + 3] = _avg3(E, 10)
+        plane[y + 3, x + 3] = _avg3(E, 11)
+    elif mode == B_HD_PRED:
+        plane[y + 3, x + 0] = _avg2(E, 0)
+        plane[y + 3, x + 1] = _avg3(E, 1)
+        plane[y + 2, x + 0] = plane[y + 3, x + 2] = _avg2(E, 1)
+        plane[y + 2, x + 1] = plane[y + 3, x + 3] = _avg3(E, 2)
+        plane[y + 2, x + 2] = plane[y + 1, x + 0] = _avg2(E, 2)
+        plane[y + 2, x + 3] = plane[y + 1, x + 1] = _avg3(E, 3)
+        plane[y + 1, x + 2] = plane[y + 0, x + 0] = _avg2(E, 3)
+        plane[y + 1, x + 3] = plane[y + 0, x + 1] = _avg3(E, 4)
+        plane[y + 0, x + 2] = _avg3(E, 5)
+        plane[y + 0, x + 3] = _avg3(E, 6)
+    else:  # B_HU_PRED; L + k is E + 3 - k, so the left column runs backwards through E
+        l0, l1, l2, l3 = E[3], E[2], E[1], E[0]
+        plane[y + 0, x + 0] = (l0 + l1 + 1) >> 1
+        plane[y + 0, x + 1] = (l0 + 2 * l1 + l2 + 2) >> 2
+        plane[y + 0, x + 2] = plane[y + 1, x + 0] = (l1 + l2 + 1) >> 1
+        plane[y + 0, x + 3] = plane[y + 1, x + 1] = (l1 + 2 * l2 + l3 + 2) >> 2
+        plane[y + 1, x + 2] = plane[y + 2, x + 0] = (l2 + l3 + 1) >> 1
+        plane[y + 1, x + 3] = plane[y + 2, x + 1] = (l2 + 3 * l3 + 2) >> 2
+        plane[y + 2, x + 2] = plane[y + 2, x + 3] = plane[y + 3, x + 0] = plane[y + 3, x + 1] = plane[y + 3, x + 2] = plane[y + 3, x + 3] = l3
+
+
+@njit(cache=True)
+def predict_inter(dst, y, x, ref, ry, rx, bh, bw, frac_y, frac_x, filters, pic_h, pic_w, border, tmp):
+    """Motion-compensated prediction of a ``bh x bw`` block at dst[y, x] (section 18).
+
+    ``(ry, rx)`` is the whole-pixel source position in ``ref`` (padded coordinates), ``frac_*`` the
+    eighth-pel fraction selecting a row of ``filters`` (six-tap or bilinear, both in six-tap layout).
+    Two passes as libvpx: horizontal over bh + 5 rows into ``tmp``, rounded and clamped, then vertical.
+    A position wholly outside the picture is first moved to just outside it: every pixel there is
+    a copy of the same edge pixel, so the prediction is unchanged and the fetch stays in the border.
+    """
+    lo_y = border - (bh + 3)
+    hi_y = border + pic_h + 2
+    lo_x = border - (bw + 3)
+    hi_x = border + pic_w + 2
+    if ry < lo_y:
+        ry = lo_y
+    elif ry > hi_y:
+        ry = hi_y
+    if rx < lo_x:
+        rx = lo_x
+    elif rx > hi_x:
+        rx = hi_x
+    if frac_x == 0 and frac_y == 0:
+        for r in range(bh):
+            for c in range(bw):
+                dst[y + r, x + c] = ref[ry + r, rx + c]
+        return
+    hf = filters[frac_x]
+    for r in range(bh + 5):
+        sy = ry + r - 2
+        for c in range(bw):
+            sx = rx + c
+            if frac_x == 0:
+                tmp[r, c] = ref[sy, sx]
+            else:
+                v = (np.int32(ref[sy, sx - 2]) * hf[0] + np.int32(ref[sy, sx - 1]) * hf[1]
+                     + np.int32(ref[sy, sx]) * hf[2] + np.int32(ref[sy, sx + 1]) * hf[3]
+                     + np.int32(ref[sy, sx + 2]) * hf[4] + np.int32(ref[sy, sx + 3]) * hf[5] + 64) >> 7
+                tmp[r, c] = _clamp255(v)
+    vf = filters[frac_y]
+    for r in range(bh):
+        for c in range(bw):
+            if frac_y == 0:
+                dst[y + r, x + c] = tmp[r + 2, c]
+            else:
+                v = (tmp[r, c] * vf[0] + tmp[r + 1, c] * vf[1] + tmp[r + 2, c] * vf[2]
+                     + tmp[r + 3, c] * vf[3] + tmp[r + 4, c] * vf[4] + tmp[r + 5, c] * vf[5] + 64) >> 7
+                dst[y + r, x + c] = _clamp255(v)
