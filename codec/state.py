@@ -23,7 +23,9 @@ from .predict import BORDER_UV, BORDER_Y
 MAGIC = b"XCDS"
 VERSION = 1
 MAX_DIMENSION = 16383
-_HEADER = struct.Struct("<4sHI")  # magic, version, crc32 of the uncompressed payload
+# magic, version, crc32 of the uncompressed payload, crc32 of the compressed bytes (deflate can
+# decode some flipped bits to the same output; the second checksum catches those too)
+_HEADER = struct.Struct("<4sHII")
 _FIELDS = struct.Struct("<HHBBB3B")  # width, height, scales, segment_absolute, reference slots
 
 
@@ -146,16 +148,19 @@ class DecoderState:
 
     def to_bytes(self, level: int = 1) -> bytes:
         payload = self._payload
-        return _HEADER.pack(MAGIC, VERSION, zlib.crc32(payload)) + zlib.compress(payload, level)
+        body = zlib.compress(payload, level)
+        return _HEADER.pack(MAGIC, VERSION, zlib.crc32(payload), zlib.crc32(body)) + body
 
     @staticmethod
     def from_bytes(data: bytes) -> "DecoderState":
         """Parse ``to_bytes`` output; raises ``StateError`` for anything malformed."""
         if len(data) < _HEADER.size or data[:4] != MAGIC:
             raise StateError("not an excamera decoder state (bad signature)")
-        _, version, crc = _HEADER.unpack_from(data)
+        _, version, crc, body_crc = _HEADER.unpack_from(data)
         if version != VERSION:
             raise StateError(f"decoder state version {version} is not supported (expected {VERSION})")
+        if zlib.crc32(data[_HEADER.size:]) != body_crc:
+            raise StateError("corrupt decoder state: checksum mismatch")
         d = zlib.decompressobj()
         try:
             head = d.decompress(data[_HEADER.size:], _FIELDS.size)
