@@ -60,16 +60,25 @@ def _fill(st, data):
     st[POS] = pos
 
 
-@njit(cache=True)
-def bd_read(st, data, prob):
-    """Decode one bool whose probability of being 0 is ``prob / 256`` (section 7.3)."""
-    if st[BITS] < 16:
-        _fill(st, data)
-    rng = st[RANGE]
+@njit(inline="always")
+def bd_step(data, prob, value, bits, rng, pos, end, fake):
+    """Decode one bool from state held in locals; returns (bit, value, bits, rng, pos, fake).
+
+    The hot token loop keeps the decoder in registers this way; ``bd_read`` wraps it for callers
+    that keep the state in an array. Section 7.3: split the range in proportion to ``prob``,
+    compare the top byte, then renormalise.
+    """
+    if bits < 16:
+        while bits <= 48:
+            if pos < end:
+                value = (value << 8) | data[pos]
+                pos += 1
+            else:
+                value = value << 8
+                fake += 1
+            bits += 8
     split = 1 + (((rng - 1) * prob) >> 8)
-    bits = st[BITS]
     bigsplit = split << (bits - 8)
-    value = st[VALUE]
     if value >= bigsplit:
         rng -= split
         value -= bigsplit
@@ -78,9 +87,19 @@ def bd_read(st, data, prob):
         rng = split
         bit = 0
     shift = NORM_SHIFT[rng]
-    st[RANGE] = rng << shift
-    st[BITS] = bits - shift
+    return bit, value, bits - shift, rng << shift, pos, fake
+
+
+@njit(cache=True)
+def bd_read(st, data, prob):
+    """Decode one bool whose probability of being 0 is ``prob / 256`` (section 7.3)."""
+    bit, value, bits, rng, pos, fake = bd_step(data, prob, st[VALUE], st[BITS], st[RANGE], st[POS],
+                                               st[END], st[FAKE])
     st[VALUE] = value
+    st[BITS] = bits
+    st[RANGE] = rng
+    st[POS] = pos
+    st[FAKE] = fake
     return bit
 
 

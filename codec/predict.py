@@ -218,24 +218,40 @@ def predict_inter(dst, y, x, ref, ry, rx, bh, bw, frac_y, frac_x, filters, pic_h
             for c in range(bw):
                 dst[y + r, x + c] = ref[ry + r, rx + c]
         return
-    hf = filters[frac_x]
-    for r in range(bh + 5):
-        sy = ry + r - 2
-        for c in range(bw):
-            sx = rx + c
-            if frac_x == 0:
-                tmp[r, c] = ref[sy, sx]
-            else:
-                v = (np.int32(ref[sy, sx - 2]) * hf[0] + np.int32(ref[sy, sx - 1]) * hf[1]
-                     + np.int32(ref[sy, sx]) * hf[2] + np.int32(ref[sy, sx + 1]) * hf[3]
-                     + np.int32(ref[sy, sx + 2]) * hf[4] + np.int32(ref[sy, sx + 3]) * hf[5] + 64) >> 7
-                tmp[r, c] = _clamp255(v)
-    vf = filters[frac_y]
+    # A zero fraction is the identity filter (128 at the centre tap), so a one-dimensional pass
+    # equals libvpx's two passes exactly.
+    if frac_y == 0:
+        _filter_rows(dst, y, x, ref, ry, rx, bh, bw, filters[frac_x])
+        return
+    if frac_x == 0:
+        _filter_cols(dst, y, x, ref, ry, rx, bh, bw, filters[frac_y])
+        return
+    _filter_rows(tmp, 0, 0, ref, ry - 2, rx, bh + 5, bw, filters[frac_x])
+    _filter_cols(dst, y, x, tmp, 2, 0, bh, bw, filters[frac_y])
+
+
+@njit(cache=True)
+def _filter_rows(dst, y, x, src, sy, sx, bh, bw, f):
+    """Horizontal six-tap pass: dst[y + r, x + c] from src[sy + r, sx + c - 2 .. sx + c + 3]."""
+    f0, f1, f2, f3, f4, f5 = np.int32(f[0]), np.int32(f[1]), np.int32(f[2]), np.int32(f[3]), np.int32(f[4]), np.int32(f[5])
     for r in range(bh):
         for c in range(bw):
-            if frac_y == 0:
-                dst[y + r, x + c] = tmp[r + 2, c]
-            else:
-                v = (tmp[r, c] * vf[0] + tmp[r + 1, c] * vf[1] + tmp[r + 2, c] * vf[2]
-                     + tmp[r + 3, c] * vf[3] + tmp[r + 4, c] * vf[4] + tmp[r + 5, c] * vf[5] + 64) >> 7
-                dst[y + r, x + c] = _clamp255(v)
+            j = sx + c
+            v = (np.int32(src[sy + r, j - 2]) * f0 + np.int32(src[sy + r, j - 1]) * f1
+                 + np.int32(src[sy + r, j]) * f2 + np.int32(src[sy + r, j + 1]) * f3
+                 + np.int32(src[sy + r, j + 2]) * f4 + np.int32(src[sy + r, j + 3]) * f5 + 64) >> 7
+            dst[y + r, x + c] = _clamp255(v)
+
+
+@njit(cache=True)
+def _filter_cols(dst, y, x, src, sy, sx, bh, bw, f):
+    """Vertical six-tap pass: dst[y + r, x + c] from src[sy + r - 2 .. sy + r + 3, sx + c]."""
+    f0, f1, f2, f3, f4, f5 = np.int32(f[0]), np.int32(f[1]), np.int32(f[2]), np.int32(f[3]), np.int32(f[4]), np.int32(f[5])
+    for r in range(bh):
+        i = sy + r
+        for c in range(bw):
+            j = sx + c
+            v = (np.int32(src[i - 2, j]) * f0 + np.int32(src[i - 1, j]) * f1 + np.int32(src[i, j]) * f2
+                 + np.int32(src[i + 1, j]) * f3 + np.int32(src[i + 2, j]) * f4 + np.int32(src[i + 3, j]) * f5
+                 + 64) >> 7
+            dst[y + r, x + c] = _clamp255(v)

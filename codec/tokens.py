@@ -9,7 +9,7 @@ reconstruction uses it to skip empty blocks and the loop filter to spot macroblo
 import numpy as np
 from numba import njit
 
-from .boolcoder import bd_literal, bd_overrun, bd_read
+from .boolcoder import BITS, END, FAKE, POS, RANGE, VALUE, bd_literal, bd_overrun, bd_read, bd_step
 from .tables import (B_PRED, CAT_BASE, CAT_BITS, CAT_PROBS, COEFF_BANDS, COEFF_UPDATE_PROBS, SPLITMV,
                      TYPE_UV, TYPE_Y2, TYPE_Y_AFTER_Y2, TYPE_Y_WITH_DC, ZIGZAG)
 
@@ -32,47 +32,73 @@ def read_coeff_updates(st, data, probs, updated):
 
 @njit(cache=True)
 def _read_block(st, data, probs, btype, ctx, out):
-    """Tokens of one block (section 13.2) into ``out`` (int16[16], zeroed); returns its eob."""
+    """Tokens of one block (section 13.2) into ``out`` (int16[16], zeroed); returns its eob.
+
+    The bool decoder's state is kept in locals for the block (``bd_step``) and written back once.
+    """
+    value, bits, rng, pos, end, fake = st[VALUE], st[BITS], st[RANGE], st[POS], st[END], st[FAKE]
     i = 1 if btype == TYPE_Y_AFTER_Y2 else 0
     p = probs[btype, COEFF_BANDS[i], ctx]
-    if not bd_read(st, data, p[0]):
-        return 0
-    while True:
-        # After a zero the next token cannot be EOB, so the EOB branch is skipped.
-        while not bd_read(st, data, p[1]):
+    b, value, bits, rng, pos, fake = bd_step(data, p[0], value, bits, rng, pos, end, fake)
+    eob = 0
+    if b:
+        while True:
+            # After a zero the next token cannot be EOB, so the EOB branch is skipped.
+            b, value, bits, rng, pos, fake = bd_step(data, p[1], value, bits, rng, pos, end, fake)
+            if not b:
+                i += 1
+                if i == 16:
+                    eob = 16
+                    break
+                p = probs[btype, COEFF_BANDS[i], 0]
+                continue
+            b, value, bits, rng, pos, fake = bd_step(data, p[2], value, bits, rng, pos, end, fake)
+            if not b:
+                v = 1
+                nctx = 1
+            else:
+                nctx = 2
+                b, value, bits, rng, pos, fake = bd_step(data, p[3], value, bits, rng, pos, end, fake)
+                if not b:
+                    b, value, bits, rng, pos, fake = bd_step(data, p[4], value, bits, rng, pos, end, fake)
+                    if not b:
+                        v = 2
+                    else:
+                        b, value, bits, rng, pos, fake = bd_step(data, p[5], value, bits, rng, pos, end, fake)
+                        v = 3 + b
+                else:
+                    b, value, bits, rng, pos, fake = bd_step(data, p[6], value, bits, rng, pos, end, fake)
+                    if not b:
+                        b, value, bits, rng, pos, fake = bd_step(data, p[7], value, bits, rng, pos, end, fake)
+                        cat = b
+                    else:
+                        b1, value, bits, rng, pos, fake = bd_step(data, p[8], value, bits, rng, pos, end, fake)
+                        b, value, bits, rng, pos, fake = bd_step(data, p[9 + b1], value, bits, rng, pos, end,
+                                                                 fake)
+                        cat = 2 + 2 * b1 + b
+                    extra = 0
+                    for k in range(CAT_BITS[cat]):
+                        b, value, bits, rng, pos, fake = bd_step(data, CAT_PROBS[cat, k], value, bits, rng, pos,
+                                                                 end, fake)
+                        extra = (extra << 1) | b
+                    v = CAT_BASE[cat] + extra
+            b, value, bits, rng, pos, fake = bd_step(data, 128, value, bits, rng, pos, end, fake)
+            out[ZIGZAG[i]] = -v if b else v
             i += 1
             if i == 16:
-                return 16
-            p = probs[btype, COEFF_BANDS[i], 0]
-        if not bd_read(st, data, p[2]):
-            v = 1
-            nctx = 1
-        else:
-            nctx = 2
-            if not bd_read(st, data, p[3]):
-                if not bd_read(st, data, p[4]):
-                    v = 2
-                else:
-                    v = 3 + bd_read(st, data, p[5])
-            else:
-                if not bd_read(st, data, p[6]):
-                    cat = bd_read(st, data, p[7])
-                else:
-                    b1 = bd_read(st, data, p[8])
-                    cat = 2 + 2 * b1 + bd_read(st, data, p[9 + b1])
-                extra = 0
-                for b in range(CAT_BITS[cat]):
-                    extra = (extra << 1) | bd_read(st, data, CAT_PROBS[cat, b])
-                v = CAT_BASE[cat] + extra
-        if bd_read(st, data, 128):
-            v = -v
-        out[ZIGZAG[i]] = v
-        i += 1
-        if i == 16:
-            return 16
-        p = probs[btype, COEFF_BANDS[i], nctx]
-        if not bd_read(st, data, p[0]):
-            return i
+                eob = 16
+                break
+            p = probs[btype, COEFF_BANDS[i], nctx]
+            b, value, bits, rng, pos, fake = bd_step(data, p[0], value, bits, rng, pos, end, fake)
+            if not b:
+                eob = i
+                break
+    st[VALUE] = value
+    st[BITS] = bits
+    st[RANGE] = rng
+    st[POS] = pos
+    st[FAKE] = fake
+    return eob
 
 
 @njit(cache=True)
