@@ -169,7 +169,8 @@ class DecoderState:
         if len(head) < _FIELDS.size:
             raise StateError("truncated decoder state")
         width, height, scales, absolute, npics, *slots = _FIELDS.unpack(head)
-        if not (0 < width <= MAX_DIMENSION and 0 < height <= MAX_DIMENSION) or npics > 3 \
+        empty = width == height == npics == 0 and slots == [255, 255, 255]  # before any key frame
+        if not (empty or 0 < width <= MAX_DIMENSION and 0 < height <= MAX_DIMENSION) or npics > 3 \
                 or any(s != 255 and s >= npics for s in slots) or absolute > 1:
             raise StateError("corrupt decoder state: impossible header values")
         rows, cols = (height + 15) // 16, (width + 15) // 16
@@ -204,7 +205,7 @@ class DecoderState:
                 np.frombuffer(chunks[base + 1], np.uint8).reshape(8 * rows, 8 * cols),
                 np.frombuffer(chunks[base + 2], np.uint8).reshape(8 * rows, 8 * cols)))
         refs = [None if s == 255 else pics[s] for s in slots]
-        if refs[0] is None:
+        if refs[0] is None and not empty:
             raise StateError("corrupt decoder state: no last reference")
         return DecoderState(
             width=width, height=height, horiz_scale=scales >> 4, vert_scale=scales & 15,

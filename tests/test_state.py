@@ -35,12 +35,14 @@ def decode_prefix(vector, k):
     return decoder.state
 
 
-@pytest.mark.parametrize("vector", vector_params(VECTORS + [DEMO_IVF]))
+# One-frame streams (the WebP key frames, segmentation-01..04) have no split point: left out.
+MULTI_FRAME = [v for v in VECTORS + [DEMO_IVF] if len(read_ivf(v)[1]) > 1]
+
+
+@pytest.mark.parametrize("vector", vector_params(MULTI_FRAME))
 def test_split_decode_in_a_fresh_process_equals_whole_decode(vector, tmp_path):
     _, frames = read_ivf(vector)
     ks = split_points(len(frames))
-    if not ks:
-        pytest.skip("a one-frame stream has no split point")
     args = []
     for k in ks:
         path = tmp_path / f"state-{k}.bin"
