@@ -44,11 +44,11 @@ def predict_mb_intra(plane, y, x, size, mode, have_above, have_left):
         shift = 2 if size == 8 else 3
         if have_above:
             for i in range(size):
-                total += plane[y - 1, x + i]
+                total += np.int32(plane[y - 1, x + i])
             shift += 1
         if have_left:
             for i in range(size):
-                total += plane[y + i, x - 1]
+                total += np.int32(plane[y + i, x - 1])
             shift += 1
         dc = 128
         if have_above or have_left:
