@@ -157,13 +157,17 @@ def reconstruct_frame(y, u, v, ly, lu, lv, gy, gu, gv, ay, au, av, ymode, uvmode
             if mode != B_PRED or ref[R, C] != INTRA_FRAME:
                 for k in range(16):
                     dc = np.int32(wht[k]) if has_y2 else -32769
+                    if eob[k] == 0 and (dc == 0 or dc == -32769):  # nothing to add
+                        continue
                     _add_residual(y, y0 + 4 * (k >> 2), x0 + 4 * (k & 3), blk[k], eob[k], dc,
                                   f[Y1_DC], f[Y1_AC], deq, res, tmp)
             for k in range(4):
                 by = cy0 + 4 * (k >> 1)
                 bx = cx0 + 4 * (k & 1)
-                _add_residual(u, by, bx, blk[16 + k], eob[16 + k], -32769, f[UV_DC], f[UV_AC], deq, res, tmp)
-                _add_residual(v, by, bx, blk[20 + k], eob[20 + k], -32769, f[UV_DC], f[UV_AC], deq, res, tmp)
+                if eob[16 + k]:
+                    _add_residual(u, by, bx, blk[16 + k], eob[16 + k], -32769, f[UV_DC], f[UV_AC], deq, res, tmp)
+                if eob[20 + k]:
+                    _add_residual(v, by, bx, blk[20 + k], eob[20 + k], -32769, f[UV_DC], f[UV_AC], deq, res, tmp)
         # Above-right pixels for the next row's last macroblock: its row above, extended (libvpx).
         yr = BORDER_Y + 16 * r + 15
         for i in range(4):
