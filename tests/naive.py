@@ -1,0 +1,627 @@
+"""Slow, obvious twins of the codec's numba kernels, written from the text of RFC 6386.
+
+Each function here follows the RFC's own description (the section is named in its docstring), in
+plain Python on plain ints and lists, so a reader can check it against the RFC line by line. They
+are deliberately not derived from ``codec/``: ``tests/test_kernels.py`` runs each kernel against
+its twin, so a shared mistake would hide. Where libvpx (which produced the conformance MD5s) stores
+a value in a narrower C type than the RFC's prose suggests, the twin wraps it the same way and says
+so.
+
+Nothing here is fast; nothing here imports numba.
+"""
+
+from __future__ import annotations
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def wrap16(v: int) -> int:
+    """Store ``v`` in a C ``short``: keep the low 16 bits, two's complement."""
+    v &= 0xFFFF
+    return v - 0x10000 if v >= 0x8000 else v
+
+
+def clamp255(v: int) -> int:
+    """Section 12.2 / 18.3 ``clamp255``."""
+    return 0 if v < 0 else 255 if v > 255 else v
+
+
+def c(v: int) -> int:
+    """Section 15.2: clamp to a signed char."""
+    return -128 if v < -128 else (v if v < 128 else 127)
+
+
+def u2s(v: int) -> int:
+    return v - 128
+
+
+def s2u(v: int) -> int:
+    return c(v) + 128
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 7.3: the boolean entropy encoder and decoder
+
+
+class BoolEncoder:
+    """RFC 6386 section 7.3 ``bool_encoder``: write bools, then ``flush()`` once for the bytes."""
+
+    def __init__(self):
+        self.output = bytearray()
+        self.range = 255
+        self.bottom = 0  # uint32
+        self.bit_count = 24
+
+    def _add_one_to_output(self):
+        q = len(self.output) - 1
+        while self.output[q] == 255:
+            self.output[q] = 0
+            q -= 1
+        self.output[q] += 1
+
+    def write_bool(self, prob: int, bool_value: int) -> None:
+        split = 1 + (((self.range - 1) * prob) >> 8)
+        if bool_value:
+            self.bottom += split
+            self.range -= split
+        else:
+            self.range = split
+        while self.range < 128:
+            self.range <<= 1
+            if self.bottom & (1 << 31):
+                self._add_one_to_output()
+            self.bottom = (self.bottom << 1) & 0xFFFFFFFF
+            self.bit_count -= 1
+            if not self.bit_count:
+                self.output.append(self.bottom >> 24)
+                self.bottom &= (1 << 24) - 1
+                self.bit_count = 8
+
+    def write_literal(self, value: int, n: int) -> None:
+        """n bits, most significant first, each at probability 128 (section 7.3 read_literal)."""
+        for i in range(n - 1, -1, -1):
+            self.write_bool(128, (value >> i) & 1)
+
+    def write_tree(self, tree, probs, leaf: int) -> None:
+        """Write ``leaf`` through a tree in tree_index form (section 8.1): find its path, then
+        write each branch bit at the probability of the node it leaves."""
+        path = self._tree_path(tree, 0, leaf)
+        if path is None:
+            raise ValueError(f"leaf {leaf} is not in the tree")
+        for node, bit in path:
+            self.write_bool(probs[node >> 1], bit)
+
+    @classmethod
+    def _tree_path(cls, tree, i, leaf):
+        for bit in (0, 1):
+            nxt = tree[i + bit]
+            if nxt <= 0:
+                if -nxt == leaf:
+                    return [(i, bit)]
+            else:
+                rest = cls._tree_path(tree, nxt, leaf)
+                if rest is not None:
+                    return [(i, bit)] + rest
+        return None
+
+    def flush(self) -> bytes:
+        """``flush_bool_encoder``: propagate a pending carry, then write out ``bottom``."""
+        cnt = self.bit_count
+        v = self.bottom
+        if v & (1 << (32 - cnt)):
+            self._add_one_to_output()
+        v = (v << (cnt & 7)) & 0xFFFFFFFF
+        cnt >>= 3
+        for _ in range(cnt):
+            v = (v << 8) & 0xFFFFFFFF
+        for _ in range(4):
+            self.output.append(v >> 24)
+            v = (v << 8) & 0xFFFFFFFF
+        return bytes(self.output)
+
+
+class NaiveBoolDecoder:
+    """RFC 6386 section 7.3 ``bool_decoder``: a 2-byte ``value`` window and a ``bit_count``.
+
+    Bytes past the end of ``data`` read as zero, as libvpx does; ``bits_past_end`` counts how many
+    bits of ``value``'s comparison byte are already beyond the data.
+    """
+
+    def __init__(self, data: bytes):
+        self.data = bytes(data)
+        self.pos = 0
+        self.value = (self._next() << 8) | self._next()
+        self.range = 255
+        self.bit_count = 0
+
+    def _next(self) -> int:
+        b = self.data[self.pos] if self.pos < len(self.data) else 0
+        self.pos += 1
+        return b
+
+    def read_bool(self, prob: int) -> int:
+        split = 1 + (((self.range - 1) * prob) >> 8)
+        SPLIT = split << 8
+        if self.value >= SPLIT:
+            ret = 1
+            self.range -= split
+            self.value -= SPLIT
+        else:
+            ret = 0
+            self.range = split
+        while self.range < 128:
+            self.value <<= 1
+            self.range <<= 1
+            self.bit_count += 1
+            if self.bit_count == 8:
+                self.bit_count = 0
+                self.value |= self._next()
+        return ret
+
+    def read_literal(self, n: int) -> int:
+        v = 0
+        for _ in range(n):
+            v = (v << 1) + self.read_bool(128)
+        return v
+
+    def read_tree(self, tree, probs) -> int:
+        """Section 8.1 ``treed_read``."""
+        i = 0
+        while True:
+            i = tree[i + self.read_bool(probs[i >> 1])]
+            if i <= 0:
+                return -i
+
+    def consumed_bits(self) -> int:
+        """Bits shifted out of the 16-bit window so far (the window's top byte starts there)."""
+        return 8 * (self.pos - 2) + self.bit_count
+
+
+def libvpx_read_bools(data: bytes, probs) -> list[int]:
+    """libvpx's ``vp8dx_decode_bool`` (dboolhuff.h): a left-aligned 64-bit ``value``.
+
+    For any data an encoder can produce this agrees with the RFC decoder. It differs only when
+    ``value >= range`` (first byte 0xff, which no encoder writes): libvpx's ``value <<= shift``
+    then drops the excess high bits at once, where the RFC's uint32 keeps 16 of them.
+    """
+    M = (1 << 64) - 1
+    value, count, pos, rng, out = 0, -8, 0, 255, []
+    for prob in probs:
+        split = 1 + (((rng - 1) * prob) >> 8)
+        if count < 0:  # vp8dx_bool_decoder_fill: top up the window, zeros past the end
+            shift = 64 - 8 - (count + 8)
+            while shift >= 0:
+                value |= (data[pos] if pos < len(data) else 0) << shift
+                pos += 1
+                count += 8
+                shift -= 8
+        bigsplit = split << 56
+        if value >= bigsplit:
+            rng, value, bit = rng - split, value - bigsplit, 1
+        else:
+            rng, bit = split, 0
+        while rng < 128:
+            rng <<= 1
+            value = (value << 1) & M
+            count -= 1
+        out.append(bit)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 14.3 / 14.4: inverse WHT and DCT, with libvpx's short (int16) storage
+
+COSPI8SQRT2MINUS1 = 20091
+SINPI8SQRT2 = 35468
+
+
+def idct4x4(coeffs) -> list[int]:
+    """Section 14.4 ``short_idct4x4llm_c``: vertical pass into a short buffer, then horizontal.
+
+    ``coeffs``: 16 ints (raster order, each a C short). Returns the 16 output shorts.
+    """
+    ip = [wrap16(int(v)) for v in coeffs]
+    tmp = [0] * 16
+    for i in range(4):
+        a1 = ip[i] + ip[8 + i]
+        b1 = ip[i] - ip[8 + i]
+        temp1 = (ip[4 + i] * SINPI8SQRT2) >> 16
+        temp2 = ip[12 + i] + ((ip[12 + i] * COSPI8SQRT2MINUS1) >> 16)
+        c1 = temp1 - temp2
+        temp1 = ip[4 + i] + ((ip[4 + i] * COSPI8SQRT2MINUS1) >> 16)
+        temp2 = (ip[12 + i] * SINPI8SQRT2) >> 16
+        d1 = temp1 + temp2
+        tmp[0 * 4 + i] = wrap16(a1 + d1)
+        tmp[3 * 4 + i] = wrap16(a1 - d1)
+        tmp[1 * 4 + i] = wrap16(b1 + c1)
+        tmp[2 * 4 + i] = wrap16(b1 - c1)
+    out = [0] * 16
+    for r in range(4):
+        row = tmp[4 * r:4 * r + 4]
+        a1 = row[0] + row[2]
+        b1 = row[0] - row[2]
+        temp1 = (row[1] * SINPI8SQRT2) >> 16
+        temp2 = row[3] + ((row[3] * COSPI8SQRT2MINUS1) >> 16)
+        c1 = temp1 - temp2
+        temp1 = row[1] + ((row[1] * COSPI8SQRT2MINUS1) >> 16)
+        temp2 = (row[3] * SINPI8SQRT2) >> 16
+        d1 = temp1 + temp2
+        out[4 * r + 0] = wrap16((a1 + d1 + 4) >> 3)
+        out[4 * r + 3] = wrap16((a1 - d1 + 4) >> 3)
+        out[4 * r + 1] = wrap16((b1 + c1 + 4) >> 3)
+        out[4 * r + 2] = wrap16((b1 - c1 + 4) >> 3)
+    return out
+
+
+def iwht4x4(coeffs) -> list[int]:
+    """Section 14.3 ``vp8_short_inv_walsh4x4_c``: vertical pass into shorts, then horizontal."""
+    ip = [wrap16(int(v)) for v in coeffs]
+    op = [0] * 16
+    for i in range(4):
+        a1 = ip[0 + i] + ip[12 + i]
+        b1 = ip[4 + i] + ip[8 + i]
+        c1 = ip[4 + i] - ip[8 + i]
+        d1 = ip[0 + i] - ip[12 + i]
+        op[0 + i] = wrap16(a1 + b1)
+        op[4 + i] = wrap16(c1 + d1)
+        op[8 + i] = wrap16(a1 - b1)
+        op[12 + i] = wrap16(d1 - c1)
+    out = [0] * 16
+    for r in range(4):
+        x = op[4 * r:4 * r + 4]
+        a1 = x[0] + x[3]
+        b1 = x[1] + x[2]
+        c1 = x[1] - x[2]
+        d1 = x[0] - x[3]
+        a2 = a1 + b1
+        b2 = c1 + d1
+        c2 = a1 - b1
+        d2 = d1 - c1
+        out[4 * r + 0] = wrap16((a2 + 3) >> 3)
+        out[4 * r + 1] = wrap16((b2 + 3) >> 3)
+        out[4 * r + 2] = wrap16((c2 + 3) >> 3)
+        out[4 * r + 3] = wrap16((d2 + 3) >> 3)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 15.2 / 15.3: loop-filter segments. A segment is a list of 8 pixels
+# p3 p2 p1 p0 | q0 q1 q2 q3; each function returns the filtered segment (a new list).
+
+
+def _common_adjust(use_outer_taps: bool, seg: list[int]) -> int:
+    """Section 15.2 ``common_adjust`` on seg[2..5] = P1 P0 Q0 Q1, in place; returns ``a``."""
+    p1, p0, q0, q1 = (u2s(v) for v in seg[2:6])
+    a = c((c(p1 - q1) if use_outer_taps else 0) + 3 * (q0 - p0))
+    b = c(a + 3) >> 3
+    a = c(a + 4) >> 3
+    seg[4] = s2u(q0 - a)
+    seg[3] = s2u(p0 + b)
+    return a
+
+
+def simple_segment(edge_limit: int, seg) -> list[int]:
+    """Section 15.2 ``simple_segment`` (seg: P1 P0 Q0 Q1 at [2..5]; the rest is untouched)."""
+    seg = list(seg)
+    P1, P0, Q0, Q1 = seg[2:6]
+    if abs(P0 - Q0) * 2 + abs(P1 - Q1) // 2 <= edge_limit:
+        _common_adjust(True, seg)
+    return seg
+
+
+def _filter_yes(I, E, p3, p2, p1, p0, q0, q1, q2, q3) -> bool:
+    return (abs(p0 - q0) * 2 + abs(p1 - q1) // 2 <= E
+            and abs(p3 - p2) <= I and abs(p2 - p1) <= I and abs(p1 - p0) <= I
+            and abs(q3 - q2) <= I and abs(q2 - q1) <= I and abs(q1 - q0) <= I)
+
+
+def _hev(threshold, p1, p0, q0, q1) -> bool:
+    return abs(p1 - p0) > threshold or abs(q1 - q0) > threshold
+
+
+def subblock_filter(hev_threshold: int, interior_limit: int, edge_limit: int, seg) -> list[int]:
+    """Section 15.3 ``subblock_filter`` on an 8-pixel segment."""
+    seg = list(seg)
+    p3, p2, p1, p0, q0, q1, q2, q3 = (u2s(v) for v in seg)
+    if _filter_yes(interior_limit, edge_limit, p3, p2, p1, p0, q0, q1, q2, q3):
+        hv = _hev(hev_threshold, p1, p0, q0, q1)
+        a = (_common_adjust(hv, seg) + 1) >> 1
+        if not hv:
+            seg[5] = s2u(q1 - a)
+            seg[2] = s2u(p1 + a)
+    return seg
+
+
+def mb_filter(hev_threshold: int, interior_limit: int, edge_limit: int, seg) -> list[int]:
+    """Section 15.3 ``MBfilter`` on an 8-pixel segment."""
+    seg = list(seg)
+    p3, p2, p1, p0, q0, q1, q2, q3 = (u2s(v) for v in seg)
+    if _filter_yes(interior_limit, edge_limit, p3, p2, p1, p0, q0, q1, q2, q3):
+        if not _hev(hev_threshold, p1, p0, q0, q1):
+            w = c(c(p1 - q1) + 3 * (q0 - p0))
+            a = c((27 * w + 63) >> 7)
+            seg[4] = s2u(q0 - a)
+            seg[3] = s2u(p0 + a)
+            a = c((18 * w + 63) >> 7)
+            seg[5] = s2u(q1 - a)
+            seg[2] = s2u(p1 + a)
+            a = c((9 * w + 63) >> 7)
+            seg[6] = s2u(q2 - a)
+            seg[1] = s2u(p2 + a)
+        else:
+            _common_adjust(True, seg)
+    return seg
+
+
+def interior_limit(level: int, sharpness: int) -> int:
+    """Section 15.4."""
+    lim = level
+    if sharpness:
+        lim >>= 2 if sharpness > 4 else 1
+        if lim > 9 - sharpness:
+            lim = 9 - sharpness
+    if not lim:
+        lim = 1
+    return lim
+
+
+def hev_threshold(level: int, key_frame: bool) -> int:
+    """Section 15.4."""
+    if key_frame:
+        return 2 if level >= 40 else 1 if level >= 15 else 0
+    return 3 if level >= 40 else 2 if level >= 20 else 1 if level >= 15 else 0
+
+
+def filter_edge(plane, r0: int, c0: int, vertical: bool, length: int, fn) -> None:
+    """Apply ``fn(segment) -> segment`` to each of ``length`` 8-pixel segments straddling an edge.
+
+    ``plane`` is a 2-D array (modified in place); the edge's first q0 pixel is at (r0, c0). A
+    vertical edge runs down from there (segments are horizontal), a horizontal edge runs right.
+    """
+    for k in range(length):
+        if vertical:
+            r, cols = r0 + k, [c0 + d for d in range(-4, 4)]
+            seg = fn([int(plane[r, x]) for x in cols])
+            for x, v in zip(cols, seg):
+                plane[r, x] = v
+        else:
+            x, rows = c0 + k, [r0 + d for d in range(-4, 4)]
+            seg = fn([int(plane[y, x]) for y in rows])
+            for y, v in zip(rows, seg):
+                plane[y, x] = v
+
+
+def loop_filter_frame(planes, offsets, levels, inner, simple: bool, sharpness: int,
+                      key_frame: bool) -> None:
+    """Section 15.1: filter every macroblock in raster order, four steps each, per plane.
+
+    ``planes`` = (y, u, v) 2-D arrays, ``offsets`` = the (row, col) of each plane's picture origin,
+    ``levels[r][c]`` the filter level of each macroblock (0 = skip), ``inner[r][c]`` whether its
+    subblock edges are filtered. The simple filter touches luma only (section 15.2).
+    """
+    mb_rows, mb_cols = len(levels), len(levels[0])
+    for idx, (plane, (oy, ox)) in enumerate(zip(planes, offsets)):
+        if simple and idx > 0:
+            continue
+        size = 16 if idx == 0 else 8
+        for r in range(mb_rows):
+            for col in range(mb_cols):
+                level = int(levels[r][col])
+                if level == 0:
+                    continue
+                I = interior_limit(level, sharpness)
+                H = hev_threshold(level, key_frame)
+                mbE = (level + 2) * 2 + I
+                subE = level * 2 + I
+                if simple:
+                    def mb_fn(s): return simple_segment(mbE, s)
+                    def sub_fn(s): return simple_segment(subE, s)
+                else:
+                    def mb_fn(s): return mb_filter(H, I, mbE, s)
+                    def sub_fn(s): return subblock_filter(H, I, subE, s)
+                y0, x0 = oy + size * r, ox + size * col
+                inner_steps = range(4, size, 4)
+                if col > 0:
+                    filter_edge(plane, y0, x0, True, size, mb_fn)
+                if inner[r][col]:
+                    for k in inner_steps:
+                        filter_edge(plane, y0, x0 + k, True, size, sub_fn)
+                if r > 0:
+                    filter_edge(plane, y0, x0, False, size, mb_fn)
+                if inner[r][col]:
+                    for k in inner_steps:
+                        filter_edge(plane, y0 + k, x0, False, size, sub_fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 12: intra prediction
+
+# Mode numbers of section 8.1 / 11.2 (the enum order of the RFC).
+DC_PRED, V_PRED, H_PRED, TM_PRED = 0, 1, 2, 3
+(B_DC_PRED, B_TM_PRED, B_VE_PRED, B_HE_PRED, B_LD_PRED,
+ B_RD_PRED, B_VR_PRED, B_VL_PRED, B_HD_PRED, B_HU_PRED) = range(10)
+
+
+def block_intra_predict(size: int, mode: int, A, L, P: int, have_above: bool, have_left: bool):
+    """Sections 12.2 / 12.3: a ``size`` x ``size`` DC/V/H/TM prediction, as a list of rows.
+
+    ``A`` is the row above (``size`` pixels), ``L`` the column left, ``P`` the corner; for an edge
+    outside the frame the caller passes the RFC's 127 (above) / 129 (left) values, which V, H and
+    TM use and DC ignores.
+    """
+    if mode == DC_PRED:
+        pixels = (list(A) if have_above else []) + (list(L) if have_left else [])
+        if not pixels:
+            v = 128
+        else:
+            shf = {8: 3, 16: 4, 32: 5}[len(pixels)]
+            v = (sum(pixels) + (1 << (shf - 1))) >> shf
+        return [[v] * size for _ in range(size)]
+    if mode == V_PRED:
+        return [list(A) for _ in range(size)]
+    if mode == H_PRED:
+        return [[L[r]] * size for r in range(size)]
+    if mode == TM_PRED:
+        return [[clamp255(L[r] + A[col] - P) for col in range(size)] for r in range(size)]
+    raise ValueError(mode)
+
+
+def subblock_intra_predict(A, L, mode: int):
+    """Section 12.3 ``subblock_intra_predict``.
+
+    ``A`` has 9 entries: A[-1] (= P) then A[0..7], i.e. ``A[i + 1]`` is the RFC's A[i];
+    ``L`` has 4 entries L[0..3]. Returns the 4x4 block B[r][c].
+    """
+    P = A[0]
+
+    def a(i):  # the RFC's A[i], i = -1 .. 7
+        return A[i + 1]
+
+    def l(i):  # the RFC's L[i], i = -1 .. 3 (L[-1] = P)
+        return P if i == -1 else L[i]
+
+    E = [L[3], L[2], L[1], L[0], P, a(0), a(1), a(2), a(3)]
+
+    def avg3(x, y, z):
+        return (x + y + y + z + 2) >> 2
+
+    def avg2(x, y):
+        return (x + y + 1) >> 1
+
+    def avg3a(i):  # avg3p(A + i)
+        return avg3(a(i - 1), a(i), a(i + 1))
+
+    def avg2a(i):  # avg2p(A + i)
+        return avg2(a(i), a(i + 1))
+
+    def avg3e(i):
+        return avg3(E[i - 1], E[i], E[i + 1])
+
+    def avg2e(i):
+        return avg2(E[i], E[i + 1])
+
+    def avg3l(i):
+        return avg3(l(i - 1), l(i), l(i + 1))
+
+    def avg2l(i):
+        return avg2(l(i), l(i + 1))
+
+    B = [[None] * 4 for _ in range(4)]
+
+    def put(value, *cells):
+        for r, col in cells:
+            B[r][col] = value
+
+    if mode == B_DC_PRED:
+        v = 4
+        for i in range(4):
+            v += a(i) + l(i)
+        v >>= 3
+        put(v, *[(r, col) for r in range(4) for col in range(4)])
+    elif mode == B_TM_PRED:
+        for r in range(4):
+            for col in range(4):
+                B[r][col] = clamp255(l(r) + a(col) - P)
+    elif mode == B_VE_PRED:
+        for col in range(4):
+            put(avg3a(col), (0, col), (1, col), (2, col), (3, col))
+    elif mode == B_HE_PRED:
+        put(avg3(l(2), l(3), l(3)), (3, 0), (3, 1), (3, 2), (3, 3))
+        for r in range(3):
+            put(avg3l(r), (r, 0), (r, 1), (r, 2), (r, 3))
+    elif mode == B_LD_PRED:
+        put(avg3a(1), (0, 0))
+        put(avg3a(2), (0, 1), (1, 0))
+        put(avg3a(3), (0, 2), (1, 1), (2, 0))
+        put(avg3a(4), (0, 3), (1, 2), (2, 1), (3, 0))
+        put(avg3a(5), (1, 3), (2, 2), (3, 1))
+        put(avg3a(6), (2, 3), (3, 2))
+        put(avg3(a(6), a(7), a(7)), (3, 3))
+    elif mode == B_RD_PRED:
+        put(avg3e(1), (3, 0))
+        put(avg3e(2), (3, 1), (2, 0))
+        put(avg3e(3), (3, 2), (2, 1), (1, 0))
+        put(avg3e(4), (3, 3), (2, 2), (1, 1), (0, 0))
+        put(avg3e(5), (2, 3), (1, 2), (0, 1))
+        put(avg3e(6), (1, 3), (0, 2))
+        put(avg3e(7), (0, 3))
+    elif mode == B_VR_PRED:
+        put(avg3e(2), (3, 0))
+        put(avg3e(3), (2, 0))
+        put(avg3e(4), (3, 1), (1, 0))
+        put(avg2e(4), (2, 1), (0, 0))
+        put(avg3e(5), (3, 2), (1, 1))
+        put(avg2e(5), (2, 2), (0, 1))
+        put(avg3e(6), (3, 3), (1, 2))
+        put(avg2e(6), (2, 3), (0, 2))
+        put(avg3e(7), (1, 3))
+        put(avg2e(7), (0, 3))
+    elif mode == B_VL_PRED:
+        put(avg2a(0), (0, 0))
+        put(avg3a(1), (1, 0))
+        put(avg2a(1), (2, 0), (0, 1))
+        put(avg3a(2), (1, 1), (3, 0))
+        put(avg2a(2), (2, 1), (0, 2))
+        put(avg3a(3), (3, 1), (1, 2))
+        put(avg2a(3), (2, 2), (0, 3))
+        put(avg3a(4), (3, 2), (1, 3))
+        put(avg3a(5), (2, 3))
+        put(avg3a(6), (3, 3))
+    elif mode == B_HD_PRED:
+        put(avg2e(0), (3, 0))
+        put(avg3e(1), (3, 1))
+        put(avg2e(1), (2, 0), (3, 2))  # the RFC's "svg2p" is a typo for avg2p
+        put(avg3e(2), (2, 1), (3, 3))
+        put(avg2e(2), (2, 2), (1, 0))
+        put(avg3e(3), (2, 3), (1, 1))
+        put(avg2e(3), (1, 2), (0, 0))
+        put(avg3e(4), (1, 3), (0, 1))
+        put(avg3e(5), (0, 2))
+        put(avg3e(6), (0, 3))
+    elif mode == B_HU_PRED:
+        put(avg2l(0), (0, 0))
+        put(avg3l(1), (0, 1))
+        put(avg2l(1), (0, 2), (1, 0))
+        put(avg3l(2), (0, 3), (1, 1))
+        put(avg2l(2), (1, 2), (2, 0))
+        put(avg3(l(2), l(3), l(3)), (1, 3), (2, 1))
+        put(l(3), (2, 2), (2, 3), (3, 0), (3, 1), (3, 2), (3, 3))
+    else:
+        raise ValueError(mode)
+    assert all(v is not None for row in B for v in row)
+    return B
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 18.3: sub-pixel interpolation
+
+
+def inter_predict(pic, py: int, px: int, bh: int, bw: int, frac_y: int, frac_x: int, filters):
+    """Section 18.3: the ``bh`` x ``bw`` prediction whose whole-pixel origin is picture position
+    (py, px), displaced by (frac_y, frac_x) eighths of a pixel.
+
+    ``pic`` is the unpadded reference plane (2-D); it is read through clamped coordinates, i.e. as
+    the infinite extension of its edge pixels. ``filters[f]`` is the 6-tap row of fraction f (the
+    bilinear filters in the same layout). Whole-pixel copy when both fractions are 0; otherwise a
+    horizontal pass over rows -2 .. bh+2, each sample rounded and clamped, then a vertical pass.
+    """
+    H, W = len(pic), len(pic[0])
+
+    def ref(y, x):
+        return int(pic[min(max(y, 0), H - 1)][min(max(x, 0), W - 1)])
+
+    if frac_y == 0 and frac_x == 0:
+        return [[ref(py + r, px + col) for col in range(bw)] for r in range(bh)]
+    hf = [int(t) for t in filters[frac_x]]
+    vf = [int(t) for t in filters[frac_y]]
+
+    def interp(fil, samples):
+        return clamp255((sum(s * t for s, t in zip(samples, fil)) + 64) >> 7)
+
+    temp = {}
+    for r in range(-2, bh + 3):
+        for col in range(bw):
+            temp[r, col] = interp(hf, [ref(py + r, px + col + k) for k in range(-2, 4)])
+    return [[interp(vf, [temp[r + k, col] for k in range(-2, 4)]) for col in range(bw)]
+            for r in range(bh)]
