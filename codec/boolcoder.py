@@ -87,7 +87,12 @@ def bd_step(data, prob, value, bits, rng, pos, end, fake):
         rng = split
         bit = 0
     shift = NORM_SHIFT[rng]
-    return bit, value, bits - shift, rng << shift, pos, fake
+    bits -= shift
+    # libvpx's window is a 64-bit register that the renormalisation shifts left, dropping the
+    # bits it shifts out. Valid data never has any there; data that does (a partition starting
+    # with 0xff) must lose them as libvpx does.
+    value &= (1 << bits) - 1
+    return bit, value, bits, rng << shift, pos, fake
 
 
 @njit(cache=True)
