@@ -41,23 +41,23 @@ def bd_init(st, data, start, end):
     _fill(st, data)
 
 
-@njit(cache=True)
-def _fill(st, data):
-    value = st[VALUE]
-    bits = st[BITS]
-    pos = st[POS]
-    end = st[END]
+@njit(inline="always")
+def _refill(data, value, bits, pos, end, fake):
+    """Load bytes until the window holds more than 48 bits; zeros past ``end`` (counted in fake)."""
     while bits <= 48:
         if pos < end:
             value = (value << 8) | data[pos]
             pos += 1
         else:
             value = value << 8
-            st[FAKE] += 1
+            fake += 1
         bits += 8
-    st[VALUE] = value
-    st[BITS] = bits
-    st[POS] = pos
+    return value, bits, pos, fake
+
+
+@njit(cache=True)
+def _fill(st, data):
+    st[VALUE], st[BITS], st[POS], st[FAKE] = _refill(data, st[VALUE], st[BITS], st[POS], st[END], st[FAKE])
 
 
 @njit(inline="always")
@@ -69,14 +69,7 @@ def bd_step(data, prob, value, bits, rng, pos, end, fake):
     compare the top byte, then renormalise.
     """
     if bits < 16:
-        while bits <= 48:
-            if pos < end:
-                value = (value << 8) | data[pos]
-                pos += 1
-            else:
-                value = value << 8
-                fake += 1
-            bits += 8
+        value, bits, pos, fake = _refill(data, value, bits, pos, end, fake)
     split = 1 + (((rng - 1) * prob) >> 8)
     bigsplit = split << (bits - 8)
     if value >= bigsplit:

@@ -229,7 +229,29 @@ class AtomicFile:
             self.discard()
 
 
-class IvfWriter:
+class AtomicWriter:
+    """Base of the container writers: ``self._out`` is an ``AtomicFile``; used as a context manager
+    the output is committed by ``close()`` on success and discarded on any exception."""
+
+    _out: "AtomicFile"
+
+    def close(self) -> None:
+        self._out.commit()
+
+    def abort(self) -> None:
+        self._out.discard()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class IvfWriter(AtomicWriter):
     """Writes an IVF file through ``AtomicFile``; ``close()`` fixes up the frame count in the
     header and renames the file into place. Use as a context manager, or call ``close()`` /
     ``abort()`` yourself."""
@@ -267,15 +289,3 @@ class IvfWriter:
             self._out.discard()
             raise
         self._out.commit()
-
-    def abort(self) -> None:
-        self._out.discard()
-
-    def __enter__(self) -> "IvfWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

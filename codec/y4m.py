@@ -27,7 +27,7 @@ import numpy as np
 
 from codec.errors import ContainerError, UnsupportedError
 from codec.image import Image
-from codec.ivf import AtomicFile
+from codec.ivf import AtomicFile, AtomicWriter
 
 SIGNATURE = b"YUV4MPEG2"
 FRAME_TAG = b"FRAME"
@@ -222,7 +222,7 @@ def read_y4m(source: str | os.PathLike | BinaryIO) -> tuple[Y4mHeader, list[Imag
         return reader.header, list(reader)
 
 
-class Y4mWriter:
+class Y4mWriter(AtomicWriter):
     """Writes a Y4M file through ``AtomicFile`` (temporary name, renamed on ``close()``).
 
     The header is ``YUV4MPEG2 W.. H.. F.. Ip A1:1 C420jpeg``. When ``width``/``height`` are not
@@ -255,18 +255,3 @@ class Y4mWriter:
         self._out.write(FRAME_TAG + b"\n")
         self._out.write(image.to_i420())
         self.frame_count += 1
-
-    def close(self) -> None:
-        self._out.commit()
-
-    def abort(self) -> None:
-        self._out.discard()
-
-    def __enter__(self) -> "Y4mWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
