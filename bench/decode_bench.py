@@ -64,6 +64,11 @@ class Timing:
     frames: int | None = None  # frames decoded per run, for frames/s; None for --help
     note: str = ""
     times: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # user + system seconds of the process
+
+    def add(self, wall: float, cpu: float) -> None:
+        self.times.append(wall)
+        self.cpu.append(cpu)
 
     @property
     def median(self) -> float:
@@ -72,6 +77,10 @@ class Timing:
     @property
     def best(self) -> float:
         return min(self.times)
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -102,15 +111,25 @@ def pin_prefix() -> tuple[list[str], str]:
     return prefix, f"pinned to core {cpu} (taskset -c {cpu})"
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
-    """Run ``cmd`` to completion; return (wall seconds, stdout). A failure is fatal."""
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
+def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """Run ``cmd`` to completion; return (wall seconds, CPU seconds, stdout). A failure is fatal.
+
+    CPU seconds (user + system, from the process's own rusage) are reported beside wall time:
+    on a shared machine other work stretches wall time, much less the CPU time a process uses.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
     if proc.returncode != 0:
         sys.exit(f"decode_bench: command failed (exit {proc.returncode}): {' '.join(cmd)}\n"
-                 f"{proc.stderr.strip()}")
-    return elapsed, proc.stdout
+                 f"{stderr.strip()}")
+    return elapsed, usage.ru_utime + usage.ru_stime, stdout
 
 
 def excamera_md5(stdout: str) -> str:
@@ -132,7 +151,7 @@ def reference_frame_md5s(path: str) -> list[str] | None:
 
 def check_frame_md5s(python: list[str], path: str) -> str:
     """Untimed warm-up: ``excamera decode --frame-md5`` against ``<input>.md5``."""
-    _, out = run(python + ["-m", "excamera", "decode", "--frame-md5", path])
+    _, _, out = run(python + ["-m", "excamera", "decode", "--frame-md5", path])
     got = [line.split()[0] for line in out.splitlines() if line.strip()]
     want = reference_frame_md5s(path)
     if want is None:
@@ -159,9 +178,9 @@ def fmt_rate(timing: Timing, seconds: float) -> str:
 
 
 def print_table(rows: list[Timing]) -> None:
-    header = ("command", "runs", "median s", "min s", "fps@med", "fps@min", "note")
+    header = ("command", "runs", "median s", "min s", "cpu s", "fps@med", "fps@min", "note")
     lines = [header] + [
-        (t.label, str(len(t.times)), f"{t.median:.3f}", f"{t.best:.3f}",
+        (t.label, str(len(t.times)), f"{t.median:.3f}", f"{t.best:.3f}", f"{t.cpu_median:.3f}",
          fmt_rate(t, t.median).strip(), fmt_rate(t, t.best).strip(), t.note)
         for t in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -195,17 +214,17 @@ def main(argv: list[str] | None = None) -> int:
 
         ref_md5 = None
         if vpxdec is not None:
-            _, out = run(pin + [vpxdec, "--i420", "--md5", path])  # warm-up, untimed
+            _, _, out = run(pin + [vpxdec, "--i420", "--md5", path])  # warm-up, untimed
             ref_md5 = out.split()[0]
 
         vpx = Timing("vpxdec --i420 --md5", frames)
         exc = Timing("excamera decode (warm cache)", frames)
         for _ in range(args.repeat):  # interleaved so drift hits both alike
             if vpxdec is not None:
-                elapsed, out = run(pin + [vpxdec, "--i420", "--md5", path])
-                vpx.times.append(elapsed)
-            elapsed, out = run(python + ["-m", "excamera", "decode", path])
-            exc.times.append(elapsed)
+                elapsed, cpu, out = run(pin + [vpxdec, "--i420", "--md5", path])
+                vpx.add(elapsed, cpu)
+            elapsed, cpu, out = run(python + ["-m", "excamera", "decode", path])
+            exc.add(elapsed, cpu)
             md5 = excamera_md5(out)
             if ref_md5 is not None and md5 != ref_md5:
                 raise Mismatch(f"excamera md5 {md5} != vpxdec md5 {ref_md5} for {path}")
@@ -218,15 +237,15 @@ def main(argv: list[str] | None = None) -> int:
             startup = Timing("excamera decode, 1 frame (warm)", 1, "start-up latency")
             helps = Timing("excamera --help", None)
             for _ in range(args.repeat):
-                startup.times.append(run(python + ["-m", "excamera", "decode", one])[0])
-                helps.times.append(run(python + ["-m", "excamera", "--help"])[0])
+                startup.add(*run(python + ["-m", "excamera", "decode", one])[:2])
+                helps.add(*run(python + ["-m", "excamera", "--help"])[:2])
 
             cache = os.path.join(tmp, "numba_cache")
             os.mkdir(cache)
             cold = Timing("excamera decode (cold cache)", frames, "empty NUMBA_CACHE_DIR")
-            elapsed, out = run(python + ["-m", "excamera", "decode", path],
-                               env={**os.environ, "NUMBA_CACHE_DIR": cache})
-            cold.times.append(elapsed)
+            elapsed, cpu, out = run(python + ["-m", "excamera", "decode", path],
+                                    env={**os.environ, "NUMBA_CACHE_DIR": cache})
+            cold.add(elapsed, cpu)
             if ref_md5 is not None and excamera_md5(out) != ref_md5:
                 raise Mismatch(f"cold-cache excamera md5 {excamera_md5(out)} != vpxdec md5 {ref_md5}")
     except Mismatch as e:
@@ -238,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if vpx.times:
         ratio = exc.median / vpx.median
-        print(f"  (ratio of min times: {exc.best / vpx.best:.1f}x)")
+        print(f"  (ratio of min times: {exc.best / vpx.best:.1f}x; of median CPU times: "
+              f"{exc.cpu_median / vpx.cpu_median:.1f}x)")
         print(f"decode ratio (excamera/vpxdec, 1 core, warm cache): {ratio:.1f}x  "
               f"[target <= {TARGET:g}x, aim {AIM:g}x]")
     else:

@@ -29,7 +29,7 @@ NORM_SHIFT = np.array([0] + [7 - int(np.log2(r)) for r in range(1, 256)], dtype=
 NORM_SHIFT.setflags(write=False)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def bd_init(st, data, start, end):
     """Start decoding ``data[start:end]`` (section 7.3, init_bool_decoder)."""
     st[VALUE] = 0
@@ -55,7 +55,7 @@ def _refill(data, value, bits, pos, end, fake):
     return value, bits, pos, fake
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _fill(st, data):
     st[VALUE], st[BITS], st[POS], st[FAKE] = _refill(data, st[VALUE], st[BITS], st[POS], st[END], st[FAKE])
 
@@ -88,7 +88,7 @@ def bd_step(data, prob, value, bits, rng, pos, end, fake):
     return bit, value, bits, rng << shift, pos, fake
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def bd_read(st, data, prob):
     """Decode one bool whose probability of being 0 is ``prob / 256`` (section 7.3)."""
     bit, value, bits, rng, pos, fake = bd_step(data, prob, st[VALUE], st[BITS], st[RANGE], st[POS],
@@ -101,7 +101,7 @@ def bd_read(st, data, prob):
     return bit
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def bd_literal(st, data, n):
     """An n-bit unsigned literal, most significant bit first, each at probability 128."""
     v = 0
@@ -110,7 +110,7 @@ def bd_literal(st, data, n):
     return v
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def bd_tree(st, data, tree, probs):
     """Walk a tree in the RFC's tree_index form (section 8.1); return the leaf value."""
     i = 0
@@ -120,7 +120,7 @@ def bd_tree(st, data, tree, probs):
             return -i
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def bd_overrun(st):
     """True when decoding has used bits beyond the partition's end (libvpx's vp8dx_bool_error)."""
     return st[BITS] - 8 * st[FAKE] < 8

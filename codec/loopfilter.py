@@ -13,12 +13,12 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _c(v):
     return -128 if v < -128 else (127 if v > 127 else v)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _limits(level, sharpness):
     """Interior limit (section 15.2, adjusted by sharpness) for a filter level."""
     interior = level
@@ -31,78 +31,87 @@ def _limits(level, sharpness):
     return interior
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _hev_threshold(level, key_frame):
     if key_frame:
         return 2 if level >= 40 else (1 if level >= 15 else 0)
     return 3 if level >= 40 else (2 if level >= 20 else (1 if level >= 15 else 0))
 
 
-@njit(cache=True)
-def _normal_mask(buf, i, a, interior, edge):
-    p3 = np.int32(buf[i - 4 * a]); p2 = np.int32(buf[i - 3 * a]); p1 = np.int32(buf[i - 2 * a]); p0 = np.int32(buf[i - a])
-    q0 = np.int32(buf[i]); q1 = np.int32(buf[i + a]); q2 = np.int32(buf[i + 2 * a]); q3 = np.int32(buf[i + 3 * a])
-    return (abs(p3 - p2) <= interior and abs(p2 - p1) <= interior and abs(p1 - p0) <= interior
-            and abs(q1 - q0) <= interior and abs(q2 - q1) <= interior and abs(q3 - q2) <= interior
-            and abs(p0 - q0) * 2 + (abs(p1 - q1) >> 1) <= edge)
+@njit(cache=True, _nrt=False)
+def _mask(p3, p2, p1, p0, q0, q1, q2, q3, interior, edge):
+    """Section 15.3's filter_yes as an all-ones (-1) or zero int, so the filters need no branch."""
+    ok = ((abs(p3 - p2) <= interior) & (abs(p2 - p1) <= interior) & (abs(p1 - p0) <= interior)
+          & (abs(q1 - q0) <= interior) & (abs(q2 - q1) <= interior) & (abs(q3 - q2) <= interior)
+          & (abs(p0 - q0) * 2 + (abs(p1 - q1) >> 1) <= edge))
+    return -np.int32(ok)
 
 
-@njit(cache=True)
-def _subblock_edge(buf, i, a, l, n, edge, interior, hev_t):
-    """Normal filter across an inner (subblock) edge of n pixels (section 15.3, subblock_filter)."""
+@njit(cache=True, _nrt=False)
+def _subblock_edge(buf, i, a_, l, n, edge, interior, hev_t):
+    """Normal filter across an inner (subblock) edge of n pixels (section 15.3, subblock_filter).
+
+    Written without branches: a pixel the mask rejects gets a zero filter value, which leaves it
+    unchanged, and high edge variance selects by masking. Along a row (l == 1) this vectorizes.
+    """
+    a = np.uint64(a_)
     for k in range(n):
-        j = i + k * l
-        if not _normal_mask(buf, j, a, interior, edge):
-            continue
-        ps1 = np.int32(buf[j - 2 * a]) - 128; ps0 = np.int32(buf[j - a]) - 128
-        qs0 = np.int32(buf[j]) - 128; qs1 = np.int32(buf[j + a]) - 128
-        hev = abs(ps1 - ps0) > hev_t or abs(qs1 - qs0) > hev_t
-        f = _c(ps1 - qs1) if hev else 0
-        f = _c(f + 3 * (qs0 - ps0))
+        j = np.uint64(i + k * l)
+        p3 = np.int32(buf[j - np.uint64(4) * a]); p2 = np.int32(buf[j - np.uint64(3) * a]); p1 = np.int32(buf[j - np.uint64(2) * a])
+        p0 = np.int32(buf[j - a]); q0 = np.int32(buf[j]); q1 = np.int32(buf[j + a])
+        q2 = np.int32(buf[j + np.uint64(2) * a]); q3 = np.int32(buf[j + np.uint64(3) * a])
+        m = _mask(p3, p2, p1, p0, q0, q1, q2, q3, interior, edge)
+        hev = -np.int32((abs(p1 - p0) > hev_t) | (abs(q1 - q0) > hev_t))
+        ps1 = p1 - 128; ps0 = p0 - 128; qs0 = q0 - 128; qs1 = q1 - 128
+        f = _c(ps1 - qs1) & hev
+        f = _c(f + 3 * (qs0 - ps0)) & m
         f1 = _c(f + 4) >> 3
         f2 = _c(f + 3) >> 3
         buf[j] = _c(qs0 - f1) + 128
         buf[j - a] = _c(ps0 + f2) + 128
-        if not hev:
-            f = (f1 + 1) >> 1
-            buf[j + a] = _c(qs1 - f) + 128
-            buf[j - 2 * a] = _c(ps1 + f) + 128
+        f = ((f1 + 1) >> 1) & ~hev
+        buf[j + a] = _c(qs1 - f) + 128
+        buf[j - np.uint64(2) * a] = _c(ps1 + f) + 128
 
 
-@njit(cache=True)
-def _mb_edge(buf, i, a, l, n, edge, interior, hev_t):
-    """Normal filter across a macroblock edge of n pixels (section 15.3, MBfilter)."""
+@njit(cache=True, _nrt=False)
+def _mb_edge(buf, i, a_, l, n, edge, interior, hev_t):
+    """Normal filter across a macroblock edge of n pixels (section 15.3, MBfilter), branch-free:
+    the high-variance part filters with the common adjustment, the rest with the 27/18/9 taps."""
+    a = np.uint64(a_)
     for k in range(n):
-        j = i + k * l
-        if not _normal_mask(buf, j, a, interior, edge):
-            continue
-        ps2 = np.int32(buf[j - 3 * a]) - 128; ps1 = np.int32(buf[j - 2 * a]) - 128; ps0 = np.int32(buf[j - a]) - 128
-        qs0 = np.int32(buf[j]) - 128; qs1 = np.int32(buf[j + a]) - 128; qs2 = np.int32(buf[j + 2 * a]) - 128
-        hev = abs(ps1 - ps0) > hev_t or abs(qs1 - qs0) > hev_t
-        f = _c(_c(ps1 - qs1) + 3 * (qs0 - ps0))
-        if hev:
-            f1 = _c(f + 4) >> 3
-            f2 = _c(f + 3) >> 3
-            buf[j] = _c(qs0 - f1) + 128
-            buf[j - a] = _c(ps0 + f2) + 128
-        else:
-            u = _c((63 + f * 27) >> 7)
-            buf[j] = _c(qs0 - u) + 128
-            buf[j - a] = _c(ps0 + u) + 128
-            u = _c((63 + f * 18) >> 7)
-            buf[j + a] = _c(qs1 - u) + 128
-            buf[j - 2 * a] = _c(ps1 + u) + 128
-            u = _c((63 + f * 9) >> 7)
-            buf[j + 2 * a] = _c(qs2 - u) + 128
-            buf[j - 3 * a] = _c(ps2 + u) + 128
+        j = np.uint64(i + k * l)
+        p3 = np.int32(buf[j - np.uint64(4) * a]); p2 = np.int32(buf[j - np.uint64(3) * a]); p1 = np.int32(buf[j - np.uint64(2) * a])
+        p0 = np.int32(buf[j - a]); q0 = np.int32(buf[j]); q1 = np.int32(buf[j + a])
+        q2 = np.int32(buf[j + np.uint64(2) * a]); q3 = np.int32(buf[j + np.uint64(3) * a])
+        m = _mask(p3, p2, p1, p0, q0, q1, q2, q3, interior, edge)
+        hev = -np.int32((abs(p1 - p0) > hev_t) | (abs(q1 - q0) > hev_t))
+        ps2 = p2 - 128; ps1 = p1 - 128; ps0 = p0 - 128; qs0 = q0 - 128; qs1 = q1 - 128; qs2 = q2 - 128
+        f = _c(_c(ps1 - qs1) + 3 * (qs0 - ps0)) & m
+        fh = f & hev
+        f1 = _c(fh + 4) >> 3
+        f2 = _c(fh + 3) >> 3
+        qs0 = _c(qs0 - f1)
+        ps0 = _c(ps0 + f2)
+        fn = f & ~hev
+        u = _c((63 + fn * 27) >> 7)
+        buf[j] = _c(qs0 - u) + 128
+        buf[j - a] = _c(ps0 + u) + 128
+        u = _c((63 + fn * 18) >> 7)
+        buf[j + a] = _c(qs1 - u) + 128
+        buf[j - np.uint64(2) * a] = _c(ps1 + u) + 128
+        u = _c((63 + fn * 9) >> 7)
+        buf[j + np.uint64(2) * a] = _c(qs2 - u) + 128
+        buf[j - np.uint64(3) * a] = _c(ps2 + u) + 128
 
 
-@njit(cache=True)
-def _simple_edge(buf, i, a, l, n, edge):
+@njit(cache=True, _nrt=False)
+def _simple_edge(buf, i, a_, l, n, edge):
     """The simple filter (section 15.2): two pixels each side, luma only."""
+    a = np.uint64(a_)
     for k in range(n):
-        j = i + k * l
-        p1 = np.int32(buf[j - 2 * a]); p0 = np.int32(buf[j - a]); q0 = np.int32(buf[j]); q1 = np.int32(buf[j + a])
+        j = np.uint64(i + k * l)
+        p1 = np.int32(buf[j - np.uint64(2) * a]); p0 = np.int32(buf[j - a]); q0 = np.int32(buf[j]); q1 = np.int32(buf[j + a])
         if abs(p0 - q0) * 2 + (abs(p1 - q1) >> 1) > edge:
             continue
         f = _c(_c((p1 - 128) - (q1 - 128)) + 3 * (q0 - p0))
@@ -110,6 +119,24 @@ def _simple_edge(buf, i, a, l, n, edge):
         f2 = _c(f + 3) >> 3
         buf[j] = _c(q0 - 128 - f1) + 128
         buf[j - a] = _c(p0 - 128 + f2) + 128
+
+
+@njit(cache=True, _nrt=False)
+def _transpose(src, i0, stride, t, t_stride, rows, cols):
+    """t[col * t_stride + row] = src[i0 + row * stride + col] for a rows x cols block."""
+    for row in range(rows):
+        base = np.uint64(i0 + row * stride)
+        for col in range(cols):
+            t[np.uint64(col * t_stride + row)] = src[base + np.uint64(col)]
+
+
+@njit(cache=True, _nrt=False)
+def _transpose_back(t, t_stride, dst, i0, stride, rows, cols):
+    """The inverse of ``_transpose``."""
+    for row in range(rows):
+        base = np.uint64(i0 + row * stride)
+        for col in range(cols):
+            dst[base + np.uint64(col)] = t[np.uint64(col * t_stride + row)]
 
 
 @njit(cache=True)
@@ -120,12 +147,18 @@ def loop_filter_frame(y, u, v, border_y, border_uv, levels, inner, simple, sharp
     (0 = none) and ``inner[r, c]`` whether its inner edges are filtered (not for a macroblock with
     no coefficients unless it is B_PRED or SPLITMV, section 15.1).
     """
+    _filter(y.ravel(), u.ravel(), v.ravel(), y.shape[1], u.shape[1], border_y, border_uv, levels, inner, simple,
+            sharpness, key_frame, np.empty(320, np.uint8))
+
+
+@njit(cache=True, _nrt=False)
+def _filter(fy, fu, fv, ys, uvs, border_y, border_uv, levels, inner, simple, sharpness, key_frame, t):
+    """loop_filter_frame over the flattened planes, without the runtime (no reference counting).
+
+    The normal filter's vertical edges run on a transposed copy of the macroblock (``t``, with the
+    four columns left of it), so that they too filter along contiguous rows, which vectorizes.
+    """
     mb_rows, mb_cols = levels.shape
-    ys = y.shape[1]
-    uvs = u.shape[1]
-    fy = y.ravel()
-    fu = u.ravel()
-    fv = v.ravel()
     for r in range(mb_rows):
         for c in range(mb_cols):
             level = levels[r, c]
@@ -149,15 +182,22 @@ def loop_filter_frame(y, u, v, border_y, border_uv, levels, inner, simple, sharp
                     for k in (4, 8, 12):
                         _simple_edge(fy, iy + k * ys, ys, 1, 16, sub_edge)
                 continue
-            if c > 0:
-                _mb_edge(fy, iy, 1, ys, 16, mb_edge, interior, hev_t)
-                _mb_edge(fu, iu, 1, uvs, 8, mb_edge, interior, hev_t)
-                _mb_edge(fv, iu, 1, uvs, 8, mb_edge, interior, hev_t)
-            if inner[r, c]:
-                for k in (4, 8, 12):
-                    _subblock_edge(fy, iy + k, 1, ys, 16, sub_edge, interior, hev_t)
-                _subblock_edge(fu, iu + 4, 1, uvs, 8, sub_edge, interior, hev_t)
-                _subblock_edge(fv, iu + 4, 1, uvs, 8, sub_edge, interior, hev_t)
+            if c > 0 or inner[r, c]:
+                # Transposed: t row k is plane column x0 - 4 + k, so the edges are rows 4, 8, 12, 16.
+                _transpose(fy, iy - 4, ys, t, 16, 16, 20)
+                if c > 0:
+                    _mb_edge(t, 64, 16, 1, 16, mb_edge, interior, hev_t)
+                if inner[r, c]:
+                    for k in (8, 12, 16):
+                        _subblock_edge(t, 16 * k, 16, 1, 16, sub_edge, interior, hev_t)
+                _transpose_back(t, 16, fy, iy - 4, ys, 16, 20)
+                for plane in (fu, fv):
+                    _transpose(plane, iu - 4, uvs, t, 8, 8, 12)
+                    if c > 0:
+                        _mb_edge(t, 32, 8, 1, 8, mb_edge, interior, hev_t)
+                    if inner[r, c]:
+                        _subblock_edge(t, 64, 8, 1, 8, sub_edge, interior, hev_t)
+                    _transpose_back(t, 8, plane, iu - 4, uvs, 8, 12)
             if r > 0:
                 _mb_edge(fy, iy, ys, 1, 16, mb_edge, interior, hev_t)
                 _mb_edge(fu, iu, uvs, 1, 8, mb_edge, interior, hev_t)

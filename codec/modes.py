@@ -36,7 +36,7 @@ def allocate_mode_info(mb_rows: int, mb_cols: int):
     )
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def read_mv_component(st, data, p):
     """Section 17.1: one motion vector component in quarter pixels."""
     if bd_read(st, data, p[MVP_IS_SHORT]):
@@ -55,12 +55,12 @@ def read_mv_component(st, data, p):
     return x
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _clamp(v, lo, hi):
     return lo if v < lo else (hi if v > hi else v)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _find_near_mvs(ref, ymode, mvs, R, C, this_ref, sign_bias, near, cnt):
     """Section 16.3 (libvpx vp8_find_near_mvs): census of the above, left and above-left vectors.
 
@@ -105,7 +105,7 @@ def _find_near_mvs(ref, ymode, mvs, R, C, this_ref, sign_bias, near, cnt):
         near[0, 1] = near[1, 1]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _read_split(st, data, mvs, R, C, best_r, best_c, mv_probs):
     """Section 16.4: partition and per-partition vectors of a SPLITMV macroblock."""
     part = bd_tree(st, data, SPLIT_MV_TREE, SPLIT_MV_PROBS)
@@ -161,10 +161,18 @@ def read_modes(st, data, key_frame, update_map, seg_probs, segment_map, skip_ena
     ``segment_map`` (mb_rows x mb_cols) is updated in place when the map is coded, reset to 0 on a
     key frame that does not code it, and otherwise kept from the previous frame.
     """
+    _read_modes(st, data, key_frame, update_map, seg_probs, segment_map, skip_enabled, prob_skip, prob_intra,
+                prob_last, prob_golden, ymode_probs, uv_mode_probs, mv_probs, sign_bias, ymode, uvmode, ref,
+                skip, bmodes, mvs, partitioning, np.zeros((4, 2), np.int32), np.zeros(4, np.int32),
+                np.zeros(4, np.uint8))
+
+
+@njit(cache=True, _nrt=False)
+def _read_modes(st, data, key_frame, update_map, seg_probs, segment_map, skip_enabled, prob_skip,
+                prob_intra, prob_last, prob_golden, ymode_probs, uv_mode_probs, mv_probs, sign_bias,
+                ymode, uvmode, ref, skip, bmodes, mvs, partitioning, near, cnt, probs):
+    """read_modes with its scratch passed in (no runtime: no reference counting)."""
     mb_rows, mb_cols = segment_map.shape
-    near = np.zeros((4, 2), np.int32)
-    cnt = np.zeros(4, np.int32)
-    probs = np.zeros(4, np.uint8)
     for r in range(mb_rows):
         R = r + 1
         for c in range(mb_cols):

@@ -27,12 +27,12 @@ BORDER_Y = 32
 BORDER_UV = 16
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _clamp255(v):
     return 0 if v < 0 else (255 if v > 255 else v)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def predict_mb_intra(plane, y, x, size, mode, have_above, have_left):
     """Whole-block intra prediction in place (section 12.2): 16x16 luma or 8x8 chroma.
 
@@ -73,7 +73,7 @@ def predict_mb_intra(plane, y, x, size, mode, have_above, have_left):
                 plane[y + r, x + c] = _clamp255(left + np.int32(plane[y - 1, x + c]) - p)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def predict_subblock(plane, y, x, mode, above_right, edge):
     """4x4 luma subblock prediction in place (section 12.3).
 
@@ -118,17 +118,17 @@ def predict_subblock(plane, y, x, mode, above_right, edge):
         _predict_diagonal(plane, y, x, mode, E)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _avg3(E, i):
     return (E[i - 1] + 2 * E[i] + E[i + 1] + 2) >> 2
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _avg2(E, i):
     return (E[i] + E[i + 1] + 1) >> 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _predict_diagonal(plane, y, x, mode, E):
     """The six diagonal subblock modes; each pixel copies a (smoothed) edge pixel on its diagonal.
 
@@ -191,7 +191,7 @@ def _predict_diagonal(plane, y, x, mode, E):
         plane[y + 2, x + 2] = plane[y + 2, x + 3] = plane[y + 3, x + 0] = plane[y + 3, x + 1] = plane[y + 3, x + 2] = plane[y + 3, x + 3] = l3
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def predict_inter(dst, y, x, ref, ry, rx, bh, bw, frac_y, frac_x, filters, pic_h, pic_w, border, tmp):
     """Motion-compensated prediction of a ``bh x bw`` block at dst[y, x] (section 18).
 
@@ -216,7 +216,7 @@ def predict_inter(dst, y, x, ref, ry, rx, bh, bw, frac_y, frac_x, filters, pic_h
     if frac_x == 0 and frac_y == 0:
         for r in range(bh):
             for c in range(bw):
-                dst[y + r, x + c] = ref[ry + r, rx + c]
+                dst[np.uint64(y + r), np.uint64(x + c)] = ref[np.uint64(ry + r), np.uint64(rx + c)]
         return
     # A zero fraction is the identity filter (128 at the centre tap), so a one-dimensional pass
     # equals libvpx's two passes exactly.
@@ -230,28 +230,38 @@ def predict_inter(dst, y, x, ref, ry, rx, bh, bw, frac_y, frac_x, filters, pic_h
     _filter_cols(dst, y, x, tmp, 2, 0, bh, bw, filters[frac_y])
 
 
-@njit(cache=True)
+# Unsigned indices: numba wraps negative signed indices around, a select per access that keeps
+# LLVM from vectorizing the filter loops; every index here is known to be >= 0.
+_U = (np.uint64(0), np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4), np.uint64(5))
+
+
+@njit(cache=True, _nrt=False)
 def _filter_rows(dst, y, x, src, sy, sx, bh, bw, f):
     """Horizontal six-tap pass: dst[y + r, x + c] from src[sy + r, sx + c - 2 .. sx + c + 3]."""
     f0, f1, f2, f3, f4, f5 = np.int32(f[0]), np.int32(f[1]), np.int32(f[2]), np.int32(f[3]), np.int32(f[4]), np.int32(f[5])
+    u1, u2, u3, u4, u5 = _U[1], _U[2], _U[3], _U[4], _U[5]
     for r in range(bh):
+        i = np.uint64(sy + r)
+        o = np.uint64(y + r)
         for c in range(bw):
-            j = sx + c
-            v = (np.int32(src[sy + r, j - 2]) * f0 + np.int32(src[sy + r, j - 1]) * f1
-                 + np.int32(src[sy + r, j]) * f2 + np.int32(src[sy + r, j + 1]) * f3
-                 + np.int32(src[sy + r, j + 2]) * f4 + np.int32(src[sy + r, j + 3]) * f5 + 64) >> 7
-            dst[y + r, x + c] = _clamp255(v)
+            j = np.uint64(sx - 2 + c)
+            v = (np.int32(src[i, j]) * f0 + np.int32(src[i, j + u1]) * f1
+                 + np.int32(src[i, j + u2]) * f2 + np.int32(src[i, j + u3]) * f3
+                 + np.int32(src[i, j + u4]) * f4 + np.int32(src[i, j + u5]) * f5 + 64) >> 7
+            dst[o, np.uint64(x + c)] = _clamp255(v)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _filter_cols(dst, y, x, src, sy, sx, bh, bw, f):
     """Vertical six-tap pass: dst[y + r, x + c] from src[sy + r - 2 .. sy + r + 3, sx + c]."""
     f0, f1, f2, f3, f4, f5 = np.int32(f[0]), np.int32(f[1]), np.int32(f[2]), np.int32(f[3]), np.int32(f[4]), np.int32(f[5])
+    u1, u2, u3, u4, u5 = _U[1], _U[2], _U[3], _U[4], _U[5]
     for r in range(bh):
-        i = sy + r
+        i = np.uint64(sy - 2 + r)
+        o = np.uint64(y + r)
         for c in range(bw):
-            j = sx + c
-            v = (np.int32(src[i - 2, j]) * f0 + np.int32(src[i - 1, j]) * f1 + np.int32(src[i, j]) * f2
-                 + np.int32(src[i + 1, j]) * f3 + np.int32(src[i + 2, j]) * f4 + np.int32(src[i + 3, j]) * f5
+            j = np.uint64(sx + c)
+            v = (np.int32(src[i, j]) * f0 + np.int32(src[i + u1, j]) * f1 + np.int32(src[i + u2, j]) * f2
+                 + np.int32(src[i + u3, j]) * f3 + np.int32(src[i + u4, j]) * f4 + np.int32(src[i + u5, j]) * f5
                  + 64) >> 7
-            dst[y + r, x + c] = _clamp255(v)
+            dst[o, np.uint64(x + c)] = _clamp255(v)

@@ -15,37 +15,39 @@ from .transform import idct4x4, iwht4x4
 Y1_DC, Y1_AC, Y2_DC, Y2_AC, UV_DC, UV_AC = range(6)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _add_residual(plane, y, x, levels, eob, dc, dq_dc, dq_ac, deq, res, tmp):
     """Add one 4x4 block's residual to the prediction at plane[y, x].
 
     ``dc`` >= -32768 replaces the dequantized DC (a Y block whose DC came from Y2). Values are kept
     in int16 as libvpx keeps them; a block with only a DC uses the DC-only shortcut, which equals
-    the full transform.
+    the full transform. Pixel indices are unsigned (no negative-index wraparound to check).
     """
     if dc > -32769:
         deq[0] = dc
     else:
         deq[0] = np.int32(levels[0]) * dq_dc
+    y0 = np.uint64(y)
+    x0 = np.uint64(x)
     if eob <= 1:
         if deq[0] == 0:
             return
         d = (np.int32(deq[0]) + 4) >> 3
         for r in range(4):
             for c in range(4):
-                v = np.int32(plane[y + r, x + c]) + d
-                plane[y + r, x + c] = 0 if v < 0 else (255 if v > 255 else v)
+                v = np.int32(plane[y0 + np.uint64(r), x0 + np.uint64(c)]) + d
+                plane[y0 + np.uint64(r), x0 + np.uint64(c)] = 0 if v < 0 else (255 if v > 255 else v)
         return
     for i in range(1, 16):
         deq[i] = np.int32(levels[i]) * dq_ac
     idct4x4(deq, res, tmp)
     for r in range(4):
         for c in range(4):
-            v = np.int32(plane[y + r, x + c]) + res[4 * r + c]
-            plane[y + r, x + c] = 0 if v < 0 else (255 if v > 255 else v)
+            v = np.int32(plane[y0 + np.uint64(r), x0 + np.uint64(c)]) + res[4 * r + c]
+            plane[y0 + np.uint64(r), x0 + np.uint64(c)] = 0 if v < 0 else (255 if v > 255 else v)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _pick(ref, last, golden, altref):
     if ref == LAST_FRAME:
         return last
@@ -54,7 +56,7 @@ def _pick(ref, last, golden, altref):
     return altref
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _chroma_split_mv(mvs, R, C, b, comp, full_pixel):
     """Average of the four luma vectors of a chroma subblock (libvpx build_uvmvs), eighth-pel."""
     s = 2 * (np.int32(mvs[R, C, b, comp]) + mvs[R, C, b + 1, comp] + mvs[R, C, b + 4, comp]
@@ -72,16 +74,24 @@ def reconstruct_frame(y, u, v, ly, lu, lv, gy, gu, gv, ay, au, av, ymode, uvmode
     Mode arrays carry the border row and column of ``modes.allocate_mode_info``; ``coeffs``,
     ``eobs`` and ``segment`` do not. (l|g|a)(y|u|v) are the reference planes.
     """
+    _reconstruct(y, u, v, ly, lu, lv, gy, gu, gv, ay, au, av, ymode, uvmode, ref, bmodes, mvs, coeffs, eobs,
+                 segment, dq, filters, full_pixel, np.zeros((4, 16), np.int16), np.zeros(17, np.int32),
+                 np.zeros((21, 16), np.int32))
+
+
+@njit(cache=True, _nrt=False)
+def _reconstruct(y, u, v, ly, lu, lv, gy, gu, gv, ay, au, av, ymode, uvmode, ref, bmodes, mvs,
+                 coeffs, eobs, segment, dq, filters, full_pixel, scratch, edge, mc_tmp):
+    """reconstruct_frame's body, with its scratch arrays passed in: without the runtime (NRT),
+    array views and calls cost no atomic reference counting, which took half the time."""
     mb_rows, mb_cols = segment.shape
     pic_h = 16 * mb_rows
     pic_w = 16 * mb_cols
-    deq = np.zeros(16, np.int16)
-    res = np.zeros(16, np.int16)
-    tmp = np.zeros(16, np.int16)
-    wht = np.zeros(16, np.int16)
-    edge = np.zeros(13, np.int32)
-    above_right = np.zeros(4, np.int32)
-    mc_tmp = np.zeros((21, 16), np.int32)
+    deq = scratch[0]
+    res = scratch[1]
+    tmp = scratch[2]
+    wht = scratch[3]
+    above_right = edge[13:]
     for r in range(mb_rows):
         R = r + 1
         for c in range(mb_cols):

@@ -30,7 +30,7 @@ def read_coeff_updates(st, data, probs, updated):
                         updated[i, j, k, t] = 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _read_block(st, data, probs, btype, ctx, out):
     """Tokens of one block (section 13.2) into ``out`` (int16[16], zeroed); returns its eob.
 
@@ -105,10 +105,15 @@ def _read_block(st, data, probs, btype, ctx, out):
 def read_tokens(data, part_st, probs, ymodes, skips, coeffs, eobs):
     """Decode the token partitions of a frame (section 13); macroblock row r reads partition
     r % len(part_st). Returns the first macroblock row whose partition overran its data, or -1."""
+    return _read_tokens(data, part_st, probs, ymodes, skips, coeffs, eobs,
+                        np.zeros((ymodes.shape[1], 9), np.uint8), np.zeros(9, np.uint8))
+
+
+@njit(cache=True, _nrt=False)
+def _read_tokens(data, part_st, probs, ymodes, skips, coeffs, eobs, above, left):
+    """read_tokens with its context arrays passed in (no runtime: no reference counting)."""
     mb_rows, mb_cols = ymodes.shape
     nparts = part_st.shape[0]
-    above = np.zeros((mb_cols, 9), np.uint8)
-    left = np.zeros(9, np.uint8)
     bad_row = -1
     for r in range(mb_rows):
         st = part_st[r % nparts]

@@ -12,7 +12,7 @@ COSPI8SQRT2MINUS1 = 20091
 SINPI8SQRT2 = 35468
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def idct4x4(coeffs, out, tmp):
     """Inverse DCT of 16 dequantized coefficients (raster order, int16) into ``out`` (int16, 16).
 
@@ -48,7 +48,7 @@ def idct4x4(coeffs, out, tmp):
         out[4 * r + 2] = (b1 - c1 + 4) >> 3
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def iwht4x4(coeffs, out, tmp):
     """Inverse Walsh-Hadamard transform of the Y2 block (section 14.4); ``out[i]`` is the DC of Y block i."""
     for i in range(4):
