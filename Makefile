@@ -14,6 +14,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	@echo "compiling the numba kernels once (cached for every later run)..."
 	$(BIN)/python -m excamera decode demo/foreman_cif_60f.ivf > /dev/null
+	$(BIN)/python -m excamera ssim tests/data/clips/RTn23_80x44p15_15f.y4m tests/data/clips/RTn23_80x44p15_15f.y4m > /dev/null
 	touch $(STAMP)
 
 test: $(STAMP)

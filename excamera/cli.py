@@ -48,6 +48,13 @@ def _frame_count(text: str) -> int:
     return n
 
 
+def _positive_count(text: str) -> int:
+    n = _frame_count(text)
+    if n == 0:
+        raise argparse.ArgumentTypeError("must be 1 or more: 0")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -76,6 +83,23 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--state-out", metavar="FILE",
                      help="write the decoder state after the last decoded frame")
     dec.set_defaults(func=cmd_decode)
+
+    ssim = sub.add_parser(
+        "ssim", help="SSIM between two videos, as ffmpeg's ssim filter computes it",
+        description="Compare two videos picture by picture: SSIM of Y, U, V and All (planes "
+                    "weighted by size), and in dB, -10 log10(1 - SSIM). Inputs: .y4m (8-bit "
+                    "4:2:0), .ivf (VP8, decoded here; hidden frames are not pictures), or anything "
+                    "ffmpeg reads (through PyAV, converted to yuv420p). Both must have the same "
+                    "size and, unless --frames is given, the same number of pictures: a "
+                    "difference is an error, not a silent comparison of the common part.")
+    ssim.add_argument("a", metavar="A", help="first video (the reference, say)")
+    ssim.add_argument("b", metavar="B", help="second video (say, a decoded encode)")
+    ssim.add_argument("--per-frame", action="store_true",
+                      help="print one line per picture, 'frame <n>: Y .. U .. V .. All ..' "
+                           "(n from 0), before the mean")
+    ssim.add_argument("--frames", type=_positive_count, metavar="N",
+                      help="compare only the first N pictures of each (both must have at least N)")
+    ssim.set_defaults(func=cmd_ssim)
     return parser
 
 
@@ -304,6 +328,62 @@ def _open_output(output: str | None, rate: tuple[int, int]):
         return _RawSink(AtomicFile(output))
     except OSError as e:
         raise CliError(f"{where(output)}: {describe(e)}") from None
+
+
+def cmd_ssim(args: argparse.Namespace) -> int:
+    from codec.errors import VP8Error
+    from codec.ssim import SsimMean, ssim_planes
+    from excamera.video import open_video
+
+    def opened(path: str):
+        try:
+            return open_video(path)
+        except (VP8Error, OSError) as e:
+            raise CliError(f"{where(path)}: {describe(e)}") from None
+
+    def next_picture(video):
+        try:
+            return next(video, None)
+        except (VP8Error, OSError) as e:
+            raise CliError(f"{where(video.path)}: {describe(e)}") from None
+
+    with opened(args.a) as a, opened(args.b) as b:
+        mean = SsimMean()
+        index = 0
+        while args.frames is None or index < args.frames:
+            pa, pb = next_picture(a), next_picture(b)
+            if pa is None or pb is None:
+                if pa is None and pb is None:
+                    break
+                _count_mismatch(a if pa is None else b, b if pa is None else a, index, args.frames)
+            if (pa.width, pa.height) != (pb.width, pb.height):
+                raise CliError(f"frame {index}: {a.path} is {pa.width}x{pa.height} but {b.path} "
+                               f"is {pb.width}x{pb.height}; SSIM compares pictures of one size")
+            value = ssim_planes(pa, pb)
+            mean.add(value)
+            if args.per_frame:
+                print(f"frame {index}: {_ssim_text(value)}")
+            index += 1
+        if not mean.count:
+            raise CliError(f"{a.path} and {b.path} hold no pictures: nothing to compare")
+        print(f"mean of {mean.count} frames: {_ssim_text(mean.mean())}")
+        sys.stdout.flush()
+    return 0
+
+
+def _count_mismatch(short, other, count: int, wanted: int | None) -> None:
+    """One of the videos ended after ``count`` pictures: always an error (a silent comparison of
+    the common part would hide a dropped or duplicated frame)."""
+    if wanted is not None:
+        raise CliError(f"{short.path} has only {count} frames, fewer than --frames {wanted}")
+    hint = f"; --frames {count} compares the first {count}" if count else ""
+    raise CliError(f"{short.path} has {count} frames but {other.path} has more{hint}")
+
+
+def _ssim_text(value) -> str:
+    """``Y 0.987654 (19.085 dB)  U ...  V ...  All ...``, dB ``inf`` for identical planes."""
+    db = value.db()
+    return "  ".join(f"{name} {s:.6f} ({d:.3f} dB)" for name, s, d in zip(("Y", "U", "V", "All"), value, db))
 
 
 if __name__ == "__main__":

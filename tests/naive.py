@@ -625,3 +625,52 @@ def inter_predict(pic, py: int, px: int, bh: int, bw: int, frac_y: int, frac_x: 
             temp[r, col] = interp(hf, [ref(py + r, px + col + k) for k in range(-2, 4)])
     return [[interp(vf, [temp[r + k, col] for k in range(-2, 4)]) for col in range(bw)]
             for r in range(bh)]
+
+
+# ---------------------------------------------------------------------------------------------
+# SSIM (not RFC 6386): Wang et al. 2004 with the 8x8-window approximation of ffmpeg's ssim filter
+
+
+def ssim_plane(a, b) -> float:
+    """SSIM of two planes (lists of rows of ints 0..255), straight from the definition.
+
+    Every 8x8 window whose top-left corner lies on a multiple of 4 and that fits inside the plane,
+    its 64 pixels summed directly (no 4x4 block sums), the integer form with ffmpeg's constants
+    c1 = 416 and c2 = 235963, the plain mean over windows. A plane with no such window is one
+    window over the whole plane, textbook formula: population statistics, C1 = (0.01*255)^2,
+    C2 = (0.03*255)^2.
+    """
+    h, w = len(a), len(a[0])
+    values = []
+    for top in range(0, h - 7, 4):
+        for left in range(0, w - 7, 4):
+            s1 = s2 = ss = s12 = 0
+            for y in range(top, top + 8):
+                for x in range(left, left + 8):
+                    p, q = int(a[y][x]), int(b[y][x])
+                    s1 += p
+                    s2 += q
+                    ss += p * p + q * q
+                    s12 += p * q
+            var = 64 * ss - s1 * s1 - s2 * s2
+            cov = 64 * s12 - s1 * s2
+            values.append((2 * s1 * s2 + 416) * (2 * cov + 235963)
+                          / ((s1 * s1 + s2 * s2 + 416) * (var + 235963)))
+    if values:
+        return sum(values) / len(values)
+    n = h * w
+    pa = [int(v) for row in a for v in row]
+    pb = [int(v) for row in b for v in row]
+    ma, mb = sum(pa) / n, sum(pb) / n
+    va = sum((p - ma) ** 2 for p in pa) / n
+    vb = sum((q - mb) ** 2 for q in pb) / n
+    cov = sum((p - ma) * (q - mb) for p, q in zip(pa, pb)) / n
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    return (2 * ma * mb + c1) * (2 * cov + c2) / ((ma * ma + mb * mb + c1) * (va + vb + c2))
+
+
+def ssim_all(planes_a, planes_b) -> float:
+    """A frame's "All": the planes' SSIM weighted by their sample counts."""
+    sizes = [len(p) * len(p[0]) for p in planes_a]
+    values = [ssim_plane(p, q) for p, q in zip(planes_a, planes_b)]
+    return sum(n * v for n, v in zip(sizes, values)) / sum(sizes)

@@ -1,0 +1,242 @@
+"""Open any input video as a stream of I420 pictures: the input side of ``excamera ssim`` and of
+the encoders.
+
+    with open_video("clip.mp4") as video:
+        print(video.width, video.height, video.rate)    # rate: (numerator, denominator) fps
+        for image in video:                             # codec.image.Image, one per shown frame
+            ...
+
+Three readers, picked by the file's first bytes (then by its extension, so a damaged ``.y4m`` or
+``.ivf`` gets that format's own error rather than ffmpeg's guess):
+
+* ``YUV4MPEG2`` (``.y4m``): ``codec.y4m``; 8-bit 4:2:0 only, samples as stored (a full-range
+  ``XCOLORRANGE=FULL`` clip is not converted). Another colourspace raises ``UnsupportedError``.
+* ``DKIF`` with fourcc ``VP80`` (``.ivf``): our own VP8 decoder, ``codec.decoder``; one picture per
+  *shown* frame (hidden alt-ref frames update the decoder and yield nothing).
+* anything else, including IVF files of other codecs: PyAV (ffmpeg's libraries), imported only
+  here and only then. The first video stream is decoded; ``yuv420p`` and ``yuvj420p`` frames are
+  taken as they are, every other pixel format is converted to ``yuv420p`` by ffmpeg's swscale.
+
+Frames are read one at a time, never the whole video. Errors are ``codec.errors`` exceptions with
+a one-line message that says where (``frame <n>``, counting pictures from 0, and the byte offset
+where the format has one) but not the file name, which the caller adds: ``ContainerError`` for
+unreadable or damaged input, ``UnsupportedError`` for valid input we do not handle, and the VP8
+decoder's ``CorruptFrameError``. Nothing of PyAV escapes: its errors are turned into those.
+``OSError`` (missing file, no permission) is raised as it is.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterator
+
+import numpy as np
+
+from codec.errors import ContainerError, UnsupportedError, VP8Error
+from codec.image import Image
+
+#: Pixel formats whose samples are taken as they are (8-bit 4:2:0, limited or full range).
+NATIVE_PIXEL_FORMATS = ("yuv420p", "yuvj420p")
+#: Frame rate reported when the container does not say (the Y4M default).
+DEFAULT_RATE = (30, 1)
+
+
+class VideoReader:
+    """An open video: ``width``, ``height`` (of the first picture), ``rate`` as ``(num, den)``
+    frames per second, ``kind`` (``"y4m"``, ``"ivf"`` or ``"pyav"``), ``path``; iterate for
+    ``Image`` pictures. ``frames_read`` counts the pictures returned so far. Use as a context
+    manager, or call ``close()``."""
+
+    def __init__(self, path: str, kind: str, width: int, height: int, rate: tuple[int, int],
+                 frames: Iterator[Image], close: Callable[[], None]):
+        self.path = path
+        self.kind = kind
+        self.width = width
+        self.height = height
+        self.rate = rate
+        self.frames_read = 0
+        self._frames = frames
+        self._close = close
+        self._closed = False
+
+    @property
+    def fps(self) -> float:
+        """Frames per second as a float (0.0 when the file gives a rate of 0)."""
+        num, den = self.rate
+        return num / den if den else 0.0
+
+    def __iter__(self) -> "VideoReader":
+        return self
+
+    def __next__(self) -> Image:
+        image = next(self._frames)
+        self.frames_read += 1
+        return image
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            close_frames = getattr(self._frames, "close", None)  # a generator: end it first
+            if close_frames is not None:
+                close_frames()
+            self._close()
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_video(path: str | os.PathLike) -> VideoReader:
+    """Open ``path`` for reading pictures (see the module docstring for the formats)."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:  # OSError for a missing file or a directory, before any guessing
+        magic = f.read(9)
+    ext = os.path.splitext(path)[1].lower()
+    if magic.startswith(b"YUV4MPEG2") or (ext == ".y4m" and not magic.startswith(b"DKIF")):
+        return _open_y4m(path)
+    if magic.startswith(b"DKIF") or ext == ".ivf":
+        from codec.ivf import IvfReader, VP8_FOURCC
+
+        reader = IvfReader(path, fourcc=None)  # ContainerError for a bad header
+        if reader.header.fourcc == VP8_FOURCC:
+            return _open_ivf(path, reader)
+        reader.close()
+    return _open_pyav(path)
+
+
+# -- Y4M ------------------------------------------------------------------------------------------
+
+def _open_y4m(path: str) -> VideoReader:
+    from codec.y4m import Y4mReader
+
+    reader = Y4mReader(path)
+    header = reader.header
+    return VideoReader(path, "y4m", header.width, header.height, header.rate, iter(reader),
+                       reader.close)
+
+
+# -- IVF through our VP8 decoder ------------------------------------------------------------------
+
+def _open_ivf(path: str, reader) -> VideoReader:
+    from codec.decoder import Decoder
+
+    decoder = Decoder()
+
+    def frames() -> Iterator[Image]:
+        shown = 0
+        while True:
+            index, offset = reader.position
+            try:
+                frame = reader.read_frame()
+                if frame is None:
+                    return
+                image = decoder.decode(frame.data)
+            except VP8Error as e:
+                raise type(e)(f"frame {index} (offset {offset}): {e}") from None
+            if image is not None:
+                shown += 1
+                yield image
+
+    stream = frames()
+    try:
+        first = next(stream, None)  # the size of the first picture, not the header's claim
+    except BaseException:
+        reader.close()
+        raise
+    header = reader.header
+    width, height = (first.width, first.height) if first else (header.width, header.height)
+
+    def chained() -> Iterator[Image]:
+        if first is not None:
+            yield first
+            yield from stream
+
+    return VideoReader(path, "ivf", width, height, header.frame_rate, chained(), reader.close)
+
+
+# -- everything else through PyAV -----------------------------------------------------------------
+
+def _ffmpeg_message(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())
+
+
+def _open_pyav(path: str) -> VideoReader:
+    try:
+        import av
+    except ImportError:
+        raise UnsupportedError("reading this format needs PyAV (pip install av); .y4m and VP8 "
+                               ".ivf files are read without it") from None
+    try:
+        container = av.open(path, mode="r")
+    except av.error.FFmpegError as e:
+        raise ContainerError(f"not a video file ffmpeg can read: {_ffmpeg_message(e)}") from None
+    try:
+        streams = container.streams.video
+        if not streams:
+            raise ContainerError("no video stream in the file")
+        stream = streams[0]
+        context = stream.codec_context
+        if context is None:
+            raise ContainerError("ffmpeg cannot decode the video stream (unknown codec, or a "
+                                 "damaged or truncated file)")
+        stream.thread_type = "AUTO"
+        width, height = context.width, context.height
+        rate_fraction = stream.average_rate or stream.guessed_rate
+    except VP8Error:
+        container.close()
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever PyAV raises on a damaged file
+        container.close()
+        raise ContainerError(f"ffmpeg cannot read the video stream: {_ffmpeg_message(e)}") from None
+    rate = (rate_fraction.numerator, rate_fraction.denominator) if rate_fraction else DEFAULT_RATE
+
+    def frames() -> Iterator[Image]:
+        decoded = container.decode(stream)
+        index = 0
+        while True:
+            try:
+                frame = next(decoded, None)
+            except Exception as e:  # noqa: BLE001 - PyAV's errors become ours, in one line
+                raise ContainerError(f"frame {index}: ffmpeg could not decode it: "
+                                     f"{_ffmpeg_message(e)}") from None
+            if frame is None:
+                return
+            yield _frame_to_image(frame, index)
+            index += 1
+
+    stream_frames = frames()
+    if not (width and height):  # the stream header did not say: take the first picture's size
+        first = next(stream_frames, None)
+        width, height = (first.width, first.height) if first else (0, 0)
+        rest = stream_frames
+
+        def chained() -> Iterator[Image]:
+            if first is not None:
+                yield first
+                yield from rest
+        stream_frames = chained()
+    return VideoReader(path, "pyav", width, height, rate, stream_frames, container.close)
+
+
+def _frame_to_image(frame, index: int) -> Image:
+    """One PyAV ``VideoFrame`` as an ``Image`` (copied out of ffmpeg's padded buffers)."""
+    try:
+        if frame.format.name not in NATIVE_PIXEL_FORMATS:
+            frame = frame.reformat(format="yuv420p")
+        planes = []
+        for plane in frame.planes[:3]:
+            rows, stride, width = plane.height, plane.line_size, plane.width
+            buf = np.frombuffer(plane, np.uint8)[:rows * stride]
+            planes.append(buf.reshape(rows, stride)[:, :width].copy())
+    except Exception as e:  # noqa: BLE001 - e.g. swscale refusing a format
+        raise UnsupportedError(f"frame {index}: cannot convert ffmpeg's {frame.format.name} "
+                               f"picture to yuv420p: {_ffmpeg_message(e)}") from None
+    image = Image(*planes)
+    cw, ch = (image.width + 1) // 2, (image.height + 1) // 2
+    if image.u.shape != (ch, cw) or image.v.shape != (ch, cw):
+        raise UnsupportedError(f"frame {index}: ffmpeg gave chroma planes of {image.u.shape} for "
+                               f"a {image.width}x{image.height} picture")
+    return image
