@@ -48,6 +48,35 @@ def _add_residual(plane, y, x, levels, eob, dc, dq_dc, dq_ac, deq, res, tmp):
 
 
 @njit(cache=True, _nrt=False)
+def add_mb_residual(y, u, v, y0, x0, cy0, cx0, blk, eob, has_y2, add_luma, f, deq, res, tmp, wht):
+    """Add a predicted macroblock's residual (sections 14.1-14.4): Y2 through the inverse WHT into
+    the luma DCs, the luma blocks unless ``add_luma`` is false (intra B_PRED adds each subblock's
+    right after predicting it), then chroma. ``blk``/``eob`` are the macroblock's coeffs and eobs,
+    ``f`` its segment's dequantization factors. The encoder reconstructs with this same code."""
+    if has_y2:
+        for i in range(16):
+            deq[i] = np.int32(blk[24, i]) * (f[Y2_DC] if i == 0 else f[Y2_AC])
+        if eob[24] > 0:
+            iwht4x4(deq, wht, tmp)
+        else:
+            wht[:] = 0
+    if add_luma:
+        for k in range(16):
+            dc = np.int32(wht[k]) if has_y2 else -32769
+            if eob[k] == 0 and (dc == 0 or dc == -32769):  # nothing to add
+                continue
+            _add_residual(y, y0 + 4 * (k >> 2), x0 + 4 * (k & 3), blk[k], eob[k], dc,
+                          f[Y1_DC], f[Y1_AC], deq, res, tmp)
+    for k in range(4):
+        by = cy0 + 4 * (k >> 1)
+        bx = cx0 + 4 * (k & 1)
+        if eob[16 + k]:
+            _add_residual(u, by, bx, blk[16 + k], eob[16 + k], -32769, f[UV_DC], f[UV_AC], deq, res, tmp)
+        if eob[20 + k]:
+            _add_residual(v, by, bx, blk[20 + k], eob[20 + k], -32769, f[UV_DC], f[UV_AC], deq, res, tmp)
+
+
+@njit(cache=True, _nrt=False)
 def _pick(ref, last, golden, altref):
     if ref == LAST_FRAME:
         return last
@@ -105,13 +134,6 @@ def _reconstruct(y, u, v, ly, lu, lv, gy, gu, gv, ay, au, av, ymode, uvmode, ref
             blk = coeffs[r, c]
             eob = eobs[r, c]
             has_y2 = mode != B_PRED and mode != SPLITMV
-            if has_y2:
-                for i in range(16):
-                    deq[i] = np.int32(blk[24, i]) * (f[Y2_DC] if i == 0 else f[Y2_AC])
-                if eob[24] > 0:
-                    iwht4x4(deq, wht, tmp)
-                else:
-                    wht[:] = 0
             if ref[R, C] == INTRA_FRAME:
                 if mode == B_PRED:
                     for k in range(16):
@@ -164,20 +186,8 @@ def _reconstruct(y, u, v, ly, lu, lv, gy, gu, gv, ay, au, av, ymode, uvmode, ref
                                       filters, pic_h // 2, pic_w // 2, BORDER_UV, mc_tmp)
                         predict_inter(v, by, bx, rv, by + (mr >> 3), bx + (mc >> 3), 4, 4, mr & 7, mc & 7,
                                       filters, pic_h // 2, pic_w // 2, BORDER_UV, mc_tmp)
-            if mode != B_PRED or ref[R, C] != INTRA_FRAME:
-                for k in range(16):
-                    dc = np.int32(wht[k]) if has_y2 else -32769
-                    if eob[k] == 0 and (dc == 0 or dc == -32769):  # nothing to add
-                        continue
-                    _add_residual(y, y0 + 4 * (k >> 2), x0 + 4 * (k & 3), blk[k], eob[k], dc,
-                                  f[Y1_DC], f[Y1_AC], deq, res, tmp)
-            for k in range(4):
-                by = cy0 + 4 * (k >> 1)
-                bx = cx0 + 4 * (k & 1)
-                if eob[16 + k]:
-                    _add_residual(u, by, bx, blk[16 + k], eob[16 + k], -32769, f[UV_DC], f[UV_AC], deq, res, tmp)
-                if eob[20 + k]:
-                    _add_residual(v, by, bx, blk[20 + k], eob[20 + k], -32769, f[UV_DC], f[UV_AC], deq, res, tmp)
+            add_mb_residual(y, u, v, y0, x0, cy0, cx0, blk, eob, has_y2,
+                            mode != B_PRED or ref[R, C] != INTRA_FRAME, f, deq, res, tmp, wht)
         # Above-right pixels for the next row's last macroblock: its row above, extended (libvpx).
         yr = BORDER_Y + 16 * r + 15
         for i in range(4):
