@@ -113,11 +113,32 @@ def rd_quantize_block(coef, qp, btype, ctx, lam, tok_cost, work, levels):
     """
     first = 1 if btype == TYPE_Y_AFTER_Y2 else 0
     lamr = lam / 256.0
-    work[0, 16, 0] = math.inf  # a block cannot end on a ZERO token: eob counts to the last nonzero
-    work[0, 16, 1] = 0.0
-    work[0, 16, 2] = 0.0
+    for i in range(16):
+        levels[i] = 0
+    # Past the last coefficient whose nearest level is nonzero only DCT_EOB is worth coding (a run of
+    # ZEROs must end on a nonzero level), so the trellis starts there.
+    last = first - 1
     tail = 0.0  # squared error of zeroing positions i..15
     for i in range(15, first - 1, -1):
+        k = 0 if i == 0 else 1
+        a = np.int64(coef[ZIGZAG[i]])
+        if a < 0:
+            a = -a
+        if a + (qp[k, QP_Q] >> 1) >= qp[k, QP_Q]:
+            last = i
+            break
+        tail += a * a
+    if last < first:
+        return 0
+    # From position last + 1: after a ZERO nothing can follow (a block cannot end on a ZERO token:
+    # eob counts to the last nonzero); after a nonzero level, DCT_EOB (none at 16).
+    n = last + 1
+    work[0, n, 0] = math.inf
+    work[1, n, 0] = _EOB
+    for cx in range(1, 3):
+        work[0, n, cx] = 0.0 if n == 16 else tail + lamr * tok_cost[btype, COEFF_BANDS[n], cx, 0, DCT_EOB]
+        work[1, n, cx] = _EOB
+    for i in range(last, first - 1, -1):
         k = 0 if i == 0 else 1
         q = np.int64(qp[k, QP_Q])
         c = np.int64(coef[ZIGZAG[i]])
@@ -153,8 +174,6 @@ def rd_quantize_block(coef, qp, btype, ctx, lam, tok_cost, work, levels):
                     choice = _EOB
             work[0, i, cx] = best
             work[1, i, cx] = choice
-    for i in range(16):
-        levels[i] = 0
     cx = ctx
     i = first
     while i < 16:

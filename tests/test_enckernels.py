@@ -20,7 +20,7 @@ from codec.boolcoder import STATE_SIZE, bd_init, bd_overrun
 from codec.modes import read_mv_component
 from codec.quantize import (KIND_UV, KIND_Y1, KIND_Y2, QP_MAX, QP_Q, RD_WORK_SHAPE, frame_quant_params,
                             quant_params, quantize_block, rd_quantize_block)
-from codec.rate import (BOOL_COST, MAX_LEVEL, MV_MAX, NOT_CODABLE, TOKEN_COST_SHAPE, block_token_cost,
+from codec.rate import (BOOL_COST, LEVEL_EXTRA_COST, LEVEL_TOKEN, MAX_LEVEL, MV_MAX, NOT_CODABLE, TOKEN_COST_SHAPE, block_token_cost,
                         inter_bmode_costs, inter_mode_costs, kf_bmode_costs, mv_component_costs,
                         ref_frame_costs, split_mv_costs, token_costs, tree_cost, tree_costs, uvmode_costs,
                         ymode_costs)
@@ -235,6 +235,22 @@ def test_bool_cost_table():
         for b in range(2):
             assert BOOL_COST[p, b] == naive.bool_cost256(p, b)
     assert BOOL_COST[128, 0] == BOOL_COST[128, 1] == 256
+
+
+def test_level_tables_every_magnitude():
+    """Each magnitude's token and extra-bit-plus-sign cost, for all 1..MAX_LEVEL, as the twin codes
+    a lone coefficient (its bools minus the token's path through the tree)."""
+    probs = tables.DEFAULT_COEFF_PROBS
+    assert LEVEL_TOKEN[0] == 0 and LEVEL_EXTRA_COST[0] == 0
+    for v in range(1, MAX_LEVEL + 1):
+        levels = [v] + [0] * 15
+        bools, _ = naive.block_token_bools(levels, 1, tables.TYPE_Y_WITH_DC, 0, probs)
+        token = LEVEL_TOKEN[v]
+        path = naive.tree_bools(naive.COEFF_TREE, probs[3][0][0], int(token))
+        assert bools[:len(path)] == path
+        rest = bools[len(path):-1]  # the last bool is the next position's DCT_EOB
+        assert LEVEL_EXTRA_COST[v] == naive.bools_cost(rest)[0], v
+    assert MAX_LEVEL == 2114 and LEVEL_TOKEN[MAX_LEVEL] == 10 and LEVEL_TOKEN[66] == 9
 
 
 MODE_TREES = [(tables.COEFF_TREE, 11), (tables.BMODE_TREE, 9), (tables.KF_YMODE_TREE, 4),
