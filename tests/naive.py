@@ -12,6 +12,9 @@ Nothing here is fast; nothing here imports numba.
 
 from __future__ import annotations
 
+import itertools
+import math
+
 # ---------------------------------------------------------------------------------------------
 # Small helpers
 
@@ -674,3 +677,173 @@ def ssim_all(planes_a, planes_b) -> float:
     sizes = [len(p) * len(p[0]) for p in planes_a]
     values = [ssim_plane(p, q) for p, q in zip(planes_a, planes_b)]
     return sum(n * v for n, v in zip(sizes, values)) / sum(sizes)
+
+
+# Encoder side. Section 14.3's inverse DCT and 14.4's inverse WHT, run backwards in exact
+# arithmetic; section 13's tokens as a writer emits them; section 17's motion vector components.
+# Bit costs are -log2 of each bool's probability (section 7), in floats and, to compare with the
+# kernels' integer tables, rounded to 1/256 bit per bool.
+
+def _idct_basis() -> list[list[float]]:
+    """The 1-D basis of section 14.3's inverse DCT as exact reals: output k of a pass is
+    sum_j basis[k][j] * input_j (the RFC's constants 20091 and 35468 approximate c - 1 and s)."""
+    cc = math.cos(math.pi / 8) * math.sqrt(2)
+    ss = math.sin(math.pi / 8) * math.sqrt(2)
+    return [[1, cc, 1, ss], [1, ss, -1, -cc], [1, -ss, -1, cc], [1, -cc, 1, -ss]]
+
+
+def fdct4x4_exact(block) -> list[float]:
+    """The real-valued forward DCT that section 14.3's inverse undoes: the inverse computes
+    x = B X B^T / 8 with B B^T = 4 I, so X = B^T x B / 2. ``block``: 16 residuals, raster."""
+    B = _idct_basis()
+    x = [[int(block[4 * r + c]) for c in range(4)] for r in range(4)]
+    return [sum(B[i][k] * x[i][j] * B[j][m] for i in range(4) for j in range(4)) / 2
+            for k in range(4) for m in range(4)]
+
+
+_WHT = [[1, 1, 1, 1], [1, 1, -1, -1], [1, -1, -1, 1], [1, -1, 1, -1]]
+
+
+def fwht4x4_doubled(dcs) -> list[int]:
+    """Twice the forward WHT that section 14.4's inverse undoes (x = H X H^T / 8, H H^T = 4 I,
+    so 2 X = H^T x H), which is an integer: the kernel must round each entry's half."""
+    x = [[int(dcs[4 * r + c]) for c in range(4)] for r in range(4)]
+    return [sum(_WHT[i][k] * x[i][j] * _WHT[j][m] for i in range(4) for j in range(4))
+            for k in range(4) for m in range(4)]
+
+
+ZIGZAG = [0, 1, 4, 8, 5, 2, 3, 6, 9, 12, 13, 10, 7, 11, 14, 15]  # section 13
+BANDS = [0, 1, 2, 3, 6, 4, 5, 6, 6, 6, 6, 6, 6, 6, 6, 7]  # section 13.3
+# Section 13.2: dct_cat1..6 as (smallest value, extra-bit probabilities).
+DCT_CATS = [(5, [159]), (7, [165, 145]), (11, [173, 148, 140]), (19, [176, 155, 140, 135]),
+            (35, [180, 157, 141, 134, 130]),
+            (67, [254, 254, 243, 230, 196, 177, 153, 140, 133, 130, 129])]
+ZERO_TOKEN, EOB_TOKEN = 0, 11
+COEFF_TREE = [-EOB_TOKEN, 2, -ZERO_TOKEN, 4, -1, 6, 8, 12, -2, 10, -3, -4, 14, 16, -5, -6, 18, 20,
+              -7, -8, -9, -10]
+
+
+def quantize(coef: int, q: int, zbin: int, rnd: int, max_level: int) -> int:
+    """Dead-zone quantizer: 0 if |coef| < zbin, else sign * min((|coef| + rnd) // q, max_level)."""
+    a = abs(int(coef))
+    v = 0 if a < zbin else min((a + rnd) // q, max_level)
+    return -v if coef < 0 else v
+
+
+def bool_cost256(prob: int, bit: int) -> int:
+    """-log2 of the bool's probability in 1/256 bit, rounded; probability 0 counts as 1."""
+    p = max(prob, 1) / 256
+    return round(-256 * math.log2(p if bit == 0 else 1 - p))
+
+
+def tree_bools(tree, probs, leaf: int) -> list[tuple[int, int]]:
+    """The (probability, bit) pairs that code ``leaf`` of ``tree`` (section 8.1)."""
+    path = BoolEncoder._tree_path(list(tree), 0, leaf)
+    assert path is not None, leaf
+    return [(int(probs[node >> 1]), bit) for node, bit in path]
+
+
+def block_token_bools(levels, eob: int, btype: int, ctx: int, coeff_probs):
+    """Section 13: the (probability, bit) pairs a writer codes for one block, and the context the
+    block leaves (1 when it codes any token before DCT_EOB).
+
+    ``levels``: 16 ints in raster order; tokens run over zigzag positions first..eob-1 (first = 1
+    for a Y block after Y2, type 0), then DCT_EOB unless eob = 16. A token's probabilities are
+    coeff_probs[btype][band][ctx]; ctx is the neighbours' for the first token, then 0, 1, 2 after a
+    zero, a one, a larger value. After a ZERO token the tree is entered at node 2: no DCT_EOB.
+    """
+    first = 1 if btype == 0 else 0
+    out = []
+    i = first
+    prev_zero = False
+    while i < eob:
+        v = int(levels[ZIGZAG[i]])
+        a = abs(v)
+        probs = coeff_probs[btype][BANDS[i]][ctx]
+        if a <= 4:
+            token, extra = a, []
+        else:
+            k = max(n for n, (base, _) in enumerate(DCT_CATS) if a >= base)
+            base, cat_probs = DCT_CATS[k]
+            token = 5 + k
+            e = a - base
+            nb = len(cat_probs)
+            extra = [(cat_probs[j], (e >> (nb - 1 - j)) & 1) for j in range(nb)]
+        path = tree_bools(COEFF_TREE, probs, token)
+        if prev_zero:
+            assert path[0] == (int(probs[0]), 1)
+            path = path[1:]
+        out += path + extra
+        if a:
+            out.append((128, int(v < 0)))
+        ctx = 0 if a == 0 else (1 if a == 1 else 2)
+        prev_zero = a == 0
+        i += 1
+    if i < 16:
+        assert not prev_zero, "DCT_EOB cannot follow a ZERO token"
+        out.append((int(coeff_probs[btype][BANDS[i]][ctx][0]), 0))
+    return out, int(i > first)
+
+
+def mv_component_bools(v: int, p) -> list[tuple[int, int]]:
+    """Section 17.2 (the writer of section 17.1's read_mvcomponent): the (probability, bit) pairs
+    coding component ``v`` with its 19 probabilities ``p`` (is_short, sign, short tree[8], long
+    bits[10])."""
+    x = abs(v)
+    out = []
+    if x < 8:
+        out.append((int(p[0]), 0))
+        out += tree_bools([2, 8, 4, 6, -0, -1, -2, -3, 10, 12, -4, -5, -6, -7], p[2:9], x)
+    else:
+        out.append((int(p[0]), 1))
+        for i in range(3):
+            out.append((int(p[9 + i]), (x >> i) & 1))
+        for i in range(9, 3, -1):
+            out.append((int(p[9 + i]), (x >> i) & 1))
+        if x & 0xFFF0:  # otherwise bit 3 is implied: a long value is at least 8
+            out.append((int(p[9 + 3]), (x >> 3) & 1))
+    if x:
+        out.append((int(p[1]), int(v < 0)))
+    return out
+
+
+def bools_cost(bools) -> tuple[int, float]:
+    """(sum of the rounded 1/256-bit costs, exact bits) of (probability, bit) pairs."""
+    return (sum(bool_cost256(p, b) for p, b in bools),
+            sum(-math.log2((max(p, 1) / 256) if b == 0 else 1 - max(p, 1) / 256) for p, b in bools))
+
+
+def rd_quantize_exhaustive(coef, q_dc: int, q_ac: int, max_dc: int, max_ac: int, btype: int,
+                           ctx: int, lam: float, coeff_probs):
+    """The least D + lam * R over every block the RD quantizer may choose: each coded coefficient
+    at its nearest level L or L - 1 (same sign), every level from some zigzag position on zeroed,
+    the last coded one nonzero. D is the squared coefficient error (position 0 excluded for a Y
+    block after Y2, whose DC is in Y2), R the rounded token cost. Returns (best J, one best levels).
+    Exponential: for blocks with few nonzero candidates only."""
+    first = 1 if btype == 0 else 0
+    cands = []
+    for i in range(16):
+        c = int(coef[ZIGZAG[i]])
+        q, mx = (q_dc, max_dc) if i == 0 else (q_ac, max_ac)
+        big = min((abs(c) + q // 2) // q, mx)
+        sgn = -1 if c < 0 else 1
+        cands.append(sorted({sgn * big, sgn * max(big - 1, 0)}))
+    best = (math.inf, None)
+    for eob in range(16 + 1):
+        if 0 < eob <= first:
+            continue
+        for choice in itertools.product(*[cands[i] for i in range(first, eob)]):
+            if eob > first and choice[-1] == 0:
+                continue
+            levels = [0] * 16
+            for i, v in zip(range(first, eob), choice):
+                levels[ZIGZAG[i]] = v
+            d = 0
+            for i in range(first, 16):
+                q = q_dc if i == 0 else q_ac
+                d += (int(coef[ZIGZAG[i]]) - levels[ZIGZAG[i]] * q) ** 2
+            bools, _ = block_token_bools(levels, eob, btype, ctx, coeff_probs)
+            j = d + lam * bools_cost(bools)[0] / 256
+            if j < best[0]:
+                best = (j, levels)
+    return best
