@@ -20,10 +20,10 @@ from codec.boolcoder import STATE_SIZE, bd_init, bd_overrun
 from codec.modes import read_mv_component
 from codec.quantize import (KIND_UV, KIND_Y1, KIND_Y2, QP_MAX, QP_Q, RD_WORK_SHAPE, frame_quant_params,
                             quant_params, quantize_block, rd_quantize_block)
-from codec.rate import (BOOL_COST, LEVEL_EXTRA_COST, LEVEL_TOKEN, MAX_LEVEL, MV_MAX, NOT_CODABLE, TOKEN_COST_SHAPE, block_token_cost,
-                        inter_bmode_costs, inter_mode_costs, kf_bmode_costs, mv_component_costs,
-                        ref_frame_costs, split_mv_costs, token_costs, tree_cost, tree_costs, uvmode_costs,
-                        ymode_costs)
+from codec.rate import (BOOL_COST, LEVEL_EXTRA_COST, LEVEL_TOKEN, MAX_LEVEL, MV_MAX, NOT_CODABLE,
+                        TOKEN_COST_SHAPE, block_token_cost, inter_bmode_costs, inter_mode_costs,
+                        kf_bmode_costs, mv_component_costs, ref_frame_costs, split_mv_costs, token_costs,
+                        tree_cost, tree_costs, uvmode_costs, ymode_costs)
 from codec.tokens import _read_block
 from codec.transform import FWHT_ROUND_UP, fdct4x4, fwht4x4, idct4x4, iwht4x4
 
