@@ -120,6 +120,13 @@ class BoolEncoder:
             v = (v << 8) & 0xFFFFFFFF
         return bytes(self.output)
 
+    def flush_like_libvpx(self) -> bytes:
+        """libvpx's ``vp8_stop_encode``: 32 zero bools at probability 128 instead of the RFC's
+        flush, which pushes every pending bit out; the encoder is then spent."""
+        for _ in range(32):
+            self.write_bool(128, 0)
+        return bytes(self.output)
+
 
 class NaiveBoolDecoder:
     """RFC 6386 section 7.3 ``bool_decoder``: a 2-byte ``value`` window and a ``bit_count``.
