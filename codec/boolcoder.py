@@ -1,4 +1,6 @@
-"""The boolean entropy decoder of RFC 6386 section 7, as numba kernels over a small state array.
+"""The boolean entropy decoder and encoder of RFC 6386 section 7, as numba kernels over small state
+arrays (decoder ``bd_*`` here, encoder ``be_*`` in the second half of the module, each with a Python
+class for the frame header: ``BoolDecoder`` / ``BoolEncoder``).
 
 The decoder keeps a window of up to 56 not-yet-consumed bits in ``value``; the top 8 of them are the
 byte the RFC's ``value`` compares against ``split``. Decoding a bool consumes ``shift`` bits (the

@@ -396,6 +396,12 @@ def write_frame_header(be: BoolEncoder, header: FrameHeader, state) -> None:
     reading). Raises ``ValueError`` for a header that cannot be coded as it stands (a value out of
     its field's range, or one that differs from the value in force but is marked as not coded)."""
     tag = header.tag
+    for name, shape in (("coeff_probs", (4, 8, 3, 11)), ("ymode_probs", (4,)), ("uv_mode_probs", (3,)),
+                        ("mv_probs", (2, 19))):
+        if np.shape(getattr(header, name)) != shape:
+            raise ValueError(f"{name} must have shape {shape}, not {np.shape(getattr(header, name))}")
+    if header.coeff_updated is not None and np.shape(header.coeff_updated) != (4, 8, 3, 11):
+        raise ValueError("coeff_updated must have shape (4, 8, 3, 11)")
     if tag.key_frame:
         be.literal(1, header.color_space)
         be.literal(1, header.clamping_type)
