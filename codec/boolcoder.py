@@ -1,4 +1,6 @@
-"""The boolean entropy decoder of RFC 6386 section 7, as numba kernels over a small state array.
+"""The boolean entropy decoder and encoder of RFC 6386 section 7, as numba kernels over small state
+arrays (decoder ``bd_*`` here, encoder ``be_*`` in the second half of the module, each with a Python
+class for the frame header: ``BoolDecoder`` / ``BoolEncoder``).
 
 The decoder keeps a window of up to 56 not-yet-consumed bits in ``value``; the top 8 of them are the
 byte the RFC's ``value`` compares against ``split``. Decoding a bool consumes ``shift`` bits (the
@@ -154,3 +156,199 @@ class BoolDecoder:
 
     def overrun(self) -> bool:
         return bool(bd_overrun(self.st))
+
+
+# ---------------------------------------------------------------------------------------------
+# The boolean entropy encoder (section 7.3), the decoder's mirror image.
+#
+# The encoder keeps the low end of the coding interval in ``low``: its bottom 8 bits line up with
+# ``range``, the bits above them are output not yet written. A byte is due every 8 renormalising
+# shifts, after an initial 24 (the RFC's ``bit_count``); ``count`` counts the shifts towards it,
+# from -24. The byte written is bits 24..31 of ``low``; bit 32, if an addition carried into it,
+# is a carry into the bytes already written (the RFC's ``add_one_to_output``).
+#
+# Encoder state array layout (int64)::
+#
+#     es[E_LOW]    pending low end of the interval (< 2**33 between calls)
+#     es[E_RANGE]  128..255 between calls
+#     es[E_COUNT]  shifts towards the next output byte, -24..-1 between calls
+#     es[E_POS]    bytes written to the output buffer
+#
+# The output buffer is a uint8 array the kernels grow (doubling) when full; every kernel that may
+# write returns the buffer, which the caller must use from then on. ``be_flush`` ends a partition
+# as libvpx does, with 32 zero bools at probability 128, so the written bytes (and the partition
+# sizes) of a libvpx-made stream are reproduced exactly; the RFC's ``flush_bool_encoder`` pads
+# differently (a decoder reads either the same).
+
+E_LOW, E_RANGE, E_COUNT, E_POS = 0, 1, 2, 3
+ENC_STATE_SIZE = 4
+
+
+@njit(cache=True)
+def be_init(es):
+    """Start a new partition (the RFC's init_bool_encoder)."""
+    es[E_LOW] = 0
+    es[E_RANGE] = 255
+    es[E_COUNT] = -24
+    es[E_POS] = 0
+
+
+@njit(cache=True)
+def be_grow(buf, need):
+    """``buf`` if it has room for ``need`` bytes, else a copy at least twice as large."""
+    if need <= buf.shape[0]:
+        return buf
+    n = max(need, 2 * buf.shape[0], 64)
+    out = np.zeros(n, np.uint8)
+    out[:buf.shape[0]] = buf
+    return out
+
+
+@njit(inline="always")
+def be_step(buf, prob, bit, low, rng, count, pos):
+    """Encode one bool from state held in locals; returns (buf, low, rng, count, pos).
+
+    Section 7.3: split the range in proportion to ``prob``, keep the lower (0) or upper (1) part,
+    then shift range and low left until range is back in 128..255, writing a byte every 8 shifts.
+    """
+    split = 1 + (((rng - 1) * prob) >> 8)
+    if bit:
+        low += split
+        rng -= split
+    else:
+        rng = split
+    shift = NORM_SHIFT[rng]
+    rng <<= shift
+    count += shift
+    if count >= 0:
+        # A byte boundary falls inside this shift: move the finished byte to bits 24..31 first.
+        low <<= shift - count
+        if low >> 32:
+            # Carry into the bytes already written: 0xff bytes roll over to 0 and pass it on.
+            q = pos - 1
+            while q >= 0 and buf[q] == 255:
+                buf[q] = 0
+                q -= 1
+            if q >= 0:
+                buf[q] += 1
+        if pos >= buf.shape[0]:
+            buf = be_grow(buf, pos + 1)
+        buf[pos] = (low >> 24) & 255
+        pos += 1
+        low = (low & 0xFFFFFF) << count
+        count -= 8
+    else:
+        low <<= shift
+    return buf, low, rng, count, pos
+
+
+@njit(cache=True)
+def be_write(es, buf, bit, prob):
+    """Encode ``bit`` whose probability of being 0 is ``prob / 256``; returns the buffer."""
+    buf, es[E_LOW], es[E_RANGE], es[E_COUNT], es[E_POS] = be_step(buf, prob, bit, es[E_LOW], es[E_RANGE],
+                                                                  es[E_COUNT], es[E_POS])
+    return buf
+
+
+@njit(cache=True)
+def be_literal(es, buf, n, value):
+    """An n-bit unsigned literal, most significant bit first, each at probability 128."""
+    for i in range(n - 1, -1, -1):
+        buf = be_write(es, buf, (value >> i) & 1, 128)
+    return buf
+
+
+@njit(cache=True)
+def be_tree(es, buf, tree, probs, value):
+    """Write leaf ``value`` of a tree in tree_index form (section 8.1): find the leaf's slot, climb
+    to the root collecting the branch taken at each node, then write them root first. A value that
+    is not a leaf of the tree writes nothing and returns an empty buffer."""
+    path = np.empty(32, np.int64)  # slot indices, leaf first
+    n = 0
+    slot = -1
+    for i in range(tree.shape[0]):
+        if tree[i] <= 0 and -tree[i] == value:
+            slot = i
+            break
+    if slot < 0:
+        return buf[:0]
+    while True:
+        path[n] = slot
+        n += 1
+        node = slot & ~1
+        if node == 0:
+            break
+        slot = -1
+        for i in range(tree.shape[0]):
+            if tree[i] == node:
+                slot = i
+                break
+    for j in range(n - 1, -1, -1):
+        s = path[j]
+        buf = be_write(es, buf, s & 1, probs[s >> 1])
+    return buf
+
+
+@njit(cache=True)
+def be_flush(es, buf):
+    """End the partition as libvpx does: 32 zero bools at probability 128 push out every pending
+    bit (and the padding a decoder's look-ahead reads). Returns the buffer; its bytes are
+    ``buf[:es[E_POS]]``."""
+    for _ in range(32):
+        buf = be_write(es, buf, 0, 128)
+    return buf
+
+
+class BoolEncoder:
+    """Python face of the encoder kernels, for the frame header; mirrors ``BoolDecoder``.
+
+    ``write(bit, prob)``, ``flag(b)``, ``literal(n, v)``, ``signed(n, v)``,
+    ``optional_signed(n, v)``, ``tree(tree, probs, v)``; ``finish()`` flushes and returns the bytes.
+    Kernels can continue a partition from ``es`` / ``buf`` (then store the returned buffer back).
+    """
+
+    def __init__(self, capacity: int = 1024):
+        self.es = np.zeros(ENC_STATE_SIZE, np.int64)
+        self.buf = np.zeros(max(capacity, 16), np.uint8)
+        be_init(self.es)
+
+    def write(self, bit: int, prob: int) -> None:
+        self.buf = be_write(self.es, self.buf, int(bit), int(prob))
+
+    def flag(self, b) -> None:
+        self.buf = be_write(self.es, self.buf, int(bool(b)), 128)
+
+    def literal(self, n: int, value: int) -> None:
+        value = int(value)
+        if not 0 <= value < (1 << n):
+            raise ValueError(f"{value} does not fit in an unsigned {n}-bit literal")
+        self.buf = be_literal(self.es, self.buf, n, value)
+
+    def signed(self, n: int, value: int) -> None:
+        """An n-bit magnitude followed by a sign flag (the RFC's L(n) then sign)."""
+        value = int(value)
+        self.literal(n, abs(value))
+        self.flag(value < 0)
+
+    def optional_signed(self, n: int, value: int, coded: bool | None = None) -> None:
+        """A flag, then if set a signed n-bit value. ``coded`` None codes the value iff nonzero
+        (what libvpx does); True also codes a zero."""
+        if coded is None:
+            coded = value != 0
+        elif not coded and value:
+            raise ValueError(f"nonzero value {value} marked as not coded")
+        self.flag(coded)
+        if coded:
+            self.signed(n, value)
+
+    def tree(self, tree: np.ndarray, probs, value: int) -> None:
+        probs = np.asarray(probs, np.uint8)
+        out = be_tree(self.es, self.buf, tree, probs, int(value))
+        if out.shape[0] == 0:
+            raise ValueError(f"{value} is not a leaf of the tree")
+        self.buf = out
+
+    def finish(self) -> bytes:
+        """Flush (libvpx's way) and return the partition's bytes; the encoder is then spent."""
+        self.buf = be_flush(self.es, self.buf)
+        return self.buf[:self.es[E_POS]].tobytes()

@@ -8,6 +8,8 @@ differ, we follow libvpx (the conformance vectors' MD5s come from it) and say so
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from . import tables
@@ -103,24 +105,44 @@ def _partition_bounds(buf: np.ndarray, start: int, count: int) -> list[tuple[int
     return bounds
 
 
-def decode_frame(state: DecoderState, frame: bytes) -> tuple[DecoderState, Image | None]:
-    """Decode one compressed frame; return the new state and the picture to show (None if hidden)."""
-    buf = np.frombuffer(frame, np.uint8)
-    tag = FrameTag.read(buf)
-    if tag.key_frame:
-        mb_rows, mb_cols = (tag.height + 15) // 16, (tag.width + 15) // 16
-        segment_map = state.segment_map
-        if segment_map.shape != (mb_rows, mb_cols):
-            segment_map = np.zeros((mb_rows, mb_cols), np.uint8)
-        prev = DecoderState(**{**state.__dict__, **_KEY_FRAME_RESET, "segment_map": segment_map,
-                               "width": tag.width, "height": tag.height,
-                               "horiz_scale": tag.horiz_scale, "vert_scale": tag.vert_scale})
-        prev.__dict__.pop("_payload", None)
-    else:
+def coding_state(state: DecoderState, tag: FrameTag) -> DecoderState:
+    """The state a frame with this tag is coded against: ``state`` itself for an interframe, and
+    for a key frame ``state`` with its size and the values a key frame resets to their defaults
+    (probabilities, segment values, loop-filter deltas; sections 9.3, 9.6, 9.11)."""
+    if not tag.key_frame:
         if not state.has_keyframe:
             raise CorruptFrameError("interframe with no key frame before it")
-        prev = state
-        mb_rows, mb_cols = prev.mb_rows, prev.mb_cols
+        return state
+    mb_rows, mb_cols = (tag.height + 15) // 16, (tag.width + 15) // 16
+    segment_map = state.segment_map
+    if segment_map.shape != (mb_rows, mb_cols):
+        segment_map = np.zeros((mb_rows, mb_cols), np.uint8)
+    prev = DecoderState(**{**state.__dict__, **_KEY_FRAME_RESET, "segment_map": segment_map,
+                           "width": tag.width, "height": tag.height,
+                           "horiz_scale": tag.horiz_scale, "vert_scale": tag.vert_scale})
+    prev.__dict__.pop("_payload", None)
+    return prev
+
+
+class FrameSyntax(NamedTuple):
+    """Everything ``parse_frame_syntax`` reads from a frame (sections 9-13), before reconstruction."""
+
+    prev: DecoderState          # the state the frame is coded against (``coding_state``)
+    header: FrameHeader
+    modes: dict                 # ``modes.allocate_mode_info`` arrays, filled by ``read_modes``
+    segment_map: np.ndarray     # the map in force after this frame
+    coeffs: np.ndarray          # (mb_rows, mb_cols, 25, 16) int16 quantized levels, raster order
+    eobs: np.ndarray            # (mb_rows, mb_cols, 25) uint8
+    bounds: list                # [(start, end)] of each token partition in the frame
+    bad_row: int                # first macroblock row whose token partition ran out of data, or -1
+
+
+def parse_frame_syntax(state: DecoderState, frame: bytes) -> FrameSyntax:
+    """Stages 1-3 of ``decode_frame``: frame header, macroblock headers and tokens, no pixels."""
+    buf = np.frombuffer(frame, np.uint8)
+    tag = FrameTag.read(buf)
+    prev = coding_state(state, tag)
+    mb_rows, mb_cols = prev.mb_rows, prev.mb_cols
     # libvpx checks the first partition against the bytes after the 3-byte tag, and its bool
     # decoder may read on into the token partitions; we do the same.
     first_start = tag.header_size
@@ -138,7 +160,7 @@ def decode_frame(state: DecoderState, frame: bytes) -> tuple[DecoderState, Image
                segment_map, hdr.skip_enabled, hdr.prob_skip, hdr.prob_intra, hdr.prob_last,
                hdr.prob_golden, hdr.ymode_probs.copy(), hdr.uv_mode_probs.copy(), hdr.mv_probs.copy(), sign_bias,
                modes["ymode"], modes["uvmode"], modes["ref"], modes["skip"], modes["bmodes"],
-               modes["mvs"], modes["partitioning"])
+               modes["mvs"], modes["partitioning"], modes["sub_mv_modes"])
     # Stricter than libvpx (which flags the frame and shows it): a first partition that ran out
     # of data means the sizes are forged or the frame truncated, so we stop before allocating.
     if bd.overrun():
@@ -157,7 +179,14 @@ def decode_frame(state: DecoderState, frame: bytes) -> tuple[DecoderState, Image
     if bad_row >= 0 and not state.has_keyframe:
         raise CorruptFrameError(f"token partition of macroblock row {bad_row} ends early "
                                 "in the stream's first key frame")
+    return FrameSyntax(prev, hdr, modes, segment_map, coeffs, eobs, bounds, bad_row)
 
+
+def decode_frame(state: DecoderState, frame: bytes) -> tuple[DecoderState, Image | None]:
+    """Decode one compressed frame; return the new state and the picture to show (None if hidden)."""
+    prev, hdr, modes, segment_map, coeffs, eobs, _, _ = parse_frame_syntax(state, frame)
+    tag, seg = hdr.tag, hdr.segmentation
+    mb_rows, mb_cols = prev.mb_rows, prev.mb_cols
     pic = Picture.allocate(mb_rows, mb_cols)
     _prepare_intra_edges(pic, mb_rows, mb_cols)
     segment = segment_map if seg.enabled else np.zeros_like(segment_map)

@@ -144,3 +144,190 @@ def _read_tokens(data, part_st, probs, ymodes, skips, coeffs, eobs, above, left)
             if bad_row < 0 and bd_overrun(st):
                 bad_row = r
     return bad_row
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing: the mirror images of the readers above (section 13), over the same arrays.
+
+from .boolcoder import E_COUNT, E_LOW, E_POS, E_RANGE, be_literal, be_step, be_write  # noqa: E402
+
+# write_tokens status codes (0: fine); the Python side turns them into messages.
+TOKEN_OK, TOKEN_BAD_EOB, TOKEN_NONZERO_PAST_EOB, TOKEN_EOB_AFTER_ZERO, TOKEN_TOO_LARGE, TOKEN_SKIPPED_NONZERO = \
+    0, 1, 2, 3, 4, 5
+TOKEN_ERRORS = {
+    TOKEN_BAD_EOB: "eob out of range (0..16; 0 or 2..16 for a Y block after Y2)",
+    TOKEN_NONZERO_PAST_EOB: "nonzero coefficient at or past eob (or at DC in a Y block after Y2)",
+    TOKEN_EOB_AFTER_ZERO: "the coefficient before eob is zero (an end of block cannot follow a zero token)",
+    TOKEN_TOO_LARGE: "coefficient level beyond +-2114 (DCT_CAT6's largest)",
+    TOKEN_SKIPPED_NONZERO: "a skipped macroblock has tokens (eob > 0)",
+}
+MAX_LEVEL = 67 + 2047
+
+
+@njit(cache=True)
+def write_coeff_updates(es, buf, probs, updated):
+    """Mirror of ``read_coeff_updates``: a flag per probability, then the 8-bit value where set."""
+    for i in range(4):
+        for j in range(8):
+            for k in range(3):
+                for t in range(11):
+                    u = updated[i, j, k, t] != 0
+                    buf = be_write(es, buf, u, COEFF_UPDATE_PROBS[i, j, k, t])
+                    if u:
+                        buf = be_literal(es, buf, 8, probs[i, j, k, t])
+    return buf
+
+
+@njit(cache=True)
+def check_block(block, eob, btype):
+    """The status of writing ``block`` (int16[16], raster order) with ``eob`` as type ``btype``:
+    the tokens must be exactly the first ``eob`` zigzag positions, and an EOB token (when
+    ``eob`` < 16) can only follow a nonzero one."""
+    first = 1 if btype == TYPE_Y_AFTER_Y2 else 0
+    if eob < 0 or eob > 16 or (first == 1 and eob == 1):
+        return TOKEN_BAD_EOB
+    if first == 1 and block[0] != 0:
+        return TOKEN_NONZERO_PAST_EOB
+    for i in range(max(eob, first), 16):
+        if block[ZIGZAG[i]] != 0:
+            return TOKEN_NONZERO_PAST_EOB
+    for i in range(first, eob):
+        v = np.int32(block[ZIGZAG[i]])
+        if v > MAX_LEVEL or v < -MAX_LEVEL:
+            return TOKEN_TOO_LARGE
+    if 0 < eob < 16 and block[ZIGZAG[eob - 1]] == 0:
+        return TOKEN_EOB_AFTER_ZERO
+    return TOKEN_OK
+
+
+@njit(cache=True)
+def _write_block(es, buf, probs, btype, ctx, block, eob):
+    """Mirror of ``_read_block``: the tokens of one checked block (``check_block``), the encoder
+    held in locals for the block. Returns the buffer."""
+    low, rng, count, pos = es[E_LOW], es[E_RANGE], es[E_COUNT], es[E_POS]
+    i = 1 if btype == TYPE_Y_AFTER_Y2 else 0
+    p = probs[btype, COEFF_BANDS[i], ctx]
+    after_zero = False
+    while i < eob:
+        if not after_zero:
+            buf, low, rng, count, pos = be_step(buf, p[0], 1, low, rng, count, pos)  # not EOB
+        v = np.int32(block[ZIGZAG[i]])
+        a = -v if v < 0 else v
+        if a == 0:
+            buf, low, rng, count, pos = be_step(buf, p[1], 0, low, rng, count, pos)
+            after_zero = True
+            nctx = 0
+        else:
+            after_zero = False
+            buf, low, rng, count, pos = be_step(buf, p[1], 1, low, rng, count, pos)
+            if a == 1:
+                buf, low, rng, count, pos = be_step(buf, p[2], 0, low, rng, count, pos)
+                nctx = 1
+            else:
+                nctx = 2
+                buf, low, rng, count, pos = be_step(buf, p[2], 1, low, rng, count, pos)
+                if a <= 4:
+                    buf, low, rng, count, pos = be_step(buf, p[3], 0, low, rng, count, pos)
+                    if a == 2:
+                        buf, low, rng, count, pos = be_step(buf, p[4], 0, low, rng, count, pos)
+                    else:
+                        buf, low, rng, count, pos = be_step(buf, p[4], 1, low, rng, count, pos)
+                        buf, low, rng, count, pos = be_step(buf, p[5], a - 3, low, rng, count, pos)
+                else:
+                    buf, low, rng, count, pos = be_step(buf, p[3], 1, low, rng, count, pos)
+                    cat = 5
+                    while cat > 0 and a < CAT_BASE[cat]:
+                        cat -= 1
+                    if cat < 2:
+                        buf, low, rng, count, pos = be_step(buf, p[6], 0, low, rng, count, pos)
+                        buf, low, rng, count, pos = be_step(buf, p[7], cat, low, rng, count, pos)
+                    else:
+                        b1 = (cat - 2) >> 1
+                        buf, low, rng, count, pos = be_step(buf, p[6], 1, low, rng, count, pos)
+                        buf, low, rng, count, pos = be_step(buf, p[8], b1, low, rng, count, pos)
+                        buf, low, rng, count, pos = be_step(buf, p[9 + b1], (cat - 2) & 1, low, rng, count, pos)
+                    extra = a - CAT_BASE[cat]
+                    nb = CAT_BITS[cat]
+                    for k in range(nb):
+                        buf, low, rng, count, pos = be_step(buf, CAT_PROBS[cat, k], (extra >> (nb - 1 - k)) & 1,
+                                                            low, rng, count, pos)
+            buf, low, rng, count, pos = be_step(buf, 128, 1 if v < 0 else 0, low, rng, count, pos)
+        i += 1
+        if i < 16:
+            p = probs[btype, COEFF_BANDS[i], nctx]
+    if eob < 16:
+        buf, low, rng, count, pos = be_step(buf, p[0], 0, low, rng, count, pos)  # EOB
+    es[E_LOW] = low
+    es[E_RANGE] = rng
+    es[E_COUNT] = count
+    es[E_POS] = pos
+    return buf
+
+
+@njit(cache=True)
+def write_tokens(es, buf, part, nparts, probs, ymodes, skips, coeffs, eobs):
+    """Mirror of ``read_tokens`` for one token partition: the macroblock rows r with
+    r % nparts == part, coded with the above / left contexts of the whole frame (which depend on
+    eobs and modes only, so each partition can be written on its own).
+
+    ``ymodes`` and ``skips`` are (mb_rows, mb_cols) without the border (``skips`` all 0 when the
+    frame does not code skip flags). Returns (buf, status, row, col, block); status 0 is success,
+    else a ``TOKEN_ERRORS`` key for that block, and nothing more is written.
+    """
+    mb_rows, mb_cols = ymodes.shape
+    above = np.zeros((mb_cols, 9), np.uint8)
+    left = np.zeros(9, np.uint8)
+    for r in range(mb_rows):
+        mine = r % nparts == part
+        left[:] = 0
+        for c in range(mb_cols):
+            has_y2 = ymodes[r, c] != B_PRED and ymodes[r, c] != SPLITMV
+            if skips[r, c]:
+                for b in range(25):
+                    if eobs[r, c, b] != 0:
+                        return buf, TOKEN_SKIPPED_NONZERO, r, c, b
+                above[c, :8] = 0
+                left[:8] = 0
+                if has_y2:
+                    above[c, 8] = 0
+                    left[8] = 0
+                continue
+            if has_y2:
+                e = eobs[r, c, 24]
+                if mine:
+                    s = check_block(coeffs[r, c, 24], e, TYPE_Y2)
+                    if s:
+                        return buf, s, r, c, 24
+                    buf = _write_block(es, buf, probs, TYPE_Y2, above[c, 8] + left[8], coeffs[r, c, 24], e)
+                above[c, 8] = left[8] = 1 if e > 0 else 0
+            elif eobs[r, c, 24] != 0:
+                return buf, TOKEN_BAD_EOB, r, c, 24
+            ytype = TYPE_Y_AFTER_Y2 if has_y2 else TYPE_Y_WITH_DC
+            for b in range(24):
+                btype = ytype if b < 16 else TYPE_UV
+                a = ABOVE_CTX[b]
+                lc = LEFT_CTX[b]
+                e = eobs[r, c, b]
+                if mine:
+                    s = check_block(coeffs[r, c, b], e, btype)
+                    if s:
+                        return buf, s, r, c, b
+                    buf = _write_block(es, buf, probs, btype, above[c, a] + left[lc], coeffs[r, c, b], e)
+                above[c, a] = left[lc] = 1 if e > 0 else 0
+    return buf, TOKEN_OK, -1, -1, -1
+
+
+@njit(cache=True)
+def derive_eobs(ymodes, coeffs, eobs):
+    """For an encoder: each block's eob as one past its last nonzero coefficient in zigzag order
+    (0 for an empty block), the shortest coding of ``coeffs``. ``ymodes`` without the border."""
+    mb_rows, mb_cols = ymodes.shape
+    for r in range(mb_rows):
+        for c in range(mb_cols):
+            for b in range(25):
+                e = 0
+                for i in range(15, -1, -1):
+                    if coeffs[r, c, b, ZIGZAG[i]] != 0:
+                        e = i + 1
+                        break
+                eobs[r, c, b] = e

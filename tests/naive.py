@@ -55,12 +55,14 @@ class BoolEncoder:
         self.range = 255
         self.bottom = 0  # uint32
         self.bit_count = 24
+        self.carries_through_ff = 0
 
     def _add_one_to_output(self):
         q = len(self.output) - 1
         while self.output[q] == 255:
             self.output[q] = 0
             q -= 1
+            self.carries_through_ff += 1  # so tests can tell the rare case was exercised
         self.output[q] += 1
 
     def write_bool(self, prob: int, bool_value: int) -> None:
@@ -86,10 +88,11 @@ class BoolEncoder:
         for i in range(n - 1, -1, -1):
             self.write_bool(128, (value >> i) & 1)
 
-    def write_tree(self, tree, probs, leaf: int) -> None:
+    def write_tree(self, tree, probs, leaf: int, start: int = 0) -> None:
         """Write ``leaf`` through a tree in tree_index form (section 8.1): find its path, then
-        write each branch bit at the probability of the node it leaves."""
-        path = self._tree_path(tree, 0, leaf)
+        write each branch bit at the probability of the node it leaves. ``start`` is the node to
+        begin at (section 13.2: after a zero token the coefficient tree starts past EOB)."""
+        path = self._tree_path(tree, start, leaf)
         if path is None:
             raise ValueError(f"leaf {leaf} is not in the tree")
         for node, bit in path:
@@ -122,6 +125,45 @@ class BoolEncoder:
             self.output.append(v >> 24)
             v = (v << 8) & 0xFFFFFFFF
         return bytes(self.output)
+
+    def flush_like_libvpx(self) -> bytes:
+        """libvpx's ``vp8_stop_encode``: 32 zero bools at probability 128 instead of the RFC's
+        flush, which pushes every pending bit out; the encoder is then spent."""
+        for _ in range(32):
+            self.write_bool(128, 0)
+        return bytes(self.output)
+
+
+def write_block_tokens(enc: BoolEncoder, probs, btype: int, ctx: int, block, eob: int) -> None:
+    """Sections 13.2-13.3 the slow way: the tokens of one block (``block`` in raster order) for
+    zigzag positions ``first..eob-1``, each through the whole coefficient tree (entered past the
+    EOB branch after a zero token), then its extra bits and sign; then EOB if ``eob`` < 16.
+    The tables (tree, bands, zigzag, categories) are facts of the format, taken from codec.tables."""
+    from codec import tables as T
+    first = 1 if btype == T.TYPE_Y_AFTER_Y2 else 0
+    i, prev_zero = first, False
+    while i < eob:
+        v = int(block[int(T.ZIGZAG[i])])
+        a = abs(v)
+        if a <= 4:
+            token = a
+        else:
+            cat = max(k for k in range(6) if int(T.CAT_BASE[k]) <= a)
+            token = 5 + cat
+        enc.write_tree(T.COEFF_TREE, [int(x) for x in probs[btype][int(T.COEFF_BANDS[i])][ctx]], token,
+                       start=2 if prev_zero else 0)
+        if token >= 5:
+            nbits, extra = int(T.CAT_BITS[cat]), a - int(T.CAT_BASE[cat])
+            for k in range(nbits):
+                enc.write_bool(int(T.CAT_PROBS[cat][k]), (extra >> (nbits - 1 - k)) & 1)
+        if a:
+            enc.write_bool(128, v < 0)
+        ctx = 0 if a == 0 else 1 if a == 1 else 2
+        prev_zero = a == 0
+        i += 1
+    if eob < 16:
+        assert not prev_zero, "EOB cannot follow a zero token"
+        enc.write_tree(T.COEFF_TREE, [int(x) for x in probs[btype][int(T.COEFF_BANDS[i])][ctx]], T.DCT_EOB)
 
 
 class NaiveBoolDecoder:
