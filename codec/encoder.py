@@ -1,0 +1,280 @@
+"""The native VP8 encoder: frame-level decisions around ``encode_mb.encode_macroblocks``.
+
+For each frame: choose the quantizer (constant, or searched for a target SSIM), make every
+macroblock decision by rate-distortion cost (``encode_mb``), pick the loop-filter level that
+brings the reconstruction closest to the source, update the coefficient probabilities where that
+saves bits (section 13.4), set the skip and reference probabilities from the frame's own counts,
+then write the frame (``bitstream.write_frame``). The reconstruction and the next state are the
+decoder's: ``decode_frame`` runs on the written bytes, so ``--recon`` is by construction what
+``excamera decode`` (bit-exact with libvpx) produces from the output.
+
+Reference policy: a key frame every ``keyframe_interval`` frames refreshes all three references;
+inter frames predict from the last frame and refresh it. (Golden and altref are kept but not
+searched yet.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import tables
+from .bitstream import ParsedFrame, new_frame_header, write_frame
+from .decoder import _prepare_intra_edges, coding_state, decode_frame, dequant_factors, filter_levels
+from .encode_mb import COEF_ROWS, SCRATCH16_ROWS, count_tokens, encode_macroblocks
+from .header import FrameTag, LoopFilter
+from .image import Image
+from .loopfilter import loop_filter_frame
+from .modes import allocate_mode_info
+from .predict import BORDER_UV, BORDER_Y
+from .quantize import RD_WORK_SHAPE, frame_quant_params
+from .rate import (BOOL_COST, MV_MAX, TOKEN_COST_SHAPE, inter_bmode_costs, kf_bmode_costs, mv_component_costs,
+                   ref_frame_costs, token_costs, uvmode_costs, ymode_costs)
+from .state import DecoderState, Picture
+
+MAX_DIMENSION = 16383
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """What the user chooses. ``speed`` 0 (slowest, best) .. 4 (fastest)."""
+
+    quantizer: int = 32             # 0..127, the base quantizer index (section 9.6)
+    ssim: float | None = None       # target SSIM (All planes) per frame instead of a constant quantizer
+    keyframe_interval: int = 128
+    speed: int = 1
+    lambda_scale: float = 0.035     # lambda = lambda_scale * (luma AC step)^2, squared error per bit
+
+    def __post_init__(self):
+        if not 0 <= self.quantizer <= 127:
+            raise ValueError(f"quantizer {self.quantizer} is outside 0..127")
+        if self.ssim is not None and not 0.0 < self.ssim < 1.0:
+            raise ValueError(f"target SSIM {self.ssim} is outside (0, 1)")
+        if self.keyframe_interval < 1:
+            raise ValueError(f"keyframe interval {self.keyframe_interval} is below 1")
+        if not 0 <= self.speed <= 4:
+            raise ValueError(f"speed {self.speed} is outside 0..4")
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedFrame:
+    data: bytes             # the compressed frame
+    key_frame: bool
+    quantizer: int
+    recon: Image            # what a decoder shows for it
+    state: DecoderState     # the decoder state after it
+
+
+def _source_planes(image: Image, mb_rows: int, mb_cols: int):
+    """The image extended to whole macroblocks by repeating its last row and column."""
+    def pad(p, h, w):
+        return np.pad(p, ((0, h - p.shape[0]), (0, w - p.shape[1])), mode="edge")
+    return (pad(image.y, 16 * mb_rows, 16 * mb_cols), pad(image.u, 8 * mb_rows, 8 * mb_cols),
+            pad(image.v, 8 * mb_rows, 8 * mb_cols))
+
+
+class _Scratch:
+    """Work arrays for encode_macroblocks, allocated once per frame size."""
+
+    def __init__(self, mb_cols: int):
+        self.above_ctx = np.zeros((mb_cols, 9), np.uint8)
+        self.lctx = np.zeros(9, np.uint8)
+        self.tblk = np.zeros((25, 16), np.int16)
+        self.teob = np.zeros(25, np.uint8)
+        self.coefs = np.zeros((COEF_ROWS, 16), np.int16)
+        self.s16 = np.zeros((SCRATCH16_ROWS, 16), np.int16)
+        self.work = np.zeros(RD_WORK_SHAPE, np.float64)
+        self.imcost = np.zeros(10, np.int32)
+        self.edge = np.zeros(17, np.int32)
+        self.above_right = np.zeros(4, np.int32)
+        self.bm = np.zeros(16, np.int8)
+        self.near = np.zeros((4, 2), np.int32)
+        self.cnt = np.zeros(4, np.int32)
+        self.mv_out = np.zeros(2, np.int32)
+        self.pred = np.zeros((16, 16), np.uint8)
+        self.mc_tmp = np.zeros((21, 16), np.int32)
+        self.tok_above = np.zeros((mb_cols, 9), np.uint8)
+
+
+# Speed settings: (motion search range in pixels, quarter-pel refinement, B_PRED, trellis quantizer).
+_SPEEDS = {0: (32, True, True, True), 1: (16, True, True, True), 2: (16, True, True, False),
+           3: (8, True, False, False), 4: (4, False, False, False)}
+
+
+def _prob(zeros: int, total: int) -> int:
+    """The 8-bit probability of a 0 best for these counts."""
+    if total == 0:
+        return 128
+    return int(min(255, max(1, round(256 * zeros / total))))
+
+
+def _coeff_updates(old: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Section 13.4: replace a probability where the bits it saves exceed the 8-bit literal and
+    the update flag's cost."""
+    new = old.copy()
+    n0 = counts[..., 0].astype(np.int64)
+    n1 = counts[..., 1].astype(np.int64)
+    total = n0 + n1
+    cand = np.clip(np.rint(256 * n0 / np.maximum(total, 1)), 1, 255).astype(np.int64)
+    old_i = old.astype(np.int64)
+    saving = (n0 * (BOOL_COST[old_i, 0] - BOOL_COST[cand, 0]) + n1 * (BOOL_COST[old_i, 1] - BOOL_COST[cand, 1]))
+    upd = tables.COEFF_UPDATE_PROBS.astype(np.int64)
+    price = 8 * 256 + BOOL_COST[upd, 1] - BOOL_COST[upd, 0]
+    take = (saving > price) & (total > 0) & (cand != old_i)
+    new[take] = cand[take].astype(np.uint8)
+    return new
+
+
+def _choose_filter_level(pic: Picture, src, parsed_modes, eobs, key_frame: bool, q: int) -> int:
+    """The loop-filter level (sharpness 0) whose output is closest to the source, searched
+    coarsely around the quantizer's scale then refined."""
+    ymode = parsed_modes["ymode"][1:, 1:]
+    inner = (eobs.max(axis=2) > 0) | (ymode == tables.B_PRED) | (ymode == tables.SPLITMV)
+    rows, cols = ymode.shape
+
+    def sse(level: int) -> int:
+        y, u, v = pic.y.copy(), pic.u.copy(), pic.v.copy()
+        if level:
+            loop_filter_frame(y, u, v, BORDER_Y, BORDER_UV, np.full((rows, cols), level, np.uint8), inner, False,
+                              0, key_frame)
+        total = 0
+        for plane, s, b in ((y, src[0], BORDER_Y), (u, src[1], BORDER_UV), (v, src[2], BORDER_UV)):
+            d = plane[b:b + s.shape[0], b:b + s.shape[1]].astype(np.int32) - s
+            total += int(np.einsum("ij,ij->", d, d))
+        return total
+
+    cache = {}
+
+    def cost(level):
+        level = max(0, min(63, level))
+        if level not in cache:
+            cache[level] = sse(level)
+        return cache[level], level
+
+    best = min(cost(lv) for lv in (0, 8, 16, 24, 32, 40, 48, 63))
+    step = 4
+    while step >= 1:
+        level = best[1]
+        best = min(best, cost(level - step), cost(level + step))
+        step //= 2
+    return best[1]
+
+
+def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, speed: int = 1,
+                 lambda_scale: float = 0.035) -> EncodedFrame:
+    """Encode one frame at quantizer ``q`` against ``state`` (the decoder state before it)."""
+    h, w = image.y.shape
+    if not (1 <= w <= MAX_DIMENSION and 1 <= h <= MAX_DIMENSION):
+        raise ValueError(f"frame size {w}x{h} is outside 1x1..{MAX_DIMENSION}x{MAX_DIMENSION}")
+    if not key_frame and (not state.has_keyframe or (state.width, state.height) != (w, h)):
+        raise ValueError(f"an interframe of {w}x{h} needs a state of that size "
+                         f"(the state is {state.width}x{state.height})")
+    tag = FrameTag(key_frame=key_frame, version=0, show_frame=True, first_part_size=0,
+                   width=w if key_frame else 0, height=h if key_frame else 0)
+    header = new_frame_header(state, tag, q)
+    mb_rows, mb_cols = (h + 15) // 16, (w + 15) // 16
+    src = _source_planes(image, mb_rows, mb_cols)
+    dq = dequant_factors(header)
+    qps = frame_quant_params(dq[:1])[0]
+    q_ac = int(dq[0, 1])
+    lam = lambda_scale * q_ac * q_ac
+    search_range, subpel, use_bpred, rdq = _SPEEDS[speed]
+
+    tok_cost = np.zeros(TOKEN_COST_SHAPE, np.int32)
+    token_costs(np.ascontiguousarray(header.coeff_probs), tok_cost)
+    ymode_cost = np.zeros(5, np.int32)
+    ymode_costs(key_frame, np.ascontiguousarray(header.ymode_probs), ymode_cost)
+    uvmode_cost = np.zeros(4, np.int32)
+    uvmode_costs(key_frame, np.ascontiguousarray(header.uv_mode_probs), uvmode_cost)
+    bcost_kf = np.zeros((10, 10, 10), np.int32)
+    kf_bmode_costs(bcost_kf)
+    bcost_inter = np.zeros(10, np.int32)
+    inter_bmode_costs(bcost_inter)
+    # Reference probabilities for the decisions: mostly inter, from the last frame.
+    prob_intra, prob_last, prob_golden = 40, 250, 128
+    ref_cost = np.zeros(4, np.int32)
+    ref_frame_costs(prob_intra, prob_last, prob_golden, ref_cost)
+    mv_probs = np.ascontiguousarray(header.mv_probs)
+    mvcost_r = np.zeros(2 * MV_MAX + 1, np.int32)
+    mvcost_c = np.zeros(2 * MV_MAX + 1, np.int32)
+    mv_component_costs(mv_probs[0], mvcost_r)
+    mv_component_costs(mv_probs[1], mvcost_c)
+
+    pic = Picture.allocate(mb_rows, mb_cols)
+    _prepare_intra_edges(pic, mb_rows, mb_cols)
+    last = pic if key_frame else state.last
+    modes = allocate_mode_info(mb_rows, mb_cols)
+    coeffs = np.zeros((mb_rows, mb_cols, 25, 16), np.int16)
+    eobs = np.zeros((mb_rows, mb_cols, 25), np.uint8)
+    s = _Scratch(mb_cols)
+    encode_macroblocks(
+        src[0], src[1], src[2], pic.y, pic.u, pic.v, last.y, last.u, last.v, key_frame, dq, qps, lam, rdq,
+        tok_cost, ymode_cost, uvmode_cost, bcost_kf, bcost_inter, ref_cost, mvcost_r, mvcost_c,
+        np.zeros(4, np.int64), search_range, subpel, use_bpred, tables.SIXTAP_FILTERS, False,
+        modes["ymode"], modes["uvmode"], modes["ref"], modes["skip"], modes["bmodes"], modes["mvs"], coeffs, eobs,
+        s.above_ctx, s.lctx, s.tblk, s.teob, s.coefs, s.s16, s.work, s.imcost, s.edge, s.above_right, s.bm,
+        s.near, s.cnt, s.mv_out, s.pred, s.mc_tmp)
+
+    # Probabilities from this frame's own statistics.
+    skips = modes["skip"][1:, 1:]
+    n = skips.size
+    prob_skip = _prob(int(n - skips.sum()), n)
+    refs = modes["ref"][1:, 1:]
+    fields = dict(skip_enabled=True, prob_skip=prob_skip)
+    if not key_frame:
+        n_intra = int((refs == tables.INTRA_FRAME).sum())
+        n_last = int((refs == tables.LAST_FRAME).sum())
+        fields.update(prob_intra=_prob(n_intra, n), prob_last=_prob(n_last, n - n_intra), prob_golden=128)
+    counts = np.zeros((4, 8, 3, 11, 2), np.int64)
+    count_tokens(coeffs, eobs, modes["ymode"][1:, 1:], skips, s.tok_above, s.lctx, counts)
+    fields["coeff_probs"] = _coeff_updates(np.asarray(header.coeff_probs), counts)
+    level = _choose_filter_level(pic, src, modes, eobs, key_frame, q)
+    fields["loop_filter"] = dataclasses.replace(header.loop_filter, level=level, sharpness=0, simple=False)
+    header = dataclasses.replace(header, **fields)
+
+    frame = ParsedFrame(header, modes, np.zeros((mb_rows, mb_cols), np.uint8) if key_frame
+                        else np.asarray(coding_state(state, tag).segment_map).copy(), coeffs, eobs)
+    data = write_frame(state, frame)
+    new_state, recon = decode_frame(state, data)
+    return EncodedFrame(data, key_frame, q, recon, new_state)
+
+
+class Encoder:
+    """Encodes a sequence of same-size frames; ``state`` is the decoder state after the last one."""
+
+    def __init__(self, config: EncoderConfig = EncoderConfig(), state: DecoderState | None = None):
+        self.config = config
+        self.state = state if state is not None else DecoderState()
+        self.frames = 0
+
+    def encode(self, image: Image, force_key: bool = False) -> EncodedFrame:
+        cfg = self.config
+        key = (force_key or not self.state.has_keyframe or self.frames % cfg.keyframe_interval == 0
+               or (self.state.width, self.state.height) != image.y.shape[::-1])
+        if cfg.ssim is None:
+            out = encode_frame(self.state, image, cfg.quantizer, key, cfg.speed, cfg.lambda_scale)
+        else:
+            out = self._encode_for_ssim(image, key)
+        self.state = out.state
+        self.frames += 1
+        return out
+
+    def _encode_for_ssim(self, image: Image, key: bool) -> EncodedFrame:
+        """The largest quantizer whose frame reaches the target SSIM (bisection over 0..127)."""
+        from .ssim import ssim_planes
+        cfg = self.config
+        lo, hi = 0, 127
+        best = None
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            out = encode_frame(self.state, image, mid, key, cfg.speed, cfg.lambda_scale)
+            if ssim_planes(out.recon, image).all >= cfg.ssim:
+                best = out
+                lo = mid + 1
+            else:
+                hi = mid - 1
+        if best is None:  # even quantizer 0 falls short: the best we can do
+            best = encode_frame(self.state, image, 0, key, cfg.speed, cfg.lambda_scale)
+        return best

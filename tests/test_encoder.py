@@ -1,0 +1,109 @@
+"""The native encoder: its output decodes (ours and libvpx's) to exactly its reconstruction."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from codec.decoder import Decoder
+from codec.encoder import Encoder, EncoderConfig, encode_frame
+from codec.image import Image
+from codec.ivf import IvfHeader, IvfWriter
+from codec.ssim import ssim_planes
+from codec.state import DecoderState
+from codec.y4m import read_y4m
+from common import CLIPS_DIR, requires_tool
+
+
+def _frames(name: str, n: int, crop: tuple[int, int] | None = None) -> list[Image]:
+    _, frames = read_y4m(CLIPS_DIR / name)
+    frames = frames[:n]
+    if crop:
+        h, w = crop
+        frames = [Image(f.y[:h, :w].copy(), f.u[:(h + 1) // 2, :(w + 1) // 2].copy(),
+                        f.v[:(h + 1) // 2, :(w + 1) // 2].copy()) for f in frames]
+    return frames
+
+
+def _encode(frames, **config):
+    enc = Encoder(EncoderConfig(**config))
+    return [enc.encode(f) for f in frames]
+
+
+CASES = [
+    pytest.param("foreman_qcif_176x144_10f.y4m", 4, None, dict(quantizer=40), id="foreman-q40"),
+    pytest.param("foreman_qcif_176x144_10f.y4m", 3, (141, 167), dict(quantizer=4, speed=2), id="odd-size-q4"),
+    pytest.param("RTn23_80x44p15_15f.y4m", 4, None, dict(quantizer=120, speed=4), id="rtn23-q120-speed4"),
+    pytest.param("CiscoVT2people_160x96_6fps_5f.y4m", 3, None, dict(quantizer=60, speed=0), id="cisco-speed0"),
+]
+
+
+@pytest.mark.parametrize("name,n,crop,config", CASES)
+def test_our_decoder_shows_the_reconstruction(name, n, crop, config):
+    frames = _frames(name, n, crop)
+    out = _encode(frames, **config)
+    assert out[0].key_frame and not any(o.key_frame for o in out[1:])
+    dec = Decoder()
+    for o, src in zip(out, frames):
+        img = dec.decode(o.data)
+        assert img.md5() == o.recon.md5()
+        assert img.y.shape == src.y.shape
+        # A real encode, not a blank picture: close to the source.
+        assert ssim_planes(o.recon, src).all > (0.5 if config["quantizer"] > 100 else 0.8)
+
+
+@requires_tool("vpxdec")
+@pytest.mark.parametrize("name,n,crop,config", CASES)
+def test_vpxdec_shows_the_reconstruction(tmp_path, name, n, crop, config):
+    frames = _frames(name, n, crop)
+    out = _encode(frames, **config)
+    h, w = frames[0].y.shape
+    ivf = tmp_path / "out.ivf"
+    with IvfWriter(ivf, IvfHeader(width=w, height=h, frame_count=len(out))) as writer:
+        for i, o in enumerate(out):
+            writer.write(o.data, i)
+    res = subprocess.run(["vpxdec", "--i420", "-o", str(tmp_path / "f-%4.i420"), str(ivf)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    got = [(tmp_path / f"f-{i + 1:04d}.i420").read_bytes() for i in range(len(out))]
+    assert [o.recon.to_i420() for o in out] == got
+
+
+def test_lower_quantizer_spends_more_bits_for_more_quality():
+    frames = _frames("foreman_qcif_176x144_10f.y4m", 2)
+    fine = _encode(frames, quantizer=10)
+    coarse = _encode(frames, quantizer=90)
+    assert sum(len(o.data) for o in fine) > 2 * sum(len(o.data) for o in coarse)
+    assert ssim_planes(fine[1].recon, frames[1]).all > ssim_planes(coarse[1].recon, frames[1]).all
+
+
+def test_interframes_cost_less_than_key_frames_on_still_content():
+    frame = _frames("foreman_qcif_176x144_10f.y4m", 1)[0]
+    out = _encode([frame, frame], quantizer=40)
+    assert len(out[1].data) * 5 < len(out[0].data)
+
+
+def test_ssim_target_is_met_with_the_coarsest_quantizer_that_meets_it():
+    frames = _frames("foreman_qcif_176x144_10f.y4m", 2)
+    out = _encode(frames, ssim=0.95, speed=3)
+    for o, f in zip(out, frames):
+        assert ssim_planes(o.recon, f).all >= 0.95
+    # One step coarser misses the target (else the search would have taken it).
+    coarser = encode_frame(DecoderState(), frames[0], out[0].quantizer + 1, True, 3)
+    assert out[0].quantizer == 127 or ssim_planes(coarser.recon, frames[0]).all < 0.95
+
+
+def test_bad_configuration_and_mismatched_state_raise():
+    with pytest.raises(ValueError, match="quantizer"):
+        EncoderConfig(quantizer=128)
+    with pytest.raises(ValueError, match="speed"):
+        EncoderConfig(speed=7)
+    frame = _frames("foreman_qcif_176x144_10f.y4m", 1)[0]
+    with pytest.raises(ValueError, match="needs a state"):
+        encode_frame(DecoderState(), frame, 40, key_frame=False)
+    small = Image(np.zeros((16, 16), np.uint8), np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8))
+    state = encode_frame(DecoderState(), small, 40, True).state
+    with pytest.raises(ValueError, match="needs a state"):
+        encode_frame(state, frame, 40, key_frame=False)
