@@ -23,7 +23,7 @@ from .modes import _clamp, _find_near_mvs
 from .predict import BORDER_UV, BORDER_Y, predict_inter, predict_mb_intra, predict_subblock
 from .quantize import KIND_UV, KIND_Y1, KIND_Y2, quantize_block, rd_quantize_block
 from .rate import LEVEL_TOKEN, MAX_LEVEL, MV_MAX, block_token_cost, inter_mode_costs
-from .reconstruct import UV_AC, UV_DC, Y1_AC, Y1_DC, _add_residual, add_mb_residual
+from .reconstruct import UV_AC, UV_DC, Y1_AC, Y1_DC, _add_residual, add_mb_residual, predict_inter_mb
 from .transform import fdct4x4, fwht4x4
 from .tokens import ABOVE_CTX, LEFT_CTX
 from .tables import (B_PRED, COEFF_BANDS, IMPLIED_BMODE, SPLITMV, ZIGZAG, INTRA_FRAME, LAST_FRAME, NEARESTMV, NEARMV, NEWMV,
@@ -585,3 +585,114 @@ def count_tokens(coeffs, eobs, ymodes, skips, above, left, counts):
                 nz = _count_block(coeffs[r, c, b], eobs[r, c, b], btype, above[c, a] + left[lc], counts)
                 above[c, a] = nz
                 left[lc] = nz
+
+
+@njit(cache=True, _nrt=False)
+def _code_luma_blocks(src, sy, sx, y, y0, x0, qps, lam, rdq, tok_cost, work, actx, lctx, blk, eob, coefs, s16):
+    """Code the 16 luma blocks of a macroblock without Y2 (SPLITMV): each with its own DC."""
+    ctxs = s16[S_DCS]
+    for i in range(4):
+        ctxs[i] = actx[i]
+        ctxs[4 + i] = lctx[i]
+    cost = 0
+    for k in range(16):
+        _forward(src, sy + 4 * (k >> 2), sx + 4 * (k & 3), y, y0 + 4 * (k >> 2), x0 + 4 * (k & 3),
+                 s16[S_RESID], coefs[k])
+        ctx = ctxs[k & 3] + ctxs[4 + (k >> 2)]
+        e, c, nz = _quant(coefs[k], qps[KIND_Y1], TYPE_Y_WITH_DC, ctx, 4.0 * lam, rdq, tok_cost, work, blk[k])
+        eob[k] = e
+        cost += c
+        ctxs[k & 3] = nz
+        ctxs[4 + (k >> 2)] = nz
+    return cost
+
+
+@njit(cache=True, _nrt=False)
+def _pick_ref(rf, last, golden, altref):
+    if rf == LAST_FRAME:
+        return last
+    if rf == 2:
+        return golden
+    return altref
+
+
+@njit(cache=True, _nrt=False)
+def rebase_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay, au, av, dq, qps, segment, lam,
+                       rdq, tok_cost, ymode, uvmode, ref, bmodes, mvs, skip, filters, full_pixel, coeffs, eobs,
+                       above_ctx, lctx, coefs, s16, work, edge, above_right, mc_tmp):
+    """Code every macroblock with the modes, references and vectors it already has (ExCamera's
+    rebase): predict from the given references as the decoder does, then quantize the residual
+    toward the source (per-segment quantizers ``qps[segment]``). Fills ``coeffs``, ``eobs`` and
+    ``skip``; leaves the reconstruction before loop filtering in y, u, v."""
+    mb_rows, mb_cols = coeffs.shape[0], coeffs.shape[1]
+    pic_h = 16 * mb_rows
+    pic_w = 16 * mb_cols
+    for i in range(above_ctx.shape[0]):
+        for j in range(9):
+            above_ctx[i, j] = 0
+    for r in range(mb_rows):
+        R = r + 1
+        for j in range(9):
+            lctx[j] = 0
+        for c in range(mb_cols):
+            C = c + 1
+            sy, sx = 16 * r, 16 * c
+            y0, x0 = BORDER_Y + 16 * r, BORDER_Y + 16 * c
+            cy0, cx0 = BORDER_UV + 8 * r, BORDER_UV + 8 * c
+            actx = above_ctx[c]
+            blk = coeffs[r, c]
+            eob = eobs[r, c]
+            seg = segment[r, c]
+            f = dq[seg]
+            qp = qps[seg]
+            _clear(blk, eob, 0, 25)
+            mode = ymode[R, C]
+            has_y2 = mode != B_PRED and mode != SPLITMV
+            if ref[R, C] == INTRA_FRAME:
+                if mode == B_PRED:
+                    ctxs = s16[S_Y2]
+                    for i in range(4):
+                        ctxs[i] = actx[i]
+                        ctxs[4 + i] = lctx[i]
+                    for k in range(16):
+                        by = y0 + 4 * (k >> 2)
+                        bx = x0 + 4 * (k & 3)
+                        _bpred_subblock(y, y0, x0, k, bmodes[R, C, k], above_right, edge)
+                        _forward(src_y, sy + 4 * (k >> 2), sx + 4 * (k & 3), y, by, bx, s16[S_RESID], coefs[k])
+                        ctx = ctxs[k & 3] + ctxs[4 + (k >> 2)]
+                        e, cst, nz = _quant(coefs[k], qp[KIND_Y1], TYPE_Y_WITH_DC, ctx, 4.0 * lam, rdq, tok_cost,
+                                            work, blk[k])
+                        eob[k] = e
+                        _add_residual(y, by, bx, blk[k], e, -32769, f[Y1_DC], f[Y1_AC], s16[S_DEQ], s16[S_RES],
+                                      s16[S_TMP])
+                        ctxs[k & 3] = nz
+                        ctxs[4 + (k >> 2)] = nz
+                else:
+                    predict_mb_intra(y, y0, x0, 16, mode, r > 0, c > 0)
+                    _code_luma16(src_y, sy, sx, y, y0, x0, qp, lam, rdq, tok_cost, work, actx, lctx, blk, eob,
+                                 coefs, s16)
+                predict_mb_intra(u, cy0, cx0, 8, uvmode[R, C], r > 0, c > 0)
+                predict_mb_intra(v, cy0, cx0, 8, uvmode[R, C], r > 0, c > 0)
+            else:
+                rf = ref[R, C]
+                predict_inter_mb(y, u, v, _pick_ref(rf, ly, gy, ay), _pick_ref(rf, lu, gu, au),
+                                 _pick_ref(rf, lv, gv, av), mvs, R, C, mode == SPLITMV, y0, x0, cy0, cx0, filters,
+                                 pic_h, pic_w, full_pixel, mc_tmp)
+                if has_y2:
+                    _code_luma16(src_y, sy, sx, y, y0, x0, qp, lam, rdq, tok_cost, work, actx, lctx, blk, eob,
+                                 coefs, s16)
+                else:
+                    _code_luma_blocks(src_y, sy, sx, y, y0, x0, qp, lam, rdq, tok_cost, work, actx, lctx, blk,
+                                      eob, coefs, s16)
+            _code_chroma(src_u, src_v, 8 * r, 8 * c, u, v, cy0, cx0, qp, lam, rdq, tok_cost, work, actx, lctx, blk,
+                         eob, coefs, s16)
+            intra_bpred = ref[R, C] == INTRA_FRAME and mode == B_PRED
+            _recon(y, u, v, y0, x0, cy0, cx0, blk, eob, has_y2, not intra_bpred, f, s16)
+            nonzero = 0
+            for b in range(25):
+                nonzero += eob[b]
+            skip[R, C] = 1 if nonzero == 0 else 0
+            _update_ctx(actx, lctx, eob, has_y2)
+        yr = BORDER_Y + 16 * r + 15
+        for i in range(4):
+            y[yr, BORDER_Y + pic_w + i] = y[yr, BORDER_Y + pic_w - 1]

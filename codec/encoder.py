@@ -24,7 +24,7 @@ from . import tables
 from .bitstream import ParsedFrame, new_frame_header, write_frame
 from .decoder import _prepare_intra_edges, coding_state, decode_frame, dequant_factors, filter_levels
 from .encode_mb import COEF_ROWS, SCRATCH16_ROWS, count_tokens, encode_macroblocks
-from .header import FrameTag, LoopFilter
+from .header import FrameTag, References
 from .image import Image
 from .loopfilter import loop_filter_frame
 from .modes import allocate_mode_info
@@ -163,8 +163,9 @@ def _choose_filter_level(pic: Picture, src, parsed_modes, eobs, key_frame: bool,
 
 
 def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, speed: int = 1,
-                 lambda_scale: float = 0.035) -> EncodedFrame:
-    """Encode one frame at quantizer ``q`` against ``state`` (the decoder state before it)."""
+                 lambda_scale: float = 0.035, refresh_all: bool = False) -> EncodedFrame:
+    """Encode one frame at quantizer ``q`` against ``state`` (the decoder state before it).
+    An interframe refreshes the last frame, or with ``refresh_all`` all three references."""
     h, w = image.y.shape
     if not (1 <= w <= MAX_DIMENSION and 1 <= h <= MAX_DIMENSION):
         raise ValueError(f"frame size {w}x{h} is outside 1x1..{MAX_DIMENSION}x{MAX_DIMENSION}")
@@ -174,6 +175,9 @@ def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, spe
     tag = FrameTag(key_frame=key_frame, version=0, show_frame=True, first_part_size=0,
                    width=w if key_frame else 0, height=h if key_frame else 0)
     header = new_frame_header(state, tag, q)
+    if refresh_all and not key_frame:
+        header = dataclasses.replace(header, refs=References(refresh_golden=True, refresh_altref=True,
+                                                             refresh_entropy=True, refresh_last=True))
     mb_rows, mb_cols = (h + 15) // 16, (w + 15) // 16
     src = _source_planes(image, mb_rows, mb_cols)
     dq = dequant_factors(header)

@@ -77,6 +77,45 @@ def add_mb_residual(y, u, v, y0, x0, cy0, cx0, blk, eob, has_y2, add_luma, f, de
 
 
 @njit(cache=True, _nrt=False)
+def predict_inter_mb(y, u, v, ry, ru, rv, mvs, R, C, split, y0, x0, cy0, cx0, filters, pic_h, pic_w, full_pixel,
+                     mc_tmp):
+    """Motion-compensated prediction of one macroblock from reference planes ry, ru, rv (section
+    18): whole 16x16 and 8x8 blocks, or with ``split`` each 4x4 luma subblock by its own vector and
+    each 4x4 chroma block by the average of its four luma vectors."""
+    if not split:
+        mr = np.int32(mvs[R, C, 0, 0])
+        mc = np.int32(mvs[R, C, 0, 1])
+        predict_inter(y, y0, x0, ry, y0 + (mr >> 2), x0 + (mc >> 2), 16, 16, (mr & 3) * 2,
+                      (mc & 3) * 2, filters, pic_h, pic_w, BORDER_Y, mc_tmp)
+        # Chroma is half resolution: the quarter-pel luma vector is an eighth-pel one.
+        if full_pixel:
+            mr &= ~7
+            mc &= ~7
+        predict_inter(u, cy0, cx0, ru, cy0 + (mr >> 3), cx0 + (mc >> 3), 8, 8, mr & 7, mc & 7,
+                      filters, pic_h // 2, pic_w // 2, BORDER_UV, mc_tmp)
+        predict_inter(v, cy0, cx0, rv, cy0 + (mr >> 3), cx0 + (mc >> 3), 8, 8, mr & 7, mc & 7,
+                      filters, pic_h // 2, pic_w // 2, BORDER_UV, mc_tmp)
+    else:
+        for k in range(16):
+            by = y0 + 4 * (k >> 2)
+            bx = x0 + 4 * (k & 3)
+            mr = np.int32(mvs[R, C, k, 0])
+            mc = np.int32(mvs[R, C, k, 1])
+            predict_inter(y, by, bx, ry, by + (mr >> 2), bx + (mc >> 2), 4, 4, (mr & 3) * 2,
+                          (mc & 3) * 2, filters, pic_h, pic_w, BORDER_Y, mc_tmp)
+        for k in range(4):
+            b = 8 * (k >> 1) + 2 * (k & 1)
+            mr = _chroma_split_mv(mvs, R, C, b, 0, full_pixel)
+            mc = _chroma_split_mv(mvs, R, C, b, 1, full_pixel)
+            by = cy0 + 4 * (k >> 1)
+            bx = cx0 + 4 * (k & 1)
+            predict_inter(u, by, bx, ru, by + (mr >> 3), bx + (mc >> 3), 4, 4, mr & 7, mc & 7,
+                          filters, pic_h // 2, pic_w // 2, BORDER_UV, mc_tmp)
+            predict_inter(v, by, bx, rv, by + (mr >> 3), bx + (mc >> 3), 4, 4, mr & 7, mc & 7,
+                          filters, pic_h // 2, pic_w // 2, BORDER_UV, mc_tmp)
+
+
+@njit(cache=True, _nrt=False)
 def _pick(ref, last, golden, altref):
     if ref == LAST_FRAME:
         return last
@@ -155,37 +194,8 @@ def _reconstruct(y, u, v, ly, lu, lv, gy, gu, gv, ay, au, av, ymode, uvmode, ref
                 ry = _pick(rp, ly, gy, ay)
                 ru = _pick(rp, lu, gu, au)
                 rv = _pick(rp, lv, gv, av)
-                if mode != SPLITMV:
-                    mr = np.int32(mvs[R, C, 0, 0])
-                    mc = np.int32(mvs[R, C, 0, 1])
-                    predict_inter(y, y0, x0, ry, y0 + (mr >> 2), x0 + (mc >> 2), 16, 16, (mr & 3) * 2,
-                                  (mc & 3) * 2, filters, pic_h, pic_w, BORDER_Y, mc_tmp)
-                    # Chroma is half resolution: the quarter-pel luma vector is an eighth-pel one.
-                    if full_pixel:
-                        mr &= ~7
-                        mc &= ~7
-                    predict_inter(u, cy0, cx0, ru, cy0 + (mr >> 3), cx0 + (mc >> 3), 8, 8, mr & 7, mc & 7,
-                                  filters, pic_h // 2, pic_w // 2, BORDER_UV, mc_tmp)
-                    predict_inter(v, cy0, cx0, rv, cy0 + (mr >> 3), cx0 + (mc >> 3), 8, 8, mr & 7, mc & 7,
-                                  filters, pic_h // 2, pic_w // 2, BORDER_UV, mc_tmp)
-                else:
-                    for k in range(16):
-                        by = y0 + 4 * (k >> 2)
-                        bx = x0 + 4 * (k & 3)
-                        mr = np.int32(mvs[R, C, k, 0])
-                        mc = np.int32(mvs[R, C, k, 1])
-                        predict_inter(y, by, bx, ry, by + (mr >> 2), bx + (mc >> 2), 4, 4, (mr & 3) * 2,
-                                      (mc & 3) * 2, filters, pic_h, pic_w, BORDER_Y, mc_tmp)
-                    for k in range(4):
-                        b = 8 * (k >> 1) + 2 * (k & 1)
-                        mr = _chroma_split_mv(mvs, R, C, b, 0, full_pixel)
-                        mc = _chroma_split_mv(mvs, R, C, b, 1, full_pixel)
-                        by = cy0 + 4 * (k >> 1)
-                        bx = cx0 + 4 * (k & 1)
-                        predict_inter(u, by, bx, ru, by + (mr >> 3), bx + (mc >> 3), 4, 4, mr & 7, mc & 7,
-                                      filters, pic_h // 2, pic_w // 2, BORDER_UV, mc_tmp)
-                        predict_inter(v, by, bx, rv, by + (mr >> 3), bx + (mc >> 3), 4, 4, mr & 7, mc & 7,
-                                      filters, pic_h // 2, pic_w // 2, BORDER_UV, mc_tmp)
+                predict_inter_mb(y, u, v, ry, ru, rv, mvs, R, C, mode == SPLITMV, y0, x0, cy0, cx0, filters,
+                                 pic_h, pic_w, full_pixel, mc_tmp)
             add_mb_residual(y, u, v, y0, x0, cy0, cx0, blk, eob, has_y2,
                             mode != B_PRED or ref[R, C] != INTRA_FRAME, f, deq, res, tmp, wht)
         # Above-right pixels for the next row's last macroblock: its row above, extended (libvpx).
