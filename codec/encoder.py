@@ -45,13 +45,16 @@ class EncoderConfig:
     ssim: float | None = None       # target SSIM (All planes) per frame instead of a constant quantizer
     keyframe_interval: int = 128
     speed: int = 1
-    lambda_scale: float = 0.035     # lambda = lambda_scale * (luma AC step)^2, squared error per bit
+    lambda_scale: float = 0.015     # lambda = lambda_scale * (luma AC step)^2, squared error per bit
+    key_q_scale: float = 0.5        # key frames use round(quantizer * key_q_scale): they are referenced longest
 
     def __post_init__(self):
         if not 0 <= self.quantizer <= 127:
             raise ValueError(f"quantizer {self.quantizer} is outside 0..127")
         if self.ssim is not None and not 0.0 < self.ssim < 1.0:
             raise ValueError(f"target SSIM {self.ssim} is outside (0, 1)")
+        if not 0.0 < self.key_q_scale <= 1.0:
+            raise ValueError(f"key-frame quantizer scale {self.key_q_scale} is outside (0, 1]")
         if self.keyframe_interval < 1:
             raise ValueError(f"keyframe interval {self.keyframe_interval} is below 1")
         if not 0 <= self.speed <= 4:
@@ -163,7 +166,7 @@ def _choose_filter_level(pic: Picture, src, parsed_modes, eobs, key_frame: bool,
 
 
 def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, speed: int = 1,
-                 lambda_scale: float = 0.035, refresh_all: bool = False) -> EncodedFrame:
+                 lambda_scale: float = 0.015, refresh_all: bool = False) -> EncodedFrame:
     """Encode one frame at quantizer ``q`` against ``state`` (the decoder state before it).
     An interframe refreshes the last frame, or with ``refresh_all`` all three references."""
     h, w = image.y.shape
@@ -258,7 +261,8 @@ class Encoder:
         key = (force_key or not self.state.has_keyframe or self.frames % cfg.keyframe_interval == 0
                or (self.state.width, self.state.height) != image.y.shape[::-1])
         if cfg.ssim is None:
-            out = encode_frame(self.state, image, cfg.quantizer, key, cfg.speed, cfg.lambda_scale)
+            q = int(round(cfg.quantizer * cfg.key_q_scale)) if key else cfg.quantizer
+            out = encode_frame(self.state, image, q, key, cfg.speed, cfg.lambda_scale)
         else:
             out = self._encode_for_ssim(image, key)
         self.state = out.state

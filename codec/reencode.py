@@ -88,7 +88,7 @@ def _segment_tree_probs(segment_map: np.ndarray) -> tuple:
 
 
 def rebase_frame(new_state: DecoderState, old_state: DecoderState, data: bytes, target: Image,
-                 rdq: bool = True, lambda_scale: float = 0.035) -> EncodedFrame:
+                 rdq: bool = True, lambda_scale: float = 0.015) -> EncodedFrame:
     """``data`` (coded against ``old_state``) coded again against ``new_state``: same header
     fields, modes, references and vectors; new residual toward ``target``; probabilities anew."""
     parsed = parse_frame(old_state, data)
