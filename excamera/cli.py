@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--state-out", metavar="FILE",
                      help="write the decoder state after the last decoded frame")
     dec.set_defaults(func=cmd_decode)
+
+    from excamera import runtime_cli  # argparse only; the runtime loads when a command runs
+    runtime_cli.register(sub)
     return parser
 
 
