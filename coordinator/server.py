@@ -57,6 +57,7 @@ class JobHandle:
     events: list = field(default_factory=list)
     watchers: list = field(default_factory=list)
     timeline_path: str | None = None
+    releases: set = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,8 @@ class Coordinator:
             if self.launcher is not None and not self._stopping:
                 self.launcher.launch(action.job_id, self.handles[action.job_id].token, action.count)
         elif isinstance(action, eng.ReleaseMailbox):
-            self._spawn(self._release(action.job_id, action.task_id))
+            h = self.handles[action.job_id]
+            h.releases.add(self._spawn(self._release(action.job_id, action.task_id)))
         elif isinstance(action, eng.Event):
             self._publish(action)
         elif isinstance(action, eng.JobEnded):
@@ -255,10 +257,11 @@ class Coordinator:
             for q in h.watchers:
                 q.put_nowait(None)
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro) -> asyncio.Task:
         t = asyncio.create_task(coro)
         self._background.add(t)
         t.add_done_callback(self._background.discard)
+        return t
 
     async def _release(self, job_id: str, task_id: str) -> None:
         from protos import rendezvous_pb2 as rpb
@@ -272,6 +275,9 @@ class Coordinator:
             log.warning("coordinator: job %s: releasing %s's mailbox: %s", job_id, task_id, e.details())
 
     async def _close_rendezvous(self, job_id: str) -> None:
+        pending = [t for t in self.handles[job_id].releases if not t.done()]
+        if pending:  # close after the releases, which would otherwise find the job gone
+            await asyncio.gather(*pending, return_exceptions=True)
         try:
             await self.rendezvous_admin.close_job(job_id)
         except grpc.aio.AioRpcError as e:

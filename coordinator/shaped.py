@@ -25,7 +25,8 @@ CHUNK_TIMEOUT_S = 30.0
 def chunk_fsm(timeout_s: float = CHUNK_TIMEOUT_S) -> FSM:
     t = timeout_s
     return FSM("excamera-chunk", "first-pass", (
-        State("first-pass", "fake-first-pass", {"chunk": "${chunk}"}, {"ok": "dump-state"}, t),
+        State("first-pass", "fake-first-pass", {"chunk": "${chunk}", "work_s": "${work_s}"},
+              {"ok": "dump-state"}, t),
         State("dump-state", "fake-dump-state", {"state_bytes": "${state_bytes}"},
               {"ok": "send-state"}, t),
         State("send-state", "send-state", {"to": "${next}", "tag": "state", "scratch": "state"},
@@ -34,7 +35,8 @@ def chunk_fsm(timeout_s: float = CHUNK_TIMEOUT_S) -> FSM:
               {"sender": "${prev}", "tag": "state", "into": "prev_state", "keep": True},
               {"ok": "chain-step"}, t),
         State("chain-step", "fake-chain-step",
-              {"prev": "${prev}", "next": "${next}", "state_bytes": "${state_bytes}"},
+              {"prev": "${prev}", "next": "${next}", "state_bytes": "${state_bytes}",
+               "work_s": "${work_s}"},
               {"ok": "upload"}, t),
         State("upload", "upload", {"scratch": "output", "key": "out/${task_id}"}, {"ok": DONE}, t),
     ))
@@ -51,12 +53,13 @@ def chunk_id(i: int) -> str:
 
 
 def shaped_job(n_chunks: int, *, state_bytes: int = 64 << 10, output: str = "output.bin",
-               timeout_s: float = CHUNK_TIMEOUT_S) -> Job:
-    """The job for ``n_chunks`` chunks stored as ``input/chunk-NNNN`` (see ``shaped_inputs``)."""
+               timeout_s: float = CHUNK_TIMEOUT_S, work_s: float = 0.0) -> Job:
+    """The job for ``n_chunks`` chunks stored as ``input/chunk-NNNN`` (see ``shaped_inputs``);
+    ``work_s`` seconds of pretend codec work in the first pass and in each serial step."""
     tasks = []
     for i in range(n_chunks):
         tasks.append(Task(chunk_id(i), "excamera-chunk", {
-            "chunk": f"input/{chunk_id(i)}", "state_bytes": state_bytes,
+            "chunk": f"input/{chunk_id(i)}", "state_bytes": state_bytes, "work_s": float(work_s),
             "prev": chunk_id(i - 1) if i > 0 else "",
             "next": chunk_id(i + 1) if i + 1 < n_chunks else ""}))
     tasks.append(Task("stitch", "excamera-stitch",

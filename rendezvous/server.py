@@ -68,7 +68,7 @@ class RendezvousServicer(pb_grpc.RendezvousServicer):
         return job
 
     async def Send(self, request_iterator, context):
-        job = "?"
+        job = call_identity(context)[0]
         try:
             job = self._authorize(context)
             first = True
@@ -113,7 +113,7 @@ class RendezvousServicer(pb_grpc.RendezvousServicer):
                 fut.set_result(None)
 
     async def Receive(self, request, context):
-        job = "?"
+        job = call_identity(context)[0]
         try:
             job = self._authorize(context)
             for what in ("recipient", "sender", "tag"):
@@ -159,7 +159,7 @@ class RendezvousServicer(pb_grpc.RendezvousServicer):
             yield pb.Envelope(chunk=bytes(body[start:start + CHUNK_BYTES]))
 
     async def Release(self, request, context):
-        job = "?"
+        job = call_identity(context)[0]
         try:
             job = self._authorize(context)
             return pb.ReleaseReply(dropped=self.core.release(job, request.recipient))

@@ -20,7 +20,9 @@ Per chunk i (see ``coordinator.shaped``):
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 
 from worker.ops import OpContext, OperationError, _scratch, expand, operation
 
@@ -60,8 +62,12 @@ def reference_output(chunks: list[bytes], state_bytes: int) -> bytes:
 
 
 @operation("fake-first-pass")
-def op_first_pass(ctx: OpContext, *, chunk: str) -> dict:
-    """Read the raw chunk from storage; keep its 'encoding' (and size) in scratch."""
+def op_first_pass(ctx: OpContext, *, chunk: str, work_s: float = 0.0) -> dict:
+    """Read the raw chunk from storage; keep its 'encoding' (and size) in scratch. ``work_s``
+    stands in for the encoder's time."""
+    if not 0 <= work_s <= 600:
+        raise OperationError(f"fake-first-pass: work_s {work_s} out of range")
+    time.sleep(work_s)
     data = ctx.storage.get(chunk)
     ctx.scratch["encoded"] = first_pass(data)
     ctx.scratch["chunk_size"] = len(data).to_bytes(8, "little")
@@ -79,7 +85,7 @@ def op_dump_state(ctx: OpContext, *, state_bytes: int) -> dict:
 
 @operation("fake-chain-step")
 async def op_chain_step(ctx: OpContext, *, prev: str, next: str, state_bytes: int,
-                        timeout_s: float = 0.0) -> dict:
+                        timeout_s: float = 0.0, work_s: float = 0.0) -> dict:
     """The serial step: wait for the predecessor's final state (kept at the rendezvous until
     this task is done, so a re-issued attempt gets it again), compute this chunk's output, and
     pass this chunk's final state on."""
@@ -87,6 +93,9 @@ async def op_chain_step(ctx: OpContext, *, prev: str, next: str, state_bytes: in
     if prev:
         prev_final = await ctx.rendezvous.receive(ctx.task_id, prev, "final",
                                                   timeout_s=timeout_s or ctx.timeout_s, keep=True)
+    if not 0 <= work_s <= 600:
+        raise OperationError(f"fake-chain-step: work_s {work_s} out of range")
+    await asyncio.sleep(work_s)  # the rebase's time
     size = int.from_bytes(_scratch(ctx, "chunk_size"), "little")
     out, final = chain_step(_scratch(ctx, "encoded"), _scratch(ctx, "prev_state"), prev_final,
                             size, state_bytes)
