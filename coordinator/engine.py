@@ -564,7 +564,8 @@ class Engine:
         for wid in job.worker_ids:
             self._stop_worker(wid, f"job {status}")
         if error:
-            log.error("coordinator: job %s %s: %s", job.job_id, status, error)
+            (log.info if status == "cancelled" else log.error)("coordinator: job %s %s: %s",
+                                                              job.job_id, status, error)
         else:
             log.info("coordinator: job %s %s", job.job_id, status)
         self._event(job.job_id, "job", from_state="running", to_state=status, detail=error)

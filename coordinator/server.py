@@ -141,6 +141,11 @@ class Coordinator:
             for action in self.engine.step():
                 await self._do(action)
             self._loop_task.cancel()
+            # (asyncio.wait_for in Python 3.11 may swallow a cancel; _stopping ends the loop too)
+            try:
+                await asyncio.wait_for(self._loop_task, 5.0)
+            except (asyncio.CancelledError, asyncio.TimeoutError):
+                pass
         for q in self.outboxes.values():
             q.put_nowait(None)
         if self._server is not None:
@@ -201,7 +206,7 @@ class Coordinator:
         self._wake.set()
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await asyncio.wait_for(self._wake.wait(), 0.1)
             except asyncio.TimeoutError:
