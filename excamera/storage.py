@@ -154,7 +154,11 @@ class PrefixStorage(Storage):
         return self.prefix + check_key(key)
 
     def get(self, key: str) -> bytes:
-        return self.base.get(self._full(key))
+        full = self._full(key)
+        try:
+            return self.base.get(full)
+        except StorageError as e:  # name the key as the caller knows it
+            raise StorageError(str(e).replace(repr(full), repr(key))) from None
 
     def put(self, key: str, data: bytes) -> ObjectRef:
         ref = self.base.put(self._full(key), data)
@@ -171,5 +175,5 @@ class PrefixStorage(Storage):
         return [k[len(self.prefix):] for k in self.base.list(full)]
 
     def digest(self, key: str) -> ObjectRef:
-        ref = self.base.digest(self._full(key))
-        return ObjectRef(key, ref.sha256, ref.size)
+        data = self.get(key)
+        return ObjectRef(key, hashlib.sha256(data).hexdigest(), len(data))
