@@ -211,6 +211,9 @@ class Coordinator:
                 await asyncio.wait_for(self._wake.wait(), 0.1)
             except asyncio.TimeoutError:
                 pass
+            # Let observations that arrive together be handled in one step: each step scans
+            # the jobs' tasks, so with a thousand workers one step per result would dominate.
+            await asyncio.sleep(0.002)
             self._wake.clear()
             try:
                 for action in self.engine.step():
