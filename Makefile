@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench protos clean
 
 install: $(STAMP)
 
@@ -29,6 +29,16 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/decode_bench.py
+	$(BIN)/excamera bench runtime --workers 1000
+
+# Regenerate the committed protobuf/gRPC modules (grpcio-tools is needed only here, pinned so the
+# output is reproducible; tests/test_protos.py fails when the committed modules are stale).
+PROTOS := protos/common.proto protos/coordinator.proto protos/jobs.proto protos/rendezvous.proto
+protos: $(STAMP)
+	$(BIN)/pip install -q -e '.[protos]'
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. $(PROTOS)
+	$(BIN)/python -m grpc_tools.protoc -I. --grpc_python_out=. $(filter-out protos/common.proto,$(PROTOS))
+	cd protos && sha256sum $(notdir $(PROTOS)) > PROTOS.sha256
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

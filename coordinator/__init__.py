@@ -1,4 +1,4 @@
-"""The long-lived coordinator daemon: FSM engine, jobs, launchers and the ExCamera encode FSM.
-
-Not written yet.
-"""
+"""The coordinator: worker FSMs as data (``fsm``), the engine that drives them (``engine``), the
+gRPC daemon (``server``), launchers (``launcher``), the public API (``api.run_job``), an
+ExCamera-shaped job over stand-in operations (``shaped``) and the load benchmark (``bench``).
+Importing this package does nothing else."""

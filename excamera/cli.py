@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     ssim.add_argument("--frames", type=_positive_count, metavar="N",
                       help="compare only the first N pictures of each (both must have at least N)")
     ssim.set_defaults(func=cmd_ssim)
+    from excamera import runtime_cli  # argparse only; the runtime loads when a command runs
+    runtime_cli.register(sub)
     return parser
 
 

@@ -1,4 +1,2 @@
-"""The rendezvous relay that pairs workers so they can hand decoder state to each other.
-
-Not written yet.
-"""
+"""The rendezvous relay between workers: a pure in-memory pairing core (``core``) under a thin
+``grpc.aio`` servicer (``server``), and the client workers and the coordinator use (``client``)."""

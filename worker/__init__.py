@@ -1,4 +1,2 @@
-"""The worker runtime (and later the cloud-function entry point); workers dial out, never listen.
-
-Not written yet.
-"""
+"""The worker runtime: dials out to the coordinator (``runtime``), runs registered operations
+(``ops``; stand-ins for the codec's in ``fakecodec``). No I/O at import time."""

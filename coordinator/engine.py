@@ -1,0 +1,592 @@
+"""The coordinator's engine: jobs as sets of per-worker FSMs, driven by observations.
+
+Pure Python with no I/O but storage reads (to verify reported objects); the gRPC servicer feeds
+it and carries out what it decides, and tests drive it directly with a fake clock. Each cycle
+(``step``) first *observes* (connections, results, lost workers, cancellations, timeouts), then
+*acts* (start ready tasks on idle workers, re-issue lost or straggling ones, ask for workers,
+finish jobs), and returns the actions for the servicer.
+
+Three lifecycles are literal tables below (after Ray's autoscaler): tasks, task attempts and
+worker connections; every change is checked against its table, timestamped, and counted in
+``seen`` (tests assert every edge is exercised). Inside an attempt, the job's FSM table decides
+the next state from each result.
+
+Policies, the same for every FSM:
+
+* late binding: workers connect generic; an idle worker takes the next ready task;
+* a state that runs past its timeout marks the attempt as straggling and starts a duplicate
+  attempt of the task (from the FSM's initial state) on another worker; past four timeouts the
+  attempt is abandoned. A lost worker's attempt is re-issued. The first attempt to reach
+  ``done`` with every reported object verified wins; the others are stopped;
+* a task fails after ``max_attempts`` failed attempts (or ``max_lost`` lost ones); the job then
+  fails. A job succeeds only when every task is done and every result object re-verifies.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from coordinator.fsm import DONE, ERROR, FAILED, OK, FsmError, Job, Task, fill
+from excamera.storage import ObjectRef, Storage
+
+log = logging.getLogger("excamera.coordinator")
+
+# -- lifecycles: allowed transitions, with why each edge exists ----------------------------------
+
+TASK_TRANSITIONS: dict[str, dict[str, str]] = {
+    "waiting": {"ready": "every task it runs after is done",
+                "cancelled": "the job ended before it could start"},
+    "ready": {"running": "an idle worker took it (late binding)",
+              "cancelled": "the job ended before a worker took it"},
+    "running": {"done": "an attempt reached done with every object verified; first valid wins",
+                "ready": "every attempt failed or was lost and attempts remain: re-issue",
+                "failed": "the FSM reached failed, or no attempts remain",
+                "cancelled": "the job ended (cancelled, or another task failed)"},
+    "done": {}, "failed": {}, "cancelled": {},
+}
+
+ATTEMPT_TRANSITIONS: dict[str, dict[str, str]] = {
+    "running": {"succeeded": "its FSM reached done and its objects verified",
+                "errored": "an operation failed, a result did not verify, or the table had no edge",
+                "lost": "its worker went away, or it ran past four timeouts and was abandoned",
+                "superseded": "another attempt of the task won, or the job ended"},
+    "succeeded": {}, "errored": {}, "lost": {}, "superseded": {},
+}
+
+WORKER_TRANSITIONS: dict[str, dict[str, str]] = {
+    "idle": {"busy": "given a task attempt",
+             "stopping": "the job ended, or it is not needed",
+             "gone": "its stream ended while idle"},
+    "busy": {"idle": "its attempt ended and it can take another task",
+             "stopping": "its attempt was superseded or abandoned, or the job ended",
+             "gone": "its stream ended mid-task (killed, crashed, network)"},
+    "stopping": {"gone": "its stream ended after the shutdown"},
+    "gone": {},
+}
+
+JOB_TRANSITIONS: dict[str, dict[str, str]] = {
+    "running": {"succeeded": "every task done and every result object verified",
+                "failed": "a task failed, or a result did not verify",
+                "cancelled": "cancelled by a client"},
+    "succeeded": {}, "failed": {}, "cancelled": {},
+}
+
+TABLES = {"task": TASK_TRANSITIONS, "attempt": ATTEMPT_TRANSITIONS,
+          "worker": WORKER_TRANSITIONS, "job": JOB_TRANSITIONS}
+
+STRAGGLER_FACTOR_ABANDON = 4.0
+LAUNCH_TIMEOUT_S = 60.0
+
+
+class LifecycleError(RuntimeError):
+    """A status change its table does not allow: a bug in the engine."""
+
+
+# -- actions (what the servicer must do) ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class SendCommand:
+    worker_id: str
+    seq: int
+    task_id: str
+    attempt: int
+    state: str
+    operation: str
+    args: dict[str, Any]
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class StopWorker:
+    worker_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Launch:
+    job_id: str
+    count: int
+
+
+@dataclass(frozen=True)
+class ReleaseMailbox:
+    job_id: str
+    task_id: str
+
+
+@dataclass(frozen=True)
+class JobEnded:
+    job_id: str
+    status: str
+    objects: dict[str, dict[str, ObjectRef]]
+    error: str
+
+
+@dataclass(frozen=True)
+class Event:
+    job_id: str
+    time: float
+    kind: str
+    task_id: str = ""
+    worker_id: str = ""
+    from_state: str = ""
+    to_state: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Result:
+    """A worker's answer as the engine sees it."""
+
+    seq: int
+    task_id: str
+    ok: bool
+    error: str = ""
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+# -- records -------------------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class AttemptRec:
+    task: "TaskRec"
+    number: int
+    worker_id: str
+    state: str
+    entered: float
+    status: str = "running"
+    seq: int = 0
+    straggling: bool = False
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    history: list[tuple[float, str]] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class TaskRec:
+    spec: Task
+    status: str
+    attempts: list[AttemptRec] = field(default_factory=list)
+    errors: int = 0
+    lost: int = 0
+    wants_duplicate: bool = False
+    winner: AttemptRec | None = None
+    last_error: str = ""
+
+    def running(self) -> list[AttemptRec]:
+        return [a for a in self.attempts if a.status == "running"]
+
+
+@dataclass(eq=False)
+class WorkerRec:
+    worker_id: str
+    job_id: str
+    name: str
+    status: str
+    connected: float
+    next_seq: int = 1
+    attempt: AttemptRec | None = None
+    history: list[tuple[float, str]] = field(default_factory=list)  # (time, "idle" | "task:state" | ...)
+
+
+@dataclass(eq=False)
+class JobRec:
+    job_id: str
+    job: Job
+    storage: Storage
+    workers: int
+    spare: int
+    max_attempts: int
+    max_lost: int
+    created: float
+    status: str = "running"
+    tasks: dict[str, TaskRec] = field(default_factory=dict)
+    worker_ids: list[str] = field(default_factory=list)
+    pending_launches: list[float] = field(default_factory=list)  # deadlines
+    launches: int = 0
+    launch_budget: int = 0
+    launcher: bool = True
+    objects: dict[str, dict[str, ObjectRef]] = field(default_factory=dict)
+    error: str = ""
+    ended: float = 0.0
+
+    def unfinished(self) -> int:
+        return sum(1 for t in self.tasks.values() if t.status not in ("done", "failed", "cancelled"))
+
+
+class Engine:
+    """Jobs, tasks, attempts and workers; ``observe_*`` record, ``step`` decides."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.jobs: dict[str, JobRec] = {}
+        self.workers: dict[str, WorkerRec] = {}
+        self.seen: Counter = Counter()          # (table, from, to) -> times
+        self.rejected: list[str] = []           # results refused (for tests and logs)
+        self._inbox: list[tuple] = []
+        self._actions: list = []
+        self._next_worker = 1
+
+    # -- lifecycle bookkeeping ------------------------------------------------------------------
+
+    def _move(self, table: str, obj, new: str) -> None:
+        old = obj.status
+        if new not in TABLES[table].get(old, {}):
+            raise LifecycleError(f"{table} {getattr(obj, 'worker_id', '') or getattr(obj, 'job_id', '')}"
+                                 f": {old} -> {new} is not in the table")
+        obj.status = new
+        self.seen[(table, old, new)] += 1
+
+    def _event(self, job_id: str, kind: str, **kw) -> None:
+        self._actions.append(Event(job_id, self.clock(), kind, **kw))
+
+    def _task_move(self, job: JobRec, task: TaskRec, new: str, detail: str = "") -> None:
+        old = task.status
+        self._move("task", task, new)
+        self._event(job.job_id, "task", task_id=task.spec.task_id, from_state=old, to_state=new,
+                    detail=detail)
+
+    def _worker_move(self, w: WorkerRec, new: str, label: str | None = None) -> None:
+        self._move("worker", w, new)
+        w.history.append((self.clock(), label or new))
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def add_job(self, job_id: str, job: Job, storage: Storage, *, workers: int, spare: int = 0,
+                max_attempts: int = 3, max_lost: int = 10, launcher: bool = True) -> JobRec:
+        if job_id in self.jobs:
+            raise FsmError(f"job {job_id}: already exists")
+        if workers < 1 or spare < 0 or max_attempts < 1:
+            raise FsmError(f"job {job_id}: need workers >= 1, spare >= 0, max_attempts >= 1")
+        rec = JobRec(job_id, job, storage, workers, spare, max_attempts, max_lost, self.clock(),
+                     launcher=launcher)
+        rec.launch_budget = 3 * (workers + spare) + 2 * len(job.tasks)
+        for t in job.tasks:
+            rec.tasks[t.task_id] = TaskRec(t, "waiting")
+        self.jobs[job_id] = rec
+        self._event(job_id, "job", to_state="running", detail=f"{len(job.tasks)} tasks")
+        return rec
+
+    # -- observations (recorded now, handled at the next step) ---------------------------------
+
+    def observe_connect(self, job_id: str, name: str) -> str:
+        """A worker of ``job_id`` (already authenticated) connected; returns its worker id."""
+        worker_id = f"w{self._next_worker}"
+        self._next_worker += 1
+        self._inbox.append(("connect", worker_id, job_id, name))
+        return worker_id
+
+    def observe_disconnect(self, worker_id: str) -> None:
+        self._inbox.append(("disconnect", worker_id))
+
+    def observe_result(self, worker_id: str, result: Result) -> None:
+        self._inbox.append(("result", worker_id, result))
+
+    def observe_cancel(self, job_id: str) -> None:
+        self._inbox.append(("cancel", job_id))
+
+    def observe_launch_failed(self, job_id: str, count: int = 1) -> None:
+        self._inbox.append(("launch-failed", job_id, count))
+
+    # -- the cycle ------------------------------------------------------------------------------
+
+    def step(self) -> list:
+        """Observe, then act; returns the actions to carry out, in order."""
+        now = self.clock()
+        inbox, self._inbox = self._inbox, []
+        for item in inbox:
+            getattr(self, "_on_" + item[0].replace("-", "_"))(now, *item[1:])
+        self._check_timeouts(now)
+        for job in list(self.jobs.values()):
+            if job.status == "running":
+                self._act(job, now)
+        actions, self._actions = self._actions, []
+        return actions
+
+    # observe ------------------------------------------------------------------------------------
+
+    def _on_connect(self, now: float, worker_id: str, job_id: str, name: str) -> None:
+        job = self.jobs.get(job_id)
+        w = WorkerRec(worker_id, job_id, name, "idle", now, history=[(now, "idle")])
+        self.workers[worker_id] = w
+        if job is None:
+            self._worker_move(w, "stopping")
+            self._actions.append(StopWorker(worker_id, f"job {job_id} is unknown"))
+            return
+        job.worker_ids.append(worker_id)
+        if job.pending_launches:
+            job.pending_launches.pop(0)
+        if job.status != "running":
+            self._worker_move(w, "stopping")
+            self._actions.append(StopWorker(worker_id, f"job {job_id} is {job.status}"))
+
+    def _on_disconnect(self, now: float, worker_id: str) -> None:
+        w = self.workers.get(worker_id)
+        if w is None or w.status == "gone":
+            return
+        a = w.attempt
+        self._worker_move(w, "gone")
+        w.attempt = None
+        if a is not None and a.status == "running":
+            log.warning("coordinator: job %s: worker %s (%s) lost during task %s, state %s",
+                        w.job_id, worker_id, w.name, a.task.spec.task_id, a.state)
+            self._attempt_end(self.jobs[w.job_id], a, "lost", f"worker {worker_id} lost", now)
+
+    def _on_cancel(self, now: float, job_id: str) -> None:
+        job = self.jobs.get(job_id)
+        if job is not None and job.status == "running":
+            self._end_job(job, "cancelled", "cancelled by a client", now)
+
+    def _on_launch_failed(self, now: float, job_id: str, count: int) -> None:
+        job = self.jobs.get(job_id)
+        if job is not None:
+            del job.pending_launches[:count]
+
+    def _reject(self, worker_id: str, why: str) -> None:
+        msg = f"coordinator: result from worker {worker_id} rejected: {why}"
+        log.error(msg)
+        self.rejected.append(msg)
+
+    def _on_result(self, now: float, worker_id: str, r: Result) -> None:
+        w = self.workers.get(worker_id)
+        if w is None or w.status == "gone":
+            return self._reject(worker_id, "unknown or disconnected worker")
+        if w.status == "stopping":
+            log.debug("coordinator: late result from stopping worker %s ignored", worker_id)
+            return
+        a = w.attempt
+        if a is None or a.status != "running":
+            return self._reject(worker_id, f"result for a task not given (seq {r.seq}, task "
+                                           f"{r.task_id!r}); the worker has no command outstanding")
+        if r.seq != a.seq or r.task_id != a.task.spec.task_id:
+            return self._reject(worker_id, f"result for a task not given (seq {r.seq}, task "
+                                           f"{r.task_id!r}); outstanding is seq {a.seq}, task "
+                                           f"{a.task.spec.task_id!r}")
+        job = self.jobs[w.job_id]
+        task = a.task
+        where = f"job {job.job_id}: task {task.spec.task_id} attempt {a.number} state {a.state}"
+        if not r.ok:
+            outcome, error = ERROR, r.error or "operation failed"
+        else:
+            outcome, error = r.outputs.get("outcome", OK), ""
+            for name, value in r.outputs.items():
+                if isinstance(value, ObjectRef):
+                    why = job.storage.verify(value)
+                    if why is not None:
+                        outcome, error = ERROR, f"unverified result {name}: {why}"
+                        break
+        if outcome == ERROR:
+            log.warning("coordinator: %s (worker %s): %s", where, worker_id, error)
+        else:
+            a.outputs[a.state] = dict(r.outputs)
+        fsm = job.job.fsm(task.spec.fsm)
+        try:
+            target = fsm.next_state(a.state, outcome)
+        except FsmError as e:
+            if outcome != ERROR:
+                log.error("coordinator: %s: %s", where, e)
+                error = str(e)
+            self._attempt_end(job, a, "errored", error, now)
+            return
+        self._event(job.job_id, "transition", task_id=task.spec.task_id, worker_id=worker_id,
+                    from_state=a.state, to_state=target, detail=error or outcome)
+        a.state, a.entered = target, now
+        a.history.append((now, target))
+        if target == DONE:
+            self._attempt_end(job, a, "succeeded", "", now)
+        elif target == FAILED:
+            task.errors = job.max_attempts  # the FSM said so: no more attempts
+            self._attempt_end(job, a, "errored", error or f"fsm reached {FAILED}", now)
+        else:
+            w.history.append((now, f"{task.spec.task_id}:{target}"))
+            self._issue(job, a, now)
+
+    def _check_timeouts(self, now: float) -> None:
+        for job in self.jobs.values():
+            if job.status != "running":
+                continue
+            job.pending_launches = [d for d in job.pending_launches if d >= now]
+            for task in job.tasks.values():
+                for a in task.running():
+                    timeout = job.job.fsm(task.spec.fsm).state(a.state).timeout_s
+                    spent = now - a.entered
+                    if spent > STRAGGLER_FACTOR_ABANDON * timeout:
+                        log.warning("coordinator: job %s: task %s attempt %d abandoned in state %s "
+                                    "after %.1f s", job.job_id, task.spec.task_id, a.number, a.state, spent)
+                        self._stop_worker(a.worker_id, "attempt abandoned (ran past four timeouts)")
+                        self._attempt_end(job, a, "lost", "abandoned", now)
+                    elif spent > timeout and not a.straggling:
+                        a.straggling = True
+                        log.warning("coordinator: job %s: task %s attempt %d straggling in state %s "
+                                    "(%.1f s > %.1f s); re-issuing", job.job_id, task.spec.task_id,
+                                    a.number, a.state, spent, timeout)
+                        self._event(job.job_id, "straggler", task_id=task.spec.task_id,
+                                    worker_id=a.worker_id, from_state=a.state)
+                        if len(task.running()) < 2:
+                            task.wants_duplicate = True
+
+    # act ----------------------------------------------------------------------------------------
+
+    def _act(self, job: JobRec, now: float) -> None:
+        for task in job.tasks.values():
+            if task.status == "waiting" and all(job.tasks[d].status == "done" for d in task.spec.after):
+                self._task_move(job, task, "ready")
+        idle = [self.workers[w] for w in job.worker_ids if self.workers[w].status == "idle"]
+        for task in job.tasks.values():
+            if not idle:
+                break
+            if task.status == "ready":
+                self._task_move(job, task, "running")
+                self._start_attempt(job, task, idle.pop(0), now)
+        for task in job.tasks.values():
+            if not idle:
+                break
+            if task.status == "running" and task.wants_duplicate and len(task.running()) < 2:
+                task.wants_duplicate = False
+                self._start_attempt(job, task, idle.pop(0), now)
+        if job.unfinished() == 0:
+            self._finish(job, now)
+            return
+        if job.launcher:
+            live = sum(1 for w in job.worker_ids if self.workers[w].status in ("idle", "busy"))
+            wanted = min(job.workers + job.spare, job.unfinished() + job.spare)
+            missing = min(wanted - live - len(job.pending_launches), job.launch_budget - job.launches)
+            if missing > 0:
+                job.launches += missing
+                job.pending_launches.extend([now + LAUNCH_TIMEOUT_S] * missing)
+                self._actions.append(Launch(job.job_id, missing))
+            elif live == 0 and not job.pending_launches and job.launches >= job.launch_budget:
+                self._end_job(job, "failed", f"no workers left and the launch budget "
+                                             f"({job.launch_budget}) is spent", now)
+
+    def _start_attempt(self, job: JobRec, task: TaskRec, w: WorkerRec, now: float) -> None:
+        fsm = job.job.fsm(task.spec.fsm)
+        a = AttemptRec(task, len(task.attempts) + 1, w.worker_id, fsm.initial, now,
+                       history=[(now, fsm.initial)])
+        task.attempts.append(a)
+        w.attempt = a
+        self._worker_move(w, "busy", f"{task.spec.task_id}:{fsm.initial}")
+        self._event(job.job_id, "attempt", task_id=task.spec.task_id, worker_id=w.worker_id,
+                    to_state=fsm.initial, detail=f"attempt {a.number}")
+        self._issue(job, a, now)
+
+    def _issue(self, job: JobRec, a: AttemptRec, now: float) -> None:
+        task = a.task
+        state = job.job.fsm(task.spec.fsm).state(a.state)
+        context = dict(task.spec.params)
+        context.update(task_id=task.spec.task_id, job_id=job.job_id, attempt=a.number)
+        for sname, outs in a.outputs.items():
+            for k, v in outs.items():
+                context[f"{sname}.{k}"] = v
+        try:
+            args = fill(state.args, context)
+        except FsmError as e:
+            log.error("coordinator: job %s: task %s state %s: %s", job.job_id, task.spec.task_id,
+                      state.name, e)
+            self._attempt_end(job, a, "errored", str(e), now)
+            return
+        w = self.workers[a.worker_id]
+        a.seq = w.next_seq
+        w.next_seq += 1
+        self._actions.append(SendCommand(w.worker_id, a.seq, task.spec.task_id, a.number, state.name,
+                                         state.operation, args, state.timeout_s))
+
+    def _stop_worker(self, worker_id: str, reason: str) -> None:
+        w = self.workers[worker_id]
+        if w.status in ("idle", "busy"):
+            w.attempt = None
+            self._worker_move(w, "stopping")
+            self._actions.append(StopWorker(worker_id, reason))
+
+    def _attempt_end(self, job: JobRec, a: AttemptRec, status: str, error: str, now: float) -> None:
+        """Close an attempt, free (or stop) its worker, and move its task on."""
+        task = a.task
+        self._move("attempt", a, status)
+        w = self.workers.get(a.worker_id)
+        if w is not None and w.attempt is a:
+            w.attempt = None
+            if w.status == "busy":
+                self._worker_move(w, "idle")
+        if status == "succeeded":
+            if task.status == "running":
+                task.winner = a
+                self._task_move(job, task, "done", f"attempt {a.number} on {a.worker_id}")
+                task.wants_duplicate = False
+                for other in task.running():
+                    self._stop_worker(other.worker_id, f"task {task.spec.task_id} done by another attempt")
+                    self._move("attempt", other, "superseded")
+                self._actions.append(ReleaseMailbox(job.job_id, task.spec.task_id))
+            return
+        if status == "errored":
+            task.errors += 1
+            task.last_error = error
+        elif status == "lost":
+            task.lost += 1
+            task.last_error = error
+        if task.status != "running" or task.running():
+            return
+        if task.errors >= job.max_attempts or task.lost >= job.max_lost:
+            self._task_move(job, task, "failed", task.last_error)
+            self._end_job(job, "failed", f"task {task.spec.task_id} failed after "
+                                         f"{len(task.attempts)} attempt(s): {task.last_error}", now)
+        else:
+            self._task_move(job, task, "ready", f"re-issue after: {error}")
+
+    def _finish(self, job: JobRec, now: float) -> None:
+        """Every task is done: verify the result objects once more before calling it success."""
+        result_ids = job.job.result_tasks or tuple(
+            t for t in job.tasks if not any(t in o.spec.after for o in job.tasks.values()))
+        objects: dict[str, dict[str, ObjectRef]] = {}
+        for tid in result_ids:
+            task = job.tasks[tid]
+            refs = {f"{s}.{k}": v for s, outs in task.winner.outputs.items() for k, v in outs.items()
+                    if isinstance(v, ObjectRef)}
+            for name, ref in refs.items():
+                why = job.storage.verify(ref)
+                if why is not None:
+                    self._end_job(job, "failed", f"task {tid}: result {name} did not verify: {why}", now)
+                    return
+            objects[tid] = refs
+        job.objects = objects
+        self._end_job(job, "succeeded", "", now)
+
+    def _end_job(self, job: JobRec, status: str, error: str, now: float) -> None:
+        self._move("job", job, status)
+        job.error, job.ended = error, now
+        for task in job.tasks.values():
+            for a in task.running():
+                self._move("attempt", a, "superseded")
+            if task.status in ("waiting", "ready", "running"):
+                self._task_move(job, task, "cancelled", f"job {status}")
+        for wid in job.worker_ids:
+            self._stop_worker(wid, f"job {status}")
+        if error:
+            (log.info if status == "cancelled" else log.error)("coordinator: job %s %s: %s",
+                                                              job.job_id, status, error)
+        else:
+            log.info("coordinator: job %s %s", job.job_id, status)
+        self._event(job.job_id, "job", from_state="running", to_state=status, detail=error)
+        self._actions.append(JobEnded(job.job_id, status, job.objects, error))
+
+    # -- reports --------------------------------------------------------------------------------
+
+    def timeline(self, job_id: str) -> dict:
+        """Every worker's timestamped history for the job (seconds from the job's start)."""
+        job = self.jobs[job_id]
+        t0 = job.created
+        workers = []
+        for wid in job.worker_ids:
+            w = self.workers[wid]
+            workers.append({"worker": wid, "name": w.name,
+                            "history": [[round(t - t0, 6), label] for t, label in w.history]})
+        tasks = {}
+        for tid, task in job.tasks.items():
+            tasks[tid] = [{"attempt": a.number, "worker": a.worker_id, "status": a.status,
+                           "history": [[round(t - t0, 6), s] for t, s in a.history]}
+                          for a in task.attempts]
+        end = (job.ended or self.clock()) - t0
+        return {"job": job_id, "name": job.job.name, "status": job.status, "duration": round(end, 6),
+                "workers": workers, "tasks": tasks}

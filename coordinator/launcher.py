@@ -1,0 +1,87 @@
+"""Launchers start generic workers for a job; the coordinator gives them tasks once they connect.
+
+``LocalLauncher`` (the default) starts ``excamera worker --coordinator HOST:PORT --certs DIR
+--job ID`` processes on this machine, so each shows up as ``excamera worker ...`` in the process
+table. The job token goes in the environment (``EXCAMERA_JOB_TOKEN``), not on the command line
+where every user could read it; ``DIR`` holds only the CA certificate and the client pair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import time
+
+log = logging.getLogger("excamera.coordinator")
+
+TOKEN_ENV = "EXCAMERA_JOB_TOKEN"
+
+
+def worker_command() -> list[str]:
+    """How to run ``excamera``: the console script beside this Python if installed, else -m."""
+    script = os.path.join(os.path.dirname(sys.executable), "excamera")
+    if os.path.exists(script):
+        return [sys.executable, script]
+    return [sys.executable, "-m", "excamera"]
+
+
+class LocalLauncher:
+    """Worker processes on this machine."""
+
+    def __init__(self, certs_dir: str, *, ops_modules: tuple[str, ...] = (), cwd: str | None = None,
+                 quiet: bool = True):
+        self.certs_dir = certs_dir
+        self.ops_modules = tuple(ops_modules)
+        self.cwd = cwd
+        self.quiet = quiet
+        self.coordinator = ""            # set by the coordinator when it has bound its port
+        self.procs: dict[int, tuple[str, subprocess.Popen, float]] = {}
+        self.connected_pids: set[int] = set()
+
+    def launch(self, job_id: str, token: str, count: int) -> None:
+        cmd = worker_command() + ["worker", "--coordinator", self.coordinator, "--certs",
+                                  self.certs_dir, "--job", job_id]
+        for m in self.ops_modules:
+            cmd += ["--ops", m]
+        env = dict(os.environ, **{TOKEN_ENV: token})
+        # Workers import the project from wherever this process does.
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        for _ in range(count):
+            p = subprocess.Popen(cmd, env=env, cwd=self.cwd, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL if self.quiet else None)
+            self.procs[p.pid] = (job_id, p, time.monotonic())
+        log.info("coordinator: job %s: launched %d worker process(es)", job_id, count)
+
+    def reap(self) -> list[tuple[str, int]]:
+        """Collect exited workers. (The engine notices lost connections itself; a worker that
+        dies before connecting is covered by the launch deadline.)"""
+        for pid, (job_id, p, _) in list(self.procs.items()):
+            if p.poll() is not None:
+                del self.procs[pid]
+        return []
+
+    def pids(self, job_id: str | None = None) -> list[int]:
+        return [pid for pid, (j, p, _) in self.procs.items()
+                if p.poll() is None and (job_id is None or j == job_id)]
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Wait for workers to exit after their shutdown; terminate stragglers, then kill."""
+        deadline = time.monotonic() + grace
+        while self.pids() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for _, p, _ in self.procs.values():
+            if p.poll() is None:
+                p.terminate()
+        deadline = time.monotonic() + 2.0
+        while self.pids() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for _, p, _ in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.procs.clear()

@@ -1,0 +1,252 @@
+"""The runtime's subcommands, registered into ``excamera``'s parser by ``register(sub)``::
+
+    excamera coordinator serve --listen HOST:PORT --certs DIR [--storage DIR] [--rendezvous HOST:PORT]
+    excamera rendezvous serve --listen HOST:PORT --certs DIR
+    excamera worker --coordinator HOST:PORT --certs DIR --job ID [--count N] [--ops MODULE]...
+    excamera certs init DIR [--host NAME]... [--force]
+    excamera timeline T.json -o T.svg
+    excamera bench runtime [--workers 1000] [--relay-mb 1024] [--state-mb 4] [--processes 2]
+
+Only argparse is imported here; each command imports the runtime when it runs, so
+``excamera --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+TOKEN_ENV = "EXCAMERA_JOB_TOKEN"
+
+
+def _address(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"not HOST:PORT: {text!r}")
+    return text
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {n}")
+    return n
+
+
+def register(sub) -> None:
+    """Add the runtime's subcommands to ``excamera``'s subparsers."""
+    co = sub.add_parser("coordinator", help="the coordinator daemon",
+                        description="Run the coordinator: workers dial in over mutual TLS and hold "
+                                    "one stream each; jobs are submitted over the Jobs service.")
+    co_sub = co.add_subparsers(dest="action", metavar="ACTION", required=True)
+    serve = co_sub.add_parser("serve", help="serve until interrupted")
+    serve.add_argument("--listen", type=_address, required=True, metavar="HOST:PORT")
+    serve.add_argument("--certs", required=True, metavar="DIR",
+                       help="ca.pem, server.pem, server.key, client.pem, client.key (excamera certs init)")
+    serve.add_argument("--storage", default="excamera-storage", metavar="DIR",
+                       help="job storage directory (default: ./excamera-storage)")
+    serve.add_argument("--rendezvous", type=_address, metavar="HOST:PORT",
+                       help="use this rendezvous instead of starting one in-process")
+    serve.add_argument("--no-launch", action="store_true",
+                       help="do not start local worker processes; workers are started elsewhere")
+    serve.set_defaults(func=cmd_coordinator_serve)
+
+    rv = sub.add_parser("rendezvous", help="the rendezvous relay",
+                        description="Relay messages (decoder states) between the workers of a job.")
+    rv_sub = rv.add_subparsers(dest="action", metavar="ACTION", required=True)
+    rserve = rv_sub.add_parser("serve", help="serve until interrupted")
+    rserve.add_argument("--listen", type=_address, required=True, metavar="HOST:PORT")
+    rserve.add_argument("--certs", required=True, metavar="DIR", help="ca.pem, server.pem, server.key")
+    rserve.set_defaults(func=cmd_rendezvous_serve)
+
+    wk = sub.add_parser("worker", help="a worker (started by a launcher)",
+                        description=f"Dial the coordinator, take tasks of job ID until told to stop. "
+                                    f"The job token is read from ${TOKEN_ENV}.")
+    wk.add_argument("--coordinator", type=_address, required=True, metavar="HOST:PORT")
+    wk.add_argument("--certs", required=True, metavar="DIR", help="ca.pem, client.pem, client.key")
+    wk.add_argument("--job", required=True, metavar="ID")
+    wk.add_argument("--count", type=_positive, default=1, metavar="N",
+                    help="run N lightweight workers in this process (default 1)")
+    wk.add_argument("--ops", action="append", default=[], metavar="MODULE",
+                    help="import MODULE to register more operations (repeatable)")
+    wk.set_defaults(func=cmd_worker)
+
+    ce = sub.add_parser("certs", help="make a deployment's certificates")
+    ce_sub = ce.add_subparsers(dest="action", metavar="ACTION", required=True)
+    init = ce_sub.add_parser("init", help="write a new CA and server/client certificates into DIR",
+                             description="Write ca.pem ca.key server.pem server.key client.pem "
+                                         "client.key. Give workers only ca.pem client.pem client.key.")
+    init.add_argument("dir", metavar="DIR")
+    init.add_argument("--host", action="append", default=[], metavar="NAME",
+                      help="a name or address clients dial (repeatable; localhost, 127.0.0.1 and ::1 "
+                           "are always included)")
+    init.add_argument("--force", action="store_true", help="replace existing files")
+    init.set_defaults(func=cmd_certs_init)
+
+    tl = sub.add_parser("timeline", help="draw a job's timeline as a per-worker Gantt chart",
+                        description="Read a timeline JSON (--timeline) and write an SVG chart.")
+    tl.add_argument("input", metavar="T.json")
+    tl.add_argument("-o", "--output", required=True, metavar="T.svg")
+    tl.set_defaults(func=cmd_timeline)
+
+    be = sub.add_parser("bench", help="benchmarks")
+    be_sub = be.add_subparsers(dest="action", metavar="WHAT", required=True)
+    br = be_sub.add_parser("runtime", help="runtime load: many workers, a 5-state FSM, relayed states",
+                           description="Start a coordinator and rendezvous here and N lightweight "
+                                       "workers (asyncio tasks, each with its own mutual-TLS "
+                                       "channels) in --processes processes; run a 5-state FSM while "
+                                       "the rendezvous relays --relay-mb of --state-mb states.")
+    br.add_argument("--workers", type=_positive, default=1000, metavar="N")
+    br.add_argument("--relay-mb", type=int, default=1024, metavar="MB")
+    br.add_argument("--state-mb", type=float, default=4.0, metavar="MB")
+    br.add_argument("--processes", type=_positive, default=2, metavar="P")
+    br.set_defaults(func=cmd_bench_runtime)
+
+
+def _setup_logging(level: str = "INFO") -> None:
+    import logging
+
+    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def _load_certs(directory: str, need: tuple[str, ...]):
+    from excamera import tls
+    from excamera.cli import CliError
+
+    try:
+        return tls.load(directory, need=need)
+    except tls.CertError as e:
+        raise CliError(str(e)) from None
+
+
+def _run_forever(coro_factory) -> int:
+    """Run a server coroutine until SIGINT/SIGTERM; exit 0 after a graceful stop."""
+    import asyncio
+    import signal
+
+    async def main():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        server = await coro_factory()
+        await stop.wait()
+        await server.stop()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_coordinator_serve(args: argparse.Namespace) -> int:
+    from excamera import tls
+    from excamera.cli import CliError
+
+    bundle = _load_certs(args.certs, tls.FILES[:1] + tls.FILES[2:])
+    _setup_logging()
+
+    async def start():
+        import tempfile
+
+        from coordinator.launcher import LocalLauncher
+        from coordinator.server import Coordinator
+
+        launcher = None
+        if not args.no_launch:
+            certs = tempfile.mkdtemp(prefix="excamera-worker-certs-")
+            tls.write(bundle.for_worker(), certs, overwrite=True)
+            launcher = LocalLauncher(certs)
+        try:
+            os.makedirs(args.storage, exist_ok=True)
+            c = Coordinator(bundle, args.storage, listen=args.listen, rendezvous=args.rendezvous,
+                            launcher=launcher)
+            await c.start()
+        except OSError as e:
+            raise CliError(f"coordinator: {e.strerror or e}") from None
+        print(f"excamera coordinator: serving on {c.address}, rendezvous {c.rendezvous_address}, "
+              f"storage {c.storage.root}", file=sys.stderr, flush=True)
+        return c
+
+    return _run_forever(start)
+
+
+def cmd_rendezvous_serve(args: argparse.Namespace) -> int:
+    from excamera.cli import CliError
+
+    bundle = _load_certs(args.certs, ("ca.pem", "server.pem", "server.key"))
+    _setup_logging()
+
+    async def start():
+        from rendezvous.server import serve
+
+        try:
+            server = await serve(args.listen, bundle)
+        except OSError as e:
+            raise CliError(f"rendezvous: {e}") from None
+        print(f"excamera rendezvous: serving on {server.address}", file=sys.stderr, flush=True)
+        return server
+
+    return _run_forever(start)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import asyncio
+    import importlib
+
+    from excamera import tls
+    from excamera.cli import CliError
+
+    token = os.environ.get(TOKEN_ENV, "")
+    if not token:
+        raise CliError(f"worker: no job token: set {TOKEN_ENV}")
+    bundle = _load_certs(args.certs, tls.WORKER_FILES)
+    _setup_logging("WARNING")
+    import worker.fakecodec  # noqa: F401 - registers the fake codec operations
+    for module in args.ops:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise CliError(f"worker: --ops {module}: {e}") from None
+    from worker.runtime import run_workers
+
+    reasons = asyncio.run(run_workers(args.count, args.coordinator, bundle, args.job, token))
+    refused = [r for r in reasons if r.startswith("refused")]
+    if refused:
+        raise CliError(f"worker: {refused[0]}")
+    return 0
+
+
+def cmd_certs_init(args: argparse.Namespace) -> int:
+    from excamera import tls
+    from excamera.cli import CliError
+
+    hosts = list(tls.DEFAULT_HOSTS) + [h for h in args.host if h not in tls.DEFAULT_HOSTS]
+    try:
+        written = tls.write(tls.generate(hosts), args.dir, overwrite=args.force)
+    except (tls.CertError, OSError) as e:
+        raise CliError(f"{args.dir}: {getattr(e, 'strerror', None) or e}") from None
+    print(f"wrote {', '.join(p.name for p in written)} in {args.dir}; give workers only "
+          f"ca.pem client.pem client.key")
+    return 0
+
+
+def cmd_timeline(args: argparse.Namespace) -> int:
+    from excamera.cli import CliError
+    from excamera.timeline import TimelineError, render_file
+
+    try:
+        render_file(args.input, args.output)
+    except (TimelineError, OSError) as e:
+        raise CliError(f"{args.input}: {getattr(e, 'strerror', None) or e}") from None
+    return 0
+
+
+def cmd_bench_runtime(args: argparse.Namespace) -> int:
+    from coordinator.bench import run_bench
+
+    return run_bench(workers=args.workers, relay_mb=args.relay_mb, state_mb=args.state_mb,
+                     processes=args.processes)

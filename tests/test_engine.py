@@ -1,0 +1,276 @@
+"""coordinator.engine driven directly with a fake clock: lifecycles, policies, rejections.
+
+Every scenario adds the lifecycle edges it exercised to SEEN; the last test checks that every
+edge of every lifecycle table was exercised by some scenario."""
+
+from collections import Counter
+
+import pytest
+
+from coordinator import engine as eng
+from coordinator.engine import Engine, Result
+from coordinator.fsm import DONE, FAILED, FSM, Job, State, Task
+from excamera.storage import LocalStorage, ObjectRef
+
+SEEN: Counter = Counter()
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+FSM_T = FSM("t", "start", (
+    State("start", "echo", {"text": "${x}"}, {"ok": "work", "skip": DONE}, timeout_s=10),
+    State("work", "upload", {"key": "out/${task_id}"}, {"ok": DONE, "again": "start", "give-up": FAILED},
+          timeout_s=10),
+))
+
+
+class Harness:
+    def __init__(self, tmp_path, tasks, *, workers=2, spare=0, max_attempts=2, launcher=False):
+        self.clock = Clock()
+        self.e = Engine(self.clock)
+        self.storage = LocalStorage(tmp_path).scoped("jobs/j")
+        self.job = self.e.add_job("j", Job("j", (FSM_T,), tuple(tasks)), self.storage, workers=workers,
+                                  spare=spare, max_attempts=max_attempts, launcher=launcher)
+        self.outstanding = {}  # worker -> SendCommand
+
+    def connect(self, n=1):
+        return [self.e.observe_connect("j", f"name{i}") for i in range(n)]
+
+    def step(self):
+        actions = self.e.step()
+        for a in actions:
+            if isinstance(a, eng.SendCommand):
+                self.outstanding[a.worker_id] = a
+        return actions
+
+    def answer(self, worker, ok=True, outputs=None, error=""):
+        cmd = self.outstanding.pop(worker)
+        self.e.observe_result(worker, Result(cmd.seq, cmd.task_id, ok, error, outputs or {}))
+        return cmd
+
+    def ok_object(self, worker):
+        cmd = self.outstanding[worker]
+        ref = self.storage.put(cmd.args["key"], b"data-" + cmd.task_id.encode())
+        return self.answer(worker, outputs={"object": ref})
+
+    def finish(self):
+        SEEN.update(self.e.seen)
+
+
+def ended(actions):
+    return [a for a in actions if isinstance(a, eng.JobEnded)]
+
+
+def tasks(n, **kw):
+    return [Task(f"t{i}", "t", {"x": f"v{i}"}, **kw) for i in range(n)]
+
+
+def test_happy_path_and_dependencies(tmp_path):
+    h = Harness(tmp_path, [Task("a", "t", {"x": "1"}), Task("b", "t", {"x": "2"}, after=("a",))])
+    w1, w2 = h.connect(2)
+    h.step()
+    assert set(h.outstanding) == {w1}  # b waits for a; late binding gave a to the first worker
+    cmd = h.outstanding[w1]
+    assert (cmd.operation, cmd.args, cmd.state) == ("echo", {"text": "1"}, "start")
+    assert h.e.jobs["j"].tasks["b"].status == "waiting"
+    h.answer(w1)
+    h.step()
+    assert h.outstanding[w1].args == {"key": "out/a"}
+    h.ok_object(w1)
+    actions = h.step()
+    assert any(isinstance(a, eng.ReleaseMailbox) and a.task_id == "a" for a in actions)
+    assert h.e.jobs["j"].tasks["b"].status == "running"
+    w = next(iter(h.outstanding))
+    h.answer(w, outputs={"outcome": "skip"})  # an operation-chosen outcome picks the edge
+    actions = h.step()
+    (end,) = ended(actions)
+    assert end.status == "succeeded" and list(end.objects) == ["b"] and end.objects["b"] == {}
+    stops = [a.worker_id for a in actions if isinstance(a, eng.StopWorker)]
+    assert sorted(stops) == sorted([w1, w2])
+    for w in (w1, w2):
+        h.e.observe_disconnect(w)
+    h.step()
+    assert {h.e.workers[w].status for w in (w1, w2)} == {"gone"}
+    tl = h.e.timeline("j")
+    assert [s for _, s in tl["tasks"]["a"][0]["history"]] == ["start", "work", "done"]
+    h.finish()
+
+
+def test_lost_worker_reissued(tmp_path):
+    h = Harness(tmp_path, tasks(1))
+    (w1,) = h.connect(1)
+    h.step()
+    h.e.observe_disconnect(w1)  # kill -9 mid-task
+    (w2,) = h.connect(1)
+    h.step()
+    cmd = h.outstanding[w2]
+    assert (cmd.task_id, cmd.attempt, cmd.state) == ("t0", 2, "start")
+    h.answer(w2)
+    h.step()
+    h.ok_object(w2)
+    assert ended(h.step())[0].status == "succeeded"
+    assert h.e.jobs["j"].tasks["t0"].lost == 1
+    h.e.observe_disconnect(w2)  # after its shutdown
+    (w3,) = h.connect(1)         # a late worker for an ended job is told to stop
+    assert [a for a in h.step() if isinstance(a, eng.StopWorker)][0].worker_id == w3
+    h.finish()
+
+
+def test_errors_retry_then_fail_and_cancel_the_rest(tmp_path):
+    h = Harness(tmp_path, tasks(4) + [Task("z", "t", {"x": "z"}, after=("t0",))], max_attempts=2)
+    w1, w2 = h.connect(2)
+    h.step()
+    h.answer(w1, ok=False, error="boom")   # t0 attempt 1
+    h.step()
+    # t0 went back to ready and was re-issued (to the first idle worker)
+    assert h.e.jobs["j"].tasks["t0"].status == "running"
+    assert len(h.e.jobs["j"].tasks["t0"].attempts) == 2
+    w_t0 = next(w for w, c in h.outstanding.items() if c.task_id == "t0")
+    h.answer(w_t0, ok=False, error="boom again")
+    actions = h.step()
+    (end,) = ended(actions)
+    assert end.status == "failed" and "task t0 failed after 2 attempt(s): boom again" in end.error
+    st = {t: r.status for t, r in h.e.jobs["j"].tasks.items()}
+    assert st["t0"] == "failed" and st["z"] == "cancelled" and "cancelled" in st.values()
+    h.finish()
+
+
+def test_unverified_and_missing_objects_are_errors(tmp_path):
+    h = Harness(tmp_path, tasks(1), max_attempts=2)
+    (w1,) = h.connect(1)
+    h.step()
+    h.answer(w1)
+    h.step()
+    h.answer(w1, outputs={"object": ObjectRef("out/t0", "0" * 64, 4)})  # never written
+    h.step()
+    h.answer(w1)
+    h.step()
+    h.storage.put("out/t0", b"real")
+    h.answer(w1, outputs={"object": ObjectRef("out/t0", "0" * 64, 4)})  # wrong digest
+    (end,) = ended(h.step())
+    assert end.status == "failed" and "unverified result object" in end.error
+    h.finish()
+
+
+def test_fsm_failed_state_and_missing_edge(tmp_path):
+    h = Harness(tmp_path, tasks(1), max_attempts=3)
+    (w1,) = h.connect(1)
+    h.step()
+    h.answer(w1, outputs={"outcome": "bogus"})  # no edge: the attempt errors
+    h.step()
+    assert "no transition from 'start' on outcome 'bogus'" in h.e.jobs["j"].tasks["t0"].last_error
+    h.answer(w1)
+    h.step()
+    h.answer(w1, outputs={"outcome": "give-up"})  # the table says failed: no more attempts
+    (end,) = ended(h.step())
+    assert end.status == "failed" and len(h.e.jobs["j"].tasks["t0"].attempts) == 2
+    h.finish()
+
+
+def test_results_for_tasks_not_given_are_rejected(tmp_path, caplog):
+    h = Harness(tmp_path, tasks(1))
+    w1, w2 = h.connect(2)
+    h.step()
+    busy, idle = (w1, w2) if w1 in h.outstanding else (w2, w1)
+    cmd = h.outstanding[busy]
+    h.e.observe_result(idle, Result(cmd.seq, cmd.task_id, True))          # not its task
+    h.e.observe_result(busy, Result(cmd.seq + 5, cmd.task_id, True))      # wrong seq
+    h.e.observe_result(busy, Result(cmd.seq, "t9", True))                 # wrong task
+    h.e.observe_result("w999", Result(1, "t0", True))                     # unknown worker
+    h.step()
+    assert len(h.e.rejected) == 4
+    assert all("result for a task not given" in r or "unknown" in r for r in h.e.rejected)
+    assert "result for a task not given" in caplog.text
+    assert h.e.jobs["j"].tasks["t0"].attempts[0].state == "start"  # nothing moved
+    h.answer(busy)
+    h.step()
+    h.finish()
+
+
+def test_straggler_duplicate_first_valid_wins(tmp_path):
+    h = Harness(tmp_path, tasks(1), workers=1, spare=1)
+    w1, w2 = h.connect(2)
+    h.step()
+    slow = next(iter(h.outstanding))
+    other = w2 if slow == w1 else w1
+    h.clock.t += 11  # past the state's 10 s timeout
+    h.step()
+    assert h.outstanding[other].task_id == "t0" and h.outstanding[other].attempt == 2
+    h.answer(other)
+    h.step()
+    h.ok_object(other)
+    actions = h.step()
+    assert ended(actions)[0].status == "succeeded"
+    assert [a.worker_id for a in actions if isinstance(a, eng.StopWorker)][0] == slow
+    atts = h.e.jobs["j"].tasks["t0"].attempts
+    assert [a.status for a in atts] == ["superseded", "succeeded"]
+    h.answer(slow)  # its late result is ignored quietly
+    h.step()
+    assert not h.e.rejected
+    h.finish()
+
+
+def test_abandoned_after_four_timeouts(tmp_path):
+    h = Harness(tmp_path, tasks(1), workers=1)
+    (w1,) = h.connect(1)
+    h.step()
+    h.clock.t += 11
+    h.step()                      # straggling, but no idle worker for a duplicate
+    h.clock.t += 30
+    actions = h.step()            # 41 s > 4 x 10 s: abandoned
+    assert any(isinstance(a, eng.StopWorker) and a.worker_id == w1 for a in actions)
+    assert h.e.jobs["j"].tasks["t0"].attempts[0].status == "lost"
+    assert h.e.jobs["j"].tasks["t0"].status == "ready"
+    h.e.observe_disconnect(w1)
+    h.step()
+    h.finish()
+
+
+def test_cancel_and_idle_disconnect(tmp_path):
+    h = Harness(tmp_path, tasks(1), workers=1)
+    w1, w2 = h.connect(2)
+    h.step()
+    idle = w2 if w1 in h.outstanding else w1
+    h.e.observe_disconnect(idle)
+    h.e.observe_cancel("j")
+    (end,) = ended(h.step())
+    assert end.status == "cancelled"
+    h.finish()
+
+
+def test_launches_up_to_workers_plus_spare(tmp_path):
+    h = Harness(tmp_path, tasks(5), workers=3, spare=2, launcher=True)
+    launches = [a for a in h.step() if isinstance(a, eng.Launch)]
+    assert launches == [eng.Launch("j", 5)]
+    assert not [a for a in h.step() if isinstance(a, eng.Launch)]  # pending, not launched twice
+    ws = h.connect(5)
+    h.step()
+    h.e.observe_disconnect(ws[0])
+    assert [a for a in h.step() if isinstance(a, eng.Launch)] == [eng.Launch("j", 1)]
+    h.finish()
+
+
+def test_every_lifecycle_edge_is_exercised():
+    missing = [(table, a, b) for table, t in eng.TABLES.items() for a, outs in t.items()
+               for b in outs if SEEN[(table, a, b)] == 0]
+    assert not missing, f"edges never exercised by the scenarios above: {missing}"
+    extra = [k for k in SEEN if k[2] not in eng.TABLES[k[0]].get(k[1], {})]
+    assert not extra
+
+
+def test_lifecycle_tables_have_no_unreachable_status():
+    for name, table in eng.TABLES.items():
+        start = next(iter(table))
+        seen, todo = set(), [start]
+        while todo:
+            s = todo.pop()
+            if s not in seen:
+                seen.add(s)
+                todo.extend(table[s])
+        assert seen == set(table), f"{name}: unreachable {set(table) - seen}"

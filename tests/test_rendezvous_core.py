@@ -1,0 +1,105 @@
+"""rendezvous.core: the pairing core, driven directly (no gRPC)."""
+
+import hashlib
+
+import pytest
+
+from rendezvous.core import (AuthError, ConflictError, FullError, Limits, Message, RendezvousCore,
+                             RendezvousError)
+
+TOKEN = hashlib.sha256(b"token").hexdigest()
+
+
+def msg(sender="a", recipient="b", tag="state", body=b"xyz"):
+    return Message(sender, recipient, tag, len(body), hashlib.sha256(body).hexdigest(), 0, body)
+
+
+def core(**limits):
+    c = RendezvousCore()
+    c.open_job("j", TOKEN, Limits(**limits))
+    return c
+
+
+def test_held_until_taken():
+    c = core()
+    assert c.take("j", "b", "a", "state", keep=False) is None
+    assert c.put("j", msg(), now=0.0)
+    assert c.held("j") == (1, 3)
+    assert c.take("j", "b", "a", "state", keep=False).body == b"xyz"
+    assert c.take("j", "b", "a", "state", keep=False) is None
+    assert c.held("j") == (0, 0)
+
+
+def test_keep_then_release():
+    c = core()
+    c.put("j", msg(), 0.0)
+    c.put("j", msg(tag="final", body=b"f"), 0.0)
+    assert c.take("j", "b", "a", "state", keep=True).body == b"xyz"
+    assert c.take("j", "b", "a", "state", keep=True).body == b"xyz"  # a re-issued attempt gets it again
+    assert c.release("j", "b") == 2
+    assert c.held("j") == (0, 0)
+
+
+def test_ttl_expires_unclaimed():
+    c = core(ttl_s=10.0)
+    c.put("j", msg(), now=100.0)
+    assert c.expire(now=109.0) == []
+    gone = c.expire(now=110.5)
+    assert [m.recipient for _, m in gone] == ["b"]
+    assert c.take("j", "b", "a", "state", keep=False) is None
+
+
+def test_size_caps():
+    c = core(max_held_bytes=10, max_message_bytes=8)
+    with pytest.raises(FullError, match="message cap"):
+        c.put("j", msg(body=b"123456789"), 0.0)
+    c.put("j", msg(body=b"12345678"), 0.0)
+    with pytest.raises(FullError, match="cap"):
+        c.put("j", msg(sender="c", body=b"123"), 0.0)
+    c.take("j", "b", "a", "state", keep=False)
+    c.put("j", msg(sender="c", body=b"123"), 0.0)  # room again
+
+
+def test_duplicate_and_conflict():
+    c = core()
+    assert c.put("j", msg(), 0.0) is True
+    assert c.put("j", msg(), 0.0) is False  # a straggler re-sending the same state
+    with pytest.raises(ConflictError, match="first one wins"):
+        c.put("j", msg(body=b"other"), 0.0)
+    assert c.take("j", "b", "a", "state", keep=False).body == b"xyz"
+
+
+def test_auth_and_jobs_apart():
+    c = core()
+    other = hashlib.sha256(b"other").hexdigest()
+    c.open_job("k", other)
+    c.authorize("j", TOKEN)
+    with pytest.raises(AuthError):
+        c.authorize("j", other)  # another job's token
+    with pytest.raises(AuthError):
+        c.authorize("nope", TOKEN)
+    c.put("j", msg(), 0.0)
+    assert c.take("k", "b", "a", "state", keep=False) is None  # jobs do not see each other
+    with pytest.raises(ConflictError):
+        c.open_job("j", other)
+    assert c.close_job("j") == 1
+    with pytest.raises(AuthError):
+        c.authorize("j", TOKEN)
+
+
+@pytest.mark.parametrize("field,value", [("sender", ""), ("recipient", "a/b"), ("tag", "x" * 200),
+                                         ("sha256", "nothex"), ("compression", 7)])
+def test_malformed_headers(field, value):
+    c = core()
+    m = msg()
+    setattr(m, field, value)
+    with pytest.raises(RendezvousError):
+        c.put("j", m, 0.0)
+
+
+def test_uncompressed_size_must_match():
+    c = core()
+    m = msg()
+    m.size = 99
+    with pytest.raises(RendezvousError, match="wire size"):
+        c.put("j", m, 0.0)

@@ -1,0 +1,142 @@
+"""The worker: dial the coordinator, hold one bidirectional stream, run the commands it sends.
+
+A worker starts generic (it knows its job and the job's token, nothing else) and takes whatever
+task the coordinator gives it: late binding. It answers every command with a typed result, runs
+operations in-process from a ``Registry``, reads and writes through the job's storage prefix and
+reaches other workers through the rendezvous. It exits when told (``Shutdown``) or when the
+coordinator is gone (the stream ends).
+
+``run_worker`` is a coroutine, so one process can hold many lightweight workers (the load
+benchmark runs hundreds per process), each with its own mutual-TLS channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+
+import grpc
+
+from excamera import tls
+from excamera.storage import LocalStorage
+from protos import coordinator_pb2 as pb
+from protos import coordinator_pb2_grpc as pb_grpc
+from protos import values
+from worker.ops import DEFAULT, OpContext, OperationError, Registry
+
+log = logging.getLogger("excamera.worker")
+
+JOB_METADATA = "x-excamera-job"
+TOKEN_METADATA = "x-excamera-token"
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.max_receive_message_length", 8 << 20),
+    ("grpc.max_send_message_length", 8 << 20),
+    # One real connection per worker, even when many workers share a process.
+    ("grpc.use_local_subchannel_pool", 1),
+]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, grpc.aio.AioRpcError):
+        text = f"{exc.code().name}: {exc.details()}"
+    elif not isinstance(exc, (OperationError, ValueError, OSError)):
+        text = f"{type(exc).__name__}: {text}"
+    return " ".join(text.split())[:2000]
+
+
+async def run_worker(coordinator: str, bundle: tls.Bundle, job_id: str, token: str, *,
+                     registry: Registry = DEFAULT, name: str | None = None) -> str:
+    """Serve one job until told to stop or the coordinator goes away; returns why it ended."""
+    from rendezvous.client import CHANNEL_OPTIONS as RDV_OPTIONS
+    from rendezvous.client import RendezvousClient
+
+    metadata = ((JOB_METADATA, job_id), (TOKEN_METADATA, token))
+    creds = tls.client_credentials(bundle)
+    name = name or f"{socket.gethostname()}:{os.getpid()}"
+    rdv_channel = None
+    async with grpc.aio.secure_channel(coordinator, creds, options=CHANNEL_OPTIONS) as channel:
+        call = pb_grpc.CoordinatorStub(channel).Work(metadata=metadata)
+        try:
+            await call.write(pb.WorkerMessage(hello=pb.Hello(name=name, pid=os.getpid(),
+                                                             operations=registry.names())))
+            first = await call.read()
+            if first is grpc.aio.EOF or first.WhichOneof("kind") != "welcome":
+                return "refused: no welcome"
+            welcome = first.welcome
+            storage = LocalStorage(welcome.storage_root).scoped(welcome.storage_prefix)
+            rendezvous = None
+            if welcome.rendezvous:
+                rdv_channel = grpc.aio.secure_channel(welcome.rendezvous, creds,
+                                                      options=RDV_OPTIONS + [("grpc.use_local_subchannel_pool", 1)])
+                rendezvous = RendezvousClient(rdv_channel, job_id, token)
+            write_lock = asyncio.Lock()
+            scratch_owner: tuple[str, int] | None = None
+            scratch: dict[str, bytes] = {}
+            running: asyncio.Task | None = None
+            busy = asyncio.Event()  # set while a command runs
+
+            async def execute(cmd: pb.Command, ctx: OpContext) -> None:
+                start = time.monotonic()
+                result = pb.Result(seq=cmd.seq, task_id=cmd.task_id)
+                try:
+                    args = values.from_map(cmd.args)
+                    outputs = await registry.call(cmd.operation, ctx, args)
+                    values.to_map(outputs, result.outputs)
+                    result.ok = True
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - every failure becomes a result
+                    result.ok = False
+                    result.error = f"{cmd.operation}: {_one_line(e)}"
+                result.elapsed_s = time.monotonic() - start
+                busy.clear()  # before the write: the next command may arrive right after it
+                async with write_lock:
+                    await call.write(pb.WorkerMessage(result=result))
+
+            while True:
+                msg = await call.read()
+                if msg is grpc.aio.EOF:
+                    return "coordinator closed the stream"
+                kind = msg.WhichOneof("kind")
+                if kind == "shutdown":
+                    return f"shutdown: {msg.shutdown.reason}"
+                if kind != "command":
+                    log.warning("worker %s: unexpected %s message ignored", name, kind)
+                    continue
+                cmd = msg.command
+                if busy.is_set():
+                    log.warning("worker %s: command %d while busy; refused", name, cmd.seq)
+                    async with write_lock:
+                        await call.write(pb.WorkerMessage(result=pb.Result(
+                            seq=cmd.seq, task_id=cmd.task_id, ok=False, error="worker busy")))
+                    continue
+                if scratch_owner != (cmd.task_id, cmd.attempt):  # a new task attempt: fresh scratch
+                    scratch_owner, scratch = (cmd.task_id, cmd.attempt), {}
+                ctx = OpContext(job_id=job_id, task_id=cmd.task_id, attempt=cmd.attempt,
+                                storage=storage, rendezvous=rendezvous, scratch=scratch,
+                                timeout_s=cmd.timeout_s or 60.0)
+                busy.set()
+                running = asyncio.create_task(execute(cmd, ctx))
+        except grpc.aio.AioRpcError as e:
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                return f"coordinator gone: {e.code().name}"
+            return f"refused: {e.code().name}: {e.details()}"
+        finally:
+            if 'running' in locals() and running is not None and not running.done():
+                running.cancel()
+            if rdv_channel is not None:
+                await rdv_channel.close()
+
+
+async def run_workers(count: int, coordinator: str, bundle: tls.Bundle, job_id: str, token: str, *,
+                      registry: Registry = DEFAULT, name: str | None = None) -> list[str]:
+    """``count`` lightweight workers in this process, concurrently."""
+    base = name or f"{socket.gethostname()}:{os.getpid()}"
+    return await asyncio.gather(*(run_worker(coordinator, bundle, job_id, token, registry=registry,
+                                             name=f"{base}/{i}") for i in range(count)))
