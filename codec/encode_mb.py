@@ -26,7 +26,7 @@ from .rate import LEVEL_TOKEN, MAX_LEVEL, MV_MAX, block_token_cost, inter_mode_c
 from .reconstruct import UV_AC, UV_DC, Y1_AC, Y1_DC, _add_residual, add_mb_residual, predict_inter_mb
 from .transform import fdct4x4, fwht4x4
 from .tokens import ABOVE_CTX, LEFT_CTX
-from .tables import (B_PRED, COEFF_BANDS, IMPLIED_BMODE, SPLITMV, ZIGZAG, INTRA_FRAME, LAST_FRAME, NEARESTMV, NEARMV, NEWMV,
+from .tables import (B_PRED, COEFF_BANDS, GOLDEN_FRAME, IMPLIED_BMODE, SPLITMV, ZIGZAG, INTRA_FRAME, LAST_FRAME, NEARESTMV, NEARMV, NEWMV,
                      TYPE_UV, TYPE_Y2, TYPE_Y_AFTER_Y2, TYPE_Y_WITH_DC, ZEROMV)
 
 # Scratch layout passed in by the caller (no allocation inside the kernels).
@@ -35,6 +35,8 @@ SCRATCH16_ROWS = 7
 COEF_ROWS = 25
 
 INF = np.int64(1) << np.int64(60)
+# Subblock modes coded in full per B_PRED subblock, of the ten ranked by prediction error.
+BPRED_FULL_RD = 3
 
 
 @njit(cache=True, _nrt=False)
@@ -174,7 +176,7 @@ def _bpred_subblock(y, y0, x0, k, mode, above_right, edge):
 
 @njit(cache=True, _nrt=False)
 def _try_bpred(src, sy, sx, y, y0, x0, key_frame, bmodes, R, C, bcost_kf, bcost_inter, qps, lam, rdq, tok_cost,
-               work, actx, lctx, blk, eob, coefs, f, s16, edge, above_right, best_modes):
+               work, actx, lctx, blk, eob, coefs, f, s16, edge, above_right, best_modes, rank):
     """Choose and code each of the 16 subblock modes in turn (section 12.3), leaving the result
     reconstructed in ``y`` and coded in ``blk``; returns J (without the macroblock mode's cost)."""
     ctxs = s16[S_DCS]
@@ -191,9 +193,19 @@ def _try_bpred(src, sy, sx, y, y0, x0, key_frame, bmodes, R, C, bcost_kf, bcost_
             a = bmodes[R, C, k - 4] if k >= 4 else bmodes[R - 1, C, k + 12]
             lft = bmodes[R, C, k - 1] if k & 3 else bmodes[R, C - 1, k + 3]
         ctx = ctxs[k & 3] + ctxs[4 + (k >> 2)]
+        # Rank the ten modes by prediction error plus mode cost; code only the best few in full.
+        for m in range(10):
+            _bpred_subblock(y, y0, x0, k, m, above_right, edge)
+            mc = bcost_kf[a, lft, m] if key_frame else bcost_inter[m]
+            rank[m] = _sse(src, sy + 4 * (k >> 2), sx + 4 * (k & 3), y, by, bx, 4, 4) + lam * mc / 256.0
         best_j = INF
         best_m = 0
-        for m in range(10):
+        for t in range(BPRED_FULL_RD):
+            m = 0
+            for mm in range(1, 10):
+                if rank[mm] < rank[m]:
+                    m = mm
+            rank[m] = INF
             _bpred_subblock(y, y0, x0, k, m, above_right, edge)
             _forward(src, sy + 4 * (k >> 2), sx + 4 * (k & 3), y, by, bx, resid, coefs[k])
             e, c, nz = _quant(coefs[k], qps[KIND_Y1], TYPE_Y_WITH_DC, ctx, 4.0 * lam, rdq, tok_cost, work, blk[k])
@@ -327,12 +339,12 @@ def _update_ctx(actx, lctx, eob, has_y2):
 
 
 @njit(cache=True, _nrt=False)
-def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, key_frame, dq, qps, lam, rdq, tok_cost,
+def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use_golden, key_frame, dq, qps, lam, rdq, tok_cost,
                        ymode_cost, uvmode_cost, bcost_kf, bcost_inter, ref_cost, mvcost_r, mvcost_c, sign_bias,
                        search_range, subpel, use_bpred, filters, full_pixel,
                        ymode, uvmode, ref, skip, bmodes, mvs, coeffs, eobs,
                        above_ctx, lctx, tblk, teob, coefs, s16, work, imcost, edge, above_right, bm, near, cnt,
-                       mv_out, pred, mc_tmp):
+                       mv_out, pred, mc_tmp, rank):
     """Choose, code and reconstruct every macroblock of a frame (see the module docstring).
 
     Candidates: the four whole-block intra modes and (``use_bpred``) B_PRED with the best of ten
@@ -399,14 +411,21 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, key_frame, dq, 
             if use_bpred:
                 _clear(tblk, teob, 0, 25)
                 j = _try_bpred(src_y, sy, sx, y, y0, x0, key_frame, bmodes, R, C, bcost_kf, bcost_inter, qps, lam,
-                               False, tok_cost, work, actx, lctx, tblk, teob, coefs, f, s16, edge, above_right, bm)
+                               False, tok_cost, work, actx, lctx, tblk, teob, coefs, f, s16, edge, above_right, bm,
+                               rank)
                 j += lam * (ymode_cost[B_PRED] + intra_ref_cost) / 256.0 + uv_j
                 if j < best_j:
                     best_j = j
                     best_kind = 4
-            # --- inter modes from the last frame ---
-            if not key_frame:
-                _find_near_mvs(ref, ymode, mvs, R, C, LAST_FRAME, sign_bias, near, cnt)
+            # --- inter modes from the last frame (and the golden one when it differs) ---
+            best_ref = LAST_FRAME
+            for rf in range(LAST_FRAME, GOLDEN_FRAME + 1):
+                if key_frame or (rf == GOLDEN_FRAME and not use_golden):
+                    break
+                ry = ly if rf == LAST_FRAME else gy
+                ru = lu if rf == LAST_FRAME else gu
+                rv = lv if rf == LAST_FRAME else gv
+                _find_near_mvs(ref, ymode, mvs, R, C, rf, sign_bias, near, cnt)
                 inter_mode_costs(cnt, imcost)
                 lo_c = -(c + 1) * 64
                 hi_c = (mb_cols - c) * 64
@@ -415,7 +434,7 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, key_frame, dq, 
                 best_r = _clamp(near[0, 0], lo_r, hi_r)
                 best_c = _clamp(near[0, 1], lo_c, hi_c)
                 # Search range: at most 16 pixels beyond the frame, and a NEWMV difference < 1024.
-                _motion_search(src_y, sy, sx, ly, y0, x0, best_r, best_c, best_r, best_c, lo_r, hi_r, lo_c, hi_c,
+                _motion_search(src_y, sy, sx, ry, y0, x0, best_r, best_c, best_r, best_c, lo_r, hi_r, lo_c, hi_c,
                                lam_sad, mvcost_r, mvcost_c, search_range, subpel, filters, pic_h, pic_w, pred,
                                mc_tmp, mv_out)
                 for k in range(4):
@@ -430,11 +449,11 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, key_frame, dq, 
                     else:
                         mode = NEWMV
                         mr, mc = mv_out[0], mv_out[1]
-                    mode_bits = ref_cost[LAST_FRAME] + imcost[mode]
+                    mode_bits = ref_cost[rf] + imcost[mode]
                     if mode == NEWMV:
                         mode_bits += (mvcost_r[_clamp(mr - best_r, -MV_MAX, MV_MAX) + MV_MAX]
                                       + mvcost_c[_clamp(mc - best_c, -MV_MAX, MV_MAX) + MV_MAX])
-                    _predict_inter_mb(y, u, v, ly, lu, lv, y0, x0, cy0, cx0, mr, mc, filters, pic_h, pic_w,
+                    _predict_inter_mb(y, u, v, ry, ru, rv, y0, x0, cy0, cx0, mr, mc, filters, pic_h, pic_w,
                                       full_pixel, mc_tmp)
                     _clear(tblk, teob, 0, 25)
                     cost = _code_luma16(src_y, sy, sx, y, y0, x0, qps, lam, False, tok_cost, work, actx, lctx, tblk,
@@ -448,6 +467,7 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, key_frame, dq, 
                         best_j = j
                         best_kind = mode
                         best_mr, best_mc = mr, mc
+                        best_ref = rf
             # --- code the winner for good (with the trellis quantizer when rdq) ---
             _clear(blk, eob, 0, 25)
             if best_kind <= 4:
@@ -460,7 +480,7 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, key_frame, dq, 
                 if best_kind == 4:
                     _try_bpred(src_y, sy, sx, y, y0, x0, key_frame, bmodes, R, C, bcost_kf, bcost_inter, qps,
                                lam, rdq, tok_cost, work, actx, lctx, blk, eob, coefs, f, s16, edge, above_right,
-                               bm)
+                               bm, rank)
                 else:
                     for k in range(16):
                         bmodes[R, C, k] = IMPLIED_BMODE[best_kind]
@@ -475,13 +495,17 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, key_frame, dq, 
             else:
                 ymode[R, C] = best_kind
                 uvmode[R, C] = 0
-                ref[R, C] = LAST_FRAME
+                ref[R, C] = best_ref
                 for k in range(16):
                     bmodes[R, C, k] = 0
                     mvs[R, C, k, 0] = best_mr
                     mvs[R, C, k, 1] = best_mc
-                _predict_inter_mb(y, u, v, ly, lu, lv, y0, x0, cy0, cx0, best_mr, best_mc, filters, pic_h, pic_w,
-                                  full_pixel, mc_tmp)
+                if best_ref == LAST_FRAME:
+                    _predict_inter_mb(y, u, v, ly, lu, lv, y0, x0, cy0, cx0, best_mr, best_mc, filters, pic_h,
+                                      pic_w, full_pixel, mc_tmp)
+                else:
+                    _predict_inter_mb(y, u, v, gy, gu, gv, y0, x0, cy0, cx0, best_mr, best_mc, filters, pic_h,
+                                      pic_w, full_pixel, mc_tmp)
                 _code_luma16(src_y, sy, sx, y, y0, x0, qps, lam, rdq, tok_cost, work, actx, lctx, blk, eob, coefs,
                              s16)
                 _code_chroma(src_u, src_v, 8 * r, 8 * c, u, v, cy0, cx0, qps, lam, rdq, tok_cost, work, actx, lctx,

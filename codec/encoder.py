@@ -47,6 +47,8 @@ class EncoderConfig:
     speed: int = 1
     lambda_scale: float = 0.015     # lambda = lambda_scale * (luma AC step)^2, squared error per bit
     key_q_scale: float = 0.5        # key frames use round(quantizer * key_q_scale): they are referenced longest
+    golden_interval: int = 16       # every this many frames a boosted frame also refreshes golden (0: never)
+    golden_q_scale: float = 0.5     # ... at round(quantizer * golden_q_scale)
 
     def __post_init__(self):
         if not 0 <= self.quantizer <= 127:
@@ -99,6 +101,7 @@ class _Scratch:
         self.pred = np.zeros((16, 16), np.uint8)
         self.mc_tmp = np.zeros((21, 16), np.int32)
         self.tok_above = np.zeros((mb_cols, 9), np.uint8)
+        self.rank = np.zeros(10, np.float64)
 
 
 # Speed settings: (motion search range in pixels, quarter-pel refinement, B_PRED, trellis quantizer).
@@ -166,9 +169,11 @@ def _choose_filter_level(pic: Picture, src, parsed_modes, eobs, key_frame: bool,
 
 
 def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, speed: int = 1,
-                 lambda_scale: float = 0.015, refresh_all: bool = False) -> EncodedFrame:
+                 lambda_scale: float = 0.015, refresh_all: bool = False, refresh_golden: bool = False) -> EncodedFrame:
     """Encode one frame at quantizer ``q`` against ``state`` (the decoder state before it).
-    An interframe refreshes the last frame, or with ``refresh_all`` all three references."""
+    An interframe refreshes the last frame, and golden too with ``refresh_golden``, or with
+    ``refresh_all`` all three references. It predicts from the last frame, and from golden when
+    that holds another picture."""
     h, w = image.y.shape
     if not (1 <= w <= MAX_DIMENSION and 1 <= h <= MAX_DIMENSION):
         raise ValueError(f"frame size {w}x{h} is outside 1x1..{MAX_DIMENSION}x{MAX_DIMENSION}")
@@ -178,8 +183,8 @@ def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, spe
     tag = FrameTag(key_frame=key_frame, version=0, show_frame=True, first_part_size=0,
                    width=w if key_frame else 0, height=h if key_frame else 0)
     header = new_frame_header(state, tag, q)
-    if refresh_all and not key_frame:
-        header = dataclasses.replace(header, refs=References(refresh_golden=True, refresh_altref=True,
+    if not key_frame and (refresh_all or refresh_golden):
+        header = dataclasses.replace(header, refs=References(refresh_golden=True, refresh_altref=refresh_all,
                                                              refresh_entropy=True, refresh_last=True))
     mb_rows, mb_cols = (h + 15) // 16, (w + 15) // 16
     src = _source_planes(image, mb_rows, mb_cols)
@@ -212,17 +217,20 @@ def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, spe
     pic = Picture.allocate(mb_rows, mb_cols)
     _prepare_intra_edges(pic, mb_rows, mb_cols)
     last = pic if key_frame else state.last
+    golden = pic if key_frame else state.golden
+    use_golden = not key_frame and golden is not None and golden is not last
     modes = allocate_mode_info(mb_rows, mb_cols)
     coeffs = np.zeros((mb_rows, mb_cols, 25, 16), np.int16)
     eobs = np.zeros((mb_rows, mb_cols, 25), np.uint8)
     s = _Scratch(mb_cols)
     encode_macroblocks(
-        src[0], src[1], src[2], pic.y, pic.u, pic.v, last.y, last.u, last.v, key_frame, dq, qps, lam, rdq,
+        src[0], src[1], src[2], pic.y, pic.u, pic.v, last.y, last.u, last.v, golden.y, golden.u, golden.v,
+        use_golden, key_frame, dq, qps, lam, rdq,
         tok_cost, ymode_cost, uvmode_cost, bcost_kf, bcost_inter, ref_cost, mvcost_r, mvcost_c,
         np.zeros(4, np.int64), search_range, subpel, use_bpred, tables.SIXTAP_FILTERS, False,
         modes["ymode"], modes["uvmode"], modes["ref"], modes["skip"], modes["bmodes"], modes["mvs"], coeffs, eobs,
         s.above_ctx, s.lctx, s.tblk, s.teob, s.coefs, s.s16, s.work, s.imcost, s.edge, s.above_right, s.bm,
-        s.near, s.cnt, s.mv_out, s.pred, s.mc_tmp)
+        s.near, s.cnt, s.mv_out, s.pred, s.mc_tmp, s.rank)
 
     # Probabilities from this frame's own statistics.
     skips = modes["skip"][1:, 1:]
@@ -233,7 +241,9 @@ def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, spe
     if not key_frame:
         n_intra = int((refs == tables.INTRA_FRAME).sum())
         n_last = int((refs == tables.LAST_FRAME).sum())
-        fields.update(prob_intra=_prob(n_intra, n), prob_last=_prob(n_last, n - n_intra), prob_golden=128)
+        n_golden = int((refs == tables.GOLDEN_FRAME).sum())
+        fields.update(prob_intra=_prob(n_intra, n), prob_last=_prob(n_last, n - n_intra),
+                      prob_golden=_prob(n_golden, n - n_intra - n_last))
     counts = np.zeros((4, 8, 3, 11, 2), np.int64)
     count_tokens(coeffs, eobs, modes["ymode"][1:, 1:], skips, s.tok_above, s.lctx, counts)
     fields["coeff_probs"] = _coeff_updates(np.asarray(header.coeff_probs), counts)
@@ -255,21 +265,27 @@ class Encoder:
         self.config = config
         self.state = state if state is not None else DecoderState()
         self.frames = 0
+        self.since_key = 0
 
     def encode(self, image: Image, force_key: bool = False) -> EncodedFrame:
         cfg = self.config
         key = (force_key or not self.state.has_keyframe or self.frames % cfg.keyframe_interval == 0
                or (self.state.width, self.state.height) != image.y.shape[::-1])
+        if key:
+            self.since_key = 0
+        golden = not key and cfg.golden_interval > 0 and self.since_key % cfg.golden_interval == 0
         if cfg.ssim is None:
-            q = int(round(cfg.quantizer * cfg.key_q_scale)) if key else cfg.quantizer
-            out = encode_frame(self.state, image, q, key, cfg.speed, cfg.lambda_scale)
+            scale = cfg.key_q_scale if key else (cfg.golden_q_scale if golden else 1.0)
+            out = encode_frame(self.state, image, int(round(cfg.quantizer * scale)), key, cfg.speed,
+                               cfg.lambda_scale, refresh_golden=golden)
         else:
-            out = self._encode_for_ssim(image, key)
+            out = self._encode_for_ssim(image, key, golden)
         self.state = out.state
         self.frames += 1
+        self.since_key += 1
         return out
 
-    def _encode_for_ssim(self, image: Image, key: bool) -> EncodedFrame:
+    def _encode_for_ssim(self, image: Image, key: bool, golden: bool) -> EncodedFrame:
         """The largest quantizer whose frame reaches the target SSIM (bisection over 0..127)."""
         from .ssim import ssim_planes
         cfg = self.config
@@ -277,12 +293,12 @@ class Encoder:
         best = None
         while lo <= hi:
             mid = (lo + hi) // 2
-            out = encode_frame(self.state, image, mid, key, cfg.speed, cfg.lambda_scale)
+            out = encode_frame(self.state, image, mid, key, cfg.speed, cfg.lambda_scale, refresh_golden=golden)
             if ssim_planes(out.recon, image).all >= cfg.ssim:
                 best = out
                 lo = mid + 1
             else:
                 hi = mid - 1
         if best is None:  # even quantizer 0 falls short: the best we can do
-            best = encode_frame(self.state, image, 0, key, cfg.speed, cfg.lambda_scale)
+            best = encode_frame(self.state, image, 0, key, cfg.speed, cfg.lambda_scale, refresh_golden=golden)
         return best
