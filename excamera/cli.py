@@ -498,10 +498,21 @@ def cmd_vp8enc(args: argparse.Namespace) -> int:
     except (VP8Error, OSError) as e:
         raise CliError(f"{where(path)}: {describe(e)}") from None
 
+    def next_picture():
+        try:
+            return next(video, None)
+        except (VP8Error, OSError) as e:
+            raise CliError(f"{where(path)}: {describe(e)}") from None
+
     outputs: list = []  # committed together on success, discarded on any failure
+    committed: list[str] = []
     progress = None
     try:
-        width, height = video.width, video.height
+        # The first picture's size, not the container's claim, is the stream's size.
+        image = next_picture()
+        if image is None:
+            raise CliError(f"{where(path)}: no pictures in the input: nothing to encode")
+        width, height = image.width, image.height
         if not (1 <= width <= VP8_MAX_DIMENSION and 1 <= height <= VP8_MAX_DIMENSION):
             raise CliError(f"{where(path)}: the picture size {width}x{height} is outside what "
                            f"VP8 codes, 1x1..{VP8_MAX_DIMENSION}x{VP8_MAX_DIMENSION}")
@@ -530,13 +541,7 @@ def cmd_vp8enc(args: argparse.Namespace) -> int:
         frames = keys = size = 0
         quantizers: list[int] = []
         start, cpu_start = time.perf_counter(), time.process_time()
-        while args.frames is None or frames < args.frames:
-            try:
-                image = next(video, None)
-            except (VP8Error, OSError) as e:
-                raise CliError(f"{where(path)}: {describe(e)}") from None
-            if image is None:
-                break
+        while image is not None:
             if (image.width, image.height) != (width, height):
                 raise CliError(f"{where(path)}: frame {frames} is {image.width}x{image.height} but "
                                f"the video started at {width}x{height}; vp8enc encodes one size")
@@ -553,21 +558,26 @@ def cmd_vp8enc(args: argparse.Namespace) -> int:
             size += len(encoded.data)
             quantizers.append(encoded.quantizer)
             progress.update(frames)
+            image = next_picture() if args.frames is None or frames < args.frames else None
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-        if frames == 0:
-            raise CliError(f"{where(path)}: no pictures in the input: nothing to encode")
 
         for name, out in outputs:
             try:
                 out.close()
             except OSError as e:
                 raise CliError(f"{where(name)}: {describe(e)}") from None
+            committed.append(name)
         progress.finish(frames)
     except BaseException:
         if progress is not None:
             progress.clear()
         for _, out in outputs:
             out.abort()
+        for name in committed:  # an output renamed before a later one failed: not half a result
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
         raise
     finally:
         video.close()

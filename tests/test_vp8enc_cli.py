@@ -237,6 +237,21 @@ def test_an_unwritable_output_is_one_line(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_failure_to_finish_the_recon_removes_the_finished_stream(tmp_path, monkeypatch, capsys):
+    from codec.y4m import Y4mWriter
+    from excamera import cli
+
+    def full(self):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Y4mWriter, "close", full)
+    code = cli.main(["vp8enc", str(CLIPS_DIR / "RTn23_80x44p15_15f.y4m"), "-o", str(tmp_path / "o.ivf"),
+                     "--recon", str(tmp_path / "r.y4m"), "--frames", "2", "--speed", "4"])
+    err = capsys.readouterr().err
+    assert code == 1 and err == f"excamera: error: {tmp_path / 'r.y4m'}: No space left on device\n"
+    assert os.listdir(tmp_path) == []
+
+
 def test_interrupt_exits_130_and_leaves_nothing(tmp_path, monkeypatch, capsys):
     from codec.encoder import Encoder
     from excamera import cli
