@@ -15,6 +15,8 @@ $(STAMP): setup.cfg pyproject.toml
 	@echo "compiling the numba kernels once (cached for every later run)..."
 	$(BIN)/python -m excamera decode demo/foreman_cif_60f.ivf > /dev/null
 	$(BIN)/python -m excamera ssim tests/data/clips/RTn23_80x44p15_15f.y4m tests/data/clips/RTn23_80x44p15_15f.y4m > /dev/null
+	$(BIN)/python -m excamera vp8enc tests/data/clips/RTn23_80x44p15_15f.y4m --frames 2 -o $(VENV)/warm.ivf > /dev/null
+	rm -f $(VENV)/warm.ivf
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -27,8 +29,11 @@ test: $(STAMP)
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" demo/run_demo.sh
 
+# make bench BENCH_ENCODE_ARGS=--quick for a fast encode bench (see bench/encode_bench.py --help)
+BENCH_ENCODE_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python bench/decode_bench.py
+	$(BIN)/python bench/encode_bench.py $(BENCH_ENCODE_ARGS)
 	$(BIN)/excamera bench runtime --workers 1000
 
 # Regenerate the committed protobuf/gRPC modules (grpcio-tools is needed only here, pinned so the

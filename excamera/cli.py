@@ -55,6 +55,36 @@ def _positive_count(text: str) -> int:
     return n
 
 
+def _quantizer(text: str) -> int:
+    try:
+        q = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= q <= 127:
+        raise argparse.ArgumentTypeError(f"must be in 0..127: {q}")
+    return q
+
+
+def _ssim_target(text: str) -> float:
+    try:
+        s = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < s < 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive): {text}")
+    return s
+
+
+def _speed(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= n <= 4:
+        raise argparse.ArgumentTypeError(f"must be in 0..4: {n}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -102,6 +132,31 @@ def build_parser() -> argparse.ArgumentParser:
     ssim.set_defaults(func=cmd_ssim)
     from excamera import runtime_cli  # argparse only; the runtime loads when a command runs
     runtime_cli.register(sub)
+
+    enc = sub.add_parser(
+        "vp8enc", help="encode a video to VP8 (IVF) with the native encoder",
+        description="Encode INPUT with excamera's own VP8 encoder. INPUT is a .y4m (8-bit 4:2:0, "
+                    "any size), a VP8 .ivf, or anything ffmpeg reads (through PyAV, converted to "
+                    "yuv420p). The IVF header takes its size and frame rate from the input. A key "
+                    "frame starts the stream and every --keyframe-interval frames.")
+    enc.add_argument("input", metavar="INPUT", help="the video to encode")
+    enc.add_argument("-o", "--output", metavar="OUT.ivf", required=True,
+                     help="the VP8 stream to write (IVF)")
+    rate = enc.add_mutually_exclusive_group()
+    rate.add_argument("--quantizer", type=_quantizer, metavar="Q",
+                      help="constant quantizer index 0..127 for every frame (default 32)")
+    rate.add_argument("--ssim", type=_ssim_target, metavar="S",
+                      help="per frame, the coarsest quantizer whose SSIM (All planes) reaches S, "
+                           "0 < S < 1 (about 7 trial encodes per frame)")
+    enc.add_argument("--keyframe-interval", type=_positive_count, metavar="N", default=128,
+                     help="a key frame every N frames (default %(default)s)")
+    enc.add_argument("--recon", metavar="R.y4m",
+                     help="also write the reconstruction, what any VP8 decoder shows for OUT.ivf")
+    enc.add_argument("--speed", type=_speed, metavar="0..4", default=1,
+                     help="0 slowest and best .. 4 fastest (default %(default)s)")
+    enc.add_argument("--frames", type=_positive_count, metavar="N",
+                     help="encode only the first N pictures")
+    enc.set_defaults(func=cmd_vp8enc)
     return parser
 
 
@@ -114,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"-o {out}: the output must end in .y4m, .i420 or .yuv, or be -")
         if out == "-" and args.frame_md5:
             parser.error("--frame-md5 and -o - both write to standard output; use one")
+    elif args.command == "vp8enc":
+        if not args.output.lower().endswith(".ivf"):
+            parser.error(f"-o {args.output}: the output must end in .ivf")
+        if args.recon is not None and not args.recon.lower().endswith(".y4m"):
+            parser.error(f"--recon {args.recon}: the reconstruction must end in .y4m")
     try:
         return args.func(args)
     except CliError as e:
@@ -371,6 +431,180 @@ def cmd_ssim(args: argparse.Namespace) -> int:
         print(f"mean of {mean.count} frames: {_ssim_text(mean.mean())}")
         sys.stdout.flush()
     return 0
+
+
+class _Progress:
+    """``frames done / total, fps`` on one self-rewriting stderr line, only when stderr is a
+    terminal (never in a pipe or a log); redrawn at most five times a second."""
+
+    def __init__(self, label: str, total: int | None, enabled: bool | None = None, clock=None):
+        import time
+
+        self.clock = clock or time.perf_counter
+        self.label = label
+        self.total = total
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.start = self.clock()
+        self.last = -1.0
+        self.shown = False
+
+    def update(self, done: int, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = self.clock()
+        if not force and now - self.last < 0.2:
+            return
+        self.last = now
+        elapsed = now - self.start
+        fps = f", {done / elapsed:.2f} fps" if elapsed > 0 and done else ""
+        if self.total and done <= self.total:
+            count = f"{done}/{self.total} frames ({100 * done // self.total}%)"
+        else:
+            count = f"{done} frames"
+        sys.stderr.write(f"\r\033[K{self.label}: {count}{fps}")
+        sys.stderr.flush()
+        self.shown = True
+
+    def finish(self, done: int) -> None:
+        """Leave the final count on its line."""
+        if self.enabled:
+            self.update(done, force=True)
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.shown = False
+
+    def clear(self) -> None:
+        """Erase the line (before an error message takes its place)."""
+        if self.shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            self.shown = False
+
+
+#: VP8 frame sizes are 14-bit fields (RFC 6386 section 9.1).
+VP8_MAX_DIMENSION = 16383
+
+
+def cmd_vp8enc(args: argparse.Namespace) -> int:
+    import time
+
+    from codec.encoder import Encoder, EncoderConfig
+    from codec.errors import VP8Error
+    from codec.ivf import IvfHeader, IvfWriter
+    from codec.y4m import Y4mWriter
+    from excamera.video import open_video
+
+    path = args.input
+    try:
+        video = open_video(path)
+    except (VP8Error, OSError) as e:
+        raise CliError(f"{where(path)}: {describe(e)}") from None
+
+    def next_picture():
+        try:
+            return next(video, None)
+        except (VP8Error, OSError) as e:
+            raise CliError(f"{where(path)}: {describe(e)}") from None
+
+    outputs: list = []  # committed together on success, discarded on any failure
+    committed: list[str] = []
+    progress = None
+    try:
+        # The first picture's size, not the container's claim, is the stream's size.
+        image = next_picture()
+        if image is None:
+            raise CliError(f"{where(path)}: no pictures in the input: nothing to encode")
+        width, height = image.width, image.height
+        if not (1 <= width <= VP8_MAX_DIMENSION and 1 <= height <= VP8_MAX_DIMENSION):
+            raise CliError(f"{where(path)}: the picture size {width}x{height} is outside what "
+                           f"VP8 codes, 1x1..{VP8_MAX_DIMENSION}x{VP8_MAX_DIMENSION}")
+        rate, scale = _ivf_rate(path, video.rate)
+        config = EncoderConfig(quantizer=32 if args.quantizer is None else args.quantizer,
+                               ssim=args.ssim, keyframe_interval=args.keyframe_interval,
+                               speed=args.speed)
+        encoder = Encoder(config)
+        try:
+            ivf = IvfWriter(args.output, IvfHeader(width=width, height=height, rate=rate, scale=scale))
+        except OSError as e:
+            raise CliError(f"{where(args.output)}: {describe(e)}") from None
+        outputs.append((args.output, ivf))
+        recon = None
+        if args.recon is not None:
+            try:
+                recon = Y4mWriter(args.recon, width, height, (rate, scale))
+            except OSError as e:
+                raise CliError(f"{where(args.recon)}: {describe(e)}") from None
+            outputs.append((args.recon, recon))
+
+        total = video.frame_count_hint
+        if args.frames is not None:
+            total = args.frames if total is None else min(total, args.frames)
+        progress = _Progress(f"encoding {os.path.basename(path)}", total)
+        frames = keys = size = 0
+        quantizers: list[int] = []
+        start, cpu_start = time.perf_counter(), time.process_time()
+        while image is not None:
+            if (image.width, image.height) != (width, height):
+                raise CliError(f"{where(path)}: frame {frames} is {image.width}x{image.height} but "
+                               f"the video started at {width}x{height}; vp8enc encodes one size")
+            encoded = encoder.encode(image)
+            for name, out, data in zip((args.output, args.recon), (ivf, recon),
+                                       (encoded.data, encoded.recon)):
+                if out is not None:
+                    try:
+                        out.write(data)
+                    except OSError as e:
+                        raise CliError(f"{where(name)}: {describe(e)}") from None
+            frames += 1
+            keys += encoded.key_frame
+            size += len(encoded.data)
+            quantizers.append(encoded.quantizer)
+            progress.update(frames)
+            image = next_picture() if args.frames is None or frames < args.frames else None
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+
+        for name, out in outputs:
+            try:
+                out.close()
+            except OSError as e:
+                raise CliError(f"{where(name)}: {describe(e)}") from None
+            committed.append(name)
+        progress.finish(frames)
+    except BaseException:
+        if progress is not None:
+            progress.clear()
+        for _, out in outputs:
+            out.abort()
+        for name in committed:  # an output renamed before a later one failed: not half a result
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
+        raise
+    finally:
+        video.close()
+
+    kbps = 8 * size * rate / scale / frames / 1000
+    q = (f"quantizer {quantizers[0]}" if min(quantizers) == max(quantizers)
+         else f"quantizer {min(quantizers)}..{max(quantizers)} (mean {sum(quantizers) / frames:.1f})")
+    speed = (f", encoded in {elapsed:.3f} s ({cpu:.3f} s CPU, {frames / elapsed:.2f} frames/s)"
+             if elapsed > 0 else "")
+    print(f"{args.output}: {frames} frames ({keys} key), {width}x{height}, {size} bytes, "
+          f"{kbps:.1f} kbit/s at {rate}/{scale} fps, {q}{speed}")
+    sys.stdout.flush()
+    return 0
+
+
+def _ivf_rate(path: str, rate: tuple[int, int]) -> tuple[int, int]:
+    """The input's frame rate as the IVF header's (rate, scale): 30/1 when the input leaves it
+    unknown (0), an error when it does not fit the header's 32-bit fields."""
+    num, den = rate
+    if num <= 0 or den <= 0:
+        return 30, 1
+    if num >= 1 << 32 or den >= 1 << 32:
+        raise CliError(f"{where(path)}: the frame rate {num}/{den} does not fit the IVF header "
+                       f"(32-bit numerator and denominator)")
+    return num, den
 
 
 def _count_mismatch(short, other, count: int, wanted: int | None) -> None:

@@ -44,12 +44,15 @@ DEFAULT_RATE = (30, 1)
 class VideoReader:
     """An open video: ``width``, ``height`` (of the first picture), ``rate`` as ``(num, den)``
     frames per second, ``kind`` (``"y4m"``, ``"ivf"`` or ``"pyav"``), ``path``; iterate for
-    ``Image`` pictures. ``frames_read`` counts the pictures returned so far. Use as a context
-    manager, or call ``close()``."""
+    ``Image`` pictures. ``frames_read`` counts the pictures returned so far. ``frame_count_hint``
+    is the number of pictures the file claims or its size implies (for progress reports; it may be
+    wrong for a damaged file), None when unknown. Use as a context manager, or call ``close()``."""
 
     def __init__(self, path: str, kind: str, width: int, height: int, rate: tuple[int, int],
-                 frames: Iterator[Image], close: Callable[[], None]):
+                 frames: Iterator[Image], close: Callable[[], None],
+                 frame_count_hint: int | None = None):
         self.path = path
+        self.frame_count_hint = frame_count_hint
         self.kind = kind
         self.width = width
         self.height = height
@@ -113,8 +116,15 @@ def _open_y4m(path: str) -> VideoReader:
 
     reader = Y4mReader(path)
     header = reader.header
+    # Frames of a plain "FRAME\n" line each; rounded, as the header we re-serialize may differ
+    # from the file's by a few bytes.
+    try:
+        payload = os.path.getsize(path) - len(header.to_bytes())
+        hint = round(max(0, payload) / (len(b"FRAME\n") + header.frame_size))
+    except OSError:
+        hint = None
     return VideoReader(path, "y4m", header.width, header.height, header.rate, iter(reader),
-                       reader.close)
+                       reader.close, hint)
 
 
 # -- IVF through our VP8 decoder ------------------------------------------------------------------
@@ -153,7 +163,10 @@ def _open_ivf(path: str, reader) -> VideoReader:
             yield first
             yield from stream
 
-    return VideoReader(path, "ivf", width, height, header.frame_rate, chained(), reader.close)
+    # The header's count includes hidden frames (which show no picture) and streaming writers
+    # leave it at 0: a hint only.
+    return VideoReader(path, "ivf", width, height, header.frame_rate, chained(), reader.close,
+                       header.frame_count or None)
 
 
 # -- everything else through PyAV -----------------------------------------------------------------
@@ -184,6 +197,7 @@ def _open_pyav(path: str) -> VideoReader:
                                  "damaged or truncated file)")
         stream.thread_type = "AUTO"
         width, height = context.width, context.height
+        hint = stream.frames or None  # 0 when the container does not say
         rate_fraction = stream.average_rate or stream.guessed_rate
     except VP8Error:
         container.close()
@@ -218,7 +232,7 @@ def _open_pyav(path: str) -> VideoReader:
                 yield first
                 yield from rest
         stream_frames = chained()
-    return VideoReader(path, "pyav", width, height, rate, stream_frames, container.close)
+    return VideoReader(path, "pyav", width, height, rate, stream_frames, container.close, hint)
 
 
 def _frame_to_image(frame, index: int) -> Image:
