@@ -359,6 +359,8 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
     pic_w = 16 * mb_cols
     f = dq[0]
     lam_sad = np.sqrt(lam) * 1.0
+    # B_PRED on inter frames only for macroblocks costing more than this (J of ~ 2 bits a pixel).
+    bpred_gate = lam * 128.0
     total_sse = np.int64(0)
     for i in range(above_ctx.shape[0]):
         for j in range(9):
@@ -381,42 +383,7 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
             best_mr = 0
             best_mc = 0
             intra_ref_cost = ref_cost[0] if not key_frame else 0
-            # --- chroma intra mode (shared by the intra candidates) ---
-            uv_j = INF
-            for m in range(4):
-                predict_mb_intra(u, cy0, cx0, 8, m, r > 0, c > 0)
-                predict_mb_intra(v, cy0, cx0, 8, m, r > 0, c > 0)
-                _clear(tblk, teob, 0, 25)
-                cost = _code_chroma(src_u, src_v, 8 * r, 8 * c, u, v, cy0, cx0, qps, lam, False, tok_cost, work,
-                                    actx, lctx, tblk, teob, coefs, s16)
-                _recon(y, u, v, y0, x0, cy0, cx0, tblk, teob, False, False, f, s16)
-                j = (_sse(src_u, 8 * r, 8 * c, u, cy0, cx0, 8, 8) + _sse(src_v, 8 * r, 8 * c, v, cy0, cx0, 8, 8)
-                     + lam * (cost + uvmode_cost[m]) / 256.0)
-                if j < uv_j:
-                    uv_j = j
-                    best_uv = m
-            # --- whole-block intra modes ---
-            for m in range(4):
-                predict_mb_intra(y, y0, x0, 16, m, r > 0, c > 0)
-                _clear(tblk, teob, 0, 25)
-                cost = _code_luma16(src_y, sy, sx, y, y0, x0, qps, lam, False, tok_cost, work, actx, lctx, tblk,
-                                    teob, coefs, s16)
-                _recon(y, u, v, y0, x0, cy0, cx0, tblk, teob, True, True, f, s16)
-                j = (_sse(src_y, sy, sx, y, y0, x0, 16, 16) + lam * (cost + ymode_cost[m] + intra_ref_cost) / 256.0
-                     + uv_j)
-                if j < best_j:
-                    best_j = j
-                    best_kind = m
-            # --- B_PRED ---
-            if use_bpred:
-                _clear(tblk, teob, 0, 25)
-                j = _try_bpred(src_y, sy, sx, y, y0, x0, key_frame, bmodes, R, C, bcost_kf, bcost_inter, qps, lam,
-                               False, tok_cost, work, actx, lctx, tblk, teob, coefs, f, s16, edge, above_right, bm,
-                               rank)
-                j += lam * (ymode_cost[B_PRED] + intra_ref_cost) / 256.0 + uv_j
-                if j < best_j:
-                    best_j = j
-                    best_kind = 4
+            best_nz = 1
             # --- inter modes from the last frame (and the golden one when it differs) ---
             best_ref = LAST_FRAME
             for rf in range(LAST_FRAME, GOLDEN_FRAME + 1):
@@ -467,7 +434,48 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
                         best_j = j
                         best_kind = mode
                         best_mr, best_mc = mr, mc
+                        best_nz = 0
+                        for b in range(25):
+                            best_nz += teob[b]
                         best_ref = rf
+            # Intra modes, on an inter frame only where the best inter candidate leaves a residual.
+            if key_frame or best_nz > 0:
+                # --- chroma intra mode (shared by the intra candidates) ---
+                uv_j = INF
+                for m in range(4):
+                    predict_mb_intra(u, cy0, cx0, 8, m, r > 0, c > 0)
+                    predict_mb_intra(v, cy0, cx0, 8, m, r > 0, c > 0)
+                    _clear(tblk, teob, 0, 25)
+                    cost = _code_chroma(src_u, src_v, 8 * r, 8 * c, u, v, cy0, cx0, qps, lam, False, tok_cost, work,
+                                        actx, lctx, tblk, teob, coefs, s16)
+                    _recon(y, u, v, y0, x0, cy0, cx0, tblk, teob, False, False, f, s16)
+                    j = (_sse(src_u, 8 * r, 8 * c, u, cy0, cx0, 8, 8) + _sse(src_v, 8 * r, 8 * c, v, cy0, cx0, 8, 8)
+                         + lam * (cost + uvmode_cost[m]) / 256.0)
+                    if j < uv_j:
+                        uv_j = j
+                        best_uv = m
+                # --- whole-block intra modes ---
+                for m in range(4):
+                    predict_mb_intra(y, y0, x0, 16, m, r > 0, c > 0)
+                    _clear(tblk, teob, 0, 25)
+                    cost = _code_luma16(src_y, sy, sx, y, y0, x0, qps, lam, False, tok_cost, work, actx, lctx, tblk,
+                                        teob, coefs, s16)
+                    _recon(y, u, v, y0, x0, cy0, cx0, tblk, teob, True, True, f, s16)
+                    j = (_sse(src_y, sy, sx, y, y0, x0, 16, 16) + lam * (cost + ymode_cost[m] + intra_ref_cost) / 256.0
+                         + uv_j)
+                    if j < best_j:
+                        best_j = j
+                        best_kind = m
+                # --- B_PRED ---
+                if use_bpred and (key_frame or best_j > bpred_gate):
+                    _clear(tblk, teob, 0, 25)
+                    j = _try_bpred(src_y, sy, sx, y, y0, x0, key_frame, bmodes, R, C, bcost_kf, bcost_inter, qps, lam,
+                                   False, tok_cost, work, actx, lctx, tblk, teob, coefs, f, s16, edge, above_right, bm,
+                                   rank)
+                    j += lam * (ymode_cost[B_PRED] + intra_ref_cost) / 256.0 + uv_j
+                    if j < best_j:
+                        best_j = j
+                        best_kind = 4
             # --- code the winner for good (with the trellis quantizer when rdq) ---
             _clear(blk, eob, 0, 25)
             if best_kind <= 4:
