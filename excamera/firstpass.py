@@ -37,10 +37,10 @@ What PyAV cannot pin (stated, and checked where it can be):
   ``bufsize`` / ``rc_init_occupancy`` in bits, which overflow at this bit rate; libvpx's defaults
   (6 s / 4 s / 5 s) stay. With the bit rate unlimited they never bind.
 
-``libvpx_first_pass`` is deterministic (same pictures, same bytes): libvpx in "good" mode with one
-thread does not look at the clock, and the bytes past each plane's width in PyAV's padded frame
-buffers, which libvpx does read, are filled by repeating the last column rather than left as
-whatever the allocator held. The result is equal, byte for byte, to vpxenc's with the flags above
+``libvpx_first_pass`` is deterministic (same pictures, same bytes): in "good" mode with one thread
+libvpx does not adapt its speed to the clock as realtime mode does, and the bytes past each
+plane's width in PyAV's padded frame buffers, which libvpx does read (random padding changed the
+output), are filled by repeating the last column rather than left as whatever the allocator held. The result is equal, byte for byte, to vpxenc's with the flags above
 (``tests/test_chunks.py`` checks it where vpxenc is installed).
 """
 
