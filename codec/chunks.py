@@ -29,7 +29,7 @@ import numpy as np
 
 from .bitstream import ParsedFrame, parse_frame, write_frame
 from .decoder import decode_frame
-from .errors import ContainerError, CorruptFrameError, StateError, VP8Error
+from .errors import ContainerError, CorruptFrameError, StateError, UnsupportedError, VP8Error
 from .header import FrameTag
 from .ivf import IvfHeader, IvfWriter, read_ivf
 from .state import DecoderState
@@ -178,7 +178,10 @@ def _refresh_all(state: DecoderState, data: bytes) -> bytes:
         return data
     frame = ParsedFrame(dataclasses.replace(hdr, refs=refs), parsed.modes, parsed.segment_map,
                         parsed.coeffs, parsed.eobs)
-    return write_frame(state, frame)
+    try:
+        return write_frame(state, frame)
+    except ValueError as e:  # the frame parsed but cannot be coded again as it stands
+        raise UnsupportedError(f"cannot write the frame again with new reference flags: {e}") from None
 
 
 # -- stitch ---------------------------------------------------------------------------------------
