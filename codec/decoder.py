@@ -8,6 +8,7 @@ differ, we follow libvpx (the conformance vectors' MD5s come from it) and say so
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import numpy as np
@@ -117,11 +118,10 @@ def coding_state(state: DecoderState, tag: FrameTag) -> DecoderState:
     segment_map = state.segment_map
     if segment_map.shape != (mb_rows, mb_cols):
         segment_map = np.zeros((mb_rows, mb_cols), np.uint8)
-    prev = DecoderState(**{**state.__dict__, **_KEY_FRAME_RESET, "segment_map": segment_map,
-                           "width": tag.width, "height": tag.height,
-                           "horiz_scale": tag.horiz_scale, "vert_scale": tag.vert_scale})
-    prev.__dict__.pop("_payload", None)
-    return prev
+    # dataclasses.replace, not __dict__: the state may hold its cached digest payload
+    return dataclasses.replace(state, **_KEY_FRAME_RESET, segment_map=segment_map,
+                               width=tag.width, height=tag.height,
+                               horiz_scale=tag.horiz_scale, vert_scale=tag.vert_scale)
 
 
 class FrameSyntax(NamedTuple):

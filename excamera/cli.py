@@ -157,6 +157,31 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--frames", type=_positive_count, metavar="N",
                      help="encode only the first N pictures")
     enc.set_defaults(func=cmd_vp8enc)
+
+    term = sub.add_parser(
+        "terminate-chunk", help="rewrite a chunk so it exits with one picture in all references",
+        description="Rewrite the last shown frame of IN.ivf so that it refreshes the last, golden "
+                    "and altref references (no copies): the chunk shows the same pictures and exits "
+                    "with last = golden = altref. Hidden frames after the last shown one are "
+                    "dropped. The chunk's recorded entry digest (IVF bytes 28-31) must match the "
+                    "state it starts from (--state-in, or the empty state); it is kept in OUT.ivf.")
+    term.add_argument("input", metavar="IN.ivf", help="chunk IVF file (VP80)")
+    term.add_argument("-o", "--output", metavar="OUT.ivf", required=True, help="the rewritten chunk")
+    term.add_argument("--state-in", metavar="S0",
+                      help="decoder state the chunk is coded against (default: the empty state)")
+    term.add_argument("--state-out", metavar="S", help="write the chunk's exit state here")
+    term.set_defaults(func=cmd_terminate_chunk)
+
+    stitch = sub.add_parser(
+        "stitch", help="join chunks into one stream, checking that their states chain",
+        description="Decode the chunks in order and write the stream they make. Before each chunk "
+                    "its recorded entry digest (IVF bytes 28-31) must equal the digest of the real "
+                    "decoder state, or be zero with the chunk starting with a key frame; otherwise "
+                    "nothing is written. OUT.ivf takes its size from the first key frame and its "
+                    "rate from the first chunk; OUT.webm is muxed through PyAV without re-encoding.")
+    stitch.add_argument("chunks", metavar="CHUNK.ivf", nargs="*", help="chunk files, in order")
+    stitch.add_argument("-o", "--output", metavar="OUT", required=True, help="OUT.ivf or OUT.webm")
+    stitch.set_defaults(func=cmd_stitch)
     return parser
 
 
@@ -174,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"-o {args.output}: the output must end in .ivf")
         if args.recon is not None and not args.recon.lower().endswith(".y4m"):
             parser.error(f"--recon {args.recon}: the reconstruction must end in .y4m")
+    elif args.command == "stitch" and not args.output.lower().endswith((".ivf", ".webm")):
+        parser.error(f"-o {args.output}: the output must end in .ivf or .webm")
     try:
         return args.func(args)
     except CliError as e:
@@ -390,6 +417,106 @@ def _open_output(output: str | None, rate: tuple[int, int]):
         return _RawSink(AtomicFile(output))
     except OSError as e:
         raise CliError(f"{where(output)}: {describe(e)}") from None
+
+
+def _load_state(path: str | None):
+    """The decoder state saved in ``path`` (``--state-in``), or the empty state for None."""
+    from codec.errors import VP8Error
+    from codec.state import DecoderState
+
+    if path is None:
+        return DecoderState()
+    try:
+        with open(path, "rb") as f:
+            return DecoderState.from_bytes(f.read())
+    except (VP8Error, OSError) as e:
+        raise CliError(f"{where(path)}: {describe(e)}") from None
+
+
+def _read_chunk(path: str):
+    from codec.chunks import read_chunk
+    from codec.errors import VP8Error
+
+    try:
+        return read_chunk(path)
+    except VP8Error as e:
+        raise CliError(describe(e)) from None  # read_chunk names the file
+    except OSError as e:
+        raise CliError(f"{where(path)}: {describe(e)}") from None
+
+
+def cmd_terminate_chunk(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from codec.chunks import check_entry, terminate_chunk
+    from codec.errors import VP8Error
+    from codec.ivf import AtomicFile, IvfWriter
+
+    chunk = _read_chunk(args.input)
+    state = _load_state(args.state_in)
+    try:
+        check_entry(chunk, state)
+        frames, exit_state = terminate_chunk(state, chunk.frames, where=chunk.where)
+    except VP8Error as e:
+        raise CliError(describe(e)) from None
+
+    outputs: list = []  # (path, commit, discard) of each output, committed together at the end
+    try:
+        try:
+            writer = IvfWriter(args.output, dataclasses.replace(chunk.header, frame_count=0))
+            outputs.append((args.output, writer.close, writer.abort))
+            for data in frames:
+                writer.write(data)
+        except OSError as e:
+            raise CliError(f"{where(args.output)}: {describe(e)}") from None
+        if args.state_out:
+            try:
+                out = AtomicFile(args.state_out)
+                outputs.append((args.state_out, out.commit, out.discard))
+                out.write(exit_state.to_bytes())
+            except OSError as e:
+                raise CliError(f"{where(args.state_out)}: {describe(e)}") from None
+        for path, commit, _ in outputs:
+            try:
+                commit()
+            except OSError as e:
+                raise CliError(f"{where(path)}: {describe(e)}") from None
+    except BaseException:
+        for _, _, discard in outputs:
+            discard()
+        raise
+    dropped = len(chunk.frames) - len(frames)
+    note = f", {dropped} trailing hidden frame{'s' * (dropped != 1)} dropped" if dropped else ""
+    print(f"{args.output}: {len(frames)} frames{note}; exit state {exit_state.digest()}")
+    return 0
+
+
+def cmd_stitch(args: argparse.Namespace) -> int:
+    from codec.chunks import stitch_chunks, write_stitched_ivf
+    from codec.errors import VP8Error
+
+    if not args.chunks:
+        raise CliError("stitch: no chunks given; name the chunk files in order")
+    try:
+        stitched = stitch_chunks(args.chunks)
+    except VP8Error as e:
+        raise CliError(describe(e)) from None  # the message names the chunk
+    except OSError as e:
+        raise CliError(f"{where(e.filename or '?')}: {describe(e)}") from None
+    try:
+        if args.output.lower().endswith(".webm"):
+            from excamera.webm import write_webm
+
+            write_webm(args.output, stitched.frames, stitched.pts, stitched.key_frames, stitched.shown,
+                       stitched.width, stitched.height, (stitched.rate, stitched.scale))
+        else:
+            write_stitched_ivf(args.output, stitched)
+    except (VP8Error, OSError) as e:
+        raise CliError(f"{where(args.output)}: {describe(e)}") from None
+    shown = sum(stitched.shown)
+    print(f"{args.output}: {len(stitched.frames)} frames ({shown} shown) from {len(args.chunks)} "
+          f"chunks, {stitched.width}x{stitched.height}; final state {stitched.state.digest()}")
+    return 0
 
 
 def cmd_ssim(args: argparse.Namespace) -> int:

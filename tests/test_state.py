@@ -116,3 +116,15 @@ def test_from_bytes_rejects_other_versions_and_garbage(states):
     for garbage in (b"", b"\x00" * 64, bytes(range(256)) * 4):
         with pytest.raises(StateError):
             DecoderState.from_bytes(garbage)
+
+
+def test_key_frame_after_a_state_whose_digest_was_taken(states):
+    """Bug: coding_state rebuilt the state from its __dict__, which holds the cached digest
+    payload once digest() ran, so the next key frame raised TypeError."""
+    from codec.decoder import decode_frame
+    from codec.state import DecoderState
+
+    _, frames = read_ivf(V001)
+    s = states[2]
+    s.digest()
+    assert decode_frame(s, frames[0].data)[0] == decode_frame(DecoderState(), frames[0].data)[0]

@@ -1,0 +1,162 @@
+"""ExCamera's first pass: one chunk of raw pictures encoded by libvpx (through PyAV) as a key frame
+followed by interframes.
+
+ExCamera runs vpxenc on every chunk in parallel (``--good --cpu-used=0 --end-usage=cq
+--min-q=0 --max-q=63 --cq-level=C --auto-alt-ref=1 --tune=ssim --threads=1``, no key frame but
+the first). Here libvpx is reached through PyAV's ``libvpx`` encoder, i.e. ffmpeg's libvpxenc
+wrapper, which maps its options onto libvpx's as follows:
+
+====================================  ===========================================================
+libvpx setting                        how it is set here
+====================================  ===========================================================
+deadline ``VPX_DL_GOOD_QUALITY``      ``deadline=good``; libvpx uses "good" only while a frame
+                                      lasts less than the deadline (1 s), hence ``fps > 1``
+``cpu-used`` 0                        ``cpu-used=0``
+``end-usage=cq``, ``cq-level``        ``crf=cq_level`` together with a bit rate (ffmpeg picks CQ
+                                      for VP8 when both are set)
+``min-q`` 0, ``max-q`` 63             ``qmin=0``, ``qmax=63``
+``target-bitrate``                    ``TARGET_KBPS`` (4294959 kbit/s): as good as unlimited, so
+                                      the quantizer is the CQ level's and key/golden frames get
+                                      libvpx's CQ boost (down to q 0); ``undershoot-pct=100``
+``auto-alt-ref=1``, ``lag-in-frames``  ``auto-alt-ref=1``, ``lag-in-frames=min(frames, 25)``
+``tune=ssim``                         ``tune=ssim``
+``kf-min-dist = kf-max-dist`` large   ``g = keyint_min = KEY_FRAME_DISTANCE``: equal values turn
+                                      libvpx's automatic (scene-cut) key frames off
+``threads`` 1, one token partition    ``threads=1``; ffmpeg leaves token partitions at 1
+====================================  ===========================================================
+
+What PyAV cannot pin (stated, and checked where it can be):
+
+* **Two passes.** ffmpeg's second pass reads the first pass's statistics from
+  ``AVCodecContext.stats_in``, which PyAV does not expose, so this is libvpx's *one-pass* mode.
+  libvpx's VP8 encoder only places alt-ref frames from its two-pass code, so in one pass
+  ``auto-alt-ref`` is accepted but never fires: these chunks have no hidden frames. (vpxenc's
+  two-pass mode does not place one in a 6-frame chunk either.) Hidden frames, if a libvpx ever
+  produced them, are returned like any other frame, in decode order.
+* **Rate-control buffer sizes** (vpxenc ``--buf-sz`` and friends): ffmpeg derives them from
+  ``bufsize`` / ``rc_init_occupancy`` in bits, which overflow at this bit rate; libvpx's defaults
+  (6 s / 4 s / 5 s) stay. With the bit rate unlimited they never bind.
+
+``libvpx_first_pass`` is deterministic (same pictures, same bytes): in "good" mode with one thread
+libvpx does not adapt its speed to the clock as realtime mode does, and the bytes past each
+plane's width in PyAV's padded frame buffers, which libvpx does read (random padding changed the
+output), are filled by repeating the last column rather than left as whatever the allocator held. The result is equal, byte for byte, to vpxenc's with the flags above
+(``tests/test_chunks.py`` checks it where vpxenc is installed).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+from codec.image import Image
+
+#: libvpx's largest look-ahead (``MAX_LAG_BUFFERS``).
+MAX_LAG = 25
+#: Target bit rate in kbit/s: the largest whose bits per second fit libvpx's 32-bit arithmetic.
+TARGET_KBPS = 4294959
+#: Key-frame distance for both libvpx bounds; equal bounds disable automatic key frames.
+KEY_FRAME_DISTANCE = 1 << 20
+
+
+class FirstPassError(RuntimeError):
+    """libvpx returned something other than one key frame followed by the chunk's interframes."""
+
+
+def libvpx_first_pass(frames: list[Image], fps: tuple[int, int], cq_level: int) -> list[bytes]:
+    """Encode ``frames`` as one chunk with libvpx (ExCamera's settings, see the module docstring):
+    a key frame, then interframes; returns the raw VP8 frames in decode order (hidden alt-ref
+    frames included, were libvpx to make any).
+
+    ``fps`` is (numerator, denominator) frames per second and must exceed 1; ``cq_level`` is
+    libvpx's 0..63. All pictures must have the first one's size. The result is decoded with
+    ``codec.decoder`` before it is returned: it must show exactly ``len(frames)`` pictures and
+    hold no key frame but the first (``FirstPassError`` otherwise)."""
+    _check_arguments(frames, fps, cq_level)
+    try:
+        import av
+    except ImportError:
+        raise FirstPassError("the libvpx first pass needs PyAV (pip install av)") from None
+    width, height = frames[0].width, frames[0].height
+    rate = Fraction(fps[0], fps[1])
+    ctx = av.codec.CodecContext.create("libvpx", "w")
+    ctx.width, ctx.height = width, height
+    ctx.pix_fmt = "yuv420p"
+    ctx.time_base = 1 / rate
+    ctx.framerate = rate
+    ctx.thread_count = 1
+    ctx.bit_rate = TARGET_KBPS * 1000
+    ctx.options = {
+        "deadline": "good", "cpu-used": "0",
+        "crf": str(cq_level), "qmin": "0", "qmax": "63", "undershoot-pct": "100",
+        "auto-alt-ref": "1", "lag-in-frames": str(min(len(frames), MAX_LAG)),
+        "tune": "ssim",
+        "g": str(KEY_FRAME_DISTANCE), "keyint_min": str(KEY_FRAME_DISTANCE),
+    }
+    out: list[bytes] = []
+    try:
+        ctx.open()
+        for index, image in enumerate(frames):
+            out += [bytes(p) for p in ctx.encode(_av_frame(av, image, index, ctx.time_base))]
+        out += [bytes(p) for p in ctx.encode(None)]
+    except av.error.FFmpegError as e:
+        raise FirstPassError(f"libvpx failed: {' '.join(str(e).split())}") from None
+    _check_chunk(out, len(frames))
+    return out
+
+
+def _check_arguments(frames, fps, cq_level) -> None:
+    if not frames:
+        raise ValueError("libvpx_first_pass: no frames to encode")
+    if not (isinstance(cq_level, int) and 0 <= cq_level <= 63):
+        raise ValueError(f"cq_level must be an integer 0..63, not {cq_level!r}")
+    num, den = fps
+    if not (isinstance(num, int) and isinstance(den, int) and num > 0 and den > 0):
+        raise ValueError(f"fps must be two positive integers, not {fps!r}")
+    if num <= den:
+        raise ValueError(f"fps {num}/{den} is 1 frame/s or less: libvpx would leave its 'good' "
+                         "mode for realtime (a frame must last less than its 1 s deadline)")
+    size = (frames[0].width, frames[0].height)
+    for i, image in enumerate(frames):
+        if (image.width, image.height) != size:
+            raise ValueError(f"frame {i} is {image.width}x{image.height} but frame 0 is "
+                             f"{size[0]}x{size[1]}; a chunk has one size")
+
+
+def _av_frame(av, image: Image, index: int, time_base):
+    """``image`` as a PyAV yuv420p frame with pts ``index``. PyAV's planes are padded to an
+    aligned line size and libvpx reads some of the padding, so the padding repeats each row's last
+    pixel instead of holding whatever the allocator left there (which made the output vary)."""
+    frame = av.VideoFrame(image.width, image.height, "yuv420p")
+    for plane, pixels in zip(frame.planes, (image.y, image.u, image.v)):
+        rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+        rows[:, :plane.width] = pixels
+        rows[:, plane.width:] = pixels[:, -1:]
+    frame.pts = index
+    frame.time_base = time_base
+    return frame
+
+
+def _check_chunk(data: list[bytes], expected_shown: int) -> None:
+    """Decode the chunk with our decoder: one key frame first, no other, ``expected_shown``
+    pictures."""
+    from codec.decoder import Decoder
+    from codec.errors import VP8Error
+    from codec.header import FrameTag
+
+    decoder = Decoder()
+    shown = 0
+    for i, frame in enumerate(data):
+        try:
+            key = FrameTag.read(np.frombuffer(frame, np.uint8)).key_frame
+            image = decoder.decode(frame)
+        except VP8Error as e:
+            raise FirstPassError(f"libvpx's frame {i} does not decode: {e}") from None
+        if key != (i == 0):
+            raise FirstPassError(f"libvpx made frame {i} a {'key' if key else 'inter'}frame; a "
+                                 "chunk has one key frame, first")
+        shown += image is not None
+    if shown != expected_shown:
+        raise FirstPassError(f"libvpx's {len(data)} frames show {shown} pictures, not the "
+                             f"{expected_shown} given")
