@@ -76,7 +76,13 @@ def _as_coded_anew(header, state: DecoderState):
                 and tuple(lf.mode_deltas) == tuple(int(v) for v in prev.mode_lf_deltas))
         lf = dataclasses.replace(lf, update_deltas=lf.update_deltas or not same)
     lf = dataclasses.replace(lf, ref_deltas_coded=None, mode_deltas_coded=None)
-    return dataclasses.replace(header, segmentation=seg, loop_filter=lf,
+    # MV probabilities are coded as 7 bits (1 or even): a value in force that the old state had
+    # (a default, say) may not be codable against the new one. They only shape the entropy coding
+    # of the vectors, so the new state's value serves as well there.
+    mv = np.array(header.mv_probs, np.uint8)
+    uncodable = (mv != prev.mv_probs) & (mv != 1) & (mv % 2 == 1)
+    mv[uncodable] = np.asarray(prev.mv_probs)[uncodable]
+    return dataclasses.replace(header, segmentation=seg, loop_filter=lf, mv_probs=mv,
                                quant=dataclasses.replace(header.quant, deltas_coded=None), coeff_updated=None,
                                ymode_probs_coded=None, uv_mode_probs_coded=None, mv_probs_coded=None)
 

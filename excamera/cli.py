@@ -182,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     stitch.add_argument("chunks", metavar="CHUNK.ivf", nargs="*", help="chunk files, in order")
     stitch.add_argument("-o", "--output", metavar="OUT", required=True, help="OUT.ivf or OUT.webm")
     stitch.set_defaults(func=cmd_stitch)
+    from excamera.encode_cli import add_parsers as add_encode_parsers  # light: argparse only
+    add_encode_parsers(sub)
     return parser
 
 

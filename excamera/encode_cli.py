@@ -1,0 +1,158 @@
+"""``excamera encode`` (ExCamera[N, x]) and ``excamera reencode`` (one chunk, xc-enc -r)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def _int_in(lo: int, hi: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be {lo}..{hi}: {v}")
+        return v
+    return parse
+
+
+def _weight(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be 0..1: {v}")
+    return v
+
+
+def add_parsers(sub) -> None:
+    enc = sub.add_parser(
+        "encode", help="encode a video with ExCamera[N, x] (chunks in parallel, rebased in series)",
+        description="Encode INPUT (y4m or anything PyAV opens) to VP8 the ExCamera way: chunks of N "
+                    "frames encoded independently, each chunk's first frame re-encoded against the "
+                    "previous chunk's state and the rest rebased onto it, one key frame every N*x "
+                    "frames. --workers 0 runs every step in this process.")
+    enc.add_argument("input", metavar="INPUT")
+    enc.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT.ivf or OUT.webm")
+    enc.add_argument("--workers", type=_int_in(0, 100000), default=0, metavar="N",
+                     help="0: run every step in this process (default)")
+    enc.add_argument("--chunk-frames", type=_int_in(1, 100000), default=6, metavar="N")
+    enc.add_argument("--batch-chunks", type=_int_in(1, 100000), default=16, metavar="X")
+    enc.add_argument("--cq-level", type=_int_in(0, 63), default=20, metavar="C")
+    enc.add_argument("--first-pass", choices=("libvpx", "native"), default="libvpx")
+    enc.add_argument("--speed", type=_int_in(0, 4), default=1, help="native encoder speed 0..4")
+    enc.set_defaults(func=cmd_encode)
+
+    re = sub.add_parser(
+        "reencode", help="re-encode one chunk onto a given decoder state (encode-given-state + rebase)",
+        description="Encode RAW's first frame as an interframe against --state-in, then rebase every later "
+                    "frame of --prediction (the chunk's first pass) onto the states that follow.")
+    re.add_argument("raw", metavar="RAW.y4m")
+    re.add_argument("--prediction", required=True, metavar="PRED.ivf")
+    re.add_argument("--prediction-state", metavar="S0", help="state PRED.ivf starts from (default: empty)")
+    re.add_argument("--state-in", required=True, metavar="S")
+    re.add_argument("-o", "--output", required=True, metavar="OUT.ivf")
+    re.add_argument("--state-out", metavar="S2")
+    re.add_argument("--kf-q-weight", type=_weight, default=0.75, metavar="W")
+    re.set_defaults(func=cmd_reencode)
+
+
+class _Progress:
+    """Chunks done per stage on a terminal (stderr); silent otherwise."""
+
+    def __init__(self):
+        self.tty = sys.stderr.isatty()
+        self.start = time.monotonic()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.tty:
+            bar = "#" * (20 * done // total)
+            print(f"\r{stage:>10} [{bar:<20}] {done}/{total} chunks  {time.monotonic() - self.start:6.1f} s",
+                  end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+
+def _read_video(path: str):
+    from excamera.cli import CliError, describe
+    from excamera.video import open_video
+    try:
+        with open_video(path) as video:
+            frames = list(video)
+            return frames, video.rate
+    except (OSError, ValueError) as e:
+        raise CliError(f"{path}: {describe(e)}") from None
+
+
+def _load_state(path: str):
+    from codec.state import DecoderState
+    from excamera.cli import CliError, describe
+    try:
+        with open(path, "rb") as f:
+            return DecoderState.from_bytes(f.read())
+    except (OSError, ValueError) as e:
+        raise CliError(f"{path}: {describe(e)}") from None
+
+
+def write_ivf(path: str, frames: list[bytes], width: int, height: int, rate: tuple[int, int], user: bytes = bytes(4)):
+    from codec.ivf import IvfHeader, IvfWriter
+    with IvfWriter(path, IvfHeader(width=width, height=height, rate=rate[0], scale=rate[1],
+                                   frame_count=len(frames), user=user)) as w:
+        for i, d in enumerate(frames):
+            w.write(d, i)
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from excamera.cli import CliError, describe
+    from excamera.encode import EncodeSettings, encode_frames
+    out = args.output
+    if not out.lower().endswith((".ivf", ".webm")):
+        raise CliError(f"-o {out}: the output must end in .ivf or .webm")
+    if args.workers != 0:
+        raise CliError("--workers N > 0 needs the distributed runtime, which is not built yet; use --workers 0")
+    settings = EncodeSettings(args.chunk_frames, args.batch_chunks, args.cq_level, args.first_pass, args.speed)
+    frames, rate = _read_video(args.input)
+    if not frames:
+        raise CliError(f"{args.input}: no frames")
+    h, w = frames[0].y.shape
+    try:
+        data = encode_frames(frames, settings, rate, _Progress())
+    except ValueError as e:
+        raise CliError(f"{args.input}: {describe(e)}") from None
+    if out.lower().endswith(".webm"):
+        from codec.chunks import frame_tag, presentation_times
+        from excamera.webm import write_webm
+        tags = [frame_tag(d) for d in data]
+        write_webm(out, data, presentation_times(tags), [t.key_frame for t in tags], [t.show_frame for t in tags],
+                   w, h, rate)
+    else:
+        write_ivf(out, data, w, h, rate)
+    print(f"{out}: {len(frames)} frames, {w}x{h}, {sum(map(len, data))} bytes, ExCamera[{settings.chunk_frames},"
+          f"{settings.batch_chunks}] at cq-level {settings.cq_level}", file=sys.stderr)
+    return 0
+
+
+def cmd_reencode(args: argparse.Namespace) -> int:
+    from codec.ivf import AtomicFile, read_ivf
+    from codec.reencode import reencode_chunk
+    from excamera.cli import CliError, describe
+    frames, rate = _read_video(args.raw)
+    try:
+        header, pred = read_ivf(args.prediction)
+    except (OSError, ValueError) as e:
+        raise CliError(f"{args.prediction}: {describe(e)}") from None
+    state_in = _load_state(args.state_in)
+    pred_state = _load_state(args.prediction_state) if args.prediction_state else None
+    try:
+        out = reencode_chunk(state_in, frames, [f.data for f in pred], pred_state, args.kf_q_weight)
+    except ValueError as e:
+        raise CliError(f"{args.prediction}: {describe(e)}") from None
+    from codec.chunks import entry_digest_bytes
+    h, w = frames[0].y.shape
+    write_ivf(args.output, [o.data for o in out], w, h, rate, entry_digest_bytes(state_in))
+    if args.state_out:
+        with AtomicFile(args.state_out) as f:
+            f.write(out[-1].state.to_bytes())
+    return 0
