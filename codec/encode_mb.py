@@ -344,7 +344,7 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
                        search_range, subpel, use_bpred, filters, full_pixel,
                        ymode, uvmode, ref, skip, bmodes, mvs, coeffs, eobs,
                        above_ctx, lctx, tblk, teob, coefs, s16, work, imcost, edge, above_right, bm, near, cnt,
-                       mv_out, pred, mc_tmp, rank):
+                       mv_out, pred, mc_tmp, rank, seen_mv, seen_cost):
     """Choose, code and reconstruct every macroblock of a frame (see the module docstring).
 
     Candidates: the four whole-block intra modes and (``use_bpred``) B_PRED with the best of ten
@@ -386,6 +386,7 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
             best_nz = 1
             # --- inter modes from the last frame (and the golden one when it differs) ---
             best_ref = LAST_FRAME
+            n_seen = 0
             for rf in range(LAST_FRAME, GOLDEN_FRAME + 1):
                 if key_frame or (rf == GOLDEN_FRAME and not use_golden):
                     break
@@ -420,23 +421,43 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
                     if mode == NEWMV:
                         mode_bits += (mvcost_r[_clamp(mr - best_r, -MV_MAX, MV_MAX) + MV_MAX]
                                       + mvcost_c[_clamp(mc - best_c, -MV_MAX, MV_MAX) + MV_MAX])
-                    _predict_inter_mb(y, u, v, ry, ru, rv, y0, x0, cy0, cx0, mr, mc, filters, pic_h, pic_w,
-                                      full_pixel, mc_tmp)
-                    _clear(tblk, teob, 0, 25)
-                    cost = _code_luma16(src_y, sy, sx, y, y0, x0, qps, lam, False, tok_cost, work, actx, lctx, tblk,
-                                        teob, coefs, s16)
-                    cost += _code_chroma(src_u, src_v, 8 * r, 8 * c, u, v, cy0, cx0, qps, lam, False, tok_cost,
-                                         work, actx, lctx, tblk, teob, coefs, s16)
-                    _recon(y, u, v, y0, x0, cy0, cx0, tblk, teob, True, True, f, s16)
-                    j = (_sse(src_y, sy, sx, y, y0, x0, 16, 16) + _sse(src_u, 8 * r, 8 * c, u, cy0, cx0, 8, 8)
-                         + _sse(src_v, 8 * r, 8 * c, v, cy0, cx0, 8, 8) + lam * (cost + mode_bits) / 256.0)
+                    # The same prediction under another mode name (NEAREST or NEAR often is ZERO)
+                    # codes the same residual: reuse its distortion and rate.
+                    seen = -1
+                    for t in range(n_seen):
+                        if seen_mv[t, 0] == rf and seen_mv[t, 1] == mr and seen_mv[t, 2] == mc:
+                            seen = t
+                    if seen >= 0:
+                        dist = seen_cost[seen, 0]
+                        cost = seen_cost[seen, 1]
+                        nz = seen_mv[seen, 3]
+                    else:
+                        _predict_inter_mb(y, u, v, ry, ru, rv, y0, x0, cy0, cx0, mr, mc, filters, pic_h, pic_w,
+                                          full_pixel, mc_tmp)
+                        _clear(tblk, teob, 0, 25)
+                        cost = _code_luma16(src_y, sy, sx, y, y0, x0, qps, lam, False, tok_cost, work, actx, lctx,
+                                            tblk, teob, coefs, s16)
+                        cost += _code_chroma(src_u, src_v, 8 * r, 8 * c, u, v, cy0, cx0, qps, lam, False, tok_cost,
+                                             work, actx, lctx, tblk, teob, coefs, s16)
+                        _recon(y, u, v, y0, x0, cy0, cx0, tblk, teob, True, True, f, s16)
+                        dist = (_sse(src_y, sy, sx, y, y0, x0, 16, 16) + _sse(src_u, 8 * r, 8 * c, u, cy0, cx0, 8, 8)
+                                + _sse(src_v, 8 * r, 8 * c, v, cy0, cx0, 8, 8))
+                        nz = 0
+                        for b in range(25):
+                            nz += teob[b]
+                        seen_mv[n_seen, 0] = rf
+                        seen_mv[n_seen, 1] = mr
+                        seen_mv[n_seen, 2] = mc
+                        seen_mv[n_seen, 3] = nz
+                        seen_cost[n_seen, 0] = dist
+                        seen_cost[n_seen, 1] = cost
+                        n_seen += 1
+                    j = dist + lam * (cost + mode_bits) / 256.0
                     if j < best_j:
                         best_j = j
                         best_kind = mode
                         best_mr, best_mc = mr, mc
-                        best_nz = 0
-                        for b in range(25):
-                            best_nz += teob[b]
+                        best_nz = nz
                         best_ref = rf
             # Intra modes, on an inter frame only where the best inter candidate leaves a residual.
             if key_frame or best_nz > 0:

@@ -70,6 +70,7 @@ class EncodedFrame:
     quantizer: int
     recon: Image            # what a decoder shows for it
     state: DecoderState     # the decoder state after it
+    filter_level: int = 0   # the loop-filter level chosen
 
 
 def _source_planes(image: Image, mb_rows: int, mb_cols: int):
@@ -102,6 +103,8 @@ class _Scratch:
         self.mc_tmp = np.zeros((21, 16), np.int32)
         self.tok_above = np.zeros((mb_cols, 9), np.uint8)
         self.rank = np.zeros(10, np.float64)
+        self.seen_mv = np.zeros((8, 4), np.int64)
+        self.seen_cost = np.zeros((8, 2), np.int64)
 
 
 # Speed settings: (motion search range in pixels, quarter-pel refinement, B_PRED, trellis quantizer).
@@ -133,9 +136,9 @@ def _coeff_updates(old: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return new
 
 
-def _choose_filter_level(pic: Picture, src, parsed_modes, eobs, key_frame: bool, q: int) -> int:
-    """The loop-filter level (sharpness 0) whose output is closest to the source, searched
-    coarsely around the quantizer's scale then refined."""
+def _choose_filter_level(pic: Picture, src, parsed_modes, eobs, key_frame: bool, hint: int | None) -> int:
+    """The loop-filter level (sharpness 0) whose output is closest to the source: a coarse scan
+    then refinement, or, given the previous frame's level as ``hint``, refinement around it."""
     ymode = parsed_modes["ymode"][1:, 1:]
     inner = (eobs.max(axis=2) > 0) | (ymode == tables.B_PRED) | (ymode == tables.SPLITMV)
     rows, cols = ymode.shape
@@ -159,8 +162,12 @@ def _choose_filter_level(pic: Picture, src, parsed_modes, eobs, key_frame: bool,
             cache[level] = sse(level)
         return cache[level], level
 
-    best = min(cost(lv) for lv in (0, 8, 16, 24, 32, 40, 48, 63))
-    step = 4
+    if hint is None:
+        best = min(cost(lv) for lv in (0, 8, 16, 24, 32, 40, 48, 63))
+        step = 4
+    else:
+        best = cost(hint)
+        step = 4
     while step >= 1:
         level = best[1]
         best = min(best, cost(level - step), cost(level + step))
@@ -169,11 +176,13 @@ def _choose_filter_level(pic: Picture, src, parsed_modes, eobs, key_frame: bool,
 
 
 def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, speed: int = 1,
-                 lambda_scale: float = 0.015, refresh_all: bool = False, refresh_golden: bool = False) -> EncodedFrame:
+                 lambda_scale: float = 0.015, refresh_all: bool = False, refresh_golden: bool = False,
+                 filter_hint: int | None = None) -> EncodedFrame:
     """Encode one frame at quantizer ``q`` against ``state`` (the decoder state before it).
     An interframe refreshes the last frame, and golden too with ``refresh_golden``, or with
     ``refresh_all`` all three references. It predicts from the last frame, and from golden when
-    that holds another picture."""
+    that holds another picture. ``filter_hint`` (the previous frame's loop-filter level) narrows the
+    level search."""
     h, w = image.y.shape
     if not (1 <= w <= MAX_DIMENSION and 1 <= h <= MAX_DIMENSION):
         raise ValueError(f"frame size {w}x{h} is outside 1x1..{MAX_DIMENSION}x{MAX_DIMENSION}")
@@ -230,7 +239,7 @@ def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, spe
         np.zeros(4, np.int64), search_range, subpel, use_bpred, tables.SIXTAP_FILTERS, False,
         modes["ymode"], modes["uvmode"], modes["ref"], modes["skip"], modes["bmodes"], modes["mvs"], coeffs, eobs,
         s.above_ctx, s.lctx, s.tblk, s.teob, s.coefs, s.s16, s.work, s.imcost, s.edge, s.above_right, s.bm,
-        s.near, s.cnt, s.mv_out, s.pred, s.mc_tmp, s.rank)
+        s.near, s.cnt, s.mv_out, s.pred, s.mc_tmp, s.rank, s.seen_mv, s.seen_cost)
 
     # Probabilities from this frame's own statistics.
     skips = modes["skip"][1:, 1:]
@@ -247,7 +256,7 @@ def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, spe
     counts = np.zeros((4, 8, 3, 11, 2), np.int64)
     count_tokens(coeffs, eobs, modes["ymode"][1:, 1:], skips, s.tok_above, s.lctx, counts)
     fields["coeff_probs"] = _coeff_updates(np.asarray(header.coeff_probs), counts)
-    level = _choose_filter_level(pic, src, modes, eobs, key_frame, q)
+    level = _choose_filter_level(pic, src, modes, eobs, key_frame, None if key_frame else filter_hint)
     fields["loop_filter"] = dataclasses.replace(header.loop_filter, level=level, sharpness=0, simple=False)
     header = dataclasses.replace(header, **fields)
 
@@ -255,7 +264,7 @@ def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, spe
                         else np.asarray(coding_state(state, tag).segment_map).copy(), coeffs, eobs)
     data = write_frame(state, frame)
     new_state, recon = decode_frame(state, data)
-    return EncodedFrame(data, key_frame, q, recon, new_state)
+    return EncodedFrame(data, key_frame, q, recon, new_state, level)
 
 
 class Encoder:
@@ -266,6 +275,7 @@ class Encoder:
         self.state = state if state is not None else DecoderState()
         self.frames = 0
         self.since_key = 0
+        self.filter_level = None
 
     def encode(self, image: Image, force_key: bool = False) -> EncodedFrame:
         cfg = self.config
@@ -277,10 +287,11 @@ class Encoder:
         if cfg.ssim is None:
             scale = cfg.key_q_scale if key else (cfg.golden_q_scale if golden else 1.0)
             out = encode_frame(self.state, image, int(round(cfg.quantizer * scale)), key, cfg.speed,
-                               cfg.lambda_scale, refresh_golden=golden)
+                               cfg.lambda_scale, refresh_golden=golden, filter_hint=self.filter_level)
         else:
             out = self._encode_for_ssim(image, key, golden)
         self.state = out.state
+        self.filter_level = out.filter_level
         self.frames += 1
         self.since_key += 1
         return out
