@@ -71,8 +71,10 @@ def _sad16(src, sy, sx, ref, ry, rx, limit):
 def _forward(src, sy, sx, rec, ry, rx, resid, out):
     """Residual of the 4x4 block (source minus prediction) through the forward DCT into ``out``."""
     for r in range(4):
+        a = np.uint64(sy + r)
+        b = np.uint64(ry + r)
         for c in range(4):
-            resid[4 * r + c] = np.int32(src[sy + r, sx + c]) - np.int32(rec[ry + r, rx + c])
+            resid[4 * r + c] = np.int32(src[a, np.uint64(sx + c)]) - np.int32(rec[b, np.uint64(rx + c)])
     fdct4x4(resid, out)
 
 
