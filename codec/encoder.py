@@ -136,6 +136,30 @@ def _coeff_updates(old: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return new
 
 
+def _mode_and_mv_updates(header, modes, mb_rows: int, mb_cols: int) -> dict:
+    """Section 16.2 / 17.2 probability updates for an inter frame, where they save bits: intra
+    luma and chroma modes, and the two MV components (NEWMV differences from the best vector)."""
+    from .modes import _clamp, _find_near_mvs
+    from .probupdate import mode_prob_update, mv_prob_update
+    ref = modes["ref"]
+    intra = ref[1:, 1:] == tables.INTRA_FRAME
+    out = dict(ymode_probs=mode_prob_update(tables.YMODE_TREE, header.ymode_probs, modes["ymode"][1:, 1:][intra]),
+               uv_mode_probs=mode_prob_update(tables.UV_MODE_TREE, header.uv_mode_probs,
+                                              modes["uvmode"][1:, 1:][intra]))
+    diffs = []
+    near = np.zeros((4, 2), np.int32)
+    cnt = np.zeros(4, np.int32)
+    sign_bias = np.zeros(4, np.int64)
+    for r, c in zip(*np.nonzero(modes["ymode"][1:, 1:] == tables.NEWMV)):
+        R, C = r + 1, c + 1
+        _find_near_mvs(ref, modes["ymode"], modes["mvs"], R, C, int(ref[R, C]), sign_bias, near, cnt)
+        best_r = _clamp(int(near[0, 0]), -(r + 1) * 64, (mb_rows - r) * 64)
+        best_c = _clamp(int(near[0, 1]), -(c + 1) * 64, (mb_cols - c) * 64)
+        diffs.append((int(modes["mvs"][R, C, 0, 0]) - best_r, int(modes["mvs"][R, C, 0, 1]) - best_c))
+    out["mv_probs"] = mv_prob_update(np.asarray(header.mv_probs), diffs)
+    return out
+
+
 def _choose_filter_level(pic: Picture, src, parsed_modes, eobs, key_frame: bool, hint: int | None) -> int:
     """The loop-filter level (sharpness 0) whose output is closest to the source: a coarse scan
     then refinement, or, given the previous frame's level as ``hint``, refinement around it."""
@@ -253,6 +277,7 @@ def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, spe
         n_golden = int((refs == tables.GOLDEN_FRAME).sum())
         fields.update(prob_intra=_prob(n_intra, n), prob_last=_prob(n_last, n - n_intra),
                       prob_golden=_prob(n_golden, n - n_intra - n_last))
+        fields.update(_mode_and_mv_updates(header, modes, mb_rows, mb_cols))
     counts = np.zeros((4, 8, 3, 11, 2), np.int64)
     count_tokens(coeffs, eobs, modes["ymode"][1:, 1:], skips, s.tok_above, s.lctx, counts)
     fields["coeff_probs"] = _coeff_updates(np.asarray(header.coeff_probs), counts)

@@ -107,3 +107,18 @@ def test_bad_configuration_and_mismatched_state_raise():
     state = encode_frame(DecoderState(), small, 40, True).state
     with pytest.raises(ValueError, match="needs a state"):
         encode_frame(state, frame, 40, key_frame=False)
+
+
+def test_probability_updates_only_where_they_pay():
+    from codec import tables
+    from codec.probupdate import mode_prob_update, mv_prob_update
+    old = tables.DEFAULT_YMODE_PROBS
+    # A handful of symbols cannot pay for 4 x 8 bits of update; thousands of skewed ones do.
+    assert (mode_prob_update(tables.YMODE_TREE, old, [tables.TM_PRED] * 3) == old).all()
+    new = mode_prob_update(tables.YMODE_TREE, old, [tables.TM_PRED] * 2000)
+    assert not (new == old).all() and new[0] == 1  # DC_PRED (the root's 0 branch) never occurs
+    mv_old = tables.DEFAULT_MV_PROBS
+    assert (mv_prob_update(mv_old, [(0, 4)] * 2) == mv_old).all()
+    mv_new = mv_prob_update(mv_old, [(0, 4)] * 3000)
+    changed = mv_new != mv_old
+    assert changed.any() and all(v == 1 or v % 2 == 0 for v in mv_new[changed])
