@@ -26,7 +26,7 @@ from .rate import LEVEL_TOKEN, MAX_LEVEL, MV_MAX, block_token_cost, inter_mode_c
 from .reconstruct import UV_AC, UV_DC, Y1_AC, Y1_DC, _add_residual, add_mb_residual, predict_inter_mb
 from .transform import fdct4x4, fwht4x4
 from .tokens import ABOVE_CTX, LEFT_CTX
-from .tables import (B_PRED, COEFF_BANDS, GOLDEN_FRAME, IMPLIED_BMODE, SPLITMV, ZIGZAG, INTRA_FRAME, LAST_FRAME, NEARESTMV, NEARMV, NEWMV,
+from .tables import (B_PRED, COEFF_BANDS, GOLDEN_FRAME, MV_QUARTERS, IMPLIED_BMODE, SPLITMV, ZIGZAG, INTRA_FRAME, LAST_FRAME, NEARESTMV, NEARMV, NEWMV,
                      TYPE_UV, TYPE_Y2, TYPE_Y_AFTER_Y2, TYPE_Y_WITH_DC, ZEROMV)
 
 # Scratch layout passed in by the caller (no allocation inside the kernels).
@@ -65,6 +65,77 @@ def _sad16(src, sy, sx, ref, ry, rx, limit):
         if total > limit:
             return total
     return total
+
+
+@njit(cache=True, _nrt=False)
+def _sad(src, sy, sx, ref, ry, rx, h, w):
+    """Sum of absolute differences of an h x w block."""
+    total = 0
+    for r in range(h):
+        a = np.uint64(sy + r)
+        b = np.uint64(ry + r)
+        for c in range(w):
+            d = np.int32(src[a, np.uint64(sx + c)]) - np.int32(ref[b, np.uint64(rx + c)])
+            total += d if d >= 0 else -d
+    return total
+
+
+@njit(cache=True, _nrt=False)
+def _search_8x8(src, sy, sx, ref, y0, x0, start_r, start_c, best_r, best_c, lo_r, hi_r, lo_c, hi_c, lam_sad,
+                mvcost_r, mvcost_c, subpel, filters, pic_h, pic_w, pred, mc_tmp, out):
+    """Small search for one 8x8 quarter of a SPLITMV macroblock (block at y0, x0 of the padded
+    plane): full-pel cross steps of 2 and 1 pixel from the start, then half- and quarter-pel."""
+    cr = _clamp((start_r >> 2) << 2, lo_r, hi_r)
+    cc = _clamp((start_c >> 2) << 2, lo_c, hi_c)
+    best = INF
+    for phase in range(3):  # 0: 2-pixel steps, 1: 1-pixel steps, 2/3: sub-pixel
+        step = 8 if phase == 0 else 4
+        moved = True
+        first = True
+        while moved:
+            moved = False
+            br, bc = cr, cc
+            for d in range(5 if first else 4):
+                if d == 4:
+                    nr, nc = cr, cc
+                else:
+                    nr = cr + (step if d == 0 else (-step if d == 1 else 0))
+                    nc = cc + (step if d == 2 else (-step if d == 3 else 0))
+                if nr < lo_r or nr > hi_r or nc < lo_c or nc > hi_c:
+                    continue
+                s = _sad(src, sy, sx, ref, y0 + (nr >> 2), x0 + (nc >> 2), 8, 8) + np.int64(
+                    lam_sad * (mvcost_r[_clamp(nr - best_r, -MV_MAX, MV_MAX) + MV_MAX]
+                               + mvcost_c[_clamp(nc - best_c, -MV_MAX, MV_MAX) + MV_MAX]) / 256.0)
+                if s < best:
+                    best = s
+                    br, bc = nr, nc
+            first = False
+            if br != cr or bc != cc:
+                cr, cc = br, bc
+                moved = True
+        if phase == 1:
+            break
+    if subpel:
+        best = INF
+        for step in (2, 1):
+            br, bc = cr, cc
+            for dr in (-step, 0, step):
+                for dc in (-step, 0, step):
+                    nr = cr + dr
+                    nc = cc + dc
+                    if nr < lo_r or nr > hi_r or nc < lo_c or nc > hi_c:
+                        continue
+                    predict_inter(pred, 0, 0, ref, y0 + (nr >> 2), x0 + (nc >> 2), 8, 8, (nr & 3) * 2, (nc & 3) * 2,
+                                  filters, pic_h, pic_w, BORDER_Y, mc_tmp)
+                    s = _sad(src, sy, sx, pred, 0, 0, 8, 8) + np.int64(
+                        lam_sad * (mvcost_r[_clamp(nr - best_r, -MV_MAX, MV_MAX) + MV_MAX]
+                                   + mvcost_c[_clamp(nc - best_c, -MV_MAX, MV_MAX) + MV_MAX]) / 256.0)
+                    if s < best:
+                        best = s
+                        br, bc = nr, nc
+            cr, cc = br, bc
+    out[0] = cr
+    out[1] = cc
 
 
 @njit(cache=True, _nrt=False)
@@ -341,16 +412,19 @@ def _update_ctx(actx, lctx, eob, has_y2):
 
 
 @njit(cache=True, _nrt=False)
-def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use_golden, key_frame, dq, qps, lam, rdq, tok_cost,
+def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use_golden, use_split, key_frame,
+                       dq, qps, lam, rdq, tok_cost,
                        ymode_cost, uvmode_cost, bcost_kf, bcost_inter, ref_cost, mvcost_r, mvcost_c, sign_bias,
                        search_range, subpel, use_bpred, filters, full_pixel,
-                       ymode, uvmode, ref, skip, bmodes, mvs, coeffs, eobs,
+                       ymode, uvmode, ref, skip, bmodes, mvs, partitioning, coeffs, eobs, split_mv,
+                       split_part_cost, split_new_cost,
                        above_ctx, lctx, tblk, teob, coefs, s16, work, imcost, edge, above_right, bm, near, cnt,
                        mv_out, pred, mc_tmp, rank, seen_mv, seen_cost):
     """Choose, code and reconstruct every macroblock of a frame (see the module docstring).
 
     Candidates: the four whole-block intra modes and (``use_bpred``) B_PRED with the best of ten
-    modes per subblock; on inter frames also ZEROMV, NEARESTMV, NEARMV and NEWMV (diamond search of
+    modes per subblock; on inter frames also ZEROMV, NEARESTMV, NEARMV and NEWMV from the last
+    frame and golden, and (``use_split``) SPLITMV in four 8x8 quarters (diamond search of
     ``search_range`` pixels, quarter-pel refinement when ``subpel``) from the last frame.
     Chroma: the best of four intra modes for intra macroblocks, the vector's prediction otherwise.
     Fills the mode arrays, ``coeffs``/``eobs`` and ``skip`` (1 where a macroblock has no
@@ -363,6 +437,8 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
     lam_sad = np.sqrt(lam) * 1.0
     # B_PRED on inter frames only for macroblocks costing more than this (J of ~ 2 bits a pixel).
     bpred_gate = lam * 128.0
+    last_best_r = last_best_c = last_new_r = last_new_c = 0
+    split_bits = 0
     total_sse = np.int64(0)
     for i in range(above_ctx.shape[0]):
         for j in range(9):
@@ -407,6 +483,10 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
                 _motion_search(src_y, sy, sx, ry, y0, x0, best_r, best_c, best_r, best_c, lo_r, hi_r, lo_c, hi_c,
                                lam_sad, mvcost_r, mvcost_c, search_range, subpel, filters, pic_h, pic_w, pred,
                                mc_tmp, mv_out)
+                if rf == LAST_FRAME:
+                    last_best_r, last_best_c = best_r, best_c
+                    last_new_r, last_new_c = mv_out[0], mv_out[1]
+                    split_bits = ref_cost[LAST_FRAME] + imcost[SPLITMV] + split_part_cost
                 for k in range(4):
                     if k == 0:
                         mode, mr, mc = ZEROMV, 0, 0
@@ -461,6 +541,44 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
                         best_mr, best_mc = mr, mc
                         best_nz = nz
                         best_ref = rf
+            # --- SPLITMV: four 8x8 quarters, each with its own vector from the last frame ---
+            if use_split and not key_frame:
+                lo_c = -(c + 1) * 64
+                hi_c = (mb_cols - c) * 64
+                lo_r = -(r + 1) * 64
+                hi_r = (mb_rows - r) * 64
+                bits = split_bits
+                for qd in range(4):
+                    qy = 8 * (qd >> 1)
+                    qx = 8 * (qd & 1)
+                    _search_8x8(src_y, sy + qy, sx + qx, ly, y0 + qy, x0 + qx, last_new_r, last_new_c, last_best_r,
+                                last_best_c, lo_r, hi_r, lo_c, hi_c, lam_sad, mvcost_r, mvcost_c, subpel, filters,
+                                pic_h, pic_w, pred, mc_tmp, mv_out)
+                    split_mv[qd, 0] = mv_out[0]
+                    split_mv[qd, 1] = mv_out[1]
+                    bits += split_new_cost + (mvcost_r[_clamp(mv_out[0] - last_best_r, -MV_MAX, MV_MAX) + MV_MAX]
+                                              + mvcost_c[_clamp(mv_out[1] - last_best_c, -MV_MAX, MV_MAX) + MV_MAX])
+                for k in range(16):
+                    qd = 2 * (k >> 3) + ((k & 3) >> 1)
+                    mvs[R, C, k, 0] = split_mv[qd, 0]
+                    mvs[R, C, k, 1] = split_mv[qd, 1]
+                predict_inter_mb(y, u, v, ly, lu, lv, mvs, R, C, True, y0, x0, cy0, cx0, filters, pic_h, pic_w,
+                                 full_pixel, mc_tmp)
+                _clear(tblk, teob, 0, 25)
+                cost = _code_luma_blocks(src_y, sy, sx, y, y0, x0, qps, lam, False, tok_cost, work, actx, lctx, tblk,
+                                         teob, coefs, s16)
+                cost += _code_chroma(src_u, src_v, 8 * r, 8 * c, u, v, cy0, cx0, qps, lam, False, tok_cost, work,
+                                     actx, lctx, tblk, teob, coefs, s16)
+                _recon(y, u, v, y0, x0, cy0, cx0, tblk, teob, False, True, f, s16)
+                j = (_sse(src_y, sy, sx, y, y0, x0, 16, 16) + _sse(src_u, 8 * r, 8 * c, u, cy0, cx0, 8, 8)
+                     + _sse(src_v, 8 * r, 8 * c, v, cy0, cx0, 8, 8) + lam * (cost + bits) / 256.0)
+                if j < best_j:
+                    best_j = j
+                    best_kind = SPLITMV
+                    best_ref = LAST_FRAME
+                    best_nz = 0
+                    for b in range(25):
+                        best_nz += teob[b]
             # Intra modes, on an inter frame only where the best inter candidate leaves a residual.
             if key_frame or best_nz > 0:
                 # --- chroma intra mode (shared by the intra candidates) ---
@@ -523,6 +641,23 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
                 _code_chroma(src_u, src_v, 8 * r, 8 * c, u, v, cy0, cx0, qps, lam, rdq, tok_cost, work, actx, lctx,
                              blk, eob, coefs, s16)
                 _recon(y, u, v, y0, x0, cy0, cx0, blk, eob, best_kind != 4, best_kind != 4, f, s16)
+            elif best_kind == SPLITMV:
+                ymode[R, C] = SPLITMV
+                uvmode[R, C] = 0
+                ref[R, C] = LAST_FRAME
+                partitioning[R, C] = MV_QUARTERS
+                for k in range(16):
+                    bmodes[R, C, k] = 0
+                    qd = 2 * (k >> 3) + ((k & 3) >> 1)
+                    mvs[R, C, k, 0] = split_mv[qd, 0]
+                    mvs[R, C, k, 1] = split_mv[qd, 1]
+                predict_inter_mb(y, u, v, ly, lu, lv, mvs, R, C, True, y0, x0, cy0, cx0, filters, pic_h, pic_w,
+                                 full_pixel, mc_tmp)
+                _code_luma_blocks(src_y, sy, sx, y, y0, x0, qps, lam, rdq, tok_cost, work, actx, lctx, blk, eob,
+                                  coefs, s16)
+                _code_chroma(src_u, src_v, 8 * r, 8 * c, u, v, cy0, cx0, qps, lam, rdq, tok_cost, work, actx, lctx,
+                             blk, eob, coefs, s16)
+                _recon(y, u, v, y0, x0, cy0, cx0, blk, eob, False, True, f, s16)
             else:
                 ymode[R, C] = best_kind
                 uvmode[R, C] = 0
@@ -542,7 +677,7 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
                 _code_chroma(src_u, src_v, 8 * r, 8 * c, u, v, cy0, cx0, qps, lam, rdq, tok_cost, work, actx, lctx,
                              blk, eob, coefs, s16)
                 _recon(y, u, v, y0, x0, cy0, cx0, blk, eob, True, True, f, s16)
-            has_y2 = best_kind != 4
+            has_y2 = best_kind != 4 and best_kind != SPLITMV
             nonzero = 0
             for b in range(25):
                 nonzero += eob[b]

@@ -31,7 +31,7 @@ from .modes import allocate_mode_info
 from .predict import BORDER_UV, BORDER_Y
 from .quantize import RD_WORK_SHAPE, frame_quant_params
 from .rate import (BOOL_COST, MV_MAX, TOKEN_COST_SHAPE, inter_bmode_costs, kf_bmode_costs, mv_component_costs,
-                   ref_frame_costs, token_costs, uvmode_costs, ymode_costs)
+                   ref_frame_costs, split_mv_costs, token_costs, uvmode_costs, ymode_costs)
 from .state import DecoderState, Picture
 
 MAX_DIMENSION = 16383
@@ -105,6 +105,7 @@ class _Scratch:
         self.rank = np.zeros(10, np.float64)
         self.seen_mv = np.zeros((8, 4), np.int64)
         self.seen_cost = np.zeros((8, 2), np.int64)
+        self.split_mv = np.zeros((4, 2), np.int32)
 
 
 # Speed settings: (motion search range in pixels, quarter-pel refinement, B_PRED, trellis quantizer).
@@ -247,6 +248,11 @@ def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, spe
     mv_component_costs(mv_probs[0], mvcost_r)
     mv_component_costs(mv_probs[1], mvcost_c)
 
+    split_part = np.zeros(4, np.int32)
+    split_sub = np.zeros((5, 4), np.int32)
+    split_mv_costs(split_part, split_sub)
+    use_split = speed == 0
+
     pic = Picture.allocate(mb_rows, mb_cols)
     _prepare_intra_edges(pic, mb_rows, mb_cols)
     last = pic if key_frame else state.last
@@ -258,10 +264,11 @@ def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, spe
     s = _Scratch(mb_cols)
     encode_macroblocks(
         src[0], src[1], src[2], pic.y, pic.u, pic.v, last.y, last.u, last.v, golden.y, golden.u, golden.v,
-        use_golden, key_frame, dq, qps, lam, rdq,
+        use_golden, use_split, key_frame, dq, qps, lam, rdq,
         tok_cost, ymode_cost, uvmode_cost, bcost_kf, bcost_inter, ref_cost, mvcost_r, mvcost_c,
         np.zeros(4, np.int64), search_range, subpel, use_bpred, tables.SIXTAP_FILTERS, False,
-        modes["ymode"], modes["uvmode"], modes["ref"], modes["skip"], modes["bmodes"], modes["mvs"], coeffs, eobs,
+        modes["ymode"], modes["uvmode"], modes["ref"], modes["skip"], modes["bmodes"], modes["mvs"],
+        modes["partitioning"], coeffs, eobs, s.split_mv, int(split_part[tables.MV_QUARTERS]), int(split_sub[0, 3]),
         s.above_ctx, s.lctx, s.tblk, s.teob, s.coefs, s.s16, s.work, s.imcost, s.edge, s.above_right, s.bm,
         s.near, s.cnt, s.mv_out, s.pred, s.mc_tmp, s.rank, s.seen_mv, s.seen_cost)
 

@@ -37,6 +37,7 @@ CASES = [
     pytest.param("foreman_qcif_176x144_10f.y4m", 3, (141, 167), dict(quantizer=4, speed=2), id="odd-size-q4"),
     pytest.param("RTn23_80x44p15_15f.y4m", 4, None, dict(quantizer=120, speed=4), id="rtn23-q120-speed4"),
     pytest.param("CiscoVT2people_160x96_6fps_5f.y4m", 3, None, dict(quantizer=60, speed=0), id="cisco-speed0"),
+    pytest.param("foreman_qcif_176x144_10f.y4m", 4, None, dict(quantizer=24, speed=0), id="foreman-speed0-split"),
 ]
 
 
@@ -122,3 +123,13 @@ def test_probability_updates_only_where_they_pay():
     mv_new = mv_prob_update(mv_old, [(0, 4)] * 3000)
     changed = mv_new != mv_old
     assert changed.any() and all(v == 1 or v % 2 == 0 for v in mv_new[changed])
+
+
+def test_speed_0_codes_split_motion_vectors():
+    from codec.bitstream import parse_frame
+    frames = _frames("foreman_qcif_176x144_10f.y4m", 4)
+    state, split = DecoderState(), 0
+    for o in _encode(frames, quantizer=24, speed=0):
+        split += int((parse_frame(state, o.data).modes["ymode"][1:, 1:] == 9).sum())  # SPLITMV
+        state = o.state
+    assert split > 0
