@@ -437,6 +437,9 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
     lam_sad = np.sqrt(lam) * 1.0
     # B_PRED on inter frames only for macroblocks costing more than this (J of ~ 2 bits a pixel).
     bpred_gate = lam * 128.0
+    # Early skip below this squared error over the macroblock's 384 pixels: a residual this small
+    # quantizes to nothing anyway (about a sixth of a quantizer step per pixel).
+    skip_gate = 384 * f[Y1_AC] * f[Y1_AC] // 36
     last_best_r = last_best_c = last_new_r = last_new_c = 0
     split_bits = 0
     total_sse = np.int64(0)
@@ -465,8 +468,10 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
             # --- inter modes from the last frame (and the golden one when it differs) ---
             best_ref = LAST_FRAME
             n_seen = 0
+            early = False
+            best_dist = INF
             for rf in range(LAST_FRAME, GOLDEN_FRAME + 1):
-                if key_frame or (rf == GOLDEN_FRAME and not use_golden):
+                if key_frame or early or (rf == GOLDEN_FRAME and not use_golden):
                     break
                 ry = ly if rf == LAST_FRAME else gy
                 ru = lu if rf == LAST_FRAME else gu
@@ -479,15 +484,23 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
                 hi_r = (mb_rows - r) * 64
                 best_r = _clamp(near[0, 0], lo_r, hi_r)
                 best_c = _clamp(near[0, 1], lo_c, hi_c)
-                # Search range: at most 16 pixels beyond the frame, and a NEWMV difference < 1024.
-                _motion_search(src_y, sy, sx, ry, y0, x0, best_r, best_c, best_r, best_c, lo_r, hi_r, lo_c, hi_c,
-                               lam_sad, mvcost_r, mvcost_c, search_range, subpel, filters, pic_h, pic_w, pred,
-                               mc_tmp, mv_out)
                 if rf == LAST_FRAME:
                     last_best_r, last_best_c = best_r, best_c
-                    last_new_r, last_new_c = mv_out[0], mv_out[1]
                     split_bits = ref_cost[LAST_FRAME] + imcost[SPLITMV] + split_part_cost
                 for k in range(4):
+                    if k == 3:
+                        # Early skip: ZERO or NEAREST from the last frame leaves no residual and
+                        # little error (still background): take it without searching further.
+                        if rf == LAST_FRAME and best_nz == 0 and best_dist <= skip_gate:
+                            early = True
+                            break
+                        # Search range: at most 16 pixels beyond the frame, and a NEWMV
+                        # difference < 1024.
+                        _motion_search(src_y, sy, sx, ry, y0, x0, best_r, best_c, best_r, best_c, lo_r, hi_r, lo_c,
+                                       hi_c, lam_sad, mvcost_r, mvcost_c, search_range, subpel, filters, pic_h,
+                                       pic_w, pred, mc_tmp, mv_out)
+                        if rf == LAST_FRAME:
+                            last_new_r, last_new_c = mv_out[0], mv_out[1]
                     if k == 0:
                         mode, mr, mc = ZEROMV, 0, 0
                     elif k == 1:
@@ -537,12 +550,13 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
                     j = dist + lam * (cost + mode_bits) / 256.0
                     if j < best_j:
                         best_j = j
+                        best_dist = dist
                         best_kind = mode
                         best_mr, best_mc = mr, mc
                         best_nz = nz
                         best_ref = rf
             # --- SPLITMV: four 8x8 quarters, each with its own vector from the last frame ---
-            if use_split and not key_frame:
+            if use_split and not key_frame and not early:
                 lo_c = -(c + 1) * 64
                 hi_c = (mb_cols - c) * 64
                 lo_r = -(r + 1) * 64
@@ -580,7 +594,7 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
                     for b in range(25):
                         best_nz += teob[b]
             # Intra modes, on an inter frame only where the best inter candidate leaves a residual.
-            if key_frame or best_nz > 0:
+            if key_frame or (best_nz > 0 and not early):
                 # --- chroma intra mode (shared by the intra candidates) ---
                 uv_j = INF
                 for m in range(4):
