@@ -470,6 +470,7 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
             n_seen = 0
             early = False
             best_dist = INF
+            best_score = INF
             for rf in range(LAST_FRAME, GOLDEN_FRAME + 1):
                 if key_frame or early or (rf == GOLDEN_FRAME and not use_golden):
                     break
@@ -529,6 +530,13 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
                     else:
                         _predict_inter_mb(y, u, v, ry, ru, rv, y0, x0, cy0, cx0, mr, mc, filters, pic_h, pic_w,
                                           full_pixel, mc_tmp)
+                        # A prediction much worse than the best one seen is not worth coding.
+                        score = (_sse(src_y, sy, sx, y, y0, x0, 16, 16) + _sse(src_u, 8 * r, 8 * c, u, cy0, cx0, 8, 8)
+                                 + _sse(src_v, 8 * r, 8 * c, v, cy0, cx0, 8, 8) + lam * mode_bits / 256.0)
+                        if score > 1.3 * best_score:
+                            continue
+                        if score < best_score:
+                            best_score = score
                         _clear(tblk, teob, 0, 25)
                         cost = _code_luma16(src_y, sy, sx, y, y0, x0, qps, lam, False, tok_cost, work, actx, lctx,
                                             tblk, teob, coefs, s16)
