@@ -38,7 +38,9 @@ def test_one_key_frame_per_batch_and_every_frame_shown(frames, first_pass):
 
 
 def test_same_input_same_bytes(frames):
-    settings = EncodeSettings(chunk_frames=3, batch_chunks=4, cq_level=30, first_pass="libvpx")
+    # The native first pass: libvpx's (through PyAV) has been seen to differ between runs on a
+    # loaded machine (README, "Known problems"), which no test of ours should depend on.
+    settings = EncodeSettings(chunk_frames=3, batch_chunks=4, cq_level=30, first_pass="native")
     assert encode_frames(frames, settings) == encode_frames(frames, settings)
 
 
