@@ -43,16 +43,16 @@ def dequant_factors(hdr: FrameHeader) -> np.ndarray:
     q, seg = hdr.quant, hdr.segmentation
     dq = np.zeros((4, 6), np.int32)
     for s in range(4):
-        base = q.y_ac
-        if seg.enabled:
-            base = seg.quant[s] if seg.absolute else base + seg.quant[s]
+        base = int(q.y_ac)
+        if seg.enabled:  # Python ints: a segment value may be a numpy int8, which would wrap
+            base = int(seg.quant[s]) if seg.absolute else base + int(seg.quant[s])
         base = _clamp(base, 0, 127)
 
         def dc(delta):
-            return int(tables.DC_QLOOKUP[_clamp(base + delta, 0, 127)])
+            return int(tables.DC_QLOOKUP[_clamp(base + int(delta), 0, 127)])
 
         def ac(delta):
-            return int(tables.AC_QLOOKUP[_clamp(base + delta, 0, 127)])
+            return int(tables.AC_QLOOKUP[_clamp(base + int(delta), 0, 127)])
 
         dq[s] = (dc(q.y_dc_delta), ac(0), 2 * dc(q.y2_dc_delta), max(ac(q.y2_ac_delta) * 155 // 100, 8),
                  min(dc(q.uv_dc_delta), 132), ac(q.uv_ac_delta))

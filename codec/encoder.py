@@ -192,7 +192,7 @@ def _choose_filter_level(pic: Picture, src, parsed_modes, eobs, key_frame: bool,
         step = 4
     else:
         best = cost(hint)
-        step = 4
+        step = 2
     while step >= 1:
         level = best[1]
         best = min(best, cost(level - step), cost(level + step))
