@@ -29,11 +29,14 @@ test: $(STAMP)
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" demo/run_demo.sh
 
-# make bench BENCH_ENCODE_ARGS=--quick for a fast encode bench (see bench/encode_bench.py --help)
+# make bench BENCH_ENCODE_ARGS=--quick BENCH_EXCAMERA_ARGS=--quick for fast encode benches
+# (see bench/encode_bench.py --help and bench/excamera_bench.py --help)
 BENCH_ENCODE_ARGS ?=
+BENCH_EXCAMERA_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python bench/decode_bench.py
 	$(BIN)/python bench/encode_bench.py $(BENCH_ENCODE_ARGS)
+	$(BIN)/python bench/excamera_bench.py $(BENCH_EXCAMERA_ARGS)
 	$(BIN)/excamera bench runtime --workers 1000
 
 # Regenerate the committed protobuf/gRPC modules (grpcio-tools is needed only here, pinned so the

@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
-# Decode the demo stream (real foreman CIF footage, with hidden alt-ref frames) with excamera and
-# check every frame against libvpx's MD5s (made with vpxdec; see tests/data/SOURCES.md).
+# 1. Decode the demo stream (real foreman CIF footage, with hidden alt-ref frames) with excamera and
+#    check every frame against libvpx's MD5s (made with vpxdec; see tests/data/SOURCES.md).
+# 2. Encode the same 60 pictures with `excamera encode` (ExCamera[6,16], every step in this
+#    process) and check the result: one picture per input frame, a key frame exactly every N*x
+#    frames, vpxdec's pictures equal to ours (when vpxdec is installed), a sane SSIM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stream=demo/foreman_cif_60f.ivf
 expected=demo/foreman_cif_60f.ivf.md5
-got=$(mktemp)
-trap 'rm -f "$got"' EXIT
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+now() { date +%s.%N; }
+since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$(now)"; }
 
-start=$(date +%s.%N)
+# -- 1. decode ------------------------------------------------------------------------------------
+got="$work/decode.md5"
+start=$(now)
 excamera decode "$stream" --frame-md5 > "$got"
-end=$(date +%s.%N)
+secs=$(since "$start")
 
 n=$(wc -l < "$expected")
 size=$(head -1 "$got" | sed -E 's/.*-([0-9]+x[0-9]+)-[0-9]+\.i420$/\1/')
 ivf_frames=$(python3 -c "import struct,sys; d=open(sys.argv[1],'rb').read(); i=32; n=0
 while i < len(d): i += 12 + struct.unpack_from('<I', d, i)[0]; n += 1
 print(n)" "$stream")
-secs=$(python3 -c "print(f'{$end - $start:.2f}')")
 echo "$stream: $ivf_frames IVF frames, $(wc -l < "$got") shown, $size, decoded in ${secs}s"
 if diff <(sort -k2 "$expected") <(sort -k2 "$got") > /dev/null; then
     echo "all $n frames match libvpx"
@@ -26,3 +32,59 @@ else
     diff <(sort -k2 "$expected") <(sort -k2 "$got") | head -20 >&2
     exit 1
 fi
+
+# -- 2. encode (ExCamera[N, x] with the defaults: N = 6, x = 16, cq-level 20, --workers 0) ---------
+N=6
+X=16
+out="$work/foreman_excamera.ivf"
+start=$(now)
+excamera encode "$stream" -o "$out" 2> "$work/encode.log" || { cat "$work/encode.log" >&2; exit 1; }
+secs=$(since "$start")
+bytes=$(stat -c %s "$out")
+
+# Frame count, and key frames exactly at 0, N*x, 2*N*x, ... (frame tag, RFC 6386 section 9.1).
+check=$(python3 -c "
+import sys
+from codec.chunks import frame_tag
+from codec.ivf import read_ivf
+from excamera.video import open_video
+n, period = int(sys.argv[2]), int(sys.argv[3])
+with open_video(sys.argv[4]) as video:
+    inputs = sum(1 for _ in video)
+frames = [r.data for r in read_ivf(sys.argv[1])[1]]
+tags = [frame_tag(d) for d in frames]
+shown = sum(t.show_frame for t in tags)
+keys = [i for i, t in enumerate(tags) if t.key_frame]
+want = list(range(0, len(frames), n * period))
+problems = []
+if shown != inputs or len(frames) != inputs:
+    problems.append(f'{len(frames)} frames ({shown} shown) for {inputs} input pictures')
+if keys != want:
+    problems.append(f'key frames at {keys}, expected {want}')
+print('; '.join(problems) if problems else f'{inputs} {len(keys)}')
+sys.exit(1 if problems else 0)
+" "$out" "$N" "$X" "$stream") || { echo "MISMATCH in the ExCamera stream: $check" >&2; exit 1; }
+read -r frames keys <<< "$check"
+
+excamera decode "$out" --frame-md5 > "$work/ours.md5"
+if command -v vpxdec > /dev/null; then
+    (cd "$work" && vpxdec --i420 --md5 -o "x-%wx%h-%4.i420" "$out") > "$work/vpxdec.md5"
+    if ! diff <(cut -d' ' -f1 "$work/ours.md5") <(cut -d' ' -f1 "$work/vpxdec.md5") > /dev/null; then
+        echo "MISMATCH: vpxdec decodes the ExCamera stream to other pictures than excamera decode" >&2
+        diff <(cut -d' ' -f1 "$work/ours.md5") <(cut -d' ' -f1 "$work/vpxdec.md5") | head -10 >&2
+        exit 1
+    fi
+    libvpx="vpxdec shows the same $(wc -l < "$work/vpxdec.md5") pictures as excamera decode"
+else
+    libvpx="vpxdec not installed: the libvpx cross-check was skipped (apt-get install vpx-tools)"
+fi
+
+# SSIM (All planes) against the input; far below the encode's quality would mean a broken rebase.
+ssim=$(excamera ssim "$stream" "$out" | sed -E 's/.*All ([0-9.]+) \(([0-9.]+) dB\).*/\1 \2/')
+read -r ssim_all ssim_db <<< "$ssim"
+if ! python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) >= 0.95 else 1)" "$ssim_all"; then
+    echo "MISMATCH: SSIM $ssim_all against the input is below 0.95" >&2
+    exit 1
+fi
+echo "excamera encode (ExCamera[$N,$X], cq-level 20): $frames frames, $keys key frame(s) (every $((N * X))), $bytes bytes, SSIM $ssim_all ($ssim_db dB) against the input, encoded in ${secs}s"
+echo "$libvpx"
