@@ -29,12 +29,14 @@ test: $(STAMP)
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" demo/run_demo.sh
 
-# make bench BENCH_ENCODE_ARGS=--quick for a fast encode bench (see bench/encode_bench.py --help)
+# make bench BENCH_ENCODE_ARGS=--quick for a fast encode bench (see bench/encode_bench.py --help);
+# the last line: excamera encode --workers 2 against vpxenc --threads=2 (bench/distributed_bench.py)
 BENCH_ENCODE_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python bench/decode_bench.py
 	$(BIN)/python bench/encode_bench.py $(BENCH_ENCODE_ARGS)
 	$(BIN)/excamera bench runtime --workers 1000
+	$(BIN)/python bench/distributed_bench.py --workers 2
 
 # Regenerate the committed protobuf/gRPC modules (grpcio-tools is needed only here, pinned so the
 # output is reproducible; tests/test_protos.py fails when the committed modules are stale).

@@ -149,6 +149,28 @@ def test_stitch_refuses_chunks_that_do_not_chain_or_are_missing(clip, tmp_path):
     assert not storage.exists("bad.ivf")
 
 
+def test_reissued_first_pass_takes_the_stored_one(clip, tmp_path):
+    """A re-issued attempt hands on the first pass its lost predecessor stored, not a new one."""
+    frames, rate = clip
+    settings = EncodeSettings(chunk_frames=3, batch_chunks=2, cq_level=24, first_pass="native")
+    storage = LocalStorage(tmp_path).scoped("jobs/j")
+    for key, data in encode_inputs(frames, rate, settings).items():
+        storage.put(key, data)
+    op = DEFAULT.get("vp8-first-pass").fn
+    args = dict(raw="input/chunk-00001.y4m", output="pass/chunk-00001.ivf", first_pass="native", cq_level=24)
+    first = op(OpContext("j", "chunk-00001", 1, storage), **args)
+    assert first["reused"] is False and first["frames"] == 3
+    other = op(OpContext("j", "chunk-00000", 1, storage), **dict(args, raw="input/chunk-00000.y4m",
+                                                                   output="pass/chunk-00000.ivf"))
+    storage.put("pass/chunk-00001.ivf", storage.get("pass/chunk-00000.ivf"))  # tell the two apart
+    ctx = OpContext("j", "chunk-00001", 2, storage)
+    again = op(ctx, **args)
+    assert again["reused"] is True and again["object"] == dataclasses.replace(other["object"], key=args["output"])
+    assert ctx.scratch["pass"] == storage.get("pass/chunk-00000.ivf")
+    # A first attempt always encodes (an object left by an earlier job cannot be in this prefix).
+    assert op(OpContext("j", "chunk-00001", 1, storage), **args)["object"] == first["object"]
+
+
 # -- on worker processes -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("workers,first_pass,n,x", [
