@@ -42,9 +42,13 @@ def chunk_id(i: int) -> str:
     return f"chunk-{i:05d}"
 
 
-def work_timeout(width: int, height: int, chunk_frames: int) -> float:
-    """The timeout of a working state for chunks of ``chunk_frames`` frames of this size."""
-    return MIN_TIMEOUT_S + SECONDS_PER_PIXEL * width * height * chunk_frames
+#: The longest timeout an FSM state may have (``coordinator.fsm``).
+MAX_TIMEOUT_S = 24 * 3600.0
+
+
+def work_timeout(width: int, height: int, frames: int) -> float:
+    """The timeout of a working state over ``frames`` frames of this size."""
+    return min(MAX_TIMEOUT_S, MIN_TIMEOUT_S + SECONDS_PER_PIXEL * width * height * frames)
 
 
 def chunk_fsm(work_s: float, wait_s: float) -> FSM:
@@ -92,7 +96,9 @@ def encode_job(n_frames: int, width: int, height: int, settings) -> Job:
     n, x = len(ranges), settings.batch_chunks
     work = work_timeout(width, height, settings.chunk_frames)
     # A wait covers the rebases ahead of this chunk in its batch, and a predecessor that starts over.
-    wait = work * (min(x, n) + 4)
+    wait = min(MAX_TIMEOUT_S, work * (min(x, n) + 4))
+    # The stitch decodes the whole stream to check every chunk's entry digest.
+    stitch = work_timeout(width, height, n_frames)
     tasks = []
     for i in range(n):
         cid = chunk_id(i)
@@ -107,7 +113,7 @@ def encode_job(n_frames: int, width: int, height: int, settings) -> Job:
                        "frames": n_frames},
                       after=tuple(chunk_id(i) for i in range(n))))
     return Job(f"excamera-encode-{settings.chunk_frames}x{settings.batch_chunks}",
-               (chunk_fsm(work, wait), stitch_fsm(work * 2)), tuple(tasks), result_tasks=("stitch",))
+               (chunk_fsm(work, wait), stitch_fsm(stitch)), tuple(tasks), result_tasks=("stitch",))
 
 
 def encode_inputs(frames: list, rate: tuple[int, int], settings) -> dict[str, bytes]:

@@ -257,7 +257,8 @@ def test_kill_9_workers_at_random_moments(clip, tmp_path, seed):
 
     outcome, kills, lost = asyncio.run(go())
     assert outcome.status == "succeeded", outcome.error
-    assert len(kills) >= 2 and lost >= 1, kills  # the kills really interrupted tasks
+    # Up to three kills (the job may end first); the first always lands (nothing has run yet).
+    assert kills and lost >= 1, kills  # the kills really interrupted tasks
     print("killed during", kills)
     ref = outcome.objects["stitch"]["stitch.object"]
     data = (Path(outcome.storage_root) / outcome.storage_prefix / ref.key).read_bytes()
@@ -353,3 +354,21 @@ def test_workers_output_decodes_in_vpxdec(tmp_path):
     import hashlib
     theirs = [hashlib.md5((tmp_path / f"f-{i:04d}.i420").read_bytes()).hexdigest() for i in range(1, 16)]
     assert ours == theirs and len(ours) == 15
+
+
+def test_job_shape_and_timeouts():
+    """Batches: prev/next only inside a batch; timeouts grow with the frame size and stay within
+    the FSM's bounds (a 4K hour-long input still makes a valid job)."""
+    settings = EncodeSettings(chunk_frames=6, batch_chunks=4)
+    job = encode_job(45, 176, 144, settings)
+    chunks = [t for t in job.tasks if t.task_id.startswith("chunk-")]
+    assert len(chunks) == 8 and job.result_tasks == ("stitch",)
+    assert [t.params["prev"] != "" for t in chunks] == [False, True, True, True, False, True, True, True]
+    assert [t.params["next"] != "" for t in chunks] == [True, True, True, False, True, True, True, False]
+    assert job.tasks[-1].after == tuple(t.task_id for t in chunks) and job.tasks[-1].params["frames"] == 45
+    small = job.fsm("excamera-encode-chunk")
+    big = encode_job(30 * 3600, 3840, 2160, settings)
+    large = big.fsm("excamera-encode-chunk")
+    assert 60 <= small.state("rebase").timeout_s < large.state("rebase").timeout_s < 3600
+    assert large.state("receive-final").timeout_s > 4 * large.state("rebase").timeout_s
+    assert big.fsm("excamera-encode-stitch").state("stitch").timeout_s == 24 * 3600
