@@ -30,7 +30,8 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" demo/run_demo.sh
 
 # make bench BENCH_ENCODE_ARGS=--quick BENCH_EXCAMERA_ARGS=--quick for fast encode benches
-# (see bench/encode_bench.py --help and bench/excamera_bench.py --help)
+# (see bench/encode_bench.py --help and bench/excamera_bench.py --help); the last line:
+# excamera encode --workers 2 against vpxenc --threads=2 (bench/distributed_bench.py)
 BENCH_ENCODE_ARGS ?=
 BENCH_EXCAMERA_ARGS ?=
 bench: $(STAMP)
@@ -38,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/encode_bench.py $(BENCH_ENCODE_ARGS)
 	$(BIN)/python bench/excamera_bench.py $(BENCH_EXCAMERA_ARGS)
 	$(BIN)/excamera bench runtime --workers 1000
+	$(BIN)/python bench/distributed_bench.py --workers 2
 
 # Regenerate the committed protobuf/gRPC modules (grpcio-tools is needed only here, pinned so the
 # output is reproducible; tests/test_protos.py fails when the committed modules are stale).

@@ -79,20 +79,46 @@ async def embedded_coordinator(storage_dir: str, *, ops_modules: tuple[str, ...]
 async def run_job_async(job: Job, *, inputs: dict[str, bytes] | None = None, workers: int = 4,
                         spare: int = 0, max_attempts: int = 3, storage_dir: str | None = None,
                         timeline: str | None = None, ops_modules: tuple[str, ...] = (),
-                        timeout_s: float | None = None) -> JobResult:
+                        timeout_s: float | None = None, on_event=None) -> JobResult:
     storage_dir = storage_dir or tempfile.mkdtemp(prefix="excamera-storage-")
     async with embedded_coordinator(storage_dir, ops_modules=ops_modules) as c:
         job_id, _ = await c.submit(job, workers=workers, spare=spare, max_attempts=max_attempts,
                                    inputs=inputs, timeline=timeline)
+        pump = None
+        if on_event is not None:
+            pump = asyncio.create_task(_pump_events(c, job_id, on_event))
         try:
             outcome = await asyncio.wait_for(c.wait(job_id), timeout_s)
         except asyncio.TimeoutError:
             c.cancel(job_id)
             raise JobFailed(f"job {job_id}: not finished after {timeout_s} s; cancelled", "cancelled") from None
+        finally:
+            if pump is not None:
+                await asyncio.wait([pump], timeout=1.0)
+                pump.cancel()
         tl = c.engine.timeline(job_id)
     if outcome.status != "succeeded":
         raise JobFailed(f"job {job_id} {outcome.status}: {outcome.error}", outcome.status)
     return JobResult(job_id, outcome.objects, outcome.storage_root, outcome.storage_prefix, tl)
+
+
+async def _pump_events(c, job_id: str, on_event) -> None:
+    """Call ``on_event`` with each of the job's events (``jobs_pb2.JobEvent``, as the Jobs
+    service's Watch streams them), from the first, until the job ends."""
+    h = c.handles[job_id]
+    q: asyncio.Queue = asyncio.Queue()
+    for ev in h.events:
+        q.put_nowait(ev)
+    if h.done.done():
+        q.put_nowait(None)
+    else:
+        h.watchers.append(q)
+    try:
+        while (ev := await q.get()) is not None:
+            on_event(ev)
+    finally:
+        if q in h.watchers:
+            h.watchers.remove(q)
 
 
 async def submit_remote(job: Job, coordinator: str, certs: str, *, inputs=None, workers: int = 4,
@@ -126,7 +152,7 @@ async def submit_remote(job: Job, coordinator: str, certs: str, *, inputs=None, 
 def run_job(job: Job, *, inputs: dict[str, bytes] | None = None, workers: int = 4, spare: int = 0,
             max_attempts: int = 3, storage_dir: str | None = None, timeline: str | None = None,
             ops_modules: tuple[str, ...] = (), timeout_s: float | None = None,
-            coordinator: str | None = None, certs: str | None = None) -> JobResult:
+            coordinator: str | None = None, certs: str | None = None, on_event=None) -> JobResult:
     """Run ``job`` to the end and return its verified results (``JobFailed`` otherwise).
 
     Embedded (default): a coordinator, a rendezvous and ``workers + spare`` local worker
@@ -135,16 +161,19 @@ def run_job(job: Job, *, inputs: dict[str, bytes] | None = None, workers: int = 
     ``timeline`` writes every worker's state history as JSON. ``ops_modules`` are imported by
     every worker (to register operations beyond the built-ins). With ``coordinator`` and
     ``certs``, the job goes to that coordinator instead (its storage is the coordinator's).
+    ``on_event`` is called with each of the job's events (``jobs_pb2.JobEvent``: task and attempt
+    changes, FSM transitions, stragglers, the job's end) as they happen, in either mode.
     """
     if coordinator:
         if not certs:
             raise ValueError("run_job: a remote coordinator needs certs (a directory with ca.pem, "
                              "client.pem, client.key)")
         return asyncio.run(submit_remote(job, coordinator, certs, inputs=inputs, workers=workers,
-                                         spare=spare, max_attempts=max_attempts))
+                                         spare=spare, max_attempts=max_attempts, on_event=on_event))
     return asyncio.run(run_job_async(job, inputs=inputs, workers=workers, spare=spare,
                                      max_attempts=max_attempts, storage_dir=storage_dir,
-                                     timeline=timeline, ops_modules=ops_modules, timeout_s=timeout_s))
+                                     timeline=timeline, ops_modules=ops_modules, timeout_s=timeout_s,
+                                     on_event=on_event))
 
 
 __all__ = ["JobFailed", "JobResult", "embedded_coordinator", "run_job", "run_job_async",

@@ -10,6 +10,12 @@ same bytes.
 3. Rebase (serial along each batch of x chunks): each such chunk's frames are coded again onto the
    state the previous chunk really left.
 Each batch begins with a key frame: one key frame every N * x frames.
+
+``encode_frames`` runs the three steps here, in order. The distributed runtime
+(``excamera encode --workers N``, ``coordinator.excamera_job``) runs the same steps on workers, one
+chunk each, through ``given_state_frame`` (step 2) and ``rebase_chunk`` (step 3): together they
+are ``codec.reencode.reencode_chunk`` cut where ExCamera cuts it, between the parallel
+encode-given-state and the serial rebase, so both paths produce the same bytes (the tests check).
 """
 
 from __future__ import annotations
@@ -103,3 +109,68 @@ def encode_frames(frames: list[Image], settings: EncodeSettings, fps: tuple[int,
         out.extend(chunk)
         tick("rebase", i + 1, len(ranges))
     return out
+
+
+def prediction_states(prediction: list[bytes]) -> tuple[list[DecoderState], list[Image | None]]:
+    """The decoder state before each frame of a first pass (coded from the empty state) and the
+    picture each frame shows (None for a hidden frame)."""
+    state = DecoderState()
+    states, shown = [], []
+    for data in prediction:
+        states.append(state)
+        state, img = decode_frame(state, data)
+        shown.append(img)
+    return states, shown
+
+
+def chunk_quantizer(prediction: list[bytes], kf_q_weight: float) -> int:
+    """The quantizer of the frame that replaces a first pass's key frame: blended between the key
+    frame's and the next frame's (``codec.reencode.blended_quantizer``), as ``reencode_chunk``."""
+    from codec.reencode import blended_quantizer, frame_quantizer
+    states, _ = prediction_states(prediction[:2])
+    first_q = frame_quantizer(states[0], prediction[0])
+    next_q = frame_quantizer(states[1], prediction[1]) if len(prediction) > 1 else first_q
+    return blended_quantizer(first_q, next_q, kf_q_weight)
+
+
+def given_state_frame(given: DecoderState, raw_first: Image, prediction: list[bytes],
+                      settings: EncodeSettings) -> bytes:
+    """Step 2 for one chunk: its first raw image coded as an interframe against ``given`` (the
+    previous chunk's first-pass exit state), at the quantizer ``reencode_chunk`` picks."""
+    from codec.reencode import encode_given_state
+    if not prediction:
+        raise ValueError("the prediction chunk has no frames")
+    q = chunk_quantizer(prediction, settings.kf_q_weight)
+    return encode_given_state(given, raw_first, q, settings.speed).data
+
+
+def rebase_chunk(state_in: DecoderState, given: DecoderState, given_frame: bytes, raw: list[Image],
+                 prediction: list[bytes]) -> tuple[list[bytes], DecoderState]:
+    """Step 3 for one chunk: ``given_frame`` (step 2's, coded against ``given``) and the first
+    pass's later frames coded again onto ``state_in``, the state the previous chunk really left.
+    Returns the chunk's frames and the state after them. The same bytes as ``reencode_chunk(
+    state_in, raw, prediction, given_state=given)``, whose second half this is."""
+    from codec.reencode import _hidden_target, rebase_frame
+    old_states, shown = prediction_states(prediction)
+    n_shown = sum(img is not None for img in shown)
+    if n_shown != len(raw):
+        raise ValueError(f"the prediction shows {n_shown} frames but the raw chunk has {len(raw)}")
+    if shown[0] is None:
+        raise ValueError("the prediction's first frame is hidden; it must show the chunk's first image")
+    if given.digest() != state_in.digest():
+        first = rebase_frame(state_in, given, given_frame, raw[0]).data
+    else:
+        first = given_frame
+    out = [first]
+    state, _ = decode_frame(state_in, first)
+    shown_index = 1
+    for i in range(1, len(prediction)):
+        if shown[i] is not None:
+            target = raw[shown_index]
+            shown_index += 1
+        else:  # a hidden frame (an alt-ref): toward the picture the first pass made for it
+            target = Image(*_hidden_target(old_states, prediction, i))
+        frame = rebase_frame(state, old_states[i], prediction[i], target)
+        out.append(frame.data)
+        state = frame.state
+    return out, state

@@ -35,11 +35,23 @@ def add_parsers(sub) -> None:
         description="Encode INPUT (y4m or anything PyAV opens) to VP8 the ExCamera way: chunks of N "
                     "frames encoded independently, each chunk's first frame re-encoded against the "
                     "previous chunk's state and the rest rebased onto it, one key frame every N*x "
-                    "frames. --workers 0 runs every step in this process.")
+                    "frames. --workers 0 runs every step in this process; --workers N runs them on N local "
+                    "worker processes through an embedded coordinator and rendezvous, with the same "
+                    "output bytes.")
     enc.add_argument("input", metavar="INPUT")
     enc.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT.ivf or OUT.webm")
     enc.add_argument("--workers", type=_int_in(0, 100000), default=0, metavar="N",
-                     help="0: run every step in this process (default)")
+                     help="0: run every step in this process (default); N > 0: run the job on the "
+                          "distributed runtime (an embedded coordinator and rendezvous, N local "
+                          "worker processes)")
+    enc.add_argument("--spare", type=_int_in(0, 100000), default=0, metavar="K",
+                     help="K more workers for re-issued and straggling chunks (with --workers N)")
+    enc.add_argument("--timeline", metavar="T.json",
+                     help="write every worker's state history (with --workers N; "
+                          "excamera timeline T.json -o T.svg draws it)")
+    enc.add_argument("--coordinator", metavar="HOST:PORT",
+                     help="submit to a running coordinator (not supported yet for encode; see README)")
+    enc.add_argument("--certs", metavar="DIR", help="with --coordinator: ca.pem, client.pem, client.key")
     enc.add_argument("--chunk-frames", type=_int_in(1, 100000), default=6, metavar="N")
     enc.add_argument("--batch-chunks", type=_int_in(1, 100000), default=16, metavar="X")
     enc.add_argument("--cq-level", type=_int_in(0, 63), default=20, metavar="C")
@@ -59,6 +71,44 @@ def add_parsers(sub) -> None:
     re.add_argument("--state-out", metavar="S2")
     re.add_argument("--kf-q-weight", type=_weight, default=0.75, metavar="W")
     re.set_defaults(func=cmd_reencode)
+
+
+class _StageProgress:
+    """Chunks done per stage of a distributed encode, on one line of a terminal (stderr); fed
+    the job's events (``jobs_pb2.JobEvent``). A chunk counts once per stage however many attempts
+    it took."""
+
+    LABELS = {"first-pass": "first pass", "encode-given-state": "given state", "rebase": "rebase",
+              "upload": "upload", "stitch": "stitch"}
+
+    def __init__(self, n_chunks: int, tty: bool | None = None):
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.start = time.monotonic()
+        self.totals = {stage: (1 if stage == "stitch" else n_chunks) for stage in self.LABELS}
+        self.done: dict[str, set] = {stage: set() for stage in self.LABELS}
+        self.lost = 0
+
+    def __call__(self, ev) -> None:
+        if ev.kind == "transition" and ev.from_state in self.done:
+            self.done[ev.from_state].add(ev.task_id)
+        elif ev.kind == "attempt" and ev.detail != "attempt 1":
+            self.lost += 1
+        else:
+            return
+        self.show()
+
+    def line(self) -> str:
+        parts = [f"{label} {len(self.done[stage])}/{self.totals[stage]}" for stage, label in self.LABELS.items()]
+        extra = f", {self.lost} re-issued" if self.lost else ""
+        return f"{' | '.join(parts)}  {time.monotonic() - self.start:6.1f} s{extra}"
+
+    def show(self) -> None:
+        if self.tty:
+            print(f"\r{self.line()}", end="", file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        if self.tty:
+            print(f"\r{self.line()}", file=sys.stderr, flush=True)
 
 
 class _Progress:
@@ -110,15 +160,30 @@ def cmd_encode(args: argparse.Namespace) -> int:
     out = args.output
     if not out.lower().endswith((".ivf", ".webm")):
         raise CliError(f"-o {out}: the output must end in .ivf or .webm")
-    if args.workers != 0:
-        raise CliError("--workers N > 0 needs the distributed runtime, which is not built yet; use --workers 0")
+    if args.workers == 0:
+        for flag, value in (("--spare", args.spare), ("--timeline", args.timeline),
+                            ("--coordinator", args.coordinator)):
+            if value:
+                return _usage(f"{flag} needs --workers N (N > 0): --workers 0 runs in this process")
+    if args.coordinator:
+        # run_job can submit to a running coordinator, but cannot bring the output back: the
+        # stitched stream stays in the coordinator's storage, which the Jobs service does not
+        # serve, and Submit carries the raw input in one message of at most 8 MiB.
+        raise CliError("--coordinator: encoding on a running coordinator is not supported yet (the Jobs "
+                       "service cannot return the output); drop --coordinator to run an embedded one")
+    if args.certs:
+        return _usage("--certs goes with --coordinator")
     settings = EncodeSettings(args.chunk_frames, args.batch_chunks, args.cq_level, args.first_pass, args.speed)
     frames, rate = _read_video(args.input)
     if not frames:
         raise CliError(f"{args.input}: no frames")
     h, w = frames[0].y.shape
+    started = time.monotonic()
     try:
-        data = encode_frames(frames, settings, rate, _Progress())
+        if args.workers:
+            data = _encode_distributed(frames, rate, settings, args)
+        else:
+            data = encode_frames(frames, settings, rate, _Progress())
     except ValueError as e:
         raise CliError(f"{args.input}: {describe(e)}") from None
     if out.lower().endswith(".webm"):
@@ -129,9 +194,41 @@ def cmd_encode(args: argparse.Namespace) -> int:
                    w, h, rate)
     else:
         write_ivf(out, data, w, h, rate)
+    how = f"{args.workers} worker{'s' * (args.workers != 1)}" if args.workers else "in this process"
     print(f"{out}: {len(frames)} frames, {w}x{h}, {sum(map(len, data))} bytes, ExCamera[{settings.chunk_frames},"
-          f"{settings.batch_chunks}] at cq-level {settings.cq_level}", file=sys.stderr)
+          f"{settings.batch_chunks}] at cq-level {settings.cq_level}, {how}, {time.monotonic() - started:.2f} s",
+          file=sys.stderr)
     return 0
+
+
+def _usage(message: str) -> int:
+    print(f"excamera encode: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _encode_distributed(frames, rate, settings, args) -> list[bytes]:
+    """ExCamera[N, x] as a runtime job (``coordinator.excamera_job``) on an embedded coordinator
+    with ``args.workers`` (+ ``args.spare``) local worker processes; the stitched stream's frames."""
+    import tempfile
+
+    from coordinator.api import JobFailed, run_job
+    from coordinator.excamera_job import encode_inputs, encode_job
+    from excamera.cli import CliError
+    from worker.codec_ops import ivf_frames
+
+    h, w = frames[0].y.shape
+    job = encode_job(len(frames), w, h, settings)
+    inputs = encode_inputs(frames, rate, settings)
+    progress = _StageProgress(len(job.tasks) - 1)
+    with tempfile.TemporaryDirectory(prefix="excamera-encode-") as storage:
+        try:
+            result = run_job(job, inputs=inputs, workers=args.workers, spare=args.spare, storage_dir=storage,
+                             timeline=args.timeline, ops_modules=("worker.codec_ops",), on_event=progress)
+        except JobFailed as e:
+            progress.finish()
+            raise CliError(f"{args.input}: {e}") from None
+        progress.finish()
+        return ivf_frames(result.read("stitch"), "the stitched stream")
 
 
 def cmd_reencode(args: argparse.Namespace) -> int:

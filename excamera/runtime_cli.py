@@ -205,6 +205,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise CliError(f"worker: no job token: set {TOKEN_ENV}")
     bundle = _load_certs(args.certs, tls.WORKER_FILES)
     _setup_logging("WARNING")
+    import worker.codec_ops  # noqa: F401 - registers the real codec operations (imports no codec yet)
     import worker.fakecodec  # noqa: F401 - registers the fake codec operations
     for module in args.ops:
         try:

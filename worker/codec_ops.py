@@ -1,0 +1,202 @@
+"""The real ExCamera codec operations, registered for workers (``coordinator.excamera_job``).
+
+Each runs one step of ``excamera.encode`` for one chunk, over the job's storage and the task
+attempt's scratch space (NSDI 2017, section 4; the same steps, in the same order, as
+``encode_frames`` runs them in one process, so the output is byte-identical):
+
+* ``vp8-first-pass``: read the chunk's raw frames (a Y4M object), encode them from the empty
+  state (libvpx or the native encoder) and terminate the chunk (``codec.chunks.terminate_chunk``);
+  the chunk IVF goes to storage and to scratch ``pass``.
+* ``vp8-dump-state``: the first pass's exit state, ``DecoderState.to_bytes`` (compressed), into
+  scratch ``fp_state`` and storage; the built-in ``send-state`` hands it to the next chunk.
+* ``vp8-encode-given-state``: once the previous chunk's first-pass state has arrived (scratch
+  ``given_state``, by ``receive-state``), the chunk's first raw frame coded as an interframe
+  against it, into scratch ``given_frame``. A chunk that begins a batch keeps its key frame.
+* ``vp8-rebase``: once the state the previous chunk really left has arrived (scratch
+  ``state_in``), the chunk coded again onto it; the chunk IVF (recording its entry-state digest)
+  into scratch ``output`` for ``upload``, its exit state into scratch ``final`` for ``send-state``.
+* ``vp8-stitch``: the chunk objects decoded in order, every recorded entry digest checked against
+  the real decoder state (``codec.chunks.stitch_chunks``) and the frame count against the job's,
+  joined into one IVF object.
+
+Importing this module registers the operations and imports no codec module: each operation
+imports what it needs when it runs, so a worker that never runs one pays nothing for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import struct
+import tempfile
+
+from excamera.storage import ObjectRef
+from worker.ops import OpContext, OperationError, _scratch, operation
+
+_FRAME_RECORD = struct.Struct("<IQ")
+
+
+def _settings(**fields):
+    from excamera.encode import EncodeSettings
+    try:
+        return EncodeSettings(**fields)
+    except ValueError as e:
+        raise OperationError(str(e)) from None
+
+
+def _raw(ctx: OpContext, key: str):
+    """The chunk's raw frames and frame rate from a Y4M object."""
+    from codec.y4m import Y4mReader
+    with Y4mReader(io.BytesIO(ctx.storage.get(key))) as reader:
+        frames = list(reader)
+        rate = reader.header.rate
+    if not frames:
+        raise OperationError(f"{key}: the raw chunk holds no frames")
+    return frames, rate
+
+
+def ivf_bytes(frames: list[bytes], width: int, height: int, rate: tuple[int, int],
+              user: bytes = bytes(4)) -> bytes:
+    """An IVF file in memory (pts = frame index), as ``codec.ivf.IvfWriter`` writes it."""
+    from codec.ivf import IvfHeader
+    header = IvfHeader(width=width, height=height, rate=rate[0], scale=rate[1],
+                       frame_count=len(frames), user=user)
+    return header.to_bytes() + b"".join(_FRAME_RECORD.pack(len(d), i) + d for i, d in enumerate(frames))
+
+
+def ivf_frames(data: bytes, where: str) -> list[bytes]:
+    from codec.ivf import read_ivf
+    try:
+        _, records = read_ivf(io.BytesIO(data))
+    except ValueError as e:
+        raise OperationError(f"{where}: {e}") from None
+    return [r.data for r in records]
+
+
+def _state(ctx: OpContext, slot: str):
+    from codec.state import DecoderState
+    try:
+        return DecoderState.from_bytes(_scratch(ctx, slot))
+    except ValueError as e:
+        raise OperationError(f"task {ctx.task_id}: scratch {slot}: {e}") from None
+
+
+@operation("vp8-first-pass")
+def op_first_pass(ctx: OpContext, *, raw: str, output: str, first_pass: str = "libvpx",
+                  cq_level: int = 20, speed: int = 1) -> dict:
+    """Step 1: encode the raw chunk ``raw`` from the empty state and terminate it; the chunk IVF
+    to storage ``output`` and scratch ``pass``.
+
+    A re-issued attempt (the first one's worker was lost after this step) takes the first pass
+    already in ``output`` instead of encoding again: what it hands on must equal what the lost
+    attempt handed on, and libvpx's output is not always the same from run to run (see README,
+    "Known problems"). Objects are renamed into place whole, so one that exists is complete."""
+    from excamera.encode import first_pass as encode_first_pass
+    settings = _settings(cq_level=cq_level, first_pass=first_pass, speed=speed)
+    frames, rate = _raw(ctx, raw)
+    if ctx.attempt > 1 and ctx.storage.exists(output):
+        ivf = ctx.storage.get(output)
+        data = ivf_frames(ivf, output)
+        if len(data) == len(frames):  # (no hidden frames in a first pass; else encode again)
+            ctx.scratch["pass"] = ivf
+            return {"object": ObjectRef(output, hashlib.sha256(ivf).hexdigest(), len(ivf)), "frames": len(data),
+                    "reused": True}
+    try:
+        data = encode_first_pass(frames, settings, rate)
+    except ValueError as e:
+        raise OperationError(f"{raw}: first pass: {e}") from None
+    h, w = frames[0].y.shape
+    ivf = ivf_bytes(data, w, h, rate)
+    ctx.scratch["pass"] = ivf
+    return {"object": ctx.storage.put(output, ivf), "frames": len(data), "reused": False}
+
+
+@operation("vp8-dump-state")
+def op_dump_state(ctx: OpContext, *, output: str) -> dict:
+    """The decoder state after the first pass (from the empty state), compressed, into scratch
+    ``fp_state`` and storage ``output``."""
+    from excamera.encode import exit_state
+    state = exit_state(ivf_frames(_scratch(ctx, "pass"), "first pass"))
+    data = state.to_bytes()
+    ctx.scratch["fp_state"] = data
+    return {"object": ctx.storage.put(output, data), "digest": state.digest()}
+
+
+@operation("vp8-encode-given-state")
+def op_encode_given_state(ctx: OpContext, *, raw: str, speed: int = 1, kf_q_weight: float = 0.75) -> dict:
+    """Step 2: the chunk's first raw frame as an interframe against the previous chunk's
+    first-pass exit state (scratch ``given_state``), into scratch ``given_frame``. With no given
+    state (an empty one: the chunk begins its batch) there is nothing to do."""
+    from excamera.encode import given_state_frame
+    if not _scratch(ctx, "given_state"):
+        ctx.scratch["given_frame"] = b""
+        return {"encoded": False}
+    settings = _settings(speed=speed, kf_q_weight=kf_q_weight)
+    given = _state(ctx, "given_state")
+    frames, _ = _raw(ctx, raw)
+    try:
+        data = given_state_frame(given, frames[0], ivf_frames(_scratch(ctx, "pass"), "first pass"), settings)
+    except ValueError as e:
+        raise OperationError(f"{raw}: encode-given-state: {e}") from None
+    ctx.scratch["given_frame"] = data
+    return {"encoded": True, "size": len(data)}
+
+
+@operation("vp8-rebase")
+def op_rebase(ctx: OpContext, *, raw: str) -> dict:
+    """Step 3: the chunk coded onto the state the previous chunk really left (scratch
+    ``state_in``; empty when the chunk begins its batch, which keeps its first pass). The chunk
+    IVF, recording its entry-state digest, into scratch ``output``; its exit state into scratch
+    ``final`` for the next chunk."""
+    from codec.chunks import entry_digest_bytes
+    from excamera.encode import rebase_chunk
+    frames, rate = _raw(ctx, raw)
+    prediction = ivf_frames(_scratch(ctx, "pass"), "first pass")
+    h, w = frames[0].y.shape
+    if not _scratch(ctx, "state_in"):
+        if _scratch(ctx, "given_frame"):
+            raise OperationError(f"task {ctx.task_id}: a given-state frame but no state to rebase onto")
+        ctx.scratch["output"] = _scratch(ctx, "pass")
+        ctx.scratch["final"] = _scratch(ctx, "fp_state")
+        return {"rebased": False, "frames": len(prediction)}
+    state_in = _state(ctx, "state_in")
+    given = _state(ctx, "given_state")
+    given_frame = _scratch(ctx, "given_frame")
+    if not given_frame:
+        raise OperationError(f"task {ctx.task_id}: a state to rebase onto but no given-state frame")
+    try:
+        out, final = rebase_chunk(state_in, given, given_frame, frames, prediction)
+    except ValueError as e:
+        raise OperationError(f"{raw}: rebase: {e}") from None
+    ctx.scratch["output"] = ivf_bytes(out, w, h, rate, entry_digest_bytes(state_in))
+    ctx.scratch["final"] = final.to_bytes()
+    return {"rebased": True, "frames": len(out), "digest": final.digest()}
+
+
+@operation("vp8-stitch")
+def op_stitch(ctx: OpContext, *, chunks: list[str], output: str, frames: int) -> dict:
+    """Join the chunk objects ``chunks`` into one IVF at ``output``: each chunk's recorded entry
+    digest must be the state the chunks before it leave, and the stream must show ``frames``
+    pictures. Nothing is written otherwise."""
+    from codec.chunks import stitch_chunks
+    if not chunks:
+        raise OperationError("vp8-stitch: no chunks")
+    with tempfile.TemporaryDirectory(prefix="excamera-stitch-") as tmp:
+        paths = []
+        for i, key in enumerate(chunks):
+            path = os.path.join(tmp, f"{i:06d}-{os.path.basename(key)}")
+            with open(path, "wb") as f:
+                f.write(ctx.storage.get(key))
+            paths.append(path)
+        try:
+            stitched = stitch_chunks(paths)
+        except ValueError as e:
+            raise OperationError(f"vp8-stitch: {str(e).replace(tmp + os.sep, '')}") from None
+    shown = sum(stitched.shown)
+    if shown != frames:
+        raise OperationError(f"vp8-stitch: the chunks show {shown} frames, the input has {frames}")
+    data = ivf_bytes(stitched.frames, stitched.width, stitched.height, (stitched.rate, stitched.scale))
+    ref: ObjectRef = ctx.storage.put(output, data)
+    return {"object": ref, "frames": len(stitched.frames), "digest": stitched.state.digest(),
+            "sha256": hashlib.sha256(data).hexdigest()}
