@@ -437,6 +437,8 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
     lam_sad = np.sqrt(lam) * 1.0
     # B_PRED on inter frames only for macroblocks costing more than this (J of ~ 2 bits a pixel).
     bpred_gate = lam * 128.0
+    # Intra candidates on inter frames only for macroblocks costing more than this (16 bits).
+    intra_gate = lam * 16.0
     # Early skip below this squared error over the macroblock's 384 pixels: a residual this small
     # quantizes to nothing anyway (about a sixth of a quantizer step per pixel).
     skip_gate = 384 * f[Y1_AC] * f[Y1_AC] // 36
@@ -602,7 +604,7 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
                     for b in range(25):
                         best_nz += teob[b]
             # Intra modes, on an inter frame only where the best inter candidate leaves a residual.
-            if key_frame or (best_nz > 0 and not early):
+            if key_frame or (best_nz > 0 and not early and best_j > intra_gate):
                 # --- chroma intra mode (shared by the intra candidates) ---
                 uv_j = INF
                 for m in range(4):
