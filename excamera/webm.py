@@ -39,7 +39,8 @@ def write_webm(path: str | os.PathLike, frames: list[bytes], pts: list[int], key
     out = AtomicFile(path)
     try:
         with _template(av, frames[0], width, height, rate) as probe:
-            container = av.open(out.file, "w", format="webm")
+            # bitexact: no random segment UID or writing-application string, so the bytes repeat.
+            container = av.open(out.file, "w", format="webm", container_options={"fflags": "+bitexact"})
             try:
                 stream = container.add_stream_from_template(probe.streams.video[0])
                 for data, t, key, visible in zip(frames, pts, key_frames, shown):

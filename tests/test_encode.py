@@ -137,3 +137,12 @@ def _write_y4m(path, images):
         f.write(f"YUV4MPEG2 W{w} H{h} F30:1 Ip A1:1 C420jpeg\n".encode())
         for img in images:
             f.write(b"FRAME\n" + img.to_i420())
+
+
+def test_webm_output_repeats_byte_for_byte(tmp_path):
+    outs = []
+    for name in ("a.webm", "b.webm"):
+        res = run("encode", CLIP, "-o", tmp_path / name, "--chunk-frames", 5, "--first-pass", "native")
+        assert res.returncode == 0, res.stderr
+        outs.append((tmp_path / name).read_bytes())
+    assert outs[0] == outs[1]
