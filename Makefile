@@ -24,7 +24,7 @@ test: $(STAMP)
 	NUMBA_DISABLE_JIT=1 $(BIN)/pytest -q -m nojit tests
 	# Bounds-checked kernels compile into their own cache, so this lane really checks bounds.
 	NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR=$(CURDIR)/$(VENV)/numba-boundscheck \
-		$(BIN)/pytest -q tests/test_conformance.py $(wildcard tests/test_fuzz.py tests/test_enckernels.py)
+		$(BIN)/pytest -q tests/test_conformance.py tests/test_fuzz.py tests/test_enckernels.py tests/test_encoder.py
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" demo/run_demo.sh

@@ -26,7 +26,7 @@ from .rate import LEVEL_TOKEN, MAX_LEVEL, MV_MAX, block_token_cost, inter_mode_c
 from .reconstruct import UV_AC, UV_DC, Y1_AC, Y1_DC, _add_residual, add_mb_residual, predict_inter_mb
 from .transform import fdct4x4, fwht4x4
 from .tokens import ABOVE_CTX, LEFT_CTX
-from .tables import (B_PRED, COEFF_BANDS, GOLDEN_FRAME, MV_QUARTERS, IMPLIED_BMODE, SPLITMV, ZIGZAG, INTRA_FRAME, LAST_FRAME, NEARESTMV, NEARMV, NEWMV,
+from .tables import (ALTREF_FRAME, B_PRED, COEFF_BANDS, GOLDEN_FRAME, MV_QUARTERS, IMPLIED_BMODE, SPLITMV, ZIGZAG, INTRA_FRAME, LAST_FRAME, NEARESTMV, NEARMV, NEWMV,
                      TYPE_UV, TYPE_Y2, TYPE_Y_AFTER_Y2, TYPE_Y_WITH_DC, ZEROMV)
 
 # Scratch layout passed in by the caller (no allocation inside the kernels).
@@ -412,7 +412,8 @@ def _update_ctx(actx, lctx, eob, has_y2):
 
 
 @njit(cache=True, _nrt=False)
-def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use_golden, use_split, key_frame,
+def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay, au, av, use_golden, use_altref,
+                       use_split, key_frame,
                        dq, qps, lam, rdq, tok_cost,
                        ymode_cost, uvmode_cost, bcost_kf, bcost_inter, ref_cost, mvcost_r, mvcost_c, sign_bias,
                        search_range, subpel, use_bpred, filters, full_pixel,
@@ -424,7 +425,7 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
 
     Candidates: the four whole-block intra modes and (``use_bpred``) B_PRED with the best of ten
     modes per subblock; on inter frames also ZEROMV, NEARESTMV, NEARMV and NEWMV from the last
-    frame and golden, and (``use_split``) SPLITMV in four 8x8 quarters (diamond search of
+    frame and golden (ZERO/NEAREST/NEAR from altref), and (``use_split``) SPLITMV in four 8x8 quarters (diamond search of
     ``search_range`` pixels, quarter-pel refinement when ``subpel``) from the last frame.
     Chroma: the best of four intra modes for intra macroblocks, the vector's prediction otherwise.
     Fills the mode arrays, ``coeffs``/``eobs`` and ``skip`` (1 where a macroblock has no
@@ -473,12 +474,14 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
             early = False
             best_dist = INF
             best_score = INF
-            for rf in range(LAST_FRAME, GOLDEN_FRAME + 1):
-                if key_frame or early or (rf == GOLDEN_FRAME and not use_golden):
+            for rf in range(LAST_FRAME, ALTREF_FRAME + 1):
+                if key_frame or early:
                     break
-                ry = ly if rf == LAST_FRAME else gy
-                ru = lu if rf == LAST_FRAME else gu
-                rv = lv if rf == LAST_FRAME else gv
+                if (rf == GOLDEN_FRAME and not use_golden) or (rf == ALTREF_FRAME and not use_altref):
+                    continue
+                ry = ly if rf == LAST_FRAME else (gy if rf == GOLDEN_FRAME else ay)
+                ru = lu if rf == LAST_FRAME else (gu if rf == GOLDEN_FRAME else au)
+                rv = lv if rf == LAST_FRAME else (gv if rf == GOLDEN_FRAME else av)
                 _find_near_mvs(ref, ymode, mvs, R, C, rf, sign_bias, near, cnt)
                 inter_mode_costs(cnt, imcost)
                 lo_c = -(c + 1) * 64
@@ -490,7 +493,8 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
                 if rf == LAST_FRAME:
                     last_best_r, last_best_c = best_r, best_c
                     split_bits = ref_cost[LAST_FRAME] + imcost[SPLITMV] + split_part_cost
-                for k in range(4):
+                # Altref (an older golden picture) gets the vectors its neighbours imply, no search.
+                for k in range(4 if rf != ALTREF_FRAME else 3):
                     if k == 3:
                         # Early skip: ZERO or NEAREST from the last frame leaves no residual and
                         # little error (still background): take it without searching further.
@@ -693,8 +697,11 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, use
                 if best_ref == LAST_FRAME:
                     _predict_inter_mb(y, u, v, ly, lu, lv, y0, x0, cy0, cx0, best_mr, best_mc, filters, pic_h,
                                       pic_w, full_pixel, mc_tmp)
-                else:
+                elif best_ref == GOLDEN_FRAME:
                     _predict_inter_mb(y, u, v, gy, gu, gv, y0, x0, cy0, cx0, best_mr, best_mc, filters, pic_h,
+                                      pic_w, full_pixel, mc_tmp)
+                else:
+                    _predict_inter_mb(y, u, v, ay, au, av, y0, x0, cy0, cx0, best_mr, best_mc, filters, pic_h,
                                       pic_w, full_pixel, mc_tmp)
                 _code_luma16(src_y, sy, sx, y, y0, x0, qps, lam, rdq, tok_cost, work, actx, lctx, blk, eob, coefs,
                              s16)

@@ -8,9 +8,11 @@ then write the frame (``bitstream.write_frame``). The reconstruction and the nex
 decoder's: ``decode_frame`` runs on the written bytes, so ``--recon`` is by construction what
 ``excamera decode`` (bit-exact with libvpx) produces from the output.
 
-Reference policy: a key frame every ``keyframe_interval`` frames refreshes all three references;
-inter frames predict from the last frame and refresh it. (Golden and altref are kept but not
-searched yet.)
+Reference policy: a key frame every ``keyframe_interval`` frames refreshes all three references
+(at a lower quantizer: it is referenced longest); every ``golden_interval`` frames a boosted
+interframe refreshes golden, moving the old golden picture to altref. Inter frames predict from
+the last frame and golden (with motion search) and from altref (the vectors the neighbours
+imply) whenever those hold other pictures.
 """
 
 from __future__ import annotations
@@ -103,8 +105,8 @@ class _Scratch:
         self.mc_tmp = np.zeros((21, 16), np.int32)
         self.tok_above = np.zeros((mb_cols, 9), np.uint8)
         self.rank = np.zeros(10, np.float64)
-        self.seen_mv = np.zeros((8, 4), np.int64)
-        self.seen_cost = np.zeros((8, 2), np.int64)
+        self.seen_mv = np.zeros((12, 4), np.int64)  # up to 4 + 4 + 3 inter candidates
+        self.seen_cost = np.zeros((12, 2), np.int64)
         self.split_mv = np.zeros((4, 2), np.int32)
 
 
@@ -218,8 +220,11 @@ def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, spe
                    width=w if key_frame else 0, height=h if key_frame else 0)
     header = new_frame_header(state, tag, q)
     if not key_frame and (refresh_all or refresh_golden):
-        header = dataclasses.replace(header, refs=References(refresh_golden=True, refresh_altref=refresh_all,
-                                                             refresh_entropy=True, refresh_last=True))
+        # A golden refresh first moves the old golden picture to altref (section 9.7's copy,
+        # done before the refresh), so altref keeps the previous boosted picture.
+        header = dataclasses.replace(header, refs=References(
+            refresh_golden=True, refresh_altref=refresh_all, copy_to_altref=0 if refresh_all else 2,
+            refresh_entropy=True, refresh_last=True))
     mb_rows, mb_cols = (h + 15) // 16, (w + 15) // 16
     src = _source_planes(image, mb_rows, mb_cols)
     dq = dequant_factors(header)
@@ -257,14 +262,16 @@ def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, spe
     _prepare_intra_edges(pic, mb_rows, mb_cols)
     last = pic if key_frame else state.last
     golden = pic if key_frame else state.golden
+    altref = pic if key_frame else state.altref
     use_golden = not key_frame and golden is not None and golden is not last
+    use_altref = not key_frame and altref is not None and altref is not last and altref is not golden
     modes = allocate_mode_info(mb_rows, mb_cols)
     coeffs = np.zeros((mb_rows, mb_cols, 25, 16), np.int16)
     eobs = np.zeros((mb_rows, mb_cols, 25), np.uint8)
     s = _Scratch(mb_cols)
     encode_macroblocks(
         src[0], src[1], src[2], pic.y, pic.u, pic.v, last.y, last.u, last.v, golden.y, golden.u, golden.v,
-        use_golden, use_split, key_frame, dq, qps, lam, rdq,
+        altref.y, altref.u, altref.v, use_golden, use_altref, use_split, key_frame, dq, qps, lam, rdq,
         tok_cost, ymode_cost, uvmode_cost, bcost_kf, bcost_inter, ref_cost, mvcost_r, mvcost_c,
         np.zeros(4, np.int64), search_range, subpel, use_bpred, tables.SIXTAP_FILTERS, False,
         modes["ymode"], modes["uvmode"], modes["ref"], modes["skip"], modes["bmodes"], modes["mvs"],

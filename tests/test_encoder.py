@@ -38,6 +38,8 @@ CASES = [
     pytest.param("RTn23_80x44p15_15f.y4m", 4, None, dict(quantizer=120, speed=4), id="rtn23-q120-speed4"),
     pytest.param("CiscoVT2people_160x96_6fps_5f.y4m", 3, None, dict(quantizer=60, speed=0), id="cisco-speed0"),
     pytest.param("foreman_qcif_176x144_10f.y4m", 4, None, dict(quantizer=24, speed=0), id="foreman-speed0-split"),
+    pytest.param("foreman_qcif_176x144_10f.y4m", 10, None, dict(quantizer=40, golden_interval=2),
+                 id="foreman-golden-altref"),
 ]
 
 
@@ -133,3 +135,14 @@ def test_speed_0_codes_split_motion_vectors():
         split += int((parse_frame(state, o.data).modes["ymode"][1:, 1:] == 9).sum())  # SPLITMV
         state = o.state
     assert split > 0
+
+
+def test_all_three_references_are_used():
+    from codec.bitstream import parse_frame
+    frames = _frames("foreman_qcif_176x144_10f.y4m", 10)
+    state, used = DecoderState(), np.zeros(4, np.int64)
+    for o in _encode(frames, quantizer=40, golden_interval=2):
+        refs = parse_frame(state, o.data).modes["ref"][1:, 1:]
+        used += np.bincount(refs.ravel(), minlength=4)
+        state = o.state
+    assert (used[1:] > 0).all()  # last, golden and altref
