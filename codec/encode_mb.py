@@ -20,14 +20,16 @@ import numpy as np
 from numba import njit
 
 from .modes import _clamp, _find_near_mvs
-from .predict import BORDER_UV, BORDER_Y, predict_inter, predict_mb_intra, predict_subblock
+from .predict import BORDER_UV, BORDER_Y, predict_inter, predict_mb_intra
 from .quantize import KIND_UV, KIND_Y1, KIND_Y2, quantize_block, rd_quantize_block
 from .rate import LEVEL_TOKEN, MAX_LEVEL, MV_MAX, block_token_cost, inter_mode_costs
-from .reconstruct import UV_AC, UV_DC, Y1_AC, Y1_DC, _add_residual, add_mb_residual, predict_inter_mb
-from .transform import fdct4x4, fwht4x4
+from .reconstruct import (Y1_AC, Y1_DC, _add_residual, _pick, add_mb_residual, predict_bpred_subblock,
+                          predict_inter_mb)
+from .tables import (ALTREF_FRAME, B_PRED, COEFF_BANDS, GOLDEN_FRAME, IMPLIED_BMODE, INTRA_FRAME, LAST_FRAME,
+                     MV_QUARTERS, NEARESTMV, NEARMV, NEWMV, SPLITMV, TYPE_UV, TYPE_Y2, TYPE_Y_AFTER_Y2,
+                     TYPE_Y_WITH_DC, ZEROMV, ZIGZAG)
 from .tokens import ABOVE_CTX, LEFT_CTX
-from .tables import (ALTREF_FRAME, B_PRED, COEFF_BANDS, GOLDEN_FRAME, MV_QUARTERS, IMPLIED_BMODE, SPLITMV, ZIGZAG, INTRA_FRAME, LAST_FRAME, NEARESTMV, NEARMV, NEWMV,
-                     TYPE_UV, TYPE_Y2, TYPE_Y_AFTER_Y2, TYPE_Y_WITH_DC, ZEROMV)
+from .transform import fdct4x4, fwht4x4
 
 # Scratch layout passed in by the caller (no allocation inside the kernels).
 S_RESID, S_DEQ, S_RES, S_TMP, S_WHT, S_DCS, S_Y2 = range(7)
@@ -236,18 +238,6 @@ def _clear(blk, eob, lo, hi):
 
 
 @njit(cache=True, _nrt=False)
-def _bpred_subblock(y, y0, x0, k, mode, above_right, edge):
-    """Predict luma subblock k as the decoder does (above-right from the row above the macroblock
-    for the right column)."""
-    by = y0 + 4 * (k >> 2)
-    bx = x0 + 4 * (k & 3)
-    ary = y0 - 1 if (k & 3) == 3 else by - 1
-    for i in range(4):
-        above_right[i] = y[ary, bx + 4 + i]
-    predict_subblock(y, by, bx, mode, above_right, edge)
-
-
-@njit(cache=True, _nrt=False)
 def _try_bpred(src, sy, sx, y, y0, x0, key_frame, bmodes, R, C, bcost_kf, bcost_inter, qps, lam, rdq, tok_cost,
                work, actx, lctx, blk, eob, coefs, f, s16, edge, above_right, best_modes, rank):
     """Choose and code each of the 16 subblock modes in turn (section 12.3), leaving the result
@@ -268,7 +258,7 @@ def _try_bpred(src, sy, sx, y, y0, x0, key_frame, bmodes, R, C, bcost_kf, bcost_
         ctx = ctxs[k & 3] + ctxs[4 + (k >> 2)]
         # Rank the ten modes by prediction error plus mode cost; code only the best few in full.
         for m in range(10):
-            _bpred_subblock(y, y0, x0, k, m, above_right, edge)
+            predict_bpred_subblock(y, y0, x0, k, m, above_right, edge)
             mc = bcost_kf[a, lft, m] if key_frame else bcost_inter[m]
             rank[m] = _sse(src, sy + 4 * (k >> 2), sx + 4 * (k & 3), y, by, bx, 4, 4) + lam * mc / 256.0
         best_j = INF
@@ -279,7 +269,7 @@ def _try_bpred(src, sy, sx, y, y0, x0, key_frame, bmodes, R, C, bcost_kf, bcost_
                 if rank[mm] < rank[m]:
                     m = mm
             rank[m] = INF
-            _bpred_subblock(y, y0, x0, k, m, above_right, edge)
+            predict_bpred_subblock(y, y0, x0, k, m, above_right, edge)
             _forward(src, sy + 4 * (k >> 2), sx + 4 * (k & 3), y, by, bx, resid, coefs[k])
             e, c, nz = _quant(coefs[k], qps[KIND_Y1], TYPE_Y_WITH_DC, ctx, 4.0 * lam, rdq, tok_cost, work, blk[k])
             _add_residual(y, by, bx, blk[k], e, -32769, f[Y1_DC], f[Y1_AC], s16[S_DEQ], s16[S_RES], s16[S_TMP])
@@ -288,7 +278,7 @@ def _try_bpred(src, sy, sx, y, y0, x0, key_frame, bmodes, R, C, bcost_kf, bcost_
             if j < best_j:
                 best_j = j
                 best_m = m
-        _bpred_subblock(y, y0, x0, k, best_m, above_right, edge)
+        predict_bpred_subblock(y, y0, x0, k, best_m, above_right, edge)
         _forward(src, sy + 4 * (k >> 2), sx + 4 * (k & 3), y, by, bx, resid, coefs[k])
         e, c, nz = _quant(coefs[k], qps[KIND_Y1], TYPE_Y_WITH_DC, ctx, 4.0 * lam, rdq, tok_cost, work, blk[k])
         eob[k] = e
@@ -299,20 +289,6 @@ def _try_bpred(src, sy, sx, y, y0, x0, key_frame, bmodes, R, C, bcost_kf, bcost_
         ctxs[4 + (k >> 2)] = nz
         total += best_j
     return total
-
-
-@njit(cache=True, _nrt=False)
-def _predict_inter_mb(y, u, v, ry, ru, rv, y0, x0, cy0, cx0, mr, mc, filters, pic_h, pic_w, full_pixel, mc_tmp):
-    """Whole-macroblock motion-compensated prediction, as reconstruct_frame does it."""
-    predict_inter(y, y0, x0, ry, y0 + (mr >> 2), x0 + (mc >> 2), 16, 16, (mr & 3) * 2, (mc & 3) * 2, filters,
-                  pic_h, pic_w, BORDER_Y, mc_tmp)
-    if full_pixel:
-        mr &= ~7
-        mc &= ~7
-    predict_inter(u, cy0, cx0, ru, cy0 + (mr >> 3), cx0 + (mc >> 3), 8, 8, mr & 7, mc & 7, filters, pic_h // 2,
-                  pic_w // 2, BORDER_UV, mc_tmp)
-    predict_inter(v, cy0, cx0, rv, cy0 + (mr >> 3), cx0 + (mc >> 3), 8, 8, mr & 7, mc & 7, filters, pic_h // 2,
-                  pic_w // 2, BORDER_UV, mc_tmp)
 
 
 @njit(cache=True, _nrt=False)
@@ -479,9 +455,9 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
                     break
                 if (rf == GOLDEN_FRAME and not use_golden) or (rf == ALTREF_FRAME and not use_altref):
                     continue
-                ry = ly if rf == LAST_FRAME else (gy if rf == GOLDEN_FRAME else ay)
-                ru = lu if rf == LAST_FRAME else (gu if rf == GOLDEN_FRAME else au)
-                rv = lv if rf == LAST_FRAME else (gv if rf == GOLDEN_FRAME else av)
+                ry = _pick(rf, ly, gy, ay)
+                ru = _pick(rf, lu, gu, au)
+                rv = _pick(rf, lv, gv, av)
                 _find_near_mvs(ref, ymode, mvs, R, C, rf, sign_bias, near, cnt)
                 inter_mode_costs(cnt, imcost)
                 lo_c = -(c + 1) * 64
@@ -534,8 +510,10 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
                         cost = seen_cost[seen, 1]
                         nz = seen_mv[seen, 3]
                     else:
-                        _predict_inter_mb(y, u, v, ry, ru, rv, y0, x0, cy0, cx0, mr, mc, filters, pic_h, pic_w,
-                                          full_pixel, mc_tmp)
+                        mvs[R, C, 0, 0] = mr  # predict_inter_mb reads the vector from here
+                        mvs[R, C, 0, 1] = mc
+                        predict_inter_mb(y, u, v, ry, ru, rv, mvs, R, C, False, y0, x0, cy0, cx0, filters, pic_h,
+                                         pic_w, full_pixel, mc_tmp)
                         # A prediction much worse than the best one seen is not worth coding.
                         score = (_sse(src_y, sy, sx, y, y0, x0, 16, 16) + _sse(src_u, 8 * r, 8 * c, u, cy0, cx0, 8, 8)
                                  + _sse(src_v, 8 * r, 8 * c, v, cy0, cx0, 8, 8) + lam * mode_bits / 256.0)
@@ -694,15 +672,9 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
                     bmodes[R, C, k] = 0
                     mvs[R, C, k, 0] = best_mr
                     mvs[R, C, k, 1] = best_mc
-                if best_ref == LAST_FRAME:
-                    _predict_inter_mb(y, u, v, ly, lu, lv, y0, x0, cy0, cx0, best_mr, best_mc, filters, pic_h,
-                                      pic_w, full_pixel, mc_tmp)
-                elif best_ref == GOLDEN_FRAME:
-                    _predict_inter_mb(y, u, v, gy, gu, gv, y0, x0, cy0, cx0, best_mr, best_mc, filters, pic_h,
-                                      pic_w, full_pixel, mc_tmp)
-                else:
-                    _predict_inter_mb(y, u, v, ay, au, av, y0, x0, cy0, cx0, best_mr, best_mc, filters, pic_h,
-                                      pic_w, full_pixel, mc_tmp)
+                predict_inter_mb(y, u, v, _pick(best_ref, ly, gy, ay), _pick(best_ref, lu, gu, au),
+                                 _pick(best_ref, lv, gv, av), mvs, R, C, False, y0, x0, cy0, cx0, filters, pic_h,
+                                 pic_w, full_pixel, mc_tmp)
                 _code_luma16(src_y, sy, sx, y, y0, x0, qps, lam, rdq, tok_cost, work, actx, lctx, blk, eob, coefs,
                              s16)
                 _code_chroma(src_u, src_v, 8 * r, 8 * c, u, v, cy0, cx0, qps, lam, rdq, tok_cost, work, actx, lctx,
@@ -829,15 +801,6 @@ def _code_luma_blocks(src, sy, sx, y, y0, x0, qps, lam, rdq, tok_cost, work, act
 
 
 @njit(cache=True, _nrt=False)
-def _pick_ref(rf, last, golden, altref):
-    if rf == LAST_FRAME:
-        return last
-    if rf == 2:
-        return golden
-    return altref
-
-
-@njit(cache=True, _nrt=False)
 def rebase_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay, au, av, dq, qps, segment, lam,
                        rdq, tok_cost, ymode, uvmode, ref, bmodes, mvs, skip, filters, full_pixel, coeffs, eobs,
                        above_ctx, lctx, coefs, s16, work, edge, above_right, mc_tmp):
@@ -878,7 +841,7 @@ def rebase_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
                     for k in range(16):
                         by = y0 + 4 * (k >> 2)
                         bx = x0 + 4 * (k & 3)
-                        _bpred_subblock(y, y0, x0, k, bmodes[R, C, k], above_right, edge)
+                        predict_bpred_subblock(y, y0, x0, k, bmodes[R, C, k], above_right, edge)
                         _forward(src_y, sy + 4 * (k >> 2), sx + 4 * (k & 3), y, by, bx, s16[S_RESID], coefs[k])
                         ctx = ctxs[k & 3] + ctxs[4 + (k >> 2)]
                         e, cst, nz = _quant(coefs[k], qp[KIND_Y1], TYPE_Y_WITH_DC, ctx, 4.0 * lam, rdq, tok_cost,
@@ -896,8 +859,8 @@ def rebase_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
                 predict_mb_intra(v, cy0, cx0, 8, uvmode[R, C], r > 0, c > 0)
             else:
                 rf = ref[R, C]
-                predict_inter_mb(y, u, v, _pick_ref(rf, ly, gy, ay), _pick_ref(rf, lu, gu, au),
-                                 _pick_ref(rf, lv, gv, av), mvs, R, C, mode == SPLITMV, y0, x0, cy0, cx0, filters,
+                predict_inter_mb(y, u, v, _pick(rf, ly, gy, ay), _pick(rf, lu, gu, au),
+                                 _pick(rf, lv, gv, av), mvs, R, C, mode == SPLITMV, y0, x0, cy0, cx0, filters,
                                  pic_h, pic_w, full_pixel, mc_tmp)
                 if has_y2:
                     _code_luma16(src_y, sy, sx, y, y0, x0, qp, lam, rdq, tok_cost, work, actx, lctx, blk, eob,

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import tables
 from .bitstream import ParsedFrame, new_frame_header, write_frame
-from .decoder import _prepare_intra_edges, coding_state, decode_frame, dequant_factors, filter_levels
+from .decoder import _prepare_intra_edges, coding_state, decode_frame, dequant_factors
 from .encode_mb import COEF_ROWS, SCRATCH16_ROWS, count_tokens, encode_macroblocks
 from .header import FrameTag, References
 from .image import Image

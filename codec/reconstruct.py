@@ -77,6 +77,19 @@ def add_mb_residual(y, u, v, y0, x0, cy0, cx0, blk, eob, has_y2, add_luma, f, de
 
 
 @njit(cache=True, _nrt=False)
+def predict_bpred_subblock(y, y0, x0, k, mode, above_right, edge):
+    """Predict luma subblock k (raster order) of the B_PRED macroblock at y[y0, x0] (section 12.3).
+    The right column takes its above-right pixels from the row above the macroblock, as the RFC
+    specifies, whatever the subblock row."""
+    by = y0 + 4 * (k >> 2)
+    bx = x0 + 4 * (k & 3)
+    ary = y0 - 1 if (k & 3) == 3 else by - 1
+    for i in range(4):
+        above_right[i] = y[ary, bx + 4 + i]
+    predict_subblock(y, by, bx, mode, above_right, edge)
+
+
+@njit(cache=True, _nrt=False)
 def predict_inter_mb(y, u, v, ry, ru, rv, mvs, R, C, split, y0, x0, cy0, cx0, filters, pic_h, pic_w, full_pixel,
                      mc_tmp):
     """Motion-compensated prediction of one macroblock from reference planes ry, ru, rv (section
@@ -178,12 +191,7 @@ def _reconstruct(y, u, v, ly, lu, lv, gy, gu, gv, ay, au, av, ymode, uvmode, ref
                     for k in range(16):
                         by = y0 + 4 * (k >> 2)
                         bx = x0 + 4 * (k & 3)
-                        # The right column takes its above-right pixels from the row above the
-                        # macroblock, as the RFC specifies, whatever the subblock row.
-                        ary = y0 - 1 if (k & 3) == 3 else by - 1
-                        for i in range(4):
-                            above_right[i] = y[ary, bx + 4 + i]
-                        predict_subblock(y, by, bx, bmodes[R, C, k], above_right, edge)
+                        predict_bpred_subblock(y, y0, x0, k, bmodes[R, C, k], above_right, edge)
                         _add_residual(y, by, bx, blk[k], eob[k], -32769, f[Y1_DC], f[Y1_AC], deq, res, tmp)
                 else:
                     predict_mb_intra(y, y0, x0, 16, mode, r > 0, c > 0)

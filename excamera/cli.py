@@ -55,14 +55,17 @@ def _positive_count(text: str) -> int:
     return n
 
 
-def _quantizer(text: str) -> int:
-    try:
-        q = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 0 <= q <= 127:
-        raise argparse.ArgumentTypeError(f"must be in 0..127: {q}")
-    return q
+def int_in(lo: int, hi: int):
+    """An argparse type: a whole number in lo..hi (a usage error otherwise)."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"must be in {lo}..{hi}: {n}")
+        return n
+    return parse
 
 
 def _ssim_target(text: str) -> float:
@@ -73,16 +76,6 @@ def _ssim_target(text: str) -> float:
     if not 0.0 < s < 1.0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive): {text}")
     return s
-
-
-def _speed(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 0 <= n <= 4:
-        raise argparse.ArgumentTypeError(f"must be in 0..4: {n}")
-    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("-o", "--output", metavar="OUT.ivf", required=True,
                      help="the VP8 stream to write (IVF)")
     rate = enc.add_mutually_exclusive_group()
-    rate.add_argument("--quantizer", type=_quantizer, metavar="Q",
+    rate.add_argument("--quantizer", type=int_in(0, 127), metavar="Q",
                       help="constant quantizer index 0..127 for every frame (default 32)")
     rate.add_argument("--ssim", type=_ssim_target, metavar="S",
                       help="per frame, the coarsest quantizer whose SSIM (All planes) reaches S, "
@@ -152,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a key frame every N frames (default %(default)s)")
     enc.add_argument("--recon", metavar="R.y4m",
                      help="also write the reconstruction, what any VP8 decoder shows for OUT.ivf")
-    enc.add_argument("--speed", type=_speed, metavar="0..4", default=1,
+    enc.add_argument("--speed", type=int_in(0, 4), metavar="0..4", default=1,
                      help="0 slowest and best .. 4 fastest (default %(default)s)")
     enc.add_argument("--frames", type=_positive_count, metavar="N",
                      help="encode only the first N pictures")

@@ -7,18 +7,6 @@ import sys
 import time
 
 
-def _int_in(lo: int, hi: int):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"must be {lo}..{hi}: {v}")
-        return v
-    return parse
-
-
 def _weight(text: str) -> float:
     try:
         v = float(text)
@@ -30,6 +18,7 @@ def _weight(text: str) -> float:
 
 
 def add_parsers(sub) -> None:
+    from excamera.cli import int_in
     enc = sub.add_parser(
         "encode", help="encode a video with ExCamera[N, x] (chunks in parallel, rebased in series)",
         description="Encode INPUT (y4m or anything PyAV opens) to VP8 the ExCamera way: chunks of N "
@@ -40,11 +29,11 @@ def add_parsers(sub) -> None:
                     "output bytes.")
     enc.add_argument("input", metavar="INPUT")
     enc.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT.ivf or OUT.webm")
-    enc.add_argument("--workers", type=_int_in(0, 100000), default=0, metavar="N",
+    enc.add_argument("--workers", type=int_in(0, 100000), default=0, metavar="N",
                      help="0: run every step in this process (default); N > 0: run the job on the "
                           "distributed runtime (an embedded coordinator and rendezvous, N local "
                           "worker processes)")
-    enc.add_argument("--spare", type=_int_in(0, 100000), default=0, metavar="K",
+    enc.add_argument("--spare", type=int_in(0, 100000), default=0, metavar="K",
                      help="K more workers for re-issued and straggling chunks (with --workers N)")
     enc.add_argument("--timeline", metavar="T.json",
                      help="write every worker's state history (with --workers N; "
@@ -52,11 +41,11 @@ def add_parsers(sub) -> None:
     enc.add_argument("--coordinator", metavar="HOST:PORT",
                      help="submit to a running coordinator (not supported yet for encode; see README)")
     enc.add_argument("--certs", metavar="DIR", help="with --coordinator: ca.pem, client.pem, client.key")
-    enc.add_argument("--chunk-frames", type=_int_in(1, 100000), default=6, metavar="N")
-    enc.add_argument("--batch-chunks", type=_int_in(1, 100000), default=16, metavar="X")
-    enc.add_argument("--cq-level", type=_int_in(0, 63), default=20, metavar="C")
+    enc.add_argument("--chunk-frames", type=int_in(1, 100000), default=6, metavar="N")
+    enc.add_argument("--batch-chunks", type=int_in(1, 100000), default=16, metavar="X")
+    enc.add_argument("--cq-level", type=int_in(0, 63), default=20, metavar="C")
     enc.add_argument("--first-pass", choices=("libvpx", "native"), default="libvpx")
-    enc.add_argument("--speed", type=_int_in(0, 4), default=1, help="native encoder speed 0..4")
+    enc.add_argument("--speed", type=int_in(0, 4), default=1, help="native encoder speed 0..4")
     enc.set_defaults(func=cmd_encode)
 
     re = sub.add_parser(
