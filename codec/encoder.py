@@ -28,7 +28,7 @@ from .decoder import _prepare_intra_edges, coding_state, decode_frame, dequant_f
 from .encode_mb import COEF_ROWS, SCRATCH16_ROWS, count_tokens, encode_macroblocks
 from .header import FrameTag, References
 from .image import Image
-from .loopfilter import loop_filter_frame
+from .loopfilter import luma_filter_sse
 from .modes import allocate_mode_info
 from .predict import BORDER_UV, BORDER_Y
 from .quantize import RD_WORK_SHAPE, frame_quant_params
@@ -164,22 +164,13 @@ def _mode_and_mv_updates(header, modes, mb_rows: int, mb_cols: int) -> dict:
 
 
 def _choose_filter_level(pic: Picture, src, parsed_modes, eobs, key_frame: bool, hint: int | None) -> int:
-    """The loop-filter level (sharpness 0) whose output is closest to the source: a coarse scan
+    """The loop-filter level (sharpness 0) whose luma is closest to the source: a coarse scan
     then refinement, or, given the previous frame's level as ``hint``, refinement around it."""
     ymode = parsed_modes["ymode"][1:, 1:]
     inner = (eobs.max(axis=2) > 0) | (ymode == tables.B_PRED) | (ymode == tables.SPLITMV)
-    rows, cols = ymode.shape
 
     def sse(level: int) -> int:
-        y, u, v = pic.y.copy(), pic.u.copy(), pic.v.copy()
-        if level:
-            loop_filter_frame(y, u, v, BORDER_Y, BORDER_UV, np.full((rows, cols), level, np.uint8), inner, False,
-                              0, key_frame)
-        total = 0
-        for plane, s, b in ((y, src[0], BORDER_Y), (u, src[1], BORDER_UV), (v, src[2], BORDER_UV)):
-            d = plane[b:b + s.shape[0], b:b + s.shape[1]].astype(np.int32) - s
-            total += int(np.einsum("ij,ij->", d, d))
-        return total
+        return int(luma_filter_sse(pic.y, src[0], BORDER_Y, level, inner, key_frame))
 
     cache = {}
 

@@ -148,12 +148,39 @@ def loop_filter_frame(y, u, v, border_y, border_uv, levels, inner, simple, sharp
     no coefficients unless it is B_PRED or SPLITMV, section 15.1).
     """
     _filter(y.ravel(), u.ravel(), v.ravel(), y.shape[1], u.shape[1], border_y, border_uv, levels, inner, simple,
-            sharpness, key_frame, np.empty(320, np.uint8))
+            sharpness, key_frame, False, np.empty(320, np.uint8))
+
+
+@njit(cache=True)
+def luma_filter_sse(y, src_y, border_y, level, inner, key_frame):
+    """The squared error between the source luma ``src_y`` and the reconstructed luma ``y``
+    (padded, left unchanged) after the normal loop filter at one ``level`` everywhere, sharpness 0.
+
+    The encoder's filter-level search measures luma only, as libvpx's does: chroma follows luma's
+    edges and would only triple the work."""
+    work = y.copy()
+    if level > 0:
+        levels = np.full(inner.shape, level, np.uint8)
+        _filter(work.ravel(), work.ravel(), work.ravel(), work.shape[1], 0, border_y, 0, levels, inner, False, 0,
+                key_frame, True, np.empty(320, np.uint8))
+    return _plane_sse(work, border_y, src_y)
 
 
 @njit(cache=True, _nrt=False)
-def _filter(fy, fu, fv, ys, uvs, border_y, border_uv, levels, inner, simple, sharpness, key_frame, t):
-    """loop_filter_frame over the flattened planes, without the runtime (no reference counting).
+def _plane_sse(padded, border, src):
+    total = np.int64(0)
+    h, w = src.shape
+    for r in range(h):
+        for c in range(w):
+            d = np.int64(padded[border + r, border + c]) - np.int64(src[r, c])
+            total += d * d
+    return total
+
+
+@njit(cache=True, _nrt=False)
+def _filter(fy, fu, fv, ys, uvs, border_y, border_uv, levels, inner, simple, sharpness, key_frame, luma_only, t):
+    """loop_filter_frame over the flattened planes, without the runtime (no reference counting);
+    with ``luma_only`` the chroma planes are left alone (and may be anything).
 
     The normal filter's vertical edges run on a transposed copy of the macroblock (``t``, with the
     four columns left of it), so that they too filter along contiguous rows, which vectorizes.
@@ -192,6 +219,8 @@ def _filter(fy, fu, fv, ys, uvs, border_y, border_uv, levels, inner, simple, sha
                         _subblock_edge(t, 16 * k, 16, 1, 16, sub_edge, interior, hev_t)
                 _transpose_back(t, 16, fy, iy - 4, ys, 16, 20)
                 for plane in (fu, fv):
+                    if luma_only:
+                        break
                     _transpose(plane, iu - 4, uvs, t, 8, 8, 12)
                     if c > 0:
                         _mb_edge(t, 32, 8, 1, 8, mb_edge, interior, hev_t)
@@ -200,10 +229,12 @@ def _filter(fy, fu, fv, ys, uvs, border_y, border_uv, levels, inner, simple, sha
                     _transpose_back(t, 8, plane, iu - 4, uvs, 8, 12)
             if r > 0:
                 _mb_edge(fy, iy, ys, 1, 16, mb_edge, interior, hev_t)
-                _mb_edge(fu, iu, uvs, 1, 8, mb_edge, interior, hev_t)
-                _mb_edge(fv, iu, uvs, 1, 8, mb_edge, interior, hev_t)
+                if not luma_only:
+                    _mb_edge(fu, iu, uvs, 1, 8, mb_edge, interior, hev_t)
+                    _mb_edge(fv, iu, uvs, 1, 8, mb_edge, interior, hev_t)
             if inner[r, c]:
                 for k in (4, 8, 12):
                     _subblock_edge(fy, iy + k * ys, ys, 1, 16, sub_edge, interior, hev_t)
-                _subblock_edge(fu, iu + 4 * uvs, uvs, 1, 8, sub_edge, interior, hev_t)
-                _subblock_edge(fv, iu + 4 * uvs, uvs, 1, 8, sub_edge, interior, hev_t)
+                if not luma_only:
+                    _subblock_edge(fu, iu + 4 * uvs, uvs, 1, 8, sub_edge, interior, hev_t)
+                    _subblock_edge(fv, iu + 4 * uvs, uvs, 1, 8, sub_edge, interior, hev_t)

@@ -1,7 +1,5 @@
 """``python -m excamera ...``: the same as the ``excamera`` console script."""
 
-import sys
+from excamera.cli import run
 
-from excamera.cli import main
-
-sys.exit(main())
+run()

@@ -15,7 +15,7 @@ import naive
 from codec import tables
 from codec.boolcoder import (BoolDecoder, STATE_SIZE, bd_init, bd_literal, bd_overrun, bd_read,
                              bd_tree)
-from codec.loopfilter import _mb_edge, _simple_edge, _subblock_edge, loop_filter_frame
+from codec.loopfilter import _mb_edge, _simple_edge, _subblock_edge, loop_filter_frame, luma_filter_sse
 from codec.predict import BORDER_UV, BORDER_Y, predict_inter, predict_mb_intra, predict_subblock
 from codec.transform import idct4x4, iwht4x4
 
@@ -373,6 +373,27 @@ def test_loop_filter_frame(data, mb_rows, mb_cols, simple, sharpness, key_frame)
                             levels.tolist(), inner.tolist(), simple, sharpness, key_frame)
     for got, want in zip((y, u, v), expect):
         np.testing.assert_array_equal(got, want)
+
+
+@SLOW
+@given(data=st.data(), mb_rows=st.integers(1, 3), mb_cols=st.integers(1, 3), level=st.integers(0, 63),
+       key_frame=st.booleans())
+def test_luma_filter_sse(data, mb_rows, mb_cols, level, key_frame):
+    """The encoder's level-search measure: luma SSE after the whole-frame filter at one level, with
+    the reconstruction left as it was."""
+    border = 8
+    y = np.ascontiguousarray(data.draw(smooth_planes(16 * mb_rows + 2 * border, 16 * mb_cols + 2 * border)))
+    src = np.ascontiguousarray(data.draw(smooth_planes(16 * mb_rows, 16 * mb_cols)))
+    inner = np.array(data.draw(st.lists(st.booleans(), min_size=mb_rows * mb_cols,
+                                        max_size=mb_rows * mb_cols))).reshape(mb_rows, mb_cols)
+    before = y.copy()
+    planes = [y.copy(), np.zeros((8 * mb_rows + 8, 8 * mb_cols + 8), np.uint8),
+              np.zeros((8 * mb_rows + 8, 8 * mb_cols + 8), np.uint8)]
+    naive.loop_filter_frame(planes, [(border, border), (4, 4), (4, 4)], [[level] * mb_cols] * mb_rows,
+                            inner.tolist(), False, 0, key_frame)
+    d = planes[0][border:-border, border:-border].astype(np.int64) - src
+    assert luma_filter_sse(y, src, border, level, inner, key_frame) == int((d * d).sum())
+    np.testing.assert_array_equal(y, before)
 
 
 # ---------------------------------------------------------------------------------------------
