@@ -26,14 +26,14 @@ from .rate import LEVEL_TOKEN, MAX_LEVEL, MV_MAX, block_token_cost, inter_mode_c
 from .reconstruct import (Y1_AC, Y1_DC, _add_residual, _pick, add_mb_residual, predict_bpred_subblock,
                           predict_inter_mb)
 from .tables import (ALTREF_FRAME, B_PRED, COEFF_BANDS, GOLDEN_FRAME, IMPLIED_BMODE, INTRA_FRAME, LAST_FRAME,
-                     MV_QUARTERS, NEARESTMV, NEARMV, NEWMV, SPLITMV, TYPE_UV, TYPE_Y2, TYPE_Y_AFTER_Y2,
-                     TYPE_Y_WITH_DC, ZEROMV, ZIGZAG)
+                     MV_LEFT_RIGHT, MV_QUARTERS, MV_TOP_BOTTOM, NEARESTMV, NEARMV, NEWMV, SPLITMV, TYPE_UV, TYPE_Y2, TYPE_Y_AFTER_Y2,
+                     SPLIT_MV_COUNTS, SPLIT_MV_PARTITIONS, TYPE_Y_WITH_DC, ZEROMV, ZIGZAG)
 from .tokens import ABOVE_CTX, LEFT_CTX
 from .transform import fdct4x4, fwht4x4
 
 # Scratch layout passed in by the caller (no allocation inside the kernels).
-S_RESID, S_DEQ, S_RES, S_TMP, S_WHT, S_DCS, S_Y2 = range(7)
-SCRATCH16_ROWS = 7
+S_RESID, S_DEQ, S_RES, S_TMP, S_WHT, S_DCS, S_Y2, S_BEST_LEVELS, S_BEST_PIXELS = range(9)
+SCRATCH16_ROWS = 9
 COEF_ROWS = 25
 
 INF = np.int64(1) << np.int64(60)
@@ -83,10 +83,12 @@ def _sad(src, sy, sx, ref, ry, rx, h, w):
 
 
 @njit(cache=True, _nrt=False)
-def _search_8x8(src, sy, sx, ref, y0, x0, start_r, start_c, best_r, best_c, lo_r, hi_r, lo_c, hi_c, lam_sad,
-                mvcost_r, mvcost_c, subpel, filters, pic_h, pic_w, pred, mc_tmp, out):
-    """Small search for one 8x8 quarter of a SPLITMV macroblock (block at y0, x0 of the padded
-    plane): full-pel cross steps of 2 and 1 pixel from the start, then half- and quarter-pel."""
+def _search_part(src, sy, sx, ref, y0, x0, h, w, start_r, start_c, best_r, best_c, lo_r, hi_r, lo_c, hi_c,
+                 lam_sad, mvcost_r, mvcost_c, subpel, filters, pic_h, pic_w, pred, mc_tmp, out):
+    """Small search for one h x w partition of a SPLITMV macroblock (16x8, 8x16 or 8x8, at y0, x0
+    of the padded plane): full-pel cross steps of 2 and 1 pixel from the start, then half- and
+    quarter-pel. The vector stays within [lo, hi], which the caller keeps codable (a difference
+    from the best predictor within +-1023)."""
     cr = _clamp((start_r >> 2) << 2, lo_r, hi_r)
     cc = _clamp((start_c >> 2) << 2, lo_c, hi_c)
     best = INF
@@ -105,7 +107,7 @@ def _search_8x8(src, sy, sx, ref, y0, x0, start_r, start_c, best_r, best_c, lo_r
                     nc = cc + (step if d == 2 else (-step if d == 3 else 0))
                 if nr < lo_r or nr > hi_r or nc < lo_c or nc > hi_c:
                     continue
-                s = _sad(src, sy, sx, ref, y0 + (nr >> 2), x0 + (nc >> 2), 8, 8) + np.int64(
+                s = _sad(src, sy, sx, ref, y0 + (nr >> 2), x0 + (nc >> 2), h, w) + np.int64(
                     lam_sad * (mvcost_r[_clamp(nr - best_r, -MV_MAX, MV_MAX) + MV_MAX]
                                + mvcost_c[_clamp(nc - best_c, -MV_MAX, MV_MAX) + MV_MAX]) / 256.0)
                 if s < best:
@@ -127,9 +129,9 @@ def _search_8x8(src, sy, sx, ref, y0, x0, start_r, start_c, best_r, best_c, lo_r
                     nc = cc + dc
                     if nr < lo_r or nr > hi_r or nc < lo_c or nc > hi_c:
                         continue
-                    predict_inter(pred, 0, 0, ref, y0 + (nr >> 2), x0 + (nc >> 2), 8, 8, (nr & 3) * 2, (nc & 3) * 2,
+                    predict_inter(pred, 0, 0, ref, y0 + (nr >> 2), x0 + (nc >> 2), h, w, (nr & 3) * 2, (nc & 3) * 2,
                                   filters, pic_h, pic_w, BORDER_Y, mc_tmp)
-                    s = _sad(src, sy, sx, pred, 0, 0, 8, 8) + np.int64(
+                    s = _sad(src, sy, sx, pred, 0, 0, h, w) + np.int64(
                         lam_sad * (mvcost_r[_clamp(nr - best_r, -MV_MAX, MV_MAX) + MV_MAX]
                                    + mvcost_c[_clamp(nc - best_c, -MV_MAX, MV_MAX) + MV_MAX]) / 256.0)
                     if s < best:
@@ -263,6 +265,9 @@ def _try_bpred(src, sy, sx, y, y0, x0, key_frame, bmodes, R, C, bcost_kf, bcost_
             rank[m] = _sse(src, sy + 4 * (k >> 2), sx + 4 * (k & 3), y, by, bx, 4, 4) + lam * mc / 256.0
         best_j = INF
         best_m = 0
+        best_e = best_nz = 0
+        keep_levels = s16[S_BEST_LEVELS]
+        keep_pixels = s16[S_BEST_PIXELS]
         for t in range(BPRED_FULL_RD):
             m = 0
             for mm in range(1, 10):
@@ -276,13 +281,19 @@ def _try_bpred(src, sy, sx, y, y0, x0, key_frame, bmodes, R, C, bcost_kf, bcost_
             mc = bcost_kf[a, lft, m] if key_frame else bcost_inter[m]
             j = _sse(src, sy + 4 * (k >> 2), sx + 4 * (k & 3), y, by, bx, 4, 4) + lam * (c + mc) / 256.0
             if j < best_j:
+                # Keep the winner's levels and pixels: coding it again would give the same.
                 best_j = j
                 best_m = m
-        predict_bpred_subblock(y, y0, x0, k, best_m, above_right, edge)
-        _forward(src, sy + 4 * (k >> 2), sx + 4 * (k & 3), y, by, bx, resid, coefs[k])
-        e, c, nz = _quant(coefs[k], qps[KIND_Y1], TYPE_Y_WITH_DC, ctx, 4.0 * lam, rdq, tok_cost, work, blk[k])
-        eob[k] = e
-        _add_residual(y, by, bx, blk[k], e, -32769, f[Y1_DC], f[Y1_AC], s16[S_DEQ], s16[S_RES], s16[S_TMP])
+                best_e = e
+                best_nz = nz
+                for i in range(16):
+                    keep_levels[i] = blk[k, i]
+                    keep_pixels[i] = y[by + (i >> 2), bx + (i & 3)]
+        for i in range(16):
+            blk[k, i] = keep_levels[i]
+            y[by + (i >> 2), bx + (i & 3)] = keep_pixels[i]
+        eob[k] = best_e
+        nz = best_nz
         best_modes[k] = best_m
         bmodes[R, C, k] = best_m
         ctxs[k & 3] = nz
@@ -337,25 +348,39 @@ def _motion_search(src, sy, sx, ref, y0, x0, best_r, best_c, start_r, start_c, l
                 moved = True
         step >>= 1
     if subpel:
-        best = _subpel_cost(src, sy, sx, ref, y0, x0, cr, cc, filters, pic_h, pic_w, pred, mc_tmp) + np.int64(
+        # The full-pel winner needs no filter: its SAD is the search's. Each step then tries the
+        # four neighbours and the one diagonal between the better of each pair (as libvpx does):
+        # 5 filtered predictions a step instead of 8.
+        best = _sad16(src, sy, sx, ref, y0 + (cr >> 2), x0 + (cc >> 2), 1 << 30) + np.int64(
             lam_sad * (mvcost_r[_clamp(cr - best_r, -MV_MAX, MV_MAX) + MV_MAX]
                        + mvcost_c[_clamp(cc - best_c, -MV_MAX, MV_MAX) + MV_MAX]) / 256.0)
         for step in (2, 1):
             br, bc = cr, cc
-            for dr in (-step, 0, step):
-                for dc in (-step, 0, step):
-                    if dr == 0 and dc == 0:
-                        continue
-                    nr = cr + dr
-                    nc = cc + dc
-                    if nr < lo_r or nr > hi_r or nc < lo_c or nc > hi_c:
-                        continue
-                    s = _subpel_cost(src, sy, sx, ref, y0, x0, nr, nc, filters, pic_h, pic_w, pred, mc_tmp)
-                    s += np.int64(lam_sad * (mvcost_r[_clamp(nr - best_r, -MV_MAX, MV_MAX) + MV_MAX]
-                                             + mvcost_c[_clamp(nc - best_c, -MV_MAX, MV_MAX) + MV_MAX]) / 256.0)
-                    if s < best:
-                        best = s
-                        br, bc = nr, nc
+            side = INF
+            up = INF
+            dr_best = -step
+            dc_best = -step
+            for d in range(5):
+                if d < 2:
+                    nr, nc = cr, cc + (-step if d == 0 else step)
+                elif d < 4:
+                    nr, nc = cr + (-step if d == 2 else step), cc
+                else:
+                    nr, nc = cr + dr_best, cc + dc_best
+                if nr < lo_r or nr > hi_r or nc < lo_c or nc > hi_c:
+                    continue
+                s = _subpel_cost(src, sy, sx, ref, y0, x0, nr, nc, filters, pic_h, pic_w, pred, mc_tmp)
+                s += np.int64(lam_sad * (mvcost_r[_clamp(nr - best_r, -MV_MAX, MV_MAX) + MV_MAX]
+                                         + mvcost_c[_clamp(nc - best_c, -MV_MAX, MV_MAX) + MV_MAX]) / 256.0)
+                if d < 2 and s < side:
+                    side = s
+                    dc_best = nc - cc
+                elif 2 <= d < 4 and s < up:
+                    up = s
+                    dr_best = nr - cr
+                if s < best:
+                    best = s
+                    br, bc = nr, nc
             cr, cc = br, bc
     out[0] = cr
     out[1] = cc
@@ -393,7 +418,7 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
                        dq, qps, lam, rdq, tok_cost,
                        ymode_cost, uvmode_cost, bcost_kf, bcost_inter, ref_cost, mvcost_r, mvcost_c, sign_bias,
                        search_range, subpel, use_bpred, filters, full_pixel,
-                       ymode, uvmode, ref, skip, bmodes, mvs, partitioning, coeffs, eobs, split_mv,
+                       ymode, uvmode, ref, skip, bmodes, mvs, partitioning, coeffs, eobs, split_mv, split_try,
                        split_part_cost, split_new_cost,
                        above_ctx, lctx, tblk, teob, coefs, s16, work, imcost, edge, above_right, bm, near, cnt,
                        mv_out, pred, mc_tmp, rank, seen_mv, seen_cost):
@@ -401,8 +426,10 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
 
     Candidates: the four whole-block intra modes and (``use_bpred``) B_PRED with the best of ten
     modes per subblock; on inter frames also ZEROMV, NEARESTMV, NEARMV and NEWMV from the last
-    frame and golden (ZERO/NEAREST/NEAR from altref), and (``use_split``) SPLITMV in four 8x8 quarters (diamond search of
-    ``search_range`` pixels, quarter-pel refinement when ``subpel``) from the last frame.
+    frame and golden (ZERO/NEAREST/NEAR from altref), and (``use_split``) SPLITMV from the last frame
+    in 16x8 halves, 8x16 halves and 8x8 quarters, each part with its own vector (a small search from
+    the macroblock's NEWMV vector, quarter-pel refinement when ``subpel``); ``split_part_cost`` is
+    int32[4], the cost of each partitioning, and ``split_try`` int32[4, 2] scratch.
     Chroma: the best of four intra modes for intra macroblocks, the vector's prediction otherwise.
     Fills the mode arrays, ``coeffs``/``eobs`` and ``skip`` (1 where a macroblock has no
     coefficients), and returns the frame's SSE before loop filtering.
@@ -444,6 +471,7 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
             best_mc = 0
             intra_ref_cost = ref_cost[0] if not key_frame else 0
             best_nz = 1
+            best_part = MV_QUARTERS
             # --- inter modes from the last frame (and the golden one when it differs) ---
             best_ref = LAST_FRAME
             n_seen = 0
@@ -468,7 +496,7 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
                 best_c = _clamp(near[0, 1], lo_c, hi_c)
                 if rf == LAST_FRAME:
                     last_best_r, last_best_c = best_r, best_c
-                    split_bits = ref_cost[LAST_FRAME] + imcost[SPLITMV] + split_part_cost
+                    split_bits = ref_cost[LAST_FRAME] + imcost[SPLITMV]
                 # Altref (an older golden picture) gets the vectors its neighbours imply, no search.
                 for k in range(4 if rf != ALTREF_FRAME else 3):
                     if k == 3:
@@ -547,44 +575,53 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
                         best_mr, best_mc = mr, mc
                         best_nz = nz
                         best_ref = rf
-            # --- SPLITMV: four 8x8 quarters, each with its own vector from the last frame ---
+            # --- SPLITMV from the last frame: halves (16x8, 8x16) and quarters, each part with its own vector ---
             if use_split and not key_frame and not early:
-                lo_c = -(c + 1) * 64
-                hi_c = (mb_cols - c) * 64
-                lo_r = -(r + 1) * 64
-                hi_r = (mb_rows - r) * 64
-                bits = split_bits
-                for qd in range(4):
-                    qy = 8 * (qd >> 1)
-                    qx = 8 * (qd & 1)
-                    _search_8x8(src_y, sy + qy, sx + qx, ly, y0 + qy, x0 + qx, last_new_r, last_new_c, last_best_r,
-                                last_best_c, lo_r, hi_r, lo_c, hi_c, lam_sad, mvcost_r, mvcost_c, subpel, filters,
-                                pic_h, pic_w, pred, mc_tmp, mv_out)
-                    split_mv[qd, 0] = mv_out[0]
-                    split_mv[qd, 1] = mv_out[1]
-                    bits += split_new_cost + (mvcost_r[_clamp(mv_out[0] - last_best_r, -MV_MAX, MV_MAX) + MV_MAX]
-                                              + mvcost_c[_clamp(mv_out[1] - last_best_c, -MV_MAX, MV_MAX) + MV_MAX])
-                for k in range(16):
-                    qd = 2 * (k >> 3) + ((k & 3) >> 1)
-                    mvs[R, C, k, 0] = split_mv[qd, 0]
-                    mvs[R, C, k, 1] = split_mv[qd, 1]
-                predict_inter_mb(y, u, v, ly, lu, lv, mvs, R, C, True, y0, x0, cy0, cx0, filters, pic_h, pic_w,
-                                 full_pixel, mc_tmp)
-                _clear(tblk, teob, 0, 25)
-                cost = _code_luma_blocks(src_y, sy, sx, y, y0, x0, qps, lam, False, tok_cost, work, actx, lctx, tblk,
-                                         teob, coefs, s16)
-                cost += _code_chroma(src_u, src_v, 8 * r, 8 * c, u, v, cy0, cx0, qps, lam, False, tok_cost, work,
-                                     actx, lctx, tblk, teob, coefs, s16)
-                _recon(y, u, v, y0, x0, cy0, cx0, tblk, teob, False, True, f, s16)
-                j = (_sse(src_y, sy, sx, y, y0, x0, 16, 16) + _sse(src_u, 8 * r, 8 * c, u, cy0, cx0, 8, 8)
-                     + _sse(src_v, 8 * r, 8 * c, v, cy0, cx0, 8, 8) + lam * (cost + bits) / 256.0)
-                if j < best_j:
-                    best_j = j
-                    best_kind = SPLITMV
-                    best_ref = LAST_FRAME
-                    best_nz = 0
-                    for b in range(25):
-                        best_nz += teob[b]
+                # Vectors within the frame's reach and codable as a NEW4X4 difference.
+                # (Whole pixels at both ends, where the full-pel search starts and steps.)
+                lo_r = ((max(-(r + 1) * 64, last_best_r - MV_MAX) + 3) >> 2) << 2
+                hi_r = (min((mb_rows - r) * 64, last_best_r + MV_MAX) >> 2) << 2
+                lo_c = ((max(-(c + 1) * 64, last_best_c - MV_MAX) + 3) >> 2) << 2
+                hi_c = (min((mb_cols - c) * 64, last_best_c + MV_MAX) >> 2) << 2
+                for part in (MV_TOP_BOTTOM, MV_LEFT_RIGHT, MV_QUARTERS):
+                    bits = split_bits + split_part_cost[part]
+                    ph = 8 if part != MV_LEFT_RIGHT else 16
+                    pw = 8 if part != MV_TOP_BOTTOM else 16
+                    for j in range(SPLIT_MV_COUNTS[part]):
+                        py = 8 * (j >> 1) if part == MV_QUARTERS else (8 * j if part == MV_TOP_BOTTOM else 0)
+                        px = 8 * (j & 1) if part == MV_QUARTERS else (8 * j if part == MV_LEFT_RIGHT else 0)
+                        _search_part(src_y, sy + py, sx + px, ly, y0 + py, x0 + px, ph, pw, last_new_r, last_new_c,
+                                     last_best_r, last_best_c, lo_r, hi_r, lo_c, hi_c, lam_sad, mvcost_r, mvcost_c,
+                                     subpel, filters, pic_h, pic_w, pred, mc_tmp, mv_out)
+                        split_try[j, 0] = mv_out[0]
+                        split_try[j, 1] = mv_out[1]
+                        bits += split_new_cost + (mvcost_r[_clamp(mv_out[0] - last_best_r, -MV_MAX, MV_MAX) + MV_MAX]
+                                                  + mvcost_c[_clamp(mv_out[1] - last_best_c, -MV_MAX, MV_MAX) + MV_MAX])
+                    for k in range(16):
+                        j = SPLIT_MV_PARTITIONS[part, k]
+                        mvs[R, C, k, 0] = split_try[j, 0]
+                        mvs[R, C, k, 1] = split_try[j, 1]
+                    predict_inter_mb(y, u, v, ly, lu, lv, mvs, R, C, True, y0, x0, cy0, cx0, filters, pic_h, pic_w,
+                                     full_pixel, mc_tmp)
+                    _clear(tblk, teob, 0, 25)
+                    cost = _code_luma_blocks(src_y, sy, sx, y, y0, x0, qps, lam, False, tok_cost, work, actx, lctx,
+                                             tblk, teob, coefs, s16)
+                    cost += _code_chroma(src_u, src_v, 8 * r, 8 * c, u, v, cy0, cx0, qps, lam, False, tok_cost, work,
+                                         actx, lctx, tblk, teob, coefs, s16)
+                    _recon(y, u, v, y0, x0, cy0, cx0, tblk, teob, False, True, f, s16)
+                    j = (_sse(src_y, sy, sx, y, y0, x0, 16, 16) + _sse(src_u, 8 * r, 8 * c, u, cy0, cx0, 8, 8)
+                         + _sse(src_v, 8 * r, 8 * c, v, cy0, cx0, 8, 8) + lam * (cost + bits) / 256.0)
+                    if j < best_j:
+                        best_j = j
+                        best_kind = SPLITMV
+                        best_ref = LAST_FRAME
+                        best_part = part
+                        for jj in range(4):
+                            split_mv[jj, 0] = split_try[jj, 0]
+                            split_mv[jj, 1] = split_try[jj, 1]
+                        best_nz = 0
+                        for bb in range(25):
+                            best_nz += teob[bb]
             # Intra modes, on an inter frame only where the best inter candidate leaves a residual.
             if key_frame or (best_nz > 0 and not early and best_j > intra_gate):
                 # --- chroma intra mode (shared by the intra candidates) ---
@@ -651,12 +688,11 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
                 ymode[R, C] = SPLITMV
                 uvmode[R, C] = 0
                 ref[R, C] = LAST_FRAME
-                partitioning[R, C] = MV_QUARTERS
+                partitioning[R, C] = best_part
                 for k in range(16):
                     bmodes[R, C, k] = 0
-                    qd = 2 * (k >> 3) + ((k & 3) >> 1)
-                    mvs[R, C, k, 0] = split_mv[qd, 0]
-                    mvs[R, C, k, 1] = split_mv[qd, 1]
+                    mvs[R, C, k, 0] = split_mv[SPLIT_MV_PARTITIONS[best_part, k], 0]
+                    mvs[R, C, k, 1] = split_mv[SPLIT_MV_PARTITIONS[best_part, k], 1]
                 predict_inter_mb(y, u, v, ly, lu, lv, mvs, R, C, True, y0, x0, cy0, cx0, filters, pic_h, pic_w,
                                  full_pixel, mc_tmp)
                 _code_luma_blocks(src_y, sy, sx, y, y0, x0, qps, lam, rdq, tok_cost, work, actx, lctx, blk, eob,

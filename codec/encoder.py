@@ -108,6 +108,7 @@ class _Scratch:
         self.seen_mv = np.zeros((12, 4), np.int64)  # up to 4 + 4 + 3 inter candidates
         self.seen_cost = np.zeros((12, 2), np.int64)
         self.split_mv = np.zeros((4, 2), np.int32)
+        self.split_try = np.zeros((4, 2), np.int32)
 
 
 # Speed settings: (motion search range in pixels, quarter-pel refinement, B_PRED, trellis quantizer).
@@ -266,7 +267,7 @@ def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, spe
         tok_cost, ymode_cost, uvmode_cost, bcost_kf, bcost_inter, ref_cost, mvcost_r, mvcost_c,
         np.zeros(4, np.int64), search_range, subpel, use_bpred, tables.SIXTAP_FILTERS, False,
         modes["ymode"], modes["uvmode"], modes["ref"], modes["skip"], modes["bmodes"], modes["mvs"],
-        modes["partitioning"], coeffs, eobs, s.split_mv, int(split_part[tables.MV_QUARTERS]), int(split_sub[0, 3]),
+        modes["partitioning"], coeffs, eobs, s.split_mv, s.split_try, split_part, int(split_sub[0, 3]),
         s.above_ctx, s.lctx, s.tblk, s.teob, s.coefs, s.s16, s.work, s.imcost, s.edge, s.above_right, s.bm,
         s.near, s.cnt, s.mv_out, s.pred, s.mc_tmp, s.rank, s.seen_mv, s.seen_cost)
 

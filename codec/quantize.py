@@ -65,7 +65,7 @@ def frame_quant_params(dq: np.ndarray, rounding=(0.5, 0.5, 0.5), zbin=(0.0, 0.0,
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def quantize_block(coef, qp, btype, levels):
     """Plain dead-zone quantizer: ``coef`` (int16[16], raster) into ``levels`` (int16[16], raster);
     returns the eob. ``qp``: int32[2, 4] (``quant_params``); ``btype``: the block's token type."""
@@ -93,7 +93,7 @@ RD_WORK_SHAPE = (2, 17, 3)
 _EOB, _ROUNDED, _SMALLER = 0, 1, 2
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def rd_quantize_block(coef, qp, btype, ctx, lam, tok_cost, work, levels):
     """Rate-distortion quantizer (a trellis over the token contexts): the levels minimizing
     D + lam * R / 256 into ``levels``; returns the eob.

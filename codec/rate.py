@@ -152,7 +152,7 @@ def token_costs(coeff_probs, out):
                                 out[t, band, ctx, after_zero, -nxt] = c
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def block_token_cost(levels, eob, btype, ctx, tok_cost):
     """Exact cost of the tokens a writer emits for one block (section 13), and the context the
     block leaves for its right and lower neighbours.
@@ -274,7 +274,7 @@ def ref_frame_costs(prob_intra, prob_last, prob_golden, out):
     out[3] = inter + BOOL_COST[prob_last, 1] + BOOL_COST[prob_golden, 1]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def inter_mode_costs(cnt, out):
     """Section 16.3: cost of each inter mode NEARESTMV..SPLITMV into ``out[5..9]`` (int32[10];
     entries 0-4 untouched), given the census counts ``cnt`` (4 ints, as the decoder's near-MV search

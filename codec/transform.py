@@ -96,7 +96,7 @@ _FDCT_COL_2 = 16
 _FDCT_COL_1 = (1 << 21) - 1
 _FDCT_COL_3 = 3 << 19
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def fdct4x4(block, out):
     """Forward DCT of a 4x4 residual (raster order, int16) into ``out`` (int16, 16, raster order).
 
@@ -146,7 +146,7 @@ def fdct4x4(block, out):
 FWHT_ROUND_UP = np.array([0, 1, 1, 0, 1, 0, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0], np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def fwht4x4(dcs, out):
     """Forward Walsh-Hadamard transform of the 16 luma DCs (``dcs[i]`` = DC of Y block i, int16)
     into the Y2 block ``out`` (int16, 16, raster order).
