@@ -421,7 +421,7 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
                        ymode, uvmode, ref, skip, bmodes, mvs, partitioning, coeffs, eobs, split_mv, split_try,
                        split_part_cost, split_new_cost,
                        above_ctx, lctx, tblk, teob, coefs, s16, work, imcost, edge, above_right, bm, near, cnt,
-                       mv_out, pred, mc_tmp, rank, seen_mv, seen_cost):
+                       mv_out, pred, mc_tmp, rank, seen_mv, seen_cost, ref_best, mv_pred):
     """Choose, code and reconstruct every macroblock of a frame (see the module docstring).
 
     Candidates: the four whole-block intra modes and (``use_bpred``) B_PRED with the best of ten
@@ -429,7 +429,9 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
     frame and golden (ZERO/NEAREST/NEAR from altref), and (``use_split``) SPLITMV from the last frame
     in 16x8 halves, 8x16 halves and 8x8 quarters, each part with its own vector (a small search from
     the macroblock's NEWMV vector, quarter-pel refinement when ``subpel``); ``split_part_cost`` is
-    int32[4], the cost of each partitioning, and ``split_try`` int32[4, 2] scratch.
+    int32[4], the cost of each partitioning, and ``split_try`` int32[4, 2] scratch. For an inter
+    macroblock coded whole, ``mv_pred[r, c]`` receives its best predictor (what a NEWMV vector is
+    coded against); ``ref_best`` is int32[4, 2] scratch.
     Chroma: the best of four intra modes for intra macroblocks, the vector's prediction otherwise.
     Fills the mode arrays, ``coeffs``/``eobs`` and ``skip`` (1 where a macroblock has no
     coefficients), and returns the frame's SSE before loop filtering.
@@ -494,6 +496,8 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
                 hi_r = (mb_rows - r) * 64
                 best_r = _clamp(near[0, 0], lo_r, hi_r)
                 best_c = _clamp(near[0, 1], lo_c, hi_c)
+                ref_best[rf, 0] = best_r
+                ref_best[rf, 1] = best_c
                 if rf == LAST_FRAME:
                     last_best_r, last_best_c = best_r, best_c
                     split_bits = ref_cost[LAST_FRAME] + imcost[SPLITMV]
@@ -704,6 +708,8 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
                 ymode[R, C] = best_kind
                 uvmode[R, C] = 0
                 ref[R, C] = best_ref
+                mv_pred[r, c, 0] = ref_best[best_ref, 0]
+                mv_pred[r, c, 1] = ref_best[best_ref, 1]
                 for k in range(16):
                     bmodes[R, C, k] = 0
                     mvs[R, C, k, 0] = best_mr

@@ -109,6 +109,7 @@ class _Scratch:
         self.seen_cost = np.zeros((12, 2), np.int64)
         self.split_mv = np.zeros((4, 2), np.int32)
         self.split_try = np.zeros((4, 2), np.int32)
+        self.ref_best = np.zeros((4, 2), np.int32)
 
 
 # Speed settings: (motion search range in pixels, quarter-pel refinement, B_PRED, trellis quantizer).
@@ -140,28 +141,18 @@ def _coeff_updates(old: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return new
 
 
-def _mode_and_mv_updates(header, modes, mb_rows: int, mb_cols: int) -> dict:
+def _mode_and_mv_updates(header, modes, mv_pred) -> dict:
     """Section 16.2 / 17.2 probability updates for an inter frame, where they save bits: intra
-    luma and chroma modes, and the two MV components (NEWMV differences from the best vector)."""
-    from .modes import _clamp, _find_near_mvs
+    luma and chroma modes, and the two MV components (NEWMV differences from the best predictor,
+    which the macroblock coder recorded in ``mv_pred``)."""
     from .probupdate import mode_prob_update, mv_prob_update
-    ref = modes["ref"]
-    intra = ref[1:, 1:] == tables.INTRA_FRAME
-    out = dict(ymode_probs=mode_prob_update(tables.YMODE_TREE, header.ymode_probs, modes["ymode"][1:, 1:][intra]),
-               uv_mode_probs=mode_prob_update(tables.UV_MODE_TREE, header.uv_mode_probs,
-                                              modes["uvmode"][1:, 1:][intra]))
-    diffs = []
-    near = np.zeros((4, 2), np.int32)
-    cnt = np.zeros(4, np.int32)
-    sign_bias = np.zeros(4, np.int64)
-    for r, c in zip(*np.nonzero(modes["ymode"][1:, 1:] == tables.NEWMV)):
-        R, C = r + 1, c + 1
-        _find_near_mvs(ref, modes["ymode"], modes["mvs"], R, C, int(ref[R, C]), sign_bias, near, cnt)
-        best_r = _clamp(int(near[0, 0]), -(r + 1) * 64, (mb_rows - r) * 64)
-        best_c = _clamp(int(near[0, 1]), -(c + 1) * 64, (mb_cols - c) * 64)
-        diffs.append((int(modes["mvs"][R, C, 0, 0]) - best_r, int(modes["mvs"][R, C, 0, 1]) - best_c))
-    out["mv_probs"] = mv_prob_update(np.asarray(header.mv_probs), diffs)
-    return out
+    intra = modes["ref"][1:, 1:] == tables.INTRA_FRAME
+    new_mv = modes["ymode"][1:, 1:] == tables.NEWMV
+    return dict(ymode_probs=mode_prob_update(tables.YMODE_TREE, header.ymode_probs, modes["ymode"][1:, 1:][intra]),
+                uv_mode_probs=mode_prob_update(tables.UV_MODE_TREE, header.uv_mode_probs,
+                                               modes["uvmode"][1:, 1:][intra]),
+                mv_probs=mv_prob_update(np.asarray(header.mv_probs),
+                                        modes["mvs"][1:, 1:, 0][new_mv] - mv_pred[new_mv]))
 
 
 def _choose_filter_level(pic: Picture, src, parsed_modes, eobs, key_frame: bool, hint: int | None) -> int:
@@ -261,6 +252,7 @@ def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, spe
     coeffs = np.zeros((mb_rows, mb_cols, 25, 16), np.int16)
     eobs = np.zeros((mb_rows, mb_cols, 25), np.uint8)
     s = _Scratch(mb_cols)
+    mv_pred = np.zeros((mb_rows, mb_cols, 2), np.int32)
     encode_macroblocks(
         src[0], src[1], src[2], pic.y, pic.u, pic.v, last.y, last.u, last.v, golden.y, golden.u, golden.v,
         altref.y, altref.u, altref.v, use_golden, use_altref, use_split, key_frame, dq, qps, lam, rdq,
@@ -269,7 +261,7 @@ def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, spe
         modes["ymode"], modes["uvmode"], modes["ref"], modes["skip"], modes["bmodes"], modes["mvs"],
         modes["partitioning"], coeffs, eobs, s.split_mv, s.split_try, split_part, int(split_sub[0, 3]),
         s.above_ctx, s.lctx, s.tblk, s.teob, s.coefs, s.s16, s.work, s.imcost, s.edge, s.above_right, s.bm,
-        s.near, s.cnt, s.mv_out, s.pred, s.mc_tmp, s.rank, s.seen_mv, s.seen_cost)
+        s.near, s.cnt, s.mv_out, s.pred, s.mc_tmp, s.rank, s.seen_mv, s.seen_cost, s.ref_best, mv_pred)
 
     # Probabilities from this frame's own statistics.
     skips = modes["skip"][1:, 1:]
@@ -283,7 +275,7 @@ def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, spe
         n_golden = int((refs == tables.GOLDEN_FRAME).sum())
         fields.update(prob_intra=_prob(n_intra, n), prob_last=_prob(n_last, n - n_intra),
                       prob_golden=_prob(n_golden, n - n_intra - n_last))
-        fields.update(_mode_and_mv_updates(header, modes, mb_rows, mb_cols))
+        fields.update(_mode_and_mv_updates(header, modes, mv_pred))
     counts = np.zeros((4, 8, 3, 11, 2), np.int64)
     count_tokens(coeffs, eobs, modes["ymode"][1:, 1:], skips, s.tok_above, s.lctx, counts)
     fields["coeff_probs"] = _coeff_updates(np.asarray(header.coeff_probs), counts)

@@ -56,30 +56,9 @@ def mode_prob_update(tree: np.ndarray, old: np.ndarray, values) -> np.ndarray:
     return np.asarray(old, np.uint8)
 
 
-def _mv_component_bools(x: int, counts: np.ndarray, short_paths) -> None:
-    """Add the bools that code one MV component value ``x`` (section 17) to counts[prob, bit]."""
-    a = -x if x < 0 else x
-    if a < 8:
-        counts[tables.MVP_IS_SHORT, 0] += 1
-        for node, bit in short_paths[a]:
-            counts[tables.MVP_SHORT + node, bit] += 1
-    else:
-        counts[tables.MVP_IS_SHORT, 1] += 1
-        for i in range(3):
-            counts[tables.MVP_BITS + i, (a >> i) & 1] += 1
-        for i in range(tables.MV_LONG_BITS - 1, 3, -1):
-            counts[tables.MVP_BITS + i, (a >> i) & 1] += 1
-        if a & 0xFFF0:
-            counts[tables.MVP_BITS + 3, (a >> 3) & 1] += 1
-    if a:
-        counts[tables.MVP_SIGN, 1 if x < 0 else 0] += 1
-
-
-def mv_prob_update(old: np.ndarray, differences) -> np.ndarray:
-    """MV probabilities (2 x 19) for coding ``differences`` ((row, col) quarter-pel differences
-    from the best predictor): each replaced by a 7-bit value (even, or 1) where that saves more
-    than its 7 bits and update flag."""
-    short_paths = {}
+def _short_paths() -> dict:
+    """For each short magnitude 0..7, the (probability index, bit) steps of SMALL_MV_TREE."""
+    paths = {}
 
     def walk(i, path):
         for b in range(2):
@@ -87,13 +66,44 @@ def mv_prob_update(old: np.ndarray, differences) -> np.ndarray:
             if nxt > 0:
                 walk(nxt, path + [(i >> 1, b)])
             else:
-                short_paths[-nxt] = path + [(i >> 1, b)]
+                paths[-nxt] = path + [(i >> 1, b)]
     walk(0, [])
+    return paths
+
+
+_SHORT_PATHS = _short_paths()
+
+
+def mv_bool_counts(values: np.ndarray) -> np.ndarray:
+    """How often each of a component's 19 probabilities codes a 0 and a 1 (counts[prob, bit]) when
+    the component values ``values`` are coded (section 17.1)."""
+    x = np.asarray(values, np.int64)
+    a = np.abs(x)
+    counts = np.zeros((19, 2), np.int64)
+    short = a < 8
+    counts[tables.MVP_IS_SHORT] = (int(short.sum()), int((~short).sum()))
+    n = np.bincount(a[short], minlength=8)
+    for v, path in _SHORT_PATHS.items():
+        for node, bit in path:
+            counts[tables.MVP_SHORT + node, bit] += n[v]
+    long = a[~short]
+    for i in (0, 1, 2) + tuple(range(tables.MV_LONG_BITS - 1, 3, -1)):
+        ones = int(((long >> i) & 1).sum())
+        counts[tables.MVP_BITS + i] += (len(long) - ones, ones)
+    bit3 = (long[(long & 0xFFF0) != 0] >> 3) & 1  # bit 3 is implicit when no higher bit is set
+    counts[tables.MVP_BITS + 3] += (len(bit3) - int(bit3.sum()), int(bit3.sum()))
+    counts[tables.MVP_SIGN] += (int((x > 0).sum()), int((x < 0).sum()))
+    return counts
+
+
+def mv_prob_update(old: np.ndarray, differences) -> np.ndarray:
+    """MV probabilities (2 x 19) for coding ``differences`` ((row, col) quarter-pel differences
+    from the best predictor): each replaced by a 7-bit value (even, or 1) where that saves more
+    than its 7 bits and update flag."""
+    differences = np.asarray(differences, np.int64).reshape(-1, 2)
     new = np.array(old, np.uint8)
     for comp in range(2):
-        counts = np.zeros((19, 2), np.int64)
-        for d in differences:
-            _mv_component_bools(int(d[comp]), counts, short_paths)
+        counts = mv_bool_counts(differences[:, comp])
         for i in range(19):
             n0, n1 = int(counts[i, 0]), int(counts[i, 1])
             if n0 + n1 == 0:

@@ -400,6 +400,20 @@ def test_mv_component_bools_decode(p, values):
     assert [read_mv_component(state, data, probs) for _ in values] == values
 
 
+@FAST
+@given(values=st.lists(st.one_of(st.integers(-MV_MAX, MV_MAX), st.integers(-20, 20)), max_size=40))
+def test_mv_bool_counts(values):
+    """The vectorized counts of the bools coding MV components against the twin's bools (with
+    distinct probabilities, each bool's probability names its index)."""
+    from codec.probupdate import mv_bool_counts
+    probs = np.arange(100, 119).astype(np.uint8)
+    want = np.zeros((19, 2), np.int64)
+    for v in values:
+        for pr, b in naive.mv_component_bools(v, probs):
+            want[pr - 100, b] += 1
+    np.testing.assert_array_equal(mv_bool_counts(np.array(values, np.int64)), want)
+
+
 def test_mv_component_costs_all_values():
     probs = tables.DEFAULT_MV_PROBS[0].copy()
     out = np.zeros(2 * MV_MAX + 1, np.int32)
