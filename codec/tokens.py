@@ -201,51 +201,53 @@ def check_block(block, eob, btype):
 
 
 @njit(cache=True)
-def _write_block(es, buf, probs, btype, ctx, block, eob):
-    """Mirror of ``_read_block``: the tokens of one checked block (``check_block``), the encoder
-    held in locals for the block. Returns the buffer."""
+def _write_block(es, buf, probs, btype, ctx, coeffs, r, c, b, eob):
+    """Mirror of ``_read_block``: the tokens of one checked block (``check_block``),
+    ``coeffs[r, c, b]``, the encoder held in locals for the block. Returns the buffer. (Indices,
+    not array views: a view costs reference counting per token.)"""
     low, rng, count, pos = es[E_LOW], es[E_RANGE], es[E_COUNT], es[E_POS]
     i = 1 if btype == TYPE_Y_AFTER_Y2 else 0
-    p = probs[btype, COEFF_BANDS[i], ctx]
+    band = COEFF_BANDS[i]
+    cx = np.int64(ctx)  # (a small unsigned int mixed with int64 would become a float)
     after_zero = False
     while i < eob:
         if not after_zero:
-            buf, low, rng, count, pos = be_step(buf, p[0], 1, low, rng, count, pos)  # not EOB
-        v = np.int32(block[ZIGZAG[i]])
+            buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 0], 1, low, rng, count, pos)  # not EOB
+        v = np.int32(coeffs[r, c, b, ZIGZAG[i]])
         a = -v if v < 0 else v
         if a == 0:
-            buf, low, rng, count, pos = be_step(buf, p[1], 0, low, rng, count, pos)
+            buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 1], 0, low, rng, count, pos)
             after_zero = True
             nctx = 0
         else:
             after_zero = False
-            buf, low, rng, count, pos = be_step(buf, p[1], 1, low, rng, count, pos)
+            buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 1], 1, low, rng, count, pos)
             if a == 1:
-                buf, low, rng, count, pos = be_step(buf, p[2], 0, low, rng, count, pos)
+                buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 2], 0, low, rng, count, pos)
                 nctx = 1
             else:
                 nctx = 2
-                buf, low, rng, count, pos = be_step(buf, p[2], 1, low, rng, count, pos)
+                buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 2], 1, low, rng, count, pos)
                 if a <= 4:
-                    buf, low, rng, count, pos = be_step(buf, p[3], 0, low, rng, count, pos)
+                    buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 3], 0, low, rng, count, pos)
                     if a == 2:
-                        buf, low, rng, count, pos = be_step(buf, p[4], 0, low, rng, count, pos)
+                        buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 4], 0, low, rng, count, pos)
                     else:
-                        buf, low, rng, count, pos = be_step(buf, p[4], 1, low, rng, count, pos)
-                        buf, low, rng, count, pos = be_step(buf, p[5], a - 3, low, rng, count, pos)
+                        buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 4], 1, low, rng, count, pos)
+                        buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 5], a - 3, low, rng, count, pos)
                 else:
-                    buf, low, rng, count, pos = be_step(buf, p[3], 1, low, rng, count, pos)
+                    buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 3], 1, low, rng, count, pos)
                     cat = 5
                     while cat > 0 and a < CAT_BASE[cat]:
                         cat -= 1
                     if cat < 2:
-                        buf, low, rng, count, pos = be_step(buf, p[6], 0, low, rng, count, pos)
-                        buf, low, rng, count, pos = be_step(buf, p[7], cat, low, rng, count, pos)
+                        buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 6], 0, low, rng, count, pos)
+                        buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 7], cat, low, rng, count, pos)
                     else:
                         b1 = (cat - 2) >> 1
-                        buf, low, rng, count, pos = be_step(buf, p[6], 1, low, rng, count, pos)
-                        buf, low, rng, count, pos = be_step(buf, p[8], b1, low, rng, count, pos)
-                        buf, low, rng, count, pos = be_step(buf, p[9 + b1], (cat - 2) & 1, low, rng, count, pos)
+                        buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 6], 1, low, rng, count, pos)
+                        buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 8], b1, low, rng, count, pos)
+                        buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 9 + b1], (cat - 2) & 1, low, rng, count, pos)
                     extra = a - CAT_BASE[cat]
                     nb = CAT_BITS[cat]
                     for k in range(nb):
@@ -254,9 +256,10 @@ def _write_block(es, buf, probs, btype, ctx, block, eob):
             buf, low, rng, count, pos = be_step(buf, 128, 1 if v < 0 else 0, low, rng, count, pos)
         i += 1
         if i < 16:
-            p = probs[btype, COEFF_BANDS[i], nctx]
+            band = COEFF_BANDS[i]
+            cx = np.int64(nctx)
     if eob < 16:
-        buf, low, rng, count, pos = be_step(buf, p[0], 0, low, rng, count, pos)  # EOB
+        buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 0], 0, low, rng, count, pos)  # EOB
     es[E_LOW] = low
     es[E_RANGE] = rng
     es[E_COUNT] = count
@@ -298,7 +301,7 @@ def write_tokens(es, buf, part, nparts, probs, ymodes, skips, coeffs, eobs):
                     s = check_block(coeffs[r, c, 24], e, TYPE_Y2)
                     if s:
                         return buf, s, r, c, 24
-                    buf = _write_block(es, buf, probs, TYPE_Y2, above[c, 8] + left[8], coeffs[r, c, 24], e)
+                    buf = _write_block(es, buf, probs, TYPE_Y2, above[c, 8] + left[8], coeffs, r, c, 24, e)
                 above[c, 8] = left[8] = 1 if e > 0 else 0
             elif eobs[r, c, 24] != 0:
                 return buf, TOKEN_BAD_EOB, r, c, 24
@@ -312,7 +315,7 @@ def write_tokens(es, buf, part, nparts, probs, ymodes, skips, coeffs, eobs):
                     s = check_block(coeffs[r, c, b], e, btype)
                     if s:
                         return buf, s, r, c, b
-                    buf = _write_block(es, buf, probs, btype, above[c, a] + left[lc], coeffs[r, c, b], e)
+                    buf = _write_block(es, buf, probs, btype, above[c, a] + left[lc], coeffs, r, c, b, e)
                 above[c, a] = left[lc] = 1 if e > 0 else 0
     return buf, TOKEN_OK, -1, -1, -1
 

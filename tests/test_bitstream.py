@@ -319,7 +319,7 @@ def test_write_block_matches_naive_and_reads_back(blocks, seed):
     enc = naive.BoolEncoder()
     for btype, ctx, block, eob in blocks:
         assert check_block(block, eob, btype) == 0
-        buf = _write_block(es, buf, probs, btype, ctx, block, eob)
+        buf = _write_block(es, buf, probs, btype, ctx, block.reshape(1, 1, 1, 16), 0, 0, 0, eob)
         naive.write_block_tokens(enc, probs.tolist(), btype, ctx, block, eob)
     buf = be_flush(es, buf)
     data = buf[:es[E_POS]]
