@@ -152,17 +152,18 @@ def loop_filter_frame(y, u, v, border_y, border_uv, levels, inner, simple, sharp
 
 
 @njit(cache=True)
-def luma_filter_sse(y, src_y, border_y, level, inner, key_frame):
+def luma_filter_sse(y, src_y, border_y, level, sharpness, inner, key_frame):
     """The squared error between the source luma ``src_y`` and the reconstructed luma ``y``
-    (padded, left unchanged) after the normal loop filter at one ``level`` everywhere, sharpness 0.
+    (padded, left unchanged) after the normal loop filter at one ``level`` and ``sharpness``
+    everywhere.
 
     The encoder's filter-level search measures luma only, as libvpx's does: chroma follows luma's
     edges and would only triple the work."""
     work = y.copy()
     if level > 0:
         levels = np.full(inner.shape, level, np.uint8)
-        _filter(work.ravel(), work.ravel(), work.ravel(), work.shape[1], 0, border_y, 0, levels, inner, False, 0,
-                key_frame, True, np.empty(320, np.uint8))
+        _filter(work.ravel(), work.ravel(), work.ravel(), work.shape[1], 0, border_y, 0, levels, inner, False,
+                sharpness, key_frame, True, np.empty(320, np.uint8))
     return _plane_sse(work, border_y, src_y)
 
 

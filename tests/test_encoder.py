@@ -151,3 +151,26 @@ def test_all_three_references_are_used():
         used += np.bincount(refs.ravel(), minlength=4)
         state = o.state
     assert (used[1:] > 0).all()  # last, golden and altref
+
+
+def test_loop_filter_sharpness_is_chosen_written_and_decoded(monkeypatch):
+    """Key frames search all eight sharpness values at the level found (real clips rarely prefer
+    one above 0, so the measure is skewed here to favour 3 on key frames); what is chosen is
+    written, kept by the next frames, and decodes to the encoder's reconstruction."""
+    import codec.encoder as encoder
+    from codec.bitstream import parse_frame
+    real = encoder.luma_filter_sse
+
+    def favour_3(y, src, border, level, sharpness, inner, key_frame):
+        sse = real(y, src, border, level, sharpness, inner, key_frame)
+        return sse // 2 if (key_frame and sharpness == 3) else sse
+
+    monkeypatch.setattr(encoder, "luma_filter_sse", favour_3)
+    frames = _frames("foreman_qcif_176x144_10f.y4m", 3)
+    state, decoder = DecoderState(), Decoder()
+    for o in _encode(frames, quantizer=100):
+        lf = parse_frame(state, o.data).header.loop_filter
+        assert (lf.level, lf.sharpness) == (o.filter_level, 3)
+        shown = decoder.decode(o.data)
+        assert np.array_equal(shown.y, o.recon.y) and np.array_equal(shown.v, o.recon.v)
+        state = o.state

@@ -377,8 +377,8 @@ def test_loop_filter_frame(data, mb_rows, mb_cols, simple, sharpness, key_frame)
 
 @SLOW
 @given(data=st.data(), mb_rows=st.integers(1, 3), mb_cols=st.integers(1, 3), level=st.integers(0, 63),
-       key_frame=st.booleans())
-def test_luma_filter_sse(data, mb_rows, mb_cols, level, key_frame):
+       sharpness=st.integers(0, 7), key_frame=st.booleans())
+def test_luma_filter_sse(data, mb_rows, mb_cols, level, sharpness, key_frame):
     """The encoder's level-search measure: luma SSE after the whole-frame filter at one level, with
     the reconstruction left as it was."""
     border = 8
@@ -390,9 +390,9 @@ def test_luma_filter_sse(data, mb_rows, mb_cols, level, key_frame):
     planes = [y.copy(), np.zeros((8 * mb_rows + 8, 8 * mb_cols + 8), np.uint8),
               np.zeros((8 * mb_rows + 8, 8 * mb_cols + 8), np.uint8)]
     naive.loop_filter_frame(planes, [(border, border), (4, 4), (4, 4)], [[level] * mb_cols] * mb_rows,
-                            inner.tolist(), False, 0, key_frame)
+                            inner.tolist(), False, sharpness, key_frame)
     d = planes[0][border:-border, border:-border].astype(np.int64) - src
-    assert luma_filter_sse(y, src, border, level, inner, key_frame) == int((d * d).sum())
+    assert luma_filter_sse(y, src, border, level, sharpness, inner, key_frame) == int((d * d).sum())
     np.testing.assert_array_equal(y, before)
 
 
