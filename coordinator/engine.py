@@ -279,10 +279,14 @@ class Engine:
 
     # -- observations (recorded now, handled at the next step) ---------------------------------
 
-    def observe_connect(self, job_id: str, name: str) -> str:
-        """A worker of ``job_id`` (already authenticated) connected; returns its worker id."""
-        worker_id = f"w{self._next_worker}"
-        self._next_worker += 1
+    def observe_connect(self, job_id: str, name: str, worker_id: str | None = None) -> str:
+        """A worker of ``job_id`` (already authenticated, as ``worker_id`` when given: ids must
+        be unique) connected; returns its worker id."""
+        if worker_id is None:
+            worker_id = f"w{self._next_worker}"
+            self._next_worker += 1
+        elif worker_id in self.workers:
+            raise LifecycleError(f"worker {worker_id} connected twice")
         self._inbox.append(("connect", worker_id, job_id, name))
         return worker_id
 
