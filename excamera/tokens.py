@@ -35,7 +35,7 @@ def _b64(raw: bytes) -> str:
 
 def _unb64(text: str, what: str) -> bytes:
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (ValueError, TypeError):
         raise TokenError(f"{what}: not base64") from None
     if len(raw) != 32:
