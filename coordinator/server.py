@@ -537,6 +537,14 @@ class _JobsServicer(jpb_grpc.JobsServicer):
                 job_id, key = await c.submit(job, workers=spec.workers or 1, spare=spec.spare,
                                              max_attempts=spec.max_attempts or 3, job_id=job_id)
                 submitted = True
+
+                def orphaned(ctx, job_id=job_id):
+                    # The client went away before it got the job's reference (Ctrl-C as the
+                    # submission ended): nobody can watch, fetch or cancel the job; cancel it.
+                    if ctx.cancelled() and c.cancel(job_id):
+                        log.info("coordinator: job %s: its submitter went away; cancelled", job_id)
+
+                context.add_done_callback(orphaned)
             except (FsmError, StorageError, InputError) as e:
                 log.warning("coordinator: refused a job: %s", e)
                 await context.abort(getattr(grpc.StatusCode, getattr(e, "code", "INVALID_ARGUMENT")), str(e))
