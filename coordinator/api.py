@@ -4,7 +4,9 @@
 rendezvous, an ephemeral CA and N+K local ``excamera worker`` processes), runs the job, and
 returns a ``JobResult`` whose objects were re-verified against storage; it raises ``JobFailed``
 otherwise. With ``coordinator="HOST:PORT"`` and ``certs=DIR`` it submits to a running
-coordinator over the Jobs service instead.
+coordinator over the Jobs service instead: the inputs go up as a chunked stream, the job's events
+come back as it runs, and its result objects come back as chunked streams, each checked against
+its digest; interrupting the caller (Ctrl-C) cancels the job on the coordinator.
 
 ``embedded_coordinator(...)`` is the same embedded coordinator as an async context manager, for
 callers that submit several jobs or watch the workers (tests kill them).
@@ -36,10 +38,20 @@ class JobResult:
     storage_root: str
     storage_prefix: str
     timeline: dict = field(default_factory=dict)
+    data: dict[str, bytes] = field(default_factory=dict)  # key -> bytes, fetched from a remote coordinator
 
     def read(self, task_id: str, name: str | None = None) -> bytes:
         """The bytes of a result object (the only one of ``task_id`` if ``name`` is None),
         checked once more against its digest."""
+        if self.data:  # a remote job: its objects were fetched and checked (in objects[""])
+            refs = self.objects.get(task_id) or self.objects[""]
+            if name is None:
+                if len(refs) != 1:
+                    raise KeyError(f"{len(refs)} result objects; name one of {sorted(refs)}")
+                (ref,) = refs.values()
+            else:
+                ref = refs[name]
+            return self.data[ref.key]
         refs = self.objects[task_id]
         if name is None:
             if len(refs) != 1:
@@ -121,9 +133,60 @@ async def _pump_events(c, job_id: str, on_event) -> None:
             h.watchers.remove(q)
 
 
+#: gRPC client options for the Jobs service (chunks are 1 MiB; allow headroom).
+CLIENT_OPTIONS = [("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_message_length", 8 << 20)]
+UPLOAD_CHUNK = 1 << 20
+
+
+def _submit_parts(spec, inputs):
+    """A streamed submission: the spec, then each input in chunks (key, size, sha256 first)."""
+    import hashlib
+
+    from protos import jobs_pb2 as jpb
+
+    yield jpb.SubmitPart(spec=spec)
+    for key, data in (inputs or {}).items():
+        view = memoryview(data)
+        yield jpb.SubmitPart(input=jpb.InputChunk(key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                                                  data=bytes(view[:UPLOAD_CHUNK])))
+        for start in range(UPLOAD_CHUNK, len(view), UPLOAD_CHUNK):
+            yield jpb.SubmitPart(input=jpb.InputChunk(data=bytes(view[start:start + UPLOAD_CHUNK])))
+
+
+async def fetch_remote(stub, job_id: str, job_key: str, key: str, max_bytes: int = 1 << 40) -> bytes:
+    """One result object of a succeeded remote job, reassembled and checked against its digest."""
+    import hashlib
+
+    from protos import jobs_pb2 as jpb
+
+    ref, parts, got = None, [], 0
+    async for chunk in stub.Fetch(jpb.FetchRequest(job_id=job_id, job_key=job_key, key=key)):
+        if ref is None:
+            if not chunk.HasField("object"):
+                raise StorageError(f"job {job_id}: result {key}: the first chunk does not name it")
+            ref = chunk.object
+            if ref.key != key or not 0 <= ref.size <= max_bytes:
+                raise StorageError(f"job {job_id}: result {key}: the coordinator sent {ref.key!r}, "
+                                   f"{ref.size} bytes")
+        got += len(chunk.data)
+        if got > ref.size:
+            raise StorageError(f"job {job_id}: result {key}: more than the {ref.size} bytes announced")
+        parts.append(chunk.data)
+    if ref is None:
+        raise StorageError(f"job {job_id}: result {key}: nothing came back")
+    data = b"".join(parts)
+    if len(data) != ref.size or hashlib.sha256(data).hexdigest() != ref.sha256:
+        raise StorageError(f"job {job_id}: result {key}: {len(data)} bytes that do not match the "
+                           f"verified digest (sha256 {ref.sha256[:16]}..., {ref.size} bytes)")
+    return data
+
+
 async def submit_remote(job: Job, coordinator: str, certs: str, *, inputs=None, workers: int = 4,
-                        spare: int = 0, max_attempts: int = 3, on_event=None) -> JobResult:
-    """Submit ``job`` to a running coordinator over the Jobs service and watch it to the end."""
+                        spare: int = 0, max_attempts: int = 3, on_event=None, on_submitted=None) -> JobResult:
+    """Submit ``job`` to a running coordinator over the Jobs service (inputs streamed in chunks),
+    watch it to the end and fetch its result objects. ``on_submitted(job_id)`` is called once
+    the coordinator has accepted the job. If this coroutine is cancelled (Ctrl-C under
+    ``asyncio.run``) after that, the job is cancelled on the coordinator before it returns."""
     import grpc
 
     from coordinator.fsm import job_to_proto
@@ -132,21 +195,32 @@ async def submit_remote(job: Job, coordinator: str, certs: str, *, inputs=None, 
     from protos import jobs_pb2_grpc as jpb_grpc
 
     bundle = tls.load(certs, need=tls.WORKER_FILES)
-    spec = job_to_proto(job, workers=workers, spare=spare, max_attempts=max_attempts, inputs=inputs)
-    async with grpc.aio.secure_channel(coordinator, tls.client_credentials(bundle)) as ch:
+    spec = job_to_proto(job, workers=workers, spare=spare, max_attempts=max_attempts)
+    async with grpc.aio.secure_channel(coordinator, tls.client_credentials(bundle), options=CLIENT_OPTIONS) as ch:
         stub = jpb_grpc.JobsStub(ch)
-        ref = await stub.Submit(spec)
-        final = None
-        async for ev in stub.Watch(jpb.JobRef(job_id=ref.job_id)):
-            if on_event is not None:
-                on_event(ev)
-            if ev.kind == "job" and ev.to_state != "running":
-                final = ev
-    if final is None or final.to_state != "succeeded":
-        raise JobFailed(f"job {ref.job_id} {final.to_state if final else 'lost'}: "
-                        f"{final.detail if final else 'the watch ended early'}")
-    objects = {"": {o.key: ObjectRef(o.key, o.sha256, o.size) for o in final.objects}}
-    return JobResult(ref.job_id, objects, "", f"jobs/{ref.job_id}")
+        ref = await stub.SubmitStream(_submit_parts(spec, inputs))
+        if on_submitted is not None:
+            on_submitted(ref.job_id)
+        try:
+            final = None
+            async for ev in stub.Watch(jpb.JobRef(job_id=ref.job_id)):
+                if on_event is not None:
+                    on_event(ev)
+                if ev.kind == "job" and ev.to_state != "running":
+                    final = ev
+            if final is None or final.to_state != "succeeded":
+                raise JobFailed(f"job {ref.job_id} {final.to_state if final else 'lost'}: "
+                                f"{final.detail if final else 'the watch ended early'}",
+                                final.to_state if final else "failed")
+            objects = {"": {o.key: ObjectRef(o.key, o.sha256, o.size) for o in final.objects}}
+            data = {key: await fetch_remote(stub, ref.job_id, ref.job_key, key) for key in objects[""]}
+        except asyncio.CancelledError:
+            try:  # the caller gave up: do not leave the job running on the coordinator
+                await asyncio.wait_for(stub.Cancel(jpb.JobRef(job_id=ref.job_id, job_key=ref.job_key)), 10)
+            except (grpc.aio.AioRpcError, asyncio.TimeoutError):
+                pass
+            raise
+    return JobResult(ref.job_id, objects, "", f"jobs/{ref.job_id}", data=data)
 
 
 def run_job(job: Job, *, inputs: dict[str, bytes] | None = None, workers: int = 4, spare: int = 0,

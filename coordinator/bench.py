@@ -52,6 +52,7 @@ async def bench(workers: int = 1000, relay_mb: float = 1024, state_mb: float = 4
     """Run the benchmark; returns its figures (and raises if any relayed state was wrong)."""
     from coordinator.api import JobFailed, embedded_coordinator
     from coordinator.launcher import TOKEN_ENV, worker_command
+    from excamera.tokens import format_worker_tokens
 
     if workers < 2:
         raise ValueError("bench: need at least 2 workers for a ring")
@@ -62,20 +63,26 @@ async def bench(workers: int = 1000, relay_mb: float = 1024, state_mb: float = 4
         async with embedded_coordinator(storage, launch_workers=False,
                                         rendezvous_limits={"max_held_bytes": max(relay_bytes, 1 << 30) * 2}) as c:
             job = bench_job(workers, relay_bytes, state_bytes)
-            job_id, token = await c.submit(job, workers=workers, launch=False)
+            job_id, _ = await c.submit(job, workers=workers, launch=False)
             with tempfile.TemporaryDirectory(prefix="excamera-bench-certs-") as certs:
                 from excamera import tls
 
                 tls.write(c.bundle.for_worker(), certs, overwrite=True)
-                env = dict(os.environ, **{TOKEN_ENV: token})
+                env = dict(os.environ)
                 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
                 env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
                 per = [workers // processes + (1 if i < workers % processes else 0) for i in range(processes)]
+                # every lightweight worker has its own id and token
+                pairs = c.worker_tokens(job_id, workers)
+                groups, at = [], 0
+                for n in per:
+                    groups.append(pairs[at:at + n])
+                    at += n
                 t_spawn = time.perf_counter()
                 procs = [subprocess.Popen(worker_command() + [
-                    "worker", "--coordinator", c.address, "--certs", certs, "--job", job_id,
-                    "--count", str(n)], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-                    for n in per if n]
+                    "worker", "--coordinator", c.address, "--certs", certs, "--job", job_id],
+                    env=dict(env, **{TOKEN_ENV: format_worker_tokens(g)}), stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL) for g in groups if g]
                 try:
                     jrec = c.engine.jobs[job_id]
                     t_connected = None

@@ -11,12 +11,16 @@ worker connections; every change is checked against its table, timestamped, and 
 ``seen`` (tests assert every edge is exercised). Inside an attempt, the job's FSM table decides
 the next state from each result.
 
-Policies, the same for every FSM:
+Policies:
 
 * late binding: workers connect generic; an idle worker takes the next ready task;
-* a state that runs past its timeout marks the attempt as straggling and starts a duplicate
-  attempt of the task (from the FSM's initial state) on another worker; past four timeouts the
-  attempt is abandoned. A lost worker's attempt is re-issued. The first attempt to reach
+* timeouts and lost workers follow the state's ``timeout`` and ``lost`` edges where its FSM names
+  them (``coordinator.fsm``): the transition is validated against the table, recorded in the
+  attempt's history and the job's events, and the task goes on from the target (a new attempt
+  starting there, the ``redirected`` attempt edge). Where a state names none, the default: past
+  its timeout the attempt is marked straggling and a duplicate attempt of the task starts (from
+  the FSM's initial state) on another worker; past four timeouts the attempt is abandoned (lost).
+  A lost worker's attempt is re-issued from the initial state. The first attempt to reach
   ``done`` with every reported object verified wins; the others are stopped;
 * a task fails after ``max_attempts`` failed attempts (or ``max_lost`` lost ones); the job then
   fails. A job succeeds only when every task is done and every result object re-verifies.
@@ -30,7 +34,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from coordinator.fsm import DONE, ERROR, FAILED, OK, FsmError, Job, Task, fill
+from coordinator.fsm import DONE, ERROR, FAILED, LOST, OK, TIMEOUT, FsmError, Job, Task, fill
 from excamera.storage import ObjectRef, Storage
 
 log = logging.getLogger("excamera.coordinator")
@@ -53,8 +57,10 @@ ATTEMPT_TRANSITIONS: dict[str, dict[str, str]] = {
     "running": {"succeeded": "its FSM reached done and its objects verified",
                 "errored": "an operation failed, a result did not verify, or the table had no edge",
                 "lost": "its worker went away, or it ran past four timeouts and was abandoned",
+                "redirected": "a timeout or lost edge of its FSM moved the task to another state; "
+                              "a new attempt starts there",
                 "superseded": "another attempt of the task won, or the job ended"},
-    "succeeded": {}, "errored": {}, "lost": {}, "superseded": {},
+    "succeeded": {}, "errored": {}, "lost": {}, "redirected": {}, "superseded": {},
 }
 
 WORKER_TRANSITIONS: dict[str, dict[str, str]] = {
@@ -175,6 +181,7 @@ class TaskRec:
     wants_duplicate: bool = False
     winner: AttemptRec | None = None
     last_error: str = ""
+    resume: tuple[str, dict] | None = None  # (state, outputs) where the next attempt starts
 
     def running(self) -> list[AttemptRec]:
         return [a for a in self.attempts if a.status == "running"]
@@ -272,10 +279,14 @@ class Engine:
 
     # -- observations (recorded now, handled at the next step) ---------------------------------
 
-    def observe_connect(self, job_id: str, name: str) -> str:
-        """A worker of ``job_id`` (already authenticated) connected; returns its worker id."""
-        worker_id = f"w{self._next_worker}"
-        self._next_worker += 1
+    def observe_connect(self, job_id: str, name: str, worker_id: str | None = None) -> str:
+        """A worker of ``job_id`` (already authenticated, as ``worker_id`` when given: ids must
+        be unique) connected; returns its worker id."""
+        if worker_id is None:
+            worker_id = f"w{self._next_worker}"
+            self._next_worker += 1
+        elif worker_id in self.workers:
+            raise LifecycleError(f"worker {worker_id} connected twice")
         self._inbox.append(("connect", worker_id, job_id, name))
         return worker_id
 
@@ -333,7 +344,7 @@ class Engine:
         if a is not None and a.status == "running":
             log.warning("coordinator: job %s: worker %s (%s) lost during task %s, state %s",
                         w.job_id, worker_id, w.name, a.task.spec.task_id, a.state)
-            self._attempt_end(self.jobs[w.job_id], a, "lost", f"worker {worker_id} lost", now)
+            self._lost(self.jobs[w.job_id], a, f"worker {worker_id} lost", now)
 
     def _on_cancel(self, now: float, job_id: str) -> None:
         job = self.jobs.get(job_id)
@@ -411,13 +422,22 @@ class Engine:
             job.pending_launches = [d for d in job.pending_launches if d >= now]
             for task in job.tasks.values():
                 for a in task.running():
-                    timeout = job.job.fsm(task.spec.fsm).state(a.state).timeout_s
+                    fsm = job.job.fsm(task.spec.fsm)
+                    timeout = fsm.state(a.state).timeout_s
                     spent = now - a.entered
-                    if spent > STRAGGLER_FACTOR_ABANDON * timeout:
+                    target = fsm.edge(a.state, TIMEOUT)
+                    if target is not None and spent > timeout:
+                        log.warning("coordinator: job %s: task %s attempt %d timed out in state %s "
+                                    "(%.1f s > %.1f s); its timeout edge leads to %s", job.job_id,
+                                    task.spec.task_id, a.number, a.state, spent, timeout, target)
+                        self._stop_worker(a.worker_id, f"state {a.state} timed out")
+                        self._engine_edge(job, a, TIMEOUT, target,
+                                          f"timed out in state {a.state} after {spent:.1f} s", now)
+                    elif spent > STRAGGLER_FACTOR_ABANDON * timeout:
                         log.warning("coordinator: job %s: task %s attempt %d abandoned in state %s "
                                     "after %.1f s", job.job_id, task.spec.task_id, a.number, a.state, spent)
                         self._stop_worker(a.worker_id, "attempt abandoned (ran past four timeouts)")
-                        self._attempt_end(job, a, "lost", "abandoned", now)
+                        self._lost(job, a, "abandoned", now)
                     elif spent > timeout and not a.straggling:
                         a.straggling = True
                         log.warning("coordinator: job %s: task %s attempt %d straggling in state %s "
@@ -427,6 +447,37 @@ class Engine:
                                     worker_id=a.worker_id, from_state=a.state)
                         if len(task.running()) < 2:
                             task.wants_duplicate = True
+
+    def _lost(self, job: JobRec, a: AttemptRec, why: str, now: float) -> None:
+        """The attempt's worker is gone (or abandoned): its state's ``lost`` edge, else the default."""
+        target = job.job.fsm(a.task.spec.fsm).edge(a.state, LOST)
+        if target is None:
+            self._attempt_end(job, a, "lost", why, now)
+        else:
+            self._engine_edge(job, a, LOST, target, why, now)
+
+    def _engine_edge(self, job: JobRec, a: AttemptRec, outcome: str, target: str, why: str,
+                     now: float) -> None:
+        """Follow the table's ``timeout`` or ``lost`` edge (the worker is already stopped or gone)."""
+        task = a.task
+        fsm = job.job.fsm(task.spec.fsm)
+        if fsm.edge(a.state, outcome) != target:  # validated like any transition
+            raise FsmError(f"fsm {fsm.name!r}: no {outcome!r} edge from {a.state!r} to {target!r}")
+        self._event(job.job_id, "transition", task_id=task.spec.task_id, worker_id=a.worker_id,
+                    from_state=a.state, to_state=target, detail=f"{outcome}: {why}")
+        old = a.state
+        a.state, a.entered = target, now
+        a.history.append((now, target))
+        if target == DONE:
+            self._attempt_end(job, a, "succeeded", "", now)
+        elif target == FAILED:
+            task.errors = job.max_attempts  # the FSM said so: no more attempts
+            self._attempt_end(job, a, "errored", f"{why}; the {outcome} edge of {old!r} leads to {FAILED}",
+                              now)
+        else:
+            if not [o for o in task.running() if o is not a]:
+                task.resume = (target, {k: dict(v) for k, v in a.outputs.items()})
+            self._attempt_end(job, a, "redirected", f"{why}; resuming at {target!r}", now)
 
     # act ----------------------------------------------------------------------------------------
 
@@ -464,13 +515,15 @@ class Engine:
 
     def _start_attempt(self, job: JobRec, task: TaskRec, w: WorkerRec, now: float) -> None:
         fsm = job.job.fsm(task.spec.fsm)
-        a = AttemptRec(task, len(task.attempts) + 1, w.worker_id, fsm.initial, now,
-                       history=[(now, fsm.initial)])
+        start, outputs = task.resume or (fsm.initial, {})
+        task.resume = None
+        a = AttemptRec(task, len(task.attempts) + 1, w.worker_id, start, now,
+                       outputs={k: dict(v) for k, v in outputs.items()}, history=[(now, start)])
         task.attempts.append(a)
         w.attempt = a
-        self._worker_move(w, "busy", f"{task.spec.task_id}:{fsm.initial}")
+        self._worker_move(w, "busy", f"{task.spec.task_id}:{start}")
         self._event(job.job_id, "attempt", task_id=task.spec.task_id, worker_id=w.worker_id,
-                    to_state=fsm.initial, detail=f"attempt {a.number}")
+                    to_state=start, detail=f"attempt {a.number}")
         self._issue(job, a, now)
 
     def _issue(self, job: JobRec, a: AttemptRec, now: float) -> None:
@@ -523,12 +576,14 @@ class Engine:
         if status == "errored":
             task.errors += 1
             task.last_error = error
-        elif status == "lost":
+        elif status in ("lost", "redirected"):
             task.lost += 1
             task.last_error = error
         if task.status != "running" or task.running():
+            task.resume = None
             return
         if task.errors >= job.max_attempts or task.lost >= job.max_lost:
+            task.resume = None
             self._task_move(job, task, "failed", task.last_error)
             self._end_job(job, "failed", f"task {task.spec.task_id} failed after "
                                          f"{len(task.attempts)} attempt(s): {task.last_error}", now)

@@ -4,9 +4,21 @@ An ``FSM`` is a set of ``State``\\ s: each names the registered operation it iss
 arguments (templates filled per task), a transition table from outcome to next state, and a
 timeout. Two terminal states are implicit: ``done`` (the task succeeded) and ``failed`` (it
 cannot). The outcome of a result is ``error`` when the operation failed, otherwise the
-operation's ``outcome`` output, or ``ok``. Timeouts and lost workers are not table edges: the
-engine handles them the same way for every FSM (re-issue the task on another worker; the first
-valid result wins).
+operation's ``outcome`` output, or ``ok``.
+
+Two outcomes are the engine's, never a worker's (a result naming one is an error): ``timeout``
+(the state ran past its ``timeout_s``) and ``lost`` (the worker running it went away, or was
+abandoned). A state's table may name an edge on either; the engine then stops the worker (on
+``timeout``), records the transition in the attempt's history and the job's events, and carries
+on from the target: ``done`` or ``failed`` end the task as a result would, any other state starts
+a new attempt of the task *there*, on another worker, with the outputs of the states already run
+(not their scratch). Such redirects count as lost attempts (at most ``max_lost`` per task), so a
+timeout loop ends. When a state names no such edge, the documented default applies:
+
+* no ``timeout`` edge: past ``timeout_s`` the attempt is marked straggling and a duplicate attempt
+  starts from the initial state on another worker (the first valid result wins); past four
+  timeouts the attempt is abandoned (its worker stopped), which counts as ``lost``;
+* no ``lost`` edge: the task is re-issued from its initial state on another worker.
 
 Templates: a string argument ``"${name}"`` is replaced by the typed value of ``name``; inside a
 longer string, ``${name}`` is formatted in. Names are the task's params, ``task_id``, ``job_id``,
@@ -25,8 +37,9 @@ from typing import Any, Mapping
 DONE, FAILED = "done", "failed"
 TERMINAL = (DONE, FAILED)
 OK, ERROR = "ok", "error"
-#: Engine-made outcomes that no table may use: the engine's straggler policy handles them.
-RESERVED_OUTCOMES = ("timeout", "lost")
+TIMEOUT, LOST = "timeout", "lost"
+#: Engine-made outcomes: a table may name edges on them, a worker's result may not pick them.
+RESERVED_OUTCOMES = (TIMEOUT, LOST)
 
 _TEMPLATE = re.compile(r"\$\{([A-Za-z0-9_.:-]+)\}")
 _NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -71,14 +84,13 @@ class FSM:
                 raise FsmError(f"{where}: bad state name {s.name!r}")
             if not s.operation:
                 raise FsmError(f"{where}: state {s.name!r} issues no operation")
-            if not s.on:
-                raise FsmError(f"{where}: state {s.name!r} has no transitions")
+            if not any(o not in RESERVED_OUTCOMES for o in s.on):
+                raise FsmError(f"{where}: state {s.name!r} has no transitions on results")
             if not 0 < s.timeout_s <= 24 * 3600:
                 raise FsmError(f"{where}: state {s.name!r}: timeout_s {s.timeout_s} out of range")
             for outcome, target in s.on.items():
-                if outcome in RESERVED_OUTCOMES:
-                    raise FsmError(f"{where}: state {s.name!r}: outcome {outcome!r} is reserved "
-                                   f"(the engine re-issues timed-out and lost tasks itself)")
+                if not _NAME.fullmatch(outcome or ""):
+                    raise FsmError(f"{where}: state {s.name!r}: bad outcome name {outcome!r}")
                 if target not in names and target not in TERMINAL:
                     raise FsmError(f"{where}: state {s.name!r}: {outcome!r} -> unknown state {target!r}")
         if self.initial not in names:
@@ -112,12 +124,24 @@ class FSM:
         return seen
 
     def next_state(self, state: str, outcome: str) -> str:
-        """The table's target for ``outcome`` in ``state``; FsmError when there is none."""
+        """The table's target for a result's ``outcome`` in ``state``; FsmError when there is
+        none, or when the outcome is one only the engine may produce (``timeout``, ``lost``)."""
+        if outcome in RESERVED_OUTCOMES:
+            raise FsmError(f"fsm {self.name!r}: state {state!r}: outcome {outcome!r} is the engine's; "
+                           f"a result cannot pick it")
         target = self.state(state).on.get(outcome)
         if target is None:
+            allowed = sorted(o for o in self.state(state).on if o not in RESERVED_OUTCOMES)
             raise FsmError(f"fsm {self.name!r}: no transition from {state!r} on outcome {outcome!r} "
-                           f"(allowed: {', '.join(sorted(self.state(state).on)) or 'none'})")
+                           f"(allowed: {', '.join(allowed) or 'none'})")
         return target
+
+    def edge(self, state: str, outcome: str) -> str | None:
+        """The table's target for an engine outcome (``timeout``, ``lost``) in ``state``, or None
+        when the state names no such edge (the engine's default policy applies)."""
+        if outcome not in RESERVED_OUTCOMES:
+            raise FsmError(f"fsm {self.name!r}: {outcome!r} is not an engine outcome")
+        return self.state(state).on.get(outcome)
 
 
 @dataclass(frozen=True)

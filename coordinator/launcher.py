@@ -2,8 +2,9 @@
 
 ``LocalLauncher`` (the default) starts ``excamera worker --coordinator HOST:PORT --certs DIR
 --job ID`` processes on this machine, so each shows up as ``excamera worker ...`` in the process
-table. The job token goes in the environment (``EXCAMERA_JOB_TOKEN``), not on the command line
-where every user could read it; ``DIR`` holds only the CA certificate and the client pair.
+table. Each process gets its own worker id and worker token (``excamera.tokens``) in the
+environment (``EXCAMERA_WORKER_TOKENS=ID=TOKEN``), not on the command line where every user could
+read it; ``DIR`` holds only the CA certificate and the client pair.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 
 log = logging.getLogger("excamera.coordinator")
 
-TOKEN_ENV = "EXCAMERA_JOB_TOKEN"
+TOKEN_ENV = "EXCAMERA_WORKER_TOKENS"
 
 
 def worker_command() -> list[str]:
@@ -41,21 +42,25 @@ class LocalLauncher:
         self.procs: dict[int, tuple[str, subprocess.Popen, float]] = {}
         self.connected_pids: set[int] = set()
 
-    def launch(self, job_id: str, token: str, count: int) -> None:
+    def launch(self, job_id: str, workers: list[tuple[str, str]]) -> None:
+        """One process per (worker id, worker token) in ``workers``."""
+        from excamera.tokens import format_worker_tokens
+
         cmd = worker_command() + ["worker", "--coordinator", self.coordinator, "--certs",
                                   self.certs_dir, "--job", job_id]
         for m in self.ops_modules:
             cmd += ["--ops", m]
-        env = dict(os.environ, **{TOKEN_ENV: token})
+        base = dict(os.environ)
         # Workers import the project from wherever this process does.
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-        for _ in range(count):
+        base["PYTHONPATH"] = os.pathsep.join(p for p in (root, base.get("PYTHONPATH", "")) if p)
+        for pair in workers:
+            env = dict(base, **{TOKEN_ENV: format_worker_tokens([pair])})
             p = subprocess.Popen(cmd, env=env, cwd=self.cwd, stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL if self.quiet else None)
             self.procs[p.pid] = (job_id, p, time.monotonic())
-        log.info("coordinator: job %s: launched %d worker process(es)", job_id, count)
+        log.info("coordinator: job %s: launched %d worker process(es)", job_id, len(workers))
 
     def reap(self) -> list[tuple[str, int]]:
         """Collect exited workers. (The engine notices lost connections itself; a worker that

@@ -6,13 +6,19 @@ port, unless given the address of one) and a launcher. ``await Coordinator.start
 port (0 picks a free one) with mutual TLS. Its loop wakes on every observation (or every 100 ms
 for timeouts), lets the engine observe and decide, then carries out the actions: commands and
 shutdowns down the workers' streams, launches, mailbox releases, job ends, events to watchers.
+
+Identity within a job (``excamera.tokens``): each job has a key derived from the coordinator's
+secret, told only to the submitter. Every worker the coordinator launches gets its own worker id
+and worker token, good for one connection; every command carries its task's rendezvous token.
+The Jobs service takes inputs of any size as a chunked stream (``SubmitStream``) and returns a
+succeeded job's result objects as chunked streams (``Fetch``, which, like ``Cancel``, needs the
+job's key).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import json
 import logging
 import os
@@ -25,8 +31,9 @@ import grpc
 
 from coordinator import engine as eng
 from coordinator.fsm import FsmError, Job, job_from_proto
-from excamera import tls
+from excamera import tls, tokens
 from excamera.storage import LocalStorage, ObjectRef, StorageError, check_key
+from protos import common_pb2
 from protos import coordinator_pb2 as cpb
 from protos import coordinator_pb2_grpc as cpb_grpc
 from protos import jobs_pb2 as jpb
@@ -36,8 +43,14 @@ from protos import values
 log = logging.getLogger("excamera.coordinator")
 
 JOB_METADATA = "x-excamera-job"
+WORKER_METADATA = "x-excamera-worker"
 TOKEN_METADATA = "x-excamera-token"
 MAX_MESSAGE = 8 << 20
+#: Chunks of streamed inputs and fetched results (well under MAX_MESSAGE).
+DATA_CHUNK = 1 << 20
+#: Default caps on a streamed submission's inputs: all of a job's together, and each one.
+MAX_INPUT_BYTES = 16 << 30
+MAX_INPUT_OBJECT_BYTES = 2 << 30
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -49,15 +62,23 @@ SERVER_OPTIONS = [
 ]
 
 
+class InputError(ValueError):
+    """A streamed submission that is malformed; ``code`` is the gRPC status name to answer."""
+
+    code = "INVALID_ARGUMENT"
+
+
 @dataclass
 class JobHandle:
     job_id: str
-    token: str
+    job_key: str
+    task_key: bytes
     done: asyncio.Future
     events: list = field(default_factory=list)
     watchers: list = field(default_factory=list)
     timeline_path: str | None = None
     releases: set = field(default_factory=set)
+    connected: set = field(default_factory=set)   # worker ids that have opened their stream
 
 
 @dataclass(frozen=True)
@@ -70,16 +91,17 @@ class JobOutcome:
     storage_prefix: str
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 class Coordinator:
     """One coordinator: ``await start()``, ``submit``, ``wait``, ``cancel``, ``await stop()``."""
 
     def __init__(self, bundle: tls.Bundle, storage_root: str, *, listen: str = "127.0.0.1:0",
-                 rendezvous: str | None = None, launcher=None, rendezvous_limits: dict | None = None):
+                 rendezvous: str | None = None, launcher=None, rendezvous_limits: dict | None = None,
+                 max_input_bytes: int = MAX_INPUT_BYTES, max_input_object_bytes: int = MAX_INPUT_OBJECT_BYTES):
         self.bundle = bundle
+        self.secret = tokens.new_secret()
+        self.max_input_bytes = max_input_bytes
+        self.max_input_object_bytes = max_input_object_bytes
+        self._next_worker = 1
         self.storage = LocalStorage(storage_root)
         self.listen = listen
         self.rendezvous_address = rendezvous
@@ -166,24 +188,41 @@ class Coordinator:
                      launch: bool = True, timeline: str | None = None,
                      rendezvous_limits: dict | None = None) -> tuple[str, str]:
         """Register ``job``, store its ``inputs`` under its prefix, open it at the rendezvous and
-        let the engine start it. Returns (job id, worker token)."""
-        job_id = job_id or f"job-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        let the engine start it. Returns (job id, job key): the key lets its holder cancel the job,
+        fetch its results and mint worker tokens (``worker_tokens``) for workers of its own."""
+        job_id = job_id or self.new_job_id()
         if job_id in self.handles:
             raise FsmError(f"job {job_id}: already exists")
-        token = secrets.token_urlsafe(24)
+        key = tokens.job_key(self.secret, job_id)
         prefix = f"jobs/{check_key(job_id)}"
         storage = self.storage.scoped(prefix)
-        for key, data in (inputs or {}).items():
-            storage.put(key, data)
+        for k, data in (inputs or {}).items():
+            storage.put(k, data)
         limits = dict(self.rendezvous_limits, **(rendezvous_limits or {}))
-        await self.rendezvous_admin.open_job(job_id, token, **limits)
-        handle = JobHandle(job_id, token, asyncio.get_running_loop().create_future(),
+        task_key = tokens.task_key(key)
+        await self.rendezvous_admin.open_job(job_id, task_key, **limits)
+        handle = JobHandle(job_id, key, task_key, asyncio.get_running_loop().create_future(),
                            timeline_path=timeline)
         self.handles[job_id] = handle
         self.engine.add_job(job_id, job, storage, workers=workers, spare=spare,
                             max_attempts=max_attempts, launcher=launch and self.launcher is not None)
         self._wake.set()
-        return job_id, token
+        return job_id, key
+
+    @staticmethod
+    def new_job_id() -> str:
+        return f"job-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+    def worker_tokens(self, job_id: str, count: int) -> list[tuple[str, str]]:
+        """``count`` new (worker id, worker token) pairs for ``job_id``: ids unique in this
+        coordinator, each token good for one connection as that id."""
+        key = self.handles[job_id].job_key
+        out = []
+        for _ in range(count):
+            wid = f"w{self._next_worker}"
+            self._next_worker += 1
+            out.append((wid, tokens.worker_token(key, wid)))
+        return out
 
     async def wait(self, job_id: str) -> JobOutcome:
         return await asyncio.shield(self.handles[job_id].done)
@@ -196,9 +235,18 @@ class Coordinator:
         self._wake.set()
         return True
 
-    def check_token(self, job_id: str, token: str) -> bool:
+    def check_worker(self, job_id: str, worker_id: str, token: str) -> str | None:
+        """Why worker ``worker_id`` of ``job_id`` presenting ``token`` may not connect, or None."""
         h = self.handles.get(job_id)
-        return h is not None and hmac.compare_digest(_digest(h.token), _digest(token or ""))
+        if h is None or not worker_id or not tokens.same(tokens.worker_token(h.job_key, worker_id), token):
+            return f"job {job_id!r}: unknown job, or not a token for worker {worker_id!r}"
+        if worker_id in h.connected or worker_id in self.engine.workers:
+            return f"job {job_id!r}: worker {worker_id!r} has connected already (a token is good for one connection)"
+        return None
+
+    def check_job_key(self, job_id: str, key: str) -> JobHandle | None:
+        h = self.handles.get(job_id)
+        return h if h is not None and tokens.same(h.job_key, key) else None
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -233,9 +281,11 @@ class Coordinator:
             q = self.outboxes.get(action.worker_id)
             if q is None:  # gone already; the engine will hear of it
                 return
+            h = self.handles[self.engine.workers[action.worker_id].job_id]
             cmd = cpb.Command(seq=action.seq, task_id=action.task_id, attempt=action.attempt,
                               state=action.state, operation=action.operation,
-                              timeout_s=action.timeout_s)
+                              timeout_s=action.timeout_s,
+                              task_token=tokens.task_token(h.task_key, action.task_id))
             values.to_map(action.args, cmd.args)
             q.put_nowait(cpb.CoordinatorMessage(command=cmd))
         elif isinstance(action, eng.StopWorker):
@@ -244,7 +294,7 @@ class Coordinator:
                 q.put_nowait(cpb.CoordinatorMessage(shutdown=cpb.Shutdown(reason=action.reason)))
         elif isinstance(action, eng.Launch):
             if self.launcher is not None and not self._stopping:
-                self.launcher.launch(action.job_id, self.handles[action.job_id].token, action.count)
+                self.launcher.launch(action.job_id, self.worker_tokens(action.job_id, action.count))
         elif isinstance(action, eng.ReleaseMailbox):
             h = self.handles[action.job_id]
             h.releases.add(self._spawn(self._release(action.job_id, action.task_id)))
@@ -275,10 +325,11 @@ class Coordinator:
         from protos import rendezvous_pb2 as rpb
         from protos import rendezvous_pb2_grpc as rpb_grpc
 
+        token = tokens.task_token(self.handles[job_id].task_key, task_id)
         try:
             await rpb_grpc.RendezvousStub(self._rdv_channel).Release(
                 rpb.ReleaseRequest(recipient=task_id),
-                metadata=((JOB_METADATA, job_id), (TOKEN_METADATA, self.handles[job_id].token)))
+                metadata=((JOB_METADATA, job_id), (WORKER_METADATA, task_id), (TOKEN_METADATA, token)))
         except grpc.aio.AioRpcError as e:
             log.warning("coordinator: job %s: releasing %s's mailbox: %s", job_id, task_id, e.details())
 
@@ -314,16 +365,21 @@ class _CoordinatorServicer(cpb_grpc.CoordinatorServicer):
     async def Work(self, request_iterator, context):
         c = self.c
         md = dict(context.invocation_metadata() or ())
-        job_id, token = md.get(JOB_METADATA, ""), md.get(TOKEN_METADATA, "")
-        if not c.check_token(job_id, token):
-            log.warning("coordinator: refused a worker: job %r unknown or wrong token", job_id)
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"job {job_id!r}: unknown job or wrong token")
+        job_id, worker_id, token = (md.get(JOB_METADATA, ""), md.get(WORKER_METADATA, ""),
+                                    md.get(TOKEN_METADATA, ""))
+        why = c.check_worker(job_id, worker_id, token)
+        if why is not None:
+            log.warning("coordinator: refused a worker: %s", why)
+            code = grpc.StatusCode.ALREADY_EXISTS if "connected already" in why else grpc.StatusCode.PERMISSION_DENIED
+            await context.abort(code, why)
+        handle = c.handles[job_id]
+        handle.connected.add(worker_id)  # before any await: a second stream with this id is refused
         first = await context.read()
         if first is grpc.aio.EOF or first.WhichOneof("kind") != "hello":
-            log.warning("coordinator: job %s: a worker opened without hello; refused", job_id)
+            log.warning("coordinator: job %s: worker %s opened without hello; refused", job_id, worker_id)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be hello")
         hello = first.hello
-        worker_id = c.engine.observe_connect(job_id, f"{hello.name} (pid {hello.pid})")
+        c.engine.observe_connect(job_id, f"{hello.name} (pid {hello.pid})", worker_id)
         outq: asyncio.Queue = asyncio.Queue()
         c.outboxes[worker_id] = outq
         c.wake()
@@ -376,6 +432,65 @@ class _CoordinatorServicer(cpb_grpc.CoordinatorServicer):
             outq.put_nowait(None)
 
 
+class _Upload:
+    """The inputs of a streamed submission as they arrive: each input whole, sized and hashed
+    before it is stored; caps on each input and on all of them."""
+
+    def __init__(self, storage, max_total: int, max_object: int, already: int = 0):
+        self.storage, self.max_total, self.max_object = storage, max_total, max_object
+        self.total = already
+        self.seen: set[str] = set()
+        self.key = ""
+        self.size = self.got = 0
+        self.sha256 = ""
+        self.hasher = None
+        self.parts: list[bytes] = []
+
+    def add(self, chunk) -> None:
+        if chunk.key:
+            self.finish()
+            try:
+                check_key(chunk.key)
+            except StorageError as e:
+                raise InputError(f"input {chunk.key!r}: {e}") from None
+            if chunk.key in self.seen:
+                raise InputError(f"input {chunk.key}: sent twice")
+            if not (0 <= chunk.size <= self.max_object):
+                err = InputError(f"input {chunk.key}: {chunk.size} bytes, over the {self.max_object}-byte "
+                                 f"cap on one input (or negative)")
+                err.code = "RESOURCE_EXHAUSTED"
+                raise err
+            if self.total + chunk.size > self.max_total:
+                err = InputError(f"input {chunk.key}: the job's inputs would pass the {self.max_total}-byte cap")
+                err.code = "RESOURCE_EXHAUSTED"
+                raise err
+            if len(chunk.sha256) != 64 or any(ch not in "0123456789abcdef" for ch in chunk.sha256):
+                raise InputError(f"input {chunk.key}: sha256 must be 64 lowercase hex digits")
+            self.seen.add(chunk.key)
+            self.key, self.size, self.sha256, self.got = chunk.key, chunk.size, chunk.sha256, 0
+            self.total += chunk.size
+            self.hasher, self.parts = hashlib.sha256(), []
+        elif not self.key:
+            raise InputError("an input chunk with no key before it (name the input in its first chunk)")
+        elif chunk.size or chunk.sha256:
+            raise InputError(f"input {self.key}: size and sha256 go only in its first chunk")
+        self.got += len(chunk.data)
+        if self.got > self.size:
+            raise InputError(f"input {self.key}: more than the {self.size} bytes declared")
+        self.hasher.update(chunk.data)
+        self.parts.append(chunk.data)
+
+    def finish(self) -> None:
+        if not self.key:
+            return
+        if self.got != self.size:
+            raise InputError(f"input {self.key}: {self.got} bytes arrived, {self.size} declared")
+        if self.hasher.hexdigest() != self.sha256:
+            raise InputError(f"input {self.key}: sha256 does not match the bytes that arrived")
+        self.storage.put(self.key, b"".join(self.parts))
+        self.key, self.parts = "", []
+
+
 class _JobsServicer(jpb_grpc.JobsServicer):
     def __init__(self, coordinator: Coordinator):
         self.c = coordinator
@@ -385,13 +500,59 @@ class _JobsServicer(jpb_grpc.JobsServicer):
             job = job_from_proto(request)
             for key in request.inputs:
                 check_key(key)
-            job_id, token = await self.c.submit(
+            job_id, key = await self.c.submit(
                 job, workers=request.workers or 1, spare=request.spare,
                 max_attempts=request.max_attempts or 3, inputs=dict(request.inputs))
         except (FsmError, StorageError) as e:
             log.warning("coordinator: refused a job: %s", e)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        return jpb.JobRef(job_id=job_id, token=token)
+        return jpb.JobRef(job_id=job_id, job_key=key)
+
+    async def SubmitStream(self, request_iterator, context):
+        """The spec, then the inputs in chunks, stored under the job's prefix as each one ends;
+        the job starts once all are whole. Anything wrong: nothing of it stays in storage."""
+        c = self.c
+        job_id, upload, submitted = c.new_job_id(), None, False
+        storage = c.storage.scoped(f"jobs/{job_id}")
+        try:
+            try:
+                spec = job = None
+                async for part in request_iterator:
+                    kind = part.WhichOneof("kind")
+                    if spec is None:
+                        if kind != "spec":
+                            raise InputError("the first part of a streamed submission must be the job spec")
+                        spec, job = part.spec, job_from_proto(part.spec)
+                        upload = _Upload(storage, c.max_input_bytes, c.max_input_object_bytes)
+                        for key, data in spec.inputs.items():  # small inline inputs count too
+                            upload.add(jpb.InputChunk(key=key, size=len(data),
+                                                      sha256=hashlib.sha256(data).hexdigest(), data=data))
+                    elif kind != "input":
+                        raise InputError("a second job spec in one submission")
+                    else:
+                        upload.add(part.input)
+                if spec is None:
+                    raise InputError("an empty submission (no job spec)")
+                upload.finish()
+                job_id, key = await c.submit(job, workers=spec.workers or 1, spare=spec.spare,
+                                             max_attempts=spec.max_attempts or 3, job_id=job_id)
+                submitted = True
+
+                def orphaned(ctx, job_id=job_id):
+                    # The client went away before it got the job's reference (Ctrl-C as the
+                    # submission ended): nobody can watch, fetch or cancel the job; cancel it.
+                    if ctx.cancelled() and c.cancel(job_id):
+                        log.info("coordinator: job %s: its submitter went away; cancelled", job_id)
+
+                context.add_done_callback(orphaned)
+            except (FsmError, StorageError, InputError) as e:
+                log.warning("coordinator: refused a job: %s", e)
+                await context.abort(getattr(grpc.StatusCode, getattr(e, "code", "INVALID_ARGUMENT")), str(e))
+        finally:
+            if not submitted:  # refused, or the client went away mid-upload
+                for k in storage.list():
+                    storage.delete(k)
+        return jpb.JobRef(job_id=job_id, job_key=key)
 
     async def Watch(self, request, context):
         h = self.c.handles.get(request.job_id)
@@ -414,10 +575,47 @@ class _JobsServicer(jpb_grpc.JobsServicer):
             if q in h.watchers:
                 h.watchers.remove(q)
 
-    async def Cancel(self, request, context):
+    async def _owned(self, request, context) -> JobHandle:
         if request.job_id not in self.c.handles:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
+        h = self.c.check_job_key(request.job_id, request.job_key)
+        if h is None:
+            log.warning("coordinator: refused a call on job %s: wrong job key", request.job_id)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"job {request.job_id!r}: wrong job key")
+        return h
+
+    async def Cancel(self, request, context):
+        await self._owned(request, context)
         return jpb.CancelReply(cancelled=self.c.cancel(request.job_id))
+
+    async def Fetch(self, request, context):
+        """A succeeded job's result object, re-verified, in chunks."""
+        await self._owned(request, context)
+        job = self.c.engine.jobs[request.job_id]
+        if job.status != "succeeded":
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"job {request.job_id} is {job.status}; only a succeeded job's results can be fetched")
+        refs = {ref.key: ref for objs in job.objects.values() for ref in objs.values()}
+        ref = refs.get(request.key)
+        if ref is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"job {request.job_id}: {request.key!r} is not one of its results "
+                                f"({', '.join(sorted(refs)) or 'none'})")
+        try:
+            data = job.storage.get(ref.key)
+        except (StorageError, OSError) as e:
+            data, why = b"", str(e)
+        else:
+            why = None if hashlib.sha256(data).hexdigest() == ref.sha256 and len(data) == ref.size \
+                else "its bytes no longer match the verified digest"
+        if why is not None:
+            log.error("coordinator: job %s: result %s: %s", request.job_id, ref.key, why)
+            await context.abort(grpc.StatusCode.DATA_LOSS, f"job {request.job_id}: result {ref.key}: {why}")
+        view = memoryview(data)
+        first = common_pb2.ObjectRef(key=ref.key, sha256=ref.sha256, size=ref.size)
+        yield jpb.DataChunk(object=first, data=bytes(view[:DATA_CHUNK]))
+        for start in range(DATA_CHUNK, len(view), DATA_CHUNK):
+            yield jpb.DataChunk(data=bytes(view[start:start + DATA_CHUNK]))
 
     async def List(self, request, context):
         out = jpb.JobList()

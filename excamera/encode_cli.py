@@ -25,8 +25,8 @@ def add_parsers(sub) -> None:
                     "frames encoded independently, each chunk's first frame re-encoded against the "
                     "previous chunk's state and the rest rebased onto it, one key frame every N*x "
                     "frames. --workers 0 runs every step in this process; --workers N runs them on N local "
-                    "worker processes through an embedded coordinator and rendezvous, with the same "
-                    "output bytes.")
+                    "worker processes through an embedded coordinator and rendezvous, or, with "
+                    "--coordinator, on N workers a running coordinator launches; the same output bytes.")
     enc.add_argument("input", metavar="INPUT")
     enc.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT.ivf or OUT.webm")
     enc.add_argument("--workers", type=int_in(0, 100000), default=0, metavar="N",
@@ -39,8 +39,10 @@ def add_parsers(sub) -> None:
                      help="write every worker's state history (with --workers N; "
                           "excamera timeline T.json -o T.svg draws it)")
     enc.add_argument("--coordinator", metavar="HOST:PORT",
-                     help="submit to a running coordinator (not supported yet for encode; see README)")
-    enc.add_argument("--certs", metavar="DIR", help="with --coordinator: ca.pem, client.pem, client.key")
+                     help="submit the job to a running `excamera coordinator serve` (with --workers N "
+                          "and --certs): the raw chunks stream up, the stitched stream comes back")
+    enc.add_argument("--certs", metavar="DIR", help="with --coordinator: ca.pem, client.pem, client.key "
+                                                   "(from excamera certs init)")
     enc.add_argument("--chunk-frames", type=int_in(1, 100000), default=6, metavar="N")
     enc.add_argument("--batch-chunks", type=int_in(1, 100000), default=16, metavar="X")
     enc.add_argument("--cq-level", type=int_in(0, 63), default=20, metavar="C")
@@ -155,13 +157,23 @@ def cmd_encode(args: argparse.Namespace) -> int:
             if value:
                 return _usage(f"{flag} needs --workers N (N > 0): --workers 0 runs in this process")
     if args.coordinator:
-        # run_job can submit to a running coordinator, but cannot bring the output back: the
-        # stitched stream stays in the coordinator's storage, which the Jobs service does not
-        # serve, and Submit carries the raw input in one message of at most 8 MiB.
-        raise CliError("--coordinator: encoding on a running coordinator is not supported yet (the Jobs "
-                       "service cannot return the output); drop --coordinator to run an embedded one")
-    if args.certs:
+        from excamera.runtime_cli import _address
+        try:
+            _address(args.coordinator)
+        except argparse.ArgumentTypeError as e:
+            return _usage(f"--coordinator: {e}")
+        if not args.certs:
+            return _usage("--coordinator needs --certs DIR (ca.pem, client.pem, client.key)")
+        if args.timeline:
+            return _usage("--timeline is written by an embedded coordinator; a running one keeps its own")
+    elif args.certs:
         return _usage("--certs goes with --coordinator")
+    if args.coordinator:  # before reading the video: a bad --certs is the quicker error
+        from excamera import tls
+        try:
+            tls.load(args.certs, need=tls.WORKER_FILES)
+        except tls.CertError as e:
+            raise CliError(f"--certs {args.certs}: {e}") from None
     settings = EncodeSettings(args.chunk_frames, args.batch_chunks, args.cq_level, args.first_pass, args.speed)
     frames, rate = _read_video(args.input)
     if not frames:
@@ -169,7 +181,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
     h, w = frames[0].y.shape
     started = time.monotonic()
     try:
-        if args.workers:
+        if args.coordinator:
+            data = _encode_remote(frames, rate, settings, args)
+        elif args.workers:
             data = _encode_distributed(frames, rate, settings, args)
         else:
             data = encode_frames(frames, settings, rate, _Progress())
@@ -184,6 +198,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     else:
         write_ivf(out, data, w, h, rate)
     how = f"{args.workers} worker{'s' * (args.workers != 1)}" if args.workers else "in this process"
+    if args.coordinator:
+        how += f" of {args.coordinator}"
     print(f"{out}: {len(frames)} frames, {w}x{h}, {sum(map(len, data))} bytes, ExCamera[{settings.chunk_frames},"
           f"{settings.batch_chunks}] at cq-level {settings.cq_level}, {how}, {time.monotonic() - started:.2f} s",
           file=sys.stderr)
@@ -218,6 +234,56 @@ def _encode_distributed(frames, rate, settings, args) -> list[bytes]:
             raise CliError(f"{args.input}: {e}") from None
         progress.finish()
         return ivf_frames(result.read("stitch"), "the stitched stream")
+
+
+def _encode_remote(frames, rate, settings, args) -> list[bytes]:
+    """ExCamera[N, x] on a running coordinator (``--coordinator``): the job and its raw chunks go
+    up over the Jobs service in a chunked stream, the coordinator launches ``args.workers``
+    (+ ``args.spare``) workers, the job's events drive the progress bar, and the stitched stream
+    comes back in chunks, checked against its verified digest. Ctrl-C cancels the job there."""
+    import asyncio
+    import os
+
+    # gRPC's C core logs failed handshakes on stderr itself; the error below says it in one line.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    import grpc
+
+    from coordinator.api import JobFailed, submit_remote
+    from coordinator.excamera_job import STITCHED_KEY, encode_inputs, encode_job
+    from excamera import tls
+    from excamera.cli import CliError
+    from excamera.storage import StorageError
+    from worker.codec_ops import ivf_frames
+
+    h, w = frames[0].y.shape
+    job = encode_job(len(frames), w, h, settings)
+    inputs = encode_inputs(frames, rate, settings)
+    progress = _StageProgress(len(job.tasks) - 1)
+    submitted: list[str] = []
+    where = f"--coordinator {args.coordinator}"
+    try:
+        result = asyncio.run(submit_remote(job, args.coordinator, args.certs, inputs=inputs, workers=args.workers,
+                                           spare=args.spare, on_event=progress, on_submitted=submitted.append))
+    except KeyboardInterrupt:
+        progress.finish()
+        what = f"job {submitted[0]} cancelled on the coordinator" if submitted else "nothing was submitted"
+        print(f"excamera: interrupted: {what}; no output written", file=sys.stderr)
+        raise
+    except JobFailed as e:
+        progress.finish()
+        raise CliError(f"{args.input}: {e}") from None
+    except tls.CertError as e:
+        raise CliError(f"--certs {args.certs}: {e}") from None
+    except grpc.aio.AioRpcError as e:
+        progress.finish()
+        detail = " ".join((e.details() or "").split()) or "no detail"
+        if e.code() == grpc.StatusCode.UNAVAILABLE:
+            detail += " (is it running, and do --certs come from its CA?)"
+        raise CliError(f"{where}: {e.code().name.lower()}: {detail}") from None
+    except StorageError as e:
+        raise CliError(f"{where}: {e}") from None
+    progress.finish()
+    return ivf_frames(result.read("", STITCHED_KEY), "the stitched stream")
 
 
 def cmd_reencode(args: argparse.Namespace) -> int:

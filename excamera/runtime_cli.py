@@ -2,7 +2,7 @@
 
     excamera coordinator serve --listen HOST:PORT --certs DIR [--storage DIR] [--rendezvous HOST:PORT]
     excamera rendezvous serve --listen HOST:PORT --certs DIR
-    excamera worker --coordinator HOST:PORT --certs DIR --job ID [--count N] [--ops MODULE]...
+    excamera worker --coordinator HOST:PORT --certs DIR --job ID [--ops MODULE]...  (tokens in $EXCAMERA_WORKER_TOKENS)
     excamera certs init DIR [--host NAME]... [--force]
     excamera timeline T.json -o T.svg
     excamera bench runtime [--workers 1000] [--relay-mb 1024] [--state-mb 4] [--processes 2]
@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 
-TOKEN_ENV = "EXCAMERA_JOB_TOKEN"
+TOKEN_ENV = "EXCAMERA_WORKER_TOKENS"
 
 
 def _address(text: str) -> str:
@@ -65,12 +65,14 @@ def register(sub) -> None:
 
     wk = sub.add_parser("worker", help="a worker (started by a launcher)",
                         description=f"Dial the coordinator, take tasks of job ID until told to stop. "
-                                    f"The job token is read from ${TOKEN_ENV}.")
+                                    f"The worker's id and token are read from ${TOKEN_ENV} as ID=TOKEN; "
+                                    f"several, comma-separated, run that many lightweight workers in "
+                                    f"this process.")
     wk.add_argument("--coordinator", type=_address, required=True, metavar="HOST:PORT")
     wk.add_argument("--certs", required=True, metavar="DIR", help="ca.pem, client.pem, client.key")
     wk.add_argument("--job", required=True, metavar="ID")
-    wk.add_argument("--count", type=_positive, default=1, metavar="N",
-                    help="run N lightweight workers in this process (default 1)")
+    wk.add_argument("--count", type=_positive, metavar="N",
+                    help="check that $EXCAMERA_WORKER_TOKENS names N workers (default: as many as it names)")
     wk.add_argument("--ops", action="append", default=[], metavar="MODULE",
                     help="import MODULE to register more operations (repeatable)")
     wk.set_defaults(func=cmd_worker)
@@ -200,9 +202,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from excamera import tls
     from excamera.cli import CliError
 
-    token = os.environ.get(TOKEN_ENV, "")
-    if not token:
-        raise CliError(f"worker: no job token: set {TOKEN_ENV}")
+    from excamera.tokens import TokenError, parse_worker_tokens
+
+    try:
+        pairs = parse_worker_tokens(os.environ.get(TOKEN_ENV, ""))
+    except TokenError as e:
+        raise CliError(f"worker: {TOKEN_ENV}: {e}") from None
+    if not pairs:
+        raise CliError(f"worker: no worker token: set {TOKEN_ENV}=ID=TOKEN")
+    if args.count is not None and args.count != len(pairs):
+        raise CliError(f"worker: --count {args.count} but {TOKEN_ENV} names {len(pairs)} worker(s)")
     bundle = _load_certs(args.certs, tls.WORKER_FILES)
     _setup_logging("WARNING")
     import worker.codec_ops  # noqa: F401 - registers the real codec operations (imports no codec yet)
@@ -214,7 +223,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             raise CliError(f"worker: --ops {module}: {e}") from None
     from worker.runtime import run_workers
 
-    reasons = asyncio.run(run_workers(args.count, args.coordinator, bundle, args.job, token))
+    reasons = asyncio.run(run_workers(pairs, args.coordinator, bundle, args.job))
     refused = [r for r in reasons if r.startswith("refused")]
     if refused:
         raise CliError(f"worker: {refused[0]}")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos import common_pb2 as protos_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18protos/coordinator.proto\x12\x14\x65xcamera.coordinator\x1a\x13protos/common.proto\"6\n\x05Hello\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\x12\n\noperations\x18\x03 \x03(\t\"\xd8\x01\n\x06Result\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\n\n\x02ok\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12:\n\x07outputs\x18\x05 \x03(\x0b\x32).excamera.coordinator.Result.OutputsEntry\x12\x11\n\telapsed_s\x18\x06 \x01(\x01\x1a\x46\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.excamera.common.Value:\x02\x38\x01\"u\n\rWorkerMessage\x12,\n\x05hello\x18\x01 \x01(\x0b\x32\x1b.excamera.coordinator.HelloH\x00\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1c.excamera.coordinator.ResultH\x00\x42\x06\n\x04kind\"n\n\x07Welcome\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x14\n\x0cstorage_root\x18\x03 \x01(\t\x12\x16\n\x0estorage_prefix\x18\x04 \x01(\t\x12\x12\n\nrendezvous\x18\x05 \x01(\t\"\xe9\x01\n\x07\x43ommand\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\r\n\x05state\x18\x04 \x01(\t\x12\x11\n\toperation\x18\x05 \x01(\t\x12\x35\n\x04\x61rgs\x18\x06 \x03(\x0b\x32\'.excamera.coordinator.Command.ArgsEntry\x12\x11\n\ttimeout_s\x18\x07 \x01(\x01\x1a\x43\n\tArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.excamera.common.Value:\x02\x38\x01\"\x1a\n\x08Shutdown\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xb4\x01\n\x12\x43oordinatorMessage\x12\x30\n\x07welcome\x18\x01 \x01(\x0b\x32\x1d.excamera.coordinator.WelcomeH\x00\x12\x30\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x1d.excamera.coordinator.CommandH\x00\x12\x32\n\x08shutdown\x18\x03 \x01(\x0b\x32\x1e.excamera.coordinator.ShutdownH\x00\x42\x06\n\x04kind2h\n\x0b\x43oordinator\x12Y\n\x04Work\x12#.excamera.coordinator.WorkerMessage\x1a(.excamera.coordinator.CoordinatorMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18protos/coordinator.proto\x12\x14\x65xcamera.coordinator\x1a\x13protos/common.proto\"6\n\x05Hello\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\x12\n\noperations\x18\x03 \x03(\t\"\xd8\x01\n\x06Result\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\n\n\x02ok\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12:\n\x07outputs\x18\x05 \x03(\x0b\x32).excamera.coordinator.Result.OutputsEntry\x12\x11\n\telapsed_s\x18\x06 \x01(\x01\x1a\x46\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.excamera.common.Value:\x02\x38\x01\"u\n\rWorkerMessage\x12,\n\x05hello\x18\x01 \x01(\x0b\x32\x1b.excamera.coordinator.HelloH\x00\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1c.excamera.coordinator.ResultH\x00\x42\x06\n\x04kind\"n\n\x07Welcome\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x14\n\x0cstorage_root\x18\x03 \x01(\t\x12\x16\n\x0estorage_prefix\x18\x04 \x01(\t\x12\x12\n\nrendezvous\x18\x05 \x01(\t\"\xfd\x01\n\x07\x43ommand\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\r\n\x05state\x18\x04 \x01(\t\x12\x11\n\toperation\x18\x05 \x01(\t\x12\x35\n\x04\x61rgs\x18\x06 \x03(\x0b\x32\'.excamera.coordinator.Command.ArgsEntry\x12\x11\n\ttimeout_s\x18\x07 \x01(\x01\x12\x12\n\ntask_token\x18\x08 \x01(\t\x1a\x43\n\tArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.excamera.common.Value:\x02\x38\x01\"\x1a\n\x08Shutdown\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xb4\x01\n\x12\x43oordinatorMessage\x12\x30\n\x07welcome\x18\x01 \x01(\x0b\x32\x1d.excamera.coordinator.WelcomeH\x00\x12\x30\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x1d.excamera.coordinator.CommandH\x00\x12\x32\n\x08shutdown\x18\x03 \x01(\x0b\x32\x1e.excamera.coordinator.ShutdownH\x00\x42\x06\n\x04kind2h\n\x0b\x43oordinator\x12Y\n\x04Work\x12#.excamera.coordinator.WorkerMessage\x1a(.excamera.coordinator.CoordinatorMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,13 +47,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WELCOME']._serialized_start=465
   _globals['_WELCOME']._serialized_end=575
   _globals['_COMMAND']._serialized_start=578
-  _globals['_COMMAND']._serialized_end=811
-  _globals['_COMMAND_ARGSENTRY']._serialized_start=744
-  _globals['_COMMAND_ARGSENTRY']._serialized_end=811
-  _globals['_SHUTDOWN']._serialized_start=813
-  _globals['_SHUTDOWN']._serialized_end=839
-  _globals['_COORDINATORMESSAGE']._serialized_start=842
-  _globals['_COORDINATORMESSAGE']._serialized_end=1022
-  _globals['_COORDINATOR']._serialized_start=1024
-  _globals['_COORDINATOR']._serialized_end=1128
+  _globals['_COMMAND']._serialized_end=831
+  _globals['_COMMAND_ARGSENTRY']._serialized_start=764
+  _globals['_COMMAND_ARGSENTRY']._serialized_end=831
+  _globals['_SHUTDOWN']._serialized_start=833
+  _globals['_SHUTDOWN']._serialized_end=859
+  _globals['_COORDINATORMESSAGE']._serialized_start=862
+  _globals['_COORDINATORMESSAGE']._serialized_end=1042
+  _globals['_COORDINATOR']._serialized_start=1044
+  _globals['_COORDINATOR']._serialized_end=1148
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,16 @@ class JobsStub:
                 request_serializer=protos_dot_jobs__pb2.JobSpec.SerializeToString,
                 response_deserializer=protos_dot_jobs__pb2.JobRef.FromString,
                 _registered_method=True)
+        self.SubmitStream = channel.stream_unary(
+                '/excamera.jobs.Jobs/SubmitStream',
+                request_serializer=protos_dot_jobs__pb2.SubmitPart.SerializeToString,
+                response_deserializer=protos_dot_jobs__pb2.JobRef.FromString,
+                _registered_method=True)
+        self.Fetch = channel.unary_stream(
+                '/excamera.jobs.Jobs/Fetch',
+                request_serializer=protos_dot_jobs__pb2.FetchRequest.SerializeToString,
+                response_deserializer=protos_dot_jobs__pb2.DataChunk.FromString,
+                _registered_method=True)
         self.Watch = channel.unary_stream(
                 '/excamera.jobs.Jobs/Watch',
                 request_serializer=protos_dot_jobs__pb2.JobRef.SerializeToString,
@@ -61,6 +71,21 @@ class JobsServicer:
 
     def Submit(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitStream(self, request_iterator, context):
+        """The same with inputs of any size: the first part is the spec (its inputs map empty or
+        small), then the inputs as chunks; the job starts when the stream ends with every input whole.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Fetch(self, request, context):
+        """One verified result object of a succeeded job, in chunks; the first names it (key, sha256, size).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -90,6 +115,16 @@ def add_JobsServicer_to_server(servicer, server):
                     servicer.Submit,
                     request_deserializer=protos_dot_jobs__pb2.JobSpec.FromString,
                     response_serializer=protos_dot_jobs__pb2.JobRef.SerializeToString,
+            ),
+            'SubmitStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.SubmitStream,
+                    request_deserializer=protos_dot_jobs__pb2.SubmitPart.FromString,
+                    response_serializer=protos_dot_jobs__pb2.JobRef.SerializeToString,
+            ),
+            'Fetch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Fetch,
+                    request_deserializer=protos_dot_jobs__pb2.FetchRequest.FromString,
+                    response_serializer=protos_dot_jobs__pb2.DataChunk.SerializeToString,
             ),
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
@@ -134,6 +169,60 @@ class Jobs:
             '/excamera.jobs.Jobs/Submit',
             protos_dot_jobs__pb2.JobSpec.SerializeToString,
             protos_dot_jobs__pb2.JobRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/excamera.jobs.Jobs/SubmitStream',
+            protos_dot_jobs__pb2.SubmitPart.SerializeToString,
+            protos_dot_jobs__pb2.JobRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Fetch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/excamera.jobs.Jobs/Fetch',
+            protos_dot_jobs__pb2.FetchRequest.SerializeToString,
+            protos_dot_jobs__pb2.DataChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17protos/rendezvous.proto\x12\x13\x65xcamera.rendezvous\"\xa0\x01\n\x06Header\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x0b\n\x03tag\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\x12\x11\n\twire_size\x18\x05 \x01(\x03\x12\x35\n\x0b\x63ompression\x18\x06 \x01(\x0e\x32 .excamera.rendezvous.Compression\x12\x0e\n\x06sha256\x18\x07 \x01(\t\"F\n\x08\x45nvelope\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x1b.excamera.rendezvous.Header\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"\x1e\n\tSendReply\x12\x11\n\tduplicate\x18\x01 \x01(\x08\"a\n\x0eReceiveRequest\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x0b\n\x03tag\x18\x03 \x01(\t\x12\x11\n\ttimeout_s\x18\x04 \x01(\x01\x12\x0c\n\x04keep\x18\x05 \x01(\x08\"#\n\x0eReleaseRequest\x12\x11\n\trecipient\x18\x01 \x01(\t\"\x1f\n\x0cReleaseReply\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x05\"x\n\x0eOpenJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x14\n\x0ctoken_sha256\x18\x02 \x01(\t\x12\x16\n\x0emax_held_bytes\x18\x03 \x01(\x03\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\x03\x12\r\n\x05ttl_s\x18\x05 \x01(\x01\"\x0e\n\x0cOpenJobReply\"!\n\x0f\x43loseJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x0f\n\rCloseJobReply*!\n\x0b\x43ompression\x12\x08\n\x04NONE\x10\x00\x12\x08\n\x04ZLIB\x10\x01\x32\xa2\x03\n\nRendezvous\x12G\n\x04Send\x12\x1d.excamera.rendezvous.Envelope\x1a\x1e.excamera.rendezvous.SendReply(\x01\x12O\n\x07Receive\x12#.excamera.rendezvous.ReceiveRequest\x1a\x1d.excamera.rendezvous.Envelope0\x01\x12Q\n\x07Release\x12#.excamera.rendezvous.ReleaseRequest\x1a!.excamera.rendezvous.ReleaseReply\x12Q\n\x07OpenJob\x12#.excamera.rendezvous.OpenJobRequest\x1a!.excamera.rendezvous.OpenJobReply\x12T\n\x08\x43loseJob\x12$.excamera.rendezvous.CloseJobRequest\x1a\".excamera.rendezvous.CloseJobReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17protos/rendezvous.proto\x12\x13\x65xcamera.rendezvous\"\xa0\x01\n\x06Header\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x0b\n\x03tag\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\x12\x11\n\twire_size\x18\x05 \x01(\x03\x12\x35\n\x0b\x63ompression\x18\x06 \x01(\x0e\x32 .excamera.rendezvous.Compression\x12\x0e\n\x06sha256\x18\x07 \x01(\t\"F\n\x08\x45nvelope\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x1b.excamera.rendezvous.Header\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"\x1e\n\tSendReply\x12\x11\n\tduplicate\x18\x01 \x01(\x08\"a\n\x0eReceiveRequest\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x0b\n\x03tag\x18\x03 \x01(\t\x12\x11\n\ttimeout_s\x18\x04 \x01(\x01\x12\x0c\n\x04keep\x18\x05 \x01(\x08\"#\n\x0eReleaseRequest\x12\x11\n\trecipient\x18\x01 \x01(\t\"\x1f\n\x0cReleaseReply\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x05\"z\n\x0eOpenJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08task_key\x18\x06 \x01(\x0c\x12\x16\n\x0emax_held_bytes\x18\x03 \x01(\x03\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\x03\x12\r\n\x05ttl_s\x18\x05 \x01(\x01J\x04\x08\x02\x10\x03\"\x0e\n\x0cOpenJobReply\"!\n\x0f\x43loseJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x0f\n\rCloseJobReply*!\n\x0b\x43ompression\x12\x08\n\x04NONE\x10\x00\x12\x08\n\x04ZLIB\x10\x01\x32\xa2\x03\n\nRendezvous\x12G\n\x04Send\x12\x1d.excamera.rendezvous.Envelope\x1a\x1e.excamera.rendezvous.SendReply(\x01\x12O\n\x07Receive\x12#.excamera.rendezvous.ReceiveRequest\x1a\x1d.excamera.rendezvous.Envelope0\x01\x12Q\n\x07Release\x12#.excamera.rendezvous.ReleaseRequest\x1a!.excamera.rendezvous.ReleaseReply\x12Q\n\x07OpenJob\x12#.excamera.rendezvous.OpenJobRequest\x1a!.excamera.rendezvous.OpenJobReply\x12T\n\x08\x43loseJob\x12$.excamera.rendezvous.CloseJobRequest\x1a\".excamera.rendezvous.CloseJobReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.rendezvous_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COMPRESSION']._serialized_start=674
-  _globals['_COMPRESSION']._serialized_end=707
+  _globals['_COMPRESSION']._serialized_start=676
+  _globals['_COMPRESSION']._serialized_end=709
   _globals['_HEADER']._serialized_start=49
   _globals['_HEADER']._serialized_end=209
   _globals['_ENVELOPE']._serialized_start=211
@@ -46,13 +46,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RELEASEREPLY']._serialized_start=451
   _globals['_RELEASEREPLY']._serialized_end=482
   _globals['_OPENJOBREQUEST']._serialized_start=484
-  _globals['_OPENJOBREQUEST']._serialized_end=604
-  _globals['_OPENJOBREPLY']._serialized_start=606
-  _globals['_OPENJOBREPLY']._serialized_end=620
-  _globals['_CLOSEJOBREQUEST']._serialized_start=622
-  _globals['_CLOSEJOBREQUEST']._serialized_end=655
-  _globals['_CLOSEJOBREPLY']._serialized_start=657
-  _globals['_CLOSEJOBREPLY']._serialized_end=672
-  _globals['_RENDEZVOUS']._serialized_start=710
-  _globals['_RENDEZVOUS']._serialized_end=1128
+  _globals['_OPENJOBREQUEST']._serialized_end=606
+  _globals['_OPENJOBREPLY']._serialized_start=608
+  _globals['_OPENJOBREPLY']._serialized_end=622
+  _globals['_CLOSEJOBREQUEST']._serialized_start=624
+  _globals['_CLOSEJOBREQUEST']._serialized_end=657
+  _globals['_CLOSEJOBREPLY']._serialized_start=659
+  _globals['_CLOSEJOBREPLY']._serialized_end=674
+  _globals['_RENDEZVOUS']._serialized_start=712
+  _globals['_RENDEZVOUS']._serialized_end=1130
 # @@protoc_insertion_point(module_scope)

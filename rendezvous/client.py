@@ -1,6 +1,7 @@
 """Client side of the rendezvous: send and receive whole messages over chunked streams.
 
-``RendezvousClient(channel, job_id, token)`` is what a worker holds; ``send`` compresses when it
+``RendezvousClient(channel, job_id, worker, token)`` is what a worker holds while it runs task
+``worker`` (the token comes with the task's commands); ``send`` compresses when it
 pays (``compress="auto"`` tries the first 256 KiB), splits the body into 1 MiB chunks and streams
 them; ``receive`` reassembles, decompresses with a bound (no zip bombs) and checks the sha256.
 ``RendezvousAdmin(channel)`` is the coordinator's: it opens and closes jobs.
@@ -15,7 +16,7 @@ import grpc
 
 from protos import rendezvous_pb2 as pb
 from protos import rendezvous_pb2_grpc as pb_grpc
-from rendezvous.server import CHUNK_BYTES, JOB_METADATA, MAX_GRPC_MESSAGE, TOKEN_METADATA, token_digest
+from rendezvous.server import CHUNK_BYTES, JOB_METADATA, MAX_GRPC_MESSAGE, TOKEN_METADATA, WORKER_METADATA
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE),
@@ -62,11 +63,12 @@ def decode(header: pb.Header, body: bytes) -> bytes:
 
 
 class RendezvousClient:
-    """A worker's view of the rendezvous, bound to one job by its token."""
+    """A worker's view of the rendezvous as one logical worker (task) of one job, by its token."""
 
-    def __init__(self, channel: grpc.aio.Channel, job_id: str, token: str):
+    def __init__(self, channel: grpc.aio.Channel, job_id: str, worker: str, token: str):
         self.stub = pb_grpc.RendezvousStub(channel)
-        self.metadata = ((JOB_METADATA, job_id), (TOKEN_METADATA, token))
+        self.worker = worker
+        self.metadata = ((JOB_METADATA, job_id), (WORKER_METADATA, worker), (TOKEN_METADATA, token))
 
     async def send(self, sender: str, recipient: str, tag: str, data: bytes,
                    compress: str | bool = "auto") -> bool:
@@ -112,9 +114,9 @@ class RendezvousAdmin:
     def __init__(self, channel: grpc.aio.Channel):
         self.stub = pb_grpc.RendezvousStub(channel)
 
-    async def open_job(self, job_id: str, token: str, *, max_held_bytes: int = 0,
+    async def open_job(self, job_id: str, task_key: bytes, *, max_held_bytes: int = 0,
                        max_message_bytes: int = 0, ttl_s: float = 0.0) -> None:
-        await self.stub.OpenJob(pb.OpenJobRequest(job_id=job_id, token_sha256=token_digest(token),
+        await self.stub.OpenJob(pb.OpenJobRequest(job_id=job_id, task_key=task_key,
                                                   max_held_bytes=max_held_bytes,
                                                   max_message_bytes=max_message_bytes, ttl_s=ttl_s))
 

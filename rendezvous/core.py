@@ -6,6 +6,11 @@ it (or, with ``keep``, until it is released), its time-to-live runs out, or the 
 bytes held for a job at once are capped, and so is each message. What is held is the message as
 sent (possibly compressed); the receiver checks the digest after decompressing.
 
+Each caller acts as one logical worker of its job (a task id), proven by that task's token
+(``excamera.tokens``: an HMAC under the job's task key, which the coordinator gives the
+rendezvous when it opens the job): it may send only as that worker and receive or release only
+that worker's messages.
+
 The first message for a key wins: a second identical one (a straggler re-sending the same state)
 is dropped as a duplicate, a second different one is refused as a conflict, because in this
 runtime re-issued work must produce identical bytes.
@@ -13,9 +18,10 @@ runtime re-issued work must produce identical bytes.
 
 from __future__ import annotations
 
-import hmac
 import re
 from dataclasses import dataclass, field
+
+from excamera import tokens
 
 DEFAULT_MAX_HELD_BYTES = 2 << 30      # 2 GiB held per job at once
 DEFAULT_MAX_MESSAGE_BYTES = 256 << 20  # 256 MiB per message
@@ -63,7 +69,7 @@ class Message:
 
 @dataclass
 class _Job:
-    token_sha256: str
+    task_key: bytes
     limits: Limits
     held_bytes: int = 0
     # recipient -> (sender, tag) -> Message
@@ -84,28 +90,38 @@ class RendezvousCore:
 
     # -- jobs (admin) ---------------------------------------------------------------------------
 
-    def open_job(self, job_id: str, token_sha256: str, limits: Limits = Limits()) -> None:
+    def open_job(self, job_id: str, task_key: bytes, limits: Limits = Limits()) -> None:
         check_name("job", job_id)
-        if not _SHA256.fullmatch(token_sha256 or ""):
-            raise RendezvousError(f"job {job_id}: token_sha256 must be 64 lowercase hex digits")
+        if not isinstance(task_key, bytes) or len(task_key) != 32:
+            raise RendezvousError(f"job {job_id}: task_key must be 32 bytes")
         if limits.max_held_bytes <= 0 or limits.max_message_bytes <= 0 or limits.ttl_s <= 0:
             raise RendezvousError(f"job {job_id}: limits must be positive: {limits}")
         old = self._jobs.get(job_id)
-        if old is not None and not hmac.compare_digest(old.token_sha256, token_sha256):
-            raise ConflictError(f"job {job_id}: already open with another token")
+        if old is not None and old.task_key != task_key:
+            raise ConflictError(f"job {job_id}: already open with another key")
         if old is None:
-            self._jobs[job_id] = _Job(token_sha256, limits)
+            self._jobs[job_id] = _Job(task_key, limits)
 
     def close_job(self, job_id: str) -> int:
         """Forget the job and drop what it held; returns the number of messages dropped."""
         job = self._jobs.pop(job_id, None)
         return 0 if job is None else sum(len(m) for m in job.mailboxes.values())
 
-    def authorize(self, job_id: str, token_sha256: str) -> None:
-        """Raise AuthError unless ``job_id`` is open and ``token_sha256`` is its token's digest."""
+    def authorize(self, job_id: str, worker: str, token: str) -> str:
+        """Return ``worker`` if ``job_id`` is open and ``token`` is that worker's (task's) token in
+        it; raise AuthError otherwise."""
         job = self._jobs.get(job_id)
-        if job is None or not hmac.compare_digest(job.token_sha256.encode(), (token_sha256 or "").encode()):
-            raise AuthError(f"job {job_id!r}: unknown job or wrong token")
+        if job is None or not worker or not _NAME.fullmatch(worker) or \
+                not tokens.same(tokens.task_token(job.task_key, worker), token):
+            raise AuthError(f"job {job_id!r}: unknown job, or not a token for worker {worker!r}")
+        return worker
+
+    @staticmethod
+    def check_acting(worker: str, what: str, name: str) -> None:
+        """Raise AuthError unless the caller (authorized as ``worker``) is ``name``: a worker
+        sends only as itself and reads only its own mailbox."""
+        if name != worker:
+            raise AuthError(f"worker {worker!r} may not {what} {name!r}")
 
     def limits(self, job_id: str) -> Limits:
         return self._job(job_id).limits

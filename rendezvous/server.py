@@ -2,7 +2,9 @@
 
 ``serve(address, bundle)`` binds (port 0 picks a free one), starts, and returns a
 ``RendezvousServer`` with the bound ``port``; ``stop(grace)`` shuts it down. Worker calls carry the
-job id and token in metadata and are checked against the job's token digest; the admin calls
+job id, the worker (task id) the caller acts as and that task's token in metadata; the token is
+checked against the job's task key, and a caller sends only as that worker and receives or
+releases only its messages. The admin calls
 (``OpenJob``, ``CloseJob``) are accepted only from a peer presenting the server certificate (the
 coordinator). Refusals are logged on ``excamera.rendezvous`` and returned as gRPC status codes.
 """
@@ -10,7 +12,6 @@ coordinator). Refusals are logged on ``excamera.rendezvous`` and returned as gRP
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 
@@ -25,6 +26,7 @@ log = logging.getLogger("excamera.rendezvous")
 
 CHUNK_BYTES = 1 << 20
 JOB_METADATA = "x-excamera-job"
+WORKER_METADATA = "x-excamera-worker"
 TOKEN_METADATA = "x-excamera-token"
 #: gRPC refuses any single message larger than this (a chunk plus room for the header).
 MAX_GRPC_MESSAGE = CHUNK_BYTES + (64 << 10)
@@ -38,15 +40,10 @@ SERVER_OPTIONS = [
 ]
 
 
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def call_identity(context) -> tuple[str, str]:
-    """(job id, sha256 of the token) from a call's metadata ('' where missing)."""
+def call_identity(context) -> tuple[str, str, str]:
+    """(job id, worker, token) from a call's metadata ('' where missing)."""
     md = dict(context.invocation_metadata() or ())
-    job, token = md.get(JOB_METADATA, ""), md.get(TOKEN_METADATA, "")
-    return job, token_digest(token) if token else ""
+    return md.get(JOB_METADATA, ""), md.get(WORKER_METADATA, ""), md.get(TOKEN_METADATA, "")
 
 
 async def _refuse(context, err: RendezvousError, what: str):
@@ -62,15 +59,15 @@ class RendezvousServicer(pb_grpc.RendezvousServicer):
         self._waiters: dict[tuple[str, str, str, str], list[asyncio.Future]] = {}
         self.relayed_bytes = 0
 
-    def _authorize(self, context) -> str:
-        job, digest = call_identity(context)
-        self.core.authorize(job, digest)
-        return job
+    def _authorize(self, context) -> tuple[str, str]:
+        """(job, worker) of an authorized call; AuthError otherwise."""
+        job, worker, token = call_identity(context)
+        return job, self.core.authorize(job, worker, token)
 
     async def Send(self, request_iterator, context):
         job = call_identity(context)[0]
         try:
-            job = self._authorize(context)
+            job, me = self._authorize(context)
             first = True
             parts: list[bytes] = []
             got = 0
@@ -79,6 +76,7 @@ class RendezvousServicer(pb_grpc.RendezvousServicer):
                     if not env.HasField("header"):
                         raise RendezvousError("message: the first envelope has no header")
                     h = env.header
+                    self.core.check_acting(me, "send as", h.sender)
                     self.core.check_header(job, h.sender, h.recipient, h.tag, h.size, h.wire_size,
                                            h.sha256, h.compression)
                     first = False
@@ -115,7 +113,8 @@ class RendezvousServicer(pb_grpc.RendezvousServicer):
     async def Receive(self, request, context):
         job = call_identity(context)[0]
         try:
-            job = self._authorize(context)
+            job, me = self._authorize(context)
+            self.core.check_acting(me, "receive messages for", request.recipient)
             for what in ("recipient", "sender", "tag"):
                 check_name(what, getattr(request, what))
             if not 0 <= request.timeout_s <= 24 * 3600:
@@ -161,7 +160,8 @@ class RendezvousServicer(pb_grpc.RendezvousServicer):
     async def Release(self, request, context):
         job = call_identity(context)[0]
         try:
-            job = self._authorize(context)
+            job, me = self._authorize(context)
+            self.core.check_acting(me, "release messages for", request.recipient)
             return pb.ReleaseReply(dropped=self.core.release(job, request.recipient))
         except RendezvousError as e:
             await _refuse(context, e, f"Release for job {job!r}")
@@ -182,7 +182,7 @@ class RendezvousServicer(pb_grpc.RendezvousServicer):
         limits = Limits(request.max_held_bytes or d.max_held_bytes,
                         request.max_message_bytes or d.max_message_bytes, request.ttl_s or d.ttl_s)
         try:
-            self.core.open_job(request.job_id, request.token_sha256, limits)
+            self.core.open_job(request.job_id, request.task_key, limits)
         except RendezvousError as e:
             await _refuse(context, e, "OpenJob")
         return pb.OpenJobReply()

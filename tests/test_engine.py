@@ -31,12 +31,14 @@ FSM_T = FSM("t", "start", (
 
 
 class Harness:
-    def __init__(self, tmp_path, tasks, *, workers=2, spare=0, max_attempts=2, launcher=False):
+    def __init__(self, tmp_path, tasks, *, workers=2, spare=0, max_attempts=2, launcher=False, fsm=FSM_T,
+                 max_lost=10):
         self.clock = Clock()
         self.e = Engine(self.clock)
         self.storage = LocalStorage(tmp_path).scoped("jobs/j")
-        self.job = self.e.add_job("j", Job("j", (FSM_T,), tuple(tasks)), self.storage, workers=workers,
-                                  spare=spare, max_attempts=max_attempts, launcher=launcher)
+        self.job = self.e.add_job("j", Job("j", (fsm,), tuple(tasks)), self.storage, workers=workers,
+                                  spare=spare, max_attempts=max_attempts, launcher=launcher,
+                                  max_lost=max_lost)
         self.outstanding = {}  # worker -> SendCommand
 
     def connect(self, n=1):
@@ -253,6 +255,127 @@ def test_launches_up_to_workers_plus_spare(tmp_path):
     h.step()
     h.e.observe_disconnect(ws[0])
     assert [a for a in h.step() if isinstance(a, eng.Launch)] == [eng.Launch("j", 1)]
+    h.finish()
+
+
+# -- timeout and lost edges named by the FSM (a custom FSM) ---------------------------------------
+
+FSM_EDGES = FSM("t", "probe", (
+    # probe: a quick check; if it hangs, skip to the fallback; if its worker dies, give up.
+    State("probe", "echo", {"text": "${x}"}, {"ok": "work", "timeout": "fallback", "lost": FAILED},
+          timeout_s=10),
+    State("work", "upload", {"key": "out/${task_id}"}, {"ok": DONE, "timeout": DONE}, timeout_s=10),
+    # fallback uses the probe's output when there is one (carried to the new attempt)
+    State("fallback", "echo", {"text": "fallback-${x}"}, {"ok": DONE, "timeout": "fallback"}, timeout_s=10),
+))
+
+
+def events(actions, kind="transition"):
+    return [a for a in actions if isinstance(a, eng.Event) and a.kind == kind]
+
+
+def test_timeout_edge_moves_the_task_to_its_target(tmp_path):
+    h = Harness(tmp_path, [Task("t0", "t", {"x": "v"})], fsm=FSM_EDGES)
+    w1, w2 = h.connect(2)
+    h.step()
+    slow = next(iter(h.outstanding))
+    other = w2 if slow == w1 else w1
+    h.clock.t += 11  # past probe's 10 s: its timeout edge, not the straggler default
+    actions = h.step()
+    assert [a.worker_id for a in actions if isinstance(a, eng.StopWorker)] == [slow]
+    (tr,) = [e for e in events(actions) if e.from_state == "probe"]
+    assert (tr.to_state, tr.worker_id) == ("fallback", slow) and tr.detail.startswith("timeout: timed out")
+    a1, a2 = h.e.jobs["j"].tasks["t0"].attempts
+    assert a1.status == "redirected" and [s for _, s in a1.history] == ["probe", "fallback"]
+    # the new attempt starts AT the target state, on the other worker: no duplicate of probe
+    cmd = h.outstanding[other]
+    assert (cmd.state, cmd.attempt, cmd.args) == ("fallback", 2, {"text": "fallback-v"})
+    assert [e.to_state for e in events(actions, "attempt")] == ["fallback"]
+    assert not events(actions, "straggler")
+    h.outstanding.pop(slow)
+    h.answer(other)
+    (end,) = ended(h.step())
+    assert end.status == "succeeded"
+    tl = h.e.timeline("j")["tasks"]["t0"]
+    assert [(x["status"], [s for _, s in x["history"]]) for x in tl] == [
+        ("redirected", ["probe", "fallback"]), ("succeeded", ["fallback", "done"])]
+    assert h.e.jobs["j"].tasks["t0"].lost == 1
+    h.finish()
+
+
+def test_timeout_edge_to_done_keeps_earlier_outputs(tmp_path):
+    h = Harness(tmp_path, [Task("t0", "t", {"x": "v"})], fsm=FSM_EDGES, workers=1)
+    (w1,) = h.connect(1)
+    h.step()
+    h.answer(w1, outputs={"text": "v"})
+    h.step()
+    assert h.outstanding[w1].state == "work"
+    h.clock.t += 11
+    actions = h.step()          # work's timeout edge leads to done: the task succeeds
+    (end,) = ended(actions)
+    assert end.status == "succeeded" and end.objects == {"t0": {}}
+    (a1,) = h.e.jobs["j"].tasks["t0"].attempts
+    assert a1.status == "succeeded" and a1.outputs["probe"] == {"text": "v"}
+    assert [s for _, s in a1.history] == ["probe", "work", "done"]
+    assert any(isinstance(a, eng.StopWorker) and a.worker_id == w1 for a in actions)
+    h.finish()
+
+
+def test_lost_edge_to_failed_fails_at_once(tmp_path):
+    h = Harness(tmp_path, [Task("t0", "t", {"x": "v"})], fsm=FSM_EDGES, max_attempts=5)
+    w1, _ = h.connect(2)
+    h.step()
+    busy = next(iter(h.outstanding))
+    h.e.observe_disconnect(busy)
+    actions = h.step()
+    (end,) = ended(actions)
+    assert end.status == "failed" and "the lost edge of 'probe' leads to failed" in end.error
+    assert len(h.e.jobs["j"].tasks["t0"].attempts) == 1  # no re-issue: the table said failed
+    (tr,) = events(actions)
+    assert (tr.from_state, tr.to_state) == ("probe", FAILED) and tr.detail.startswith("lost:")
+    h.finish()
+
+
+def test_timeout_edge_loop_is_bounded(tmp_path):
+    h = Harness(tmp_path, [Task("t0", "t", {"x": "v"})], fsm=FSM_EDGES, workers=1, max_lost=3)
+    h.connect(1)
+    h.step()
+    for _ in range(3):  # probe times out, then fallback -> fallback on every timeout
+        h.clock.t += 11
+        h.outstanding.clear()
+        actions = h.step()
+        if ended(actions):
+            break
+        h.connect(1)   # the launcher's replacement for the stopped worker
+        h.step()
+    (end,) = ended(actions)
+    assert end.status == "failed" and "resuming at 'fallback'" in end.error
+    assert [a.status for a in h.e.jobs["j"].tasks["t0"].attempts] == ["redirected"] * 3
+    h.finish()
+
+
+def test_a_result_cannot_pick_an_engine_outcome(tmp_path):
+    h = Harness(tmp_path, [Task("t0", "t", {"x": "v"})], fsm=FSM_EDGES, workers=1, max_attempts=1)
+    (w1,) = h.connect(1)
+    h.step()
+    h.answer(w1, outputs={"outcome": "timeout"})
+    (end,) = ended(h.step())
+    assert end.status == "failed" and "outcome 'timeout' is the engine's" in end.error
+    h.finish()
+
+
+def test_no_edges_keeps_the_default_policy(tmp_path):
+    """A lost worker in a state without a lost edge: re-issued from the initial state."""
+    h = Harness(tmp_path, [Task("t0", "t", {"x": "v"})], fsm=FSM_EDGES, workers=1)
+    (w1,) = h.connect(1)
+    h.step()
+    h.answer(w1)
+    h.step()                       # now in "work", which names no lost edge
+    h.e.observe_disconnect(w1)
+    (w2,) = h.connect(1)
+    h.step()
+    assert (h.outstanding[w2].state, h.outstanding[w2].attempt) == ("probe", 2)
+    assert h.e.jobs["j"].tasks["t0"].attempts[0].status == "lost"
     h.finish()
 
 

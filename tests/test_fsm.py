@@ -24,10 +24,13 @@ def test_valid():
 @pytest.mark.parametrize("states,initial,match", [
     ([State("a", "echo", {}, {"ok": DONE}), State("b", "echo", {}, {"ok": DONE})], "a", "unreachable state"),
     ([State("a", "echo", {}, {"ok": "zz"})], "a", "unknown state 'zz'"),
-    ([State("a", "echo", {}, {"timeout": DONE})], "a", "reserved"),
-    ([State("a", "echo", {}, {"lost": DONE})], "a", "reserved"),
+    ([State("a", "echo", {}, {"timeout": DONE})], "a", "no transitions on results"),
+    ([State("a", "echo", {}, {"lost": DONE})], "a", "no transitions on results"),
+    ([State("a", "echo", {}, {"ok": DONE, "timeout": "zz"})], "a", "'timeout' -> unknown state 'zz'"),
+    ([State("a", "echo", {}, {"ok": DONE, "lost": "zz"})], "a", "'lost' -> unknown state 'zz'"),
+    ([State("a", "echo", {}, {"ok": DONE, "bad outcome": DONE})], "a", "bad outcome name"),
     ([State("a", "", {}, {"ok": DONE})], "a", "issues no operation"),
-    ([State("a", "echo", {}, {})], "a", "no transitions"),
+    ([State("a", "echo", {}, {})], "a", "no transitions on results"),
     ([State("a", "echo", {}, {"ok": "a"})], "a", "no way to 'done'"),
     ([State("a", "echo", {}, {"ok": FAILED})], "a", "no way to 'done'"),
     ([State("a", "echo", {}, {"ok": DONE})], "b", "initial state"),
@@ -38,6 +41,27 @@ def test_valid():
 def test_invalid(states, initial, match):
     with pytest.raises(FsmError, match=match):
         FSM("f", initial, tuple(states))
+
+
+def test_timeout_and_lost_edges_are_table_edges():
+    """A state may name edges on the engine's outcomes; they count for reachability (here
+    ``fallback`` is reachable only through a timeout edge) but a result cannot pick them."""
+    f = FSM("f", "poll", (
+        State("poll", "echo", {}, {"ok": DONE, "timeout": "fallback", "lost": FAILED}, timeout_s=5),
+        State("fallback", "echo", {}, {"ok": DONE}),
+    ))
+    assert ("poll", "timeout", "fallback") in f.edges() and ("poll", "lost", FAILED) in f.edges()
+    assert f.reachable() == {"poll", "fallback", DONE, FAILED}
+    assert f.edge("poll", "timeout") == "fallback" and f.edge("poll", "lost") == FAILED
+    assert f.edge("fallback", "timeout") is None and f.edge("fallback", "lost") is None
+    with pytest.raises(FsmError, match="is the engine's"):
+        f.next_state("poll", "timeout")
+    with pytest.raises(FsmError, match=r"allowed: ok\)"):
+        f.next_state("poll", "nope")
+    with pytest.raises(FsmError, match="not an engine outcome"):
+        f.edge("poll", "ok")
+    job = Job("j", (f,), (Task("t", "f"),))
+    assert job_from_proto(job_to_proto(job)) == job  # the edges travel over the Jobs service
 
 
 def test_job_validation():

@@ -4,10 +4,11 @@ import hashlib
 
 import pytest
 
+from excamera import tokens
 from rendezvous.core import (AuthError, ConflictError, FullError, Limits, Message, RendezvousCore,
                              RendezvousError)
 
-TOKEN = hashlib.sha256(b"token").hexdigest()
+KEY = tokens.task_key(tokens.job_key(b"s" * 32, "j"))
 
 
 def msg(sender="a", recipient="b", tag="state", body=b"xyz"):
@@ -16,7 +17,7 @@ def msg(sender="a", recipient="b", tag="state", body=b"xyz"):
 
 def core(**limits):
     c = RendezvousCore()
-    c.open_job("j", TOKEN, Limits(**limits))
+    c.open_job("j", KEY, Limits(**limits))
     return c
 
 
@@ -70,21 +71,31 @@ def test_duplicate_and_conflict():
 
 
 def test_auth_and_jobs_apart():
+    """A caller is authorized as one task of one job, by that task's token under the job's key."""
     c = core()
-    other = hashlib.sha256(b"other").hexdigest()
+    other = tokens.task_key(tokens.job_key(b"s" * 32, "k"))
     c.open_job("k", other)
-    c.authorize("j", TOKEN)
+    assert c.authorize("j", "a", tokens.task_token(KEY, "a")) == "a"
     with pytest.raises(AuthError):
-        c.authorize("j", other)  # another job's token
+        c.authorize("j", "a", tokens.task_token(other, "a"))  # another job's token
     with pytest.raises(AuthError):
-        c.authorize("nope", TOKEN)
+        c.authorize("j", "a", tokens.task_token(KEY, "b"))    # another task's token
+    with pytest.raises(AuthError):
+        c.authorize("j", "", tokens.task_token(KEY, ""))      # no worker named
+    with pytest.raises(AuthError):
+        c.authorize("nope", "a", tokens.task_token(KEY, "a"))
+    c.check_acting("a", "send as", "a")
+    with pytest.raises(AuthError, match="may not send as 'b'"):
+        c.check_acting("a", "send as", "b")
     c.put("j", msg(), 0.0)
     assert c.take("k", "b", "a", "state", keep=False) is None  # jobs do not see each other
     with pytest.raises(ConflictError):
         c.open_job("j", other)
+    with pytest.raises(RendezvousError, match="32 bytes"):
+        c.open_job("m", b"short")
     assert c.close_job("j") == 1
     with pytest.raises(AuthError):
-        c.authorize("j", TOKEN)
+        c.authorize("j", "a", tokens.task_token(KEY, "a"))
 
 
 @pytest.mark.parametrize("field,value", [("sender", ""), ("recipient", "a/b"), ("tag", "x" * 200),

@@ -70,10 +70,15 @@ def test_timeline_command(tmp_path):
 
 
 def test_worker_errors(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "EXCAMERA_JOB_TOKEN"}
+    env = {k: v for k, v in os.environ.items() if k != "EXCAMERA_WORKER_TOKENS"}
     one_line_error(excamera("worker", "--coordinator", "127.0.0.1:1", "--certs", str(tmp_path), "--job", "j",
-                            env=env), "no job token")
-    env["EXCAMERA_JOB_TOKEN"] = "t"
+                            env=env), "no worker token")
+    env["EXCAMERA_WORKER_TOKENS"] = "w1"
+    one_line_error(excamera("worker", "--coordinator", "127.0.0.1:1", "--certs", str(tmp_path), "--job", "j",
+                            env=env), "not ID=TOKEN")
+    env["EXCAMERA_WORKER_TOKENS"] = "w1=t,w2=u"
+    one_line_error(excamera("worker", "--coordinator", "127.0.0.1:1", "--certs", str(tmp_path), "--job", "j",
+                            "--count", "3", env=env), "names 2 worker(s)")
     one_line_error(excamera("worker", "--coordinator", "127.0.0.1:1", "--certs", str(tmp_path), "--job", "j",
                             env=env), "ca.pem")
     p = excamera("worker", "--coordinator", "nope", "--certs", str(tmp_path), "--job", "j", env=env)

@@ -140,13 +140,17 @@ def test_jobs_service_submit_watch_list_cancel(tmp_path):
                                     inputs=shaped_inputs(chunks), workers=2, on_event=events.append)
             (ref,) = r.objects[""].values()
             data = (Path(c.storage.root) / r.storage_prefix / ref.key).read_bytes()
+            assert r.read("") == data  # fetched over the Jobs service, checked against its digest
             kinds = {e.kind for e in events}
             async with grpc.aio.secure_channel(c.address, tls.client_credentials(c.bundle.for_worker())) as ch:
                 stub = jpb_grpc.JobsStub(ch)
                 listed = await stub.List(jpb.ListRequest())
                 ref2 = await stub.Submit(__import__("coordinator.fsm", fromlist=["x"]).job_to_proto(sleeper))
                 await asyncio.sleep(0.5)
-                cancelled = await stub.Cancel(jpb.JobRef(job_id=ref2.job_id))
+                with pytest.raises(grpc.aio.AioRpcError) as denied:  # the job key is the submitter's
+                    await stub.Cancel(jpb.JobRef(job_id=ref2.job_id, job_key="x" * 43))
+                assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                cancelled = await stub.Cancel(ref2)
                 final = [e async for e in stub.Watch(jpb.JobRef(job_id=ref2.job_id))][-1]
                 bad = jpb.JobSpec(name="bad")  # no tasks
                 with pytest.raises(grpc.aio.AioRpcError) as e:

@@ -1,9 +1,10 @@
 """The worker: dial the coordinator, hold one bidirectional stream, run the commands it sends.
 
-A worker starts generic (it knows its job and the job's token, nothing else) and takes whatever
-task the coordinator gives it: late binding. It answers every command with a typed result, runs
-operations in-process from a ``Registry``, reads and writes through the job's storage prefix and
-reaches other workers through the rendezvous. It exits when told (``Shutdown``) or when the
+A worker starts generic (it knows its job, its worker id and that id's token, nothing else) and
+takes whatever task the coordinator gives it: late binding. It answers every command with a typed
+result, runs operations in-process from a ``Registry``, reads and writes through the job's storage
+prefix and reaches other workers through the rendezvous, acting there as the command's task with
+the task token the command brings (and as no other task). It exits when told (``Shutdown``) or when the
 coordinator is gone (the stream ends).
 
 ``run_worker`` is a coroutine, so one process can hold many lightweight workers (the load
@@ -30,6 +31,7 @@ from worker.ops import DEFAULT, OpContext, OperationError, Registry
 log = logging.getLogger("excamera.worker")
 
 JOB_METADATA = "x-excamera-job"
+WORKER_METADATA = "x-excamera-worker"
 TOKEN_METADATA = "x-excamera-token"
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
@@ -50,13 +52,14 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())[:2000]
 
 
-async def run_worker(coordinator: str, bundle: tls.Bundle, job_id: str, token: str, *,
+async def run_worker(coordinator: str, bundle: tls.Bundle, job_id: str, worker_id: str, token: str, *,
                      registry: Registry = DEFAULT, name: str | None = None) -> str:
-    """Serve one job until told to stop or the coordinator goes away; returns why it ended."""
+    """Serve one job as worker ``worker_id`` (``token`` is its worker token) until told to stop
+    or the coordinator goes away; returns why it ended."""
     from rendezvous.client import CHANNEL_OPTIONS as RDV_OPTIONS
     from rendezvous.client import RendezvousClient
 
-    metadata = ((JOB_METADATA, job_id), (TOKEN_METADATA, token))
+    metadata = ((JOB_METADATA, job_id), (WORKER_METADATA, worker_id), (TOKEN_METADATA, token))
     creds = tls.client_credentials(bundle)
     name = name or f"{socket.gethostname()}:{os.getpid()}"
     rdv_channel = None
@@ -70,11 +73,9 @@ async def run_worker(coordinator: str, bundle: tls.Bundle, job_id: str, token: s
                 return "refused: no welcome"
             welcome = first.welcome
             storage = LocalStorage(welcome.storage_root).scoped(welcome.storage_prefix)
-            rendezvous = None
             if welcome.rendezvous:
                 rdv_channel = grpc.aio.secure_channel(welcome.rendezvous, creds,
                                                       options=RDV_OPTIONS + [("grpc.use_local_subchannel_pool", 1)])
-                rendezvous = RendezvousClient(rdv_channel, job_id, token)
             write_lock = asyncio.Lock()
             scratch_owner: tuple[str, int] | None = None
             scratch: dict[str, bytes] = {}
@@ -118,6 +119,9 @@ async def run_worker(coordinator: str, bundle: tls.Bundle, job_id: str, token: s
                     continue
                 if scratch_owner != (cmd.task_id, cmd.attempt):  # a new task attempt: fresh scratch
                     scratch_owner, scratch = (cmd.task_id, cmd.attempt), {}
+                # At the rendezvous this command acts as its task, with the task's token.
+                rendezvous = (RendezvousClient(rdv_channel, job_id, cmd.task_id, cmd.task_token)
+                              if rdv_channel is not None else None)
                 ctx = OpContext(job_id=job_id, task_id=cmd.task_id, attempt=cmd.attempt,
                                 storage=storage, rendezvous=rendezvous, scratch=scratch,
                                 timeout_s=cmd.timeout_s or 60.0)
@@ -134,9 +138,9 @@ async def run_worker(coordinator: str, bundle: tls.Bundle, job_id: str, token: s
                 await rdv_channel.close()
 
 
-async def run_workers(count: int, coordinator: str, bundle: tls.Bundle, job_id: str, token: str, *,
+async def run_workers(workers: list[tuple[str, str]], coordinator: str, bundle: tls.Bundle, job_id: str, *,
                       registry: Registry = DEFAULT, name: str | None = None) -> list[str]:
-    """``count`` lightweight workers in this process, concurrently."""
+    """One lightweight worker per (worker id, token) in ``workers``, in this process, concurrently."""
     base = name or f"{socket.gethostname()}:{os.getpid()}"
-    return await asyncio.gather(*(run_worker(coordinator, bundle, job_id, token, registry=registry,
-                                             name=f"{base}/{i}") for i in range(count)))
+    return await asyncio.gather(*(run_worker(coordinator, bundle, job_id, wid, token, registry=registry,
+                                             name=f"{base}/{i}") for i, (wid, token) in enumerate(workers)))
