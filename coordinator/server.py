@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import secrets
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -628,13 +627,7 @@ class _JobsServicer(jpb_grpc.JobsServicer):
 
 def write_timeline(path: str, timeline: dict) -> None:
     """Write the timeline JSON under a temporary name, then rename."""
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".timeline.", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(timeline, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from codec.ivf import AtomicFile
+
+    with AtomicFile(path) as out:
+        out.write(json.dumps(timeline, indent=1).encode())

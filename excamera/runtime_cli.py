@@ -4,7 +4,7 @@
     excamera rendezvous serve --listen HOST:PORT --certs DIR
     excamera worker --coordinator HOST:PORT --certs DIR --job ID [--ops MODULE]...  (tokens in $EXCAMERA_WORKER_TOKENS)
     excamera certs init DIR [--host NAME]... [--force]
-    excamera timeline T.json -o T.svg
+    excamera timeline T.json -o T.svg|T.png
     excamera bench runtime [--workers 1000] [--relay-mb 1024] [--state-mb 4] [--processes 2]
 
 Only argparse is imported here; each command imports the runtime when it runs, so
@@ -90,9 +90,9 @@ def register(sub) -> None:
     init.set_defaults(func=cmd_certs_init)
 
     tl = sub.add_parser("timeline", help="draw a job's timeline as a per-worker Gantt chart",
-                        description="Read a timeline JSON (--timeline) and write an SVG chart.")
+                        description="Read a timeline JSON (--timeline) and write the chart as SVG or PNG.")
     tl.add_argument("input", metavar="T.json")
-    tl.add_argument("-o", "--output", required=True, metavar="T.svg")
+    tl.add_argument("-o", "--output", required=True, metavar="T.svg|T.png")
     tl.set_defaults(func=cmd_timeline)
 
     be = sub.add_parser("bench", help="benchmarks")
@@ -246,8 +246,10 @@ def cmd_certs_init(args: argparse.Namespace) -> int:
 
 def cmd_timeline(args: argparse.Namespace) -> int:
     from excamera.cli import CliError
-    from excamera.timeline import TimelineError, render_file
+    from excamera.timeline import FORMATS, TimelineError, render_file
 
+    if not args.output.lower().endswith(FORMATS):
+        raise CliError(f"-o {args.output}: the chart must end in .svg or .png")
     try:
         render_file(args.input, args.output)
     except (TimelineError, OSError) as e:

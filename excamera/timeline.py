@@ -1,18 +1,19 @@
-"""Draw a job's timeline (the JSON that ``--timeline`` writes) as a per-worker Gantt chart in SVG.
+"""Draw a job's timeline (the JSON that ``--timeline`` writes) as a per-worker Gantt chart, in SVG
+or PNG.
 
 One row per worker connection; each bar is one state of one task (colored by state, so the
 phases of an ExCamera-shaped job line up across workers), idle time is left blank, and the time
-axis is in seconds from the job's start. The SVG is written by hand (no plotting library) under
-a temporary name and renamed when complete.
+axis is in seconds from the job's start. ``layout`` places the chart once as rectangles, lines and
+texts; the SVG is written by hand from them, the PNG drawn with Pillow. Either is written under a
+temporary name and renamed when complete.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
-import os
-import tempfile
 from html import escape
 
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1",
@@ -54,45 +55,101 @@ def segments(timeline: dict) -> list[tuple[str, list[tuple[float, float, str, st
         raise TimelineError(f"not a timeline (from --timeline): {type(e).__name__}: {e}") from None
 
 
-def render(timeline: dict) -> str:
-    """The SVG text of the chart."""
+def layout(timeline: dict) -> tuple[int, int, list[tuple]]:
+    """(width, height, items) of the chart. Items, in drawing order: ("line", x1, y1, x2, y2,
+    color), ("rect", x, y, w, h, color, tooltip or None), ("text", x, y, text, anchor, size), with
+    y of a text its baseline and anchor "start", "middle" or "end"."""
     rows = segments(timeline)
     duration = max([float(timeline.get("duration", 0))] + [s[1] for _, segs in rows for s in segs] + [1e-9])
     scale = WIDTH / duration
     states = sorted({s[3] for _, segs in rows for s in segs})
     height = TOP + ROW * len(rows) + 40 + 16 * ((len(states) + 3) // 4)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{LEFT + WIDTH + 20}" height="{height}" '
-           f'font-family="sans-serif" font-size="11">',
-           f'<text x="{LEFT}" y="16" font-size="13">{escape(str(timeline.get("name", "")))} '
-           f'{escape(str(timeline.get("job", "")))}: {escape(str(timeline.get("status", "")))}, '
-           f'{duration:.2f} s, {len(rows)} workers</text>']
-    # time axis: about ten ticks
-    step = _tick(duration)
+    items: list[tuple] = [("text", LEFT, 16, f'{timeline.get("name", "")} {timeline.get("job", "")}: '
+                           f'{timeline.get("status", "")}, {duration:.2f} s, {len(rows)} workers', "start", 13)]
+    step = _tick(duration)  # about ten ticks
     t = 0.0
     while t <= duration + 1e-9:
         x = LEFT + t * scale
-        out.append(f'<line x1="{x:.1f}" y1="{TOP - 6}" x2="{x:.1f}" y2="{TOP + ROW * len(rows)}" '
-                   f'stroke="#ddd"/><text x="{x:.1f}" y="{TOP - 8}" text-anchor="middle">{t:g}</text>')
+        items.append(("line", x, TOP - 6, x, TOP + ROW * len(rows), "#dddddd"))
+        items.append(("text", x, TOP - 8, f"{t:g}", "middle", 11))
         t += step
     for i, (label, segs) in enumerate(rows):
         y = TOP + i * ROW
-        out.append(f'<text x="{LEFT - 6}" y="{y + BAR - 3}" text-anchor="end">{escape(label[:24])}</text>')
+        items.append(("text", LEFT - 6, y + BAR - 3, label[:24], "end", 11))
         for start, end, task, state in segs:
-            out.append(f'<rect x="{LEFT + start * scale:.2f}" y="{y + 1}" '
-                       f'width="{max((end - start) * scale, 0.5):.2f}" height="{BAR}" '
-                       f'fill="{_color(state)}"><title>{escape(task)} {escape(state)}: '
-                       f'{start:.3f}-{end:.3f} s</title></rect>')
+            items.append(("rect", LEFT + start * scale, y + 1, max((end - start) * scale, 0.5), BAR, _color(state),
+                          f"{task} {state}: {start:.3f}-{end:.3f} s"))
     y = TOP + ROW * len(rows) + 24
     for j, state in enumerate(states):
         x, yy = LEFT + (j % 4) * 200, y + (j // 4) * 16
-        out.append(f'<rect x="{x}" y="{yy - 10}" width="12" height="12" fill="{_color(state)}"/>'
-                   f'<text x="{x + 16}" y="{yy}">{escape(state)}</text>')
+        items.append(("rect", x, yy - 10, 12, 12, _color(state), None))
+        items.append(("text", x + 16, yy, state, "start", 11))
+    return LEFT + WIDTH + 20, height, items
+
+
+def render(timeline: dict) -> str:
+    """The chart as SVG text."""
+    width, height, items = layout(timeline)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="sans-serif" font-size="11">']
+    for item in items:
+        kind = item[0]
+        if kind == "line":
+            _, x1, y1, x2, y2, color = item
+            out.append(f'<line x1="{x1:.1f}" y1="{y1}" x2="{x2:.1f}" y2="{y2}" stroke="{color}"/>')
+        elif kind == "rect":
+            _, x, y, w, h, color, tip = item
+            title = f"<title>{escape(tip)}</title>" if tip else ""
+            out.append(f'<rect x="{x:.2f}" y="{y}" width="{w:.2f}" height="{h}" fill="{color}">{title}</rect>')
+        else:
+            _, x, y, text, anchor, size = item
+            attrs = (f' text-anchor="{anchor}"' if anchor != "start" else "") + (f' font-size="{size}"' if size != 11
+                                                                                  else "")
+            out.append(f'<text x="{x:.1f}" y="{y}"{attrs}>{escape(text)}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
 
+def render_png(timeline: dict) -> bytes:
+    """The chart as PNG bytes (drawn with Pillow, at the SVG's size)."""
+    try:
+        from PIL import Image, ImageDraw, ImageFont
+    except ImportError:
+        raise TimelineError("drawing a PNG needs Pillow (pip install pillow); or write .svg") from None
+    width, height, items = layout(timeline)
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    fonts: dict[int, object] = {}
+    for item in items:
+        kind = item[0]
+        if kind == "line":
+            _, x1, y1, x2, y2, color = item
+            draw.line([(x1, y1), (x2, y2)], fill=color)
+        elif kind == "rect":
+            _, x, y, w, h, color, _ = item
+            draw.rectangle([x, y, x + max(w, 1) - 1, y + h - 1], fill=color)
+        else:
+            _, x, y, text, anchor, size = item
+            if size not in fonts:
+                fonts[size] = ImageFont.load_default(size)
+            # Pillow's anchors: l/m/r horizontally, "s" on the baseline, as SVG places text.
+            draw.text((x, y), text, fill="black", font=fonts[size],
+                      anchor={"start": "ls", "middle": "ms", "end": "rs"}[anchor])
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+FORMATS = (".svg", ".png")
+
+
 def render_file(src: str, dst: str) -> None:
-    """Read timeline JSON ``src``, write the SVG to ``dst`` (temporary name, then rename)."""
+    """Read timeline JSON ``src``, write the chart to ``dst`` (SVG or PNG by its extension;
+    temporary name, then rename)."""
+    from codec.ivf import AtomicFile
+
+    if not dst.lower().endswith(FORMATS):
+        raise TimelineError(f"{dst}: the chart must be .svg or .png")
     try:
         with open(src) as f:
             timeline = json.load(f)
@@ -100,14 +157,6 @@ def render_file(src: str, dst: str) -> None:
         raise TimelineError(f"not JSON: {e}") from None
     if not isinstance(timeline, dict):
         raise TimelineError("not a timeline (from --timeline): the top level is not an object")
-    svg = render(timeline)
-    d = os.path.dirname(os.path.abspath(dst))
-    fd, tmp = tempfile.mkstemp(prefix=".timeline.", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(svg)
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    data = render_png(timeline) if dst.lower().endswith(".png") else render(timeline).encode()
+    with AtomicFile(dst) as out:
+        out.write(data)

@@ -62,6 +62,22 @@ def test_timeline_command(tmp_path):
     assert excamera("timeline", str(src), "-o", str(dst)).returncode == 0
     svg = dst.read_text()
     assert svg.startswith("<svg") and "first-pass" in svg and svg.count("<rect") == 2  # bar + legend
+    assert dst.stat().st_mode & 0o044 == 0o044  # readable as any output file (umask 022)
+    # PNG: the same chart drawn, at the SVG's size, with the bar's color where the bar is.
+    from PIL import Image
+
+    from excamera.timeline import _color, layout
+    png = tmp_path / "t.png"
+    assert excamera("timeline", str(src), "-o", str(png)).returncode == 0
+    width, height, items = layout(tl)
+    (bar,) = [i for i in items if i[0] == "rect" and i[6]]
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.size == (width, height)
+        x, y, w, h, color = bar[1], bar[2], bar[3], bar[4], bar[5]
+        assert image.convert("RGB").getpixel((int(x + w / 2), int(y + h / 2))) == tuple(
+            int(color[k:k + 2], 16) for k in (1, 3, 5))
+        assert image.convert("RGB").getpixel((2, height - 2)) == (255, 255, 255)
+    one_line_error(excamera("timeline", str(src), "-o", str(tmp_path / "t.jpg")), "must end in .svg or .png")
     src.write_text("{not json")
     one_line_error(excamera("timeline", str(src), "-o", str(tmp_path / "u.svg")), "not JSON")
     src.write_text(json.dumps({"workers": 3}))
