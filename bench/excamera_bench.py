@@ -358,10 +358,8 @@ def staged_encode(frames: list, settings, fps: tuple[int, int] = (30, 1),
 def fixed_first_passes():
     """While active, ``excamera.encode.first_pass`` (which ``encode_frames`` and ``staged_encode``
     call) gives the same picture objects with the same settings the bytes it gave them the first
-    time. libvpx through PyAV is occasionally not deterministic (a different chunk in some
-    processes, one run in ten or so; vpxenc is), which would make two runs of the same pipeline
-    differ for a reason that is not the pipeline's: comparing ``staged_encode`` with
-    ``encode_frames`` holds the first passes fixed. The key is the pictures' identity (no hashing,
+    time, so that comparing ``staged_encode`` with ``encode_frames`` runs each first pass once
+    (libvpx's first pass is deterministic, ``excamera/vpxheap.py``; this saves its time). The key is the pictures' identity (no hashing,
     so a timed first pass costs what it costs); the memo keeps them alive, so no id is reused."""
     import excamera.encode as encode
 
