@@ -86,8 +86,7 @@ def quality(stream: str, source: str) -> float:
 
 
 def differing_frames(a: str, b: str) -> str:
-    """"byte-identical", or which frames differ. (libvpx's first pass is not always the same from
-    run to run, so two encodes with it may differ in a chunk: README, "Known problems".)"""
+    """"byte-identical", or which frames differ."""
     from codec.ivf import read_ivf
     with open(a, "rb") as fa, open(b, "rb") as fb:
         if fa.read() == fb.read():
@@ -95,7 +94,7 @@ def differing_frames(a: str, b: str) -> str:
     fa, fb = ([r.data for r in read_ivf(p)[1]] for p in (a, b))
     diff = [i for i, (x, y) in enumerate(zip(fa, fb)) if x != y]
     return (f"DIFFERENT in {len(diff)} of {len(fa)} frames from frame {diff[0] if diff else len(fa)} "
-            f"(the libvpx first pass varies between runs)")
+            f"(expected byte-identical)")
 
 
 def main(argv=None) -> int:

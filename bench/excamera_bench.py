@@ -22,7 +22,13 @@ quality is the mean SSIM of all planes (``codec.ssim``, as ffmpeg's filter) in d
 Bjontegaard delta rate (``bench/bdrate.py``) over the four points summarizes a pair of curves:
 ExCamera[6,16] against two-pass vpxenc (target <= +10%), and ExCamera[6,16] against ExCamera[6,1]
 (target <= -30%: the bits that rebasing saves at equal SSIM). Four cq-levels, not three: the
-Bjontegaard fit is a cubic and needs four points.
+Bjontegaard fit is a cubic and needs four points. (ExCamera's serial vpxenc also passed
+``--buf-initial-sz=10000 --buf-optimal-sz=20000 --buf-sz=40000 --token-parts=0`` and a target of
+2^32 - 1 kbit/s: with the bit rate unlimited that makes the same bytes, checked on carphone.)
+
+Last measured (README, "ExCamera benchmark"): [6,16] against two-pass vpxenc +56.9% / +27.0% /
++25.9% (carphone / bikes / foreman), mean +36.6%, target not met; against [6,1] -36.1%, met. The
+README says why and lists the variants tried.
 
 **Stage times.** Each stage's time per chunk of 6 frames at cq-level 24, at 640x272 (bikes, the
 first 4 chunks) and 1280x720 (``compressed/Zhling_1280x720.264`` through PyAV, its 3 whole
@@ -358,10 +364,8 @@ def staged_encode(frames: list, settings, fps: tuple[int, int] = (30, 1),
 def fixed_first_passes():
     """While active, ``excamera.encode.first_pass`` (which ``encode_frames`` and ``staged_encode``
     call) gives the same picture objects with the same settings the bytes it gave them the first
-    time. libvpx through PyAV is occasionally not deterministic (a different chunk in some
-    processes, one run in ten or so; vpxenc is), which would make two runs of the same pipeline
-    differ for a reason that is not the pipeline's: comparing ``staged_encode`` with
-    ``encode_frames`` holds the first passes fixed. The key is the pictures' identity (no hashing,
+    time, so that comparing ``staged_encode`` with ``encode_frames`` runs each first pass once
+    (libvpx's first pass is deterministic, ``excamera/vpxheap.py``; this saves its time). The key is the pictures' identity (no hashing,
     so a timed first pass costs what it costs); the memo keeps them alive, so no id is reused."""
     import excamera.encode as encode
 

@@ -37,11 +37,14 @@ What PyAV cannot pin (stated, and checked where it can be):
   ``bufsize`` / ``rc_init_occupancy`` in bits, which overflow at this bit rate; libvpx's defaults
   (6 s / 4 s / 5 s) stay. With the bit rate unlimited they never bind.
 
-``libvpx_first_pass`` is deterministic (same pictures, same bytes): in "good" mode with one thread
-libvpx does not adapt its speed to the clock as realtime mode does, and the bytes past each
-plane's width in PyAV's padded frame buffers, which libvpx does read (random padding changed the
-output), are filled by repeating the last column rather than left as whatever the allocator held. The result is equal, byte for byte, to vpxenc's with the flags above
-(``tests/test_chunks.py`` checks it where vpxenc is installed).
+``libvpx_first_pass`` is deterministic (same pictures, same bytes, in every process): in "good"
+mode with one thread libvpx does not adapt its speed to the clock as realtime mode does; with
+``tune=ssim`` and ``cpu-used=0`` libvpx reads 9 bytes past one of its own heap blocks, which
+``excamera.vpxheap`` makes zeros, as in vpxenc's fresh heap (before, about one process in thirty
+made a different chunk); and the bytes past each plane's width in PyAV's padded frame buffers are
+filled by repeating the last column rather than left as whatever the allocator held. The result
+is equal, byte for byte, to vpxenc's with the flags above (``tests/test_chunks.py`` checks it
+where vpxenc is installed).
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ def libvpx_first_pass(frames: list[Image], fps: tuple[int, int], cq_level: int) 
         import av
     except ImportError:
         raise FirstPassError("the libvpx first pass needs PyAV (pip install av)") from None
+    _zero_libvpx_heap()
     width, height = frames[0].width, frames[0].height
     rate = Fraction(fps[0], fps[1])
     ctx = av.codec.CodecContext.create("libvpx", "w")
@@ -106,6 +110,21 @@ def libvpx_first_pass(frames: list[Image], fps: tuple[int, int], cq_level: int) 
     return out
 
 
+_warned = False
+
+
+def _zero_libvpx_heap() -> None:
+    """libvpx's allocations zero-filled (``excamera.vpxheap``); warn once where that cannot be."""
+    global _warned
+    from excamera.vpxheap import zero_libvpx_allocations
+    if not zero_libvpx_allocations() and not _warned:
+        _warned = True
+        import warnings
+        warnings.warn("libvpx's heap could not be zero-filled on this platform: the libvpx first pass "
+                      "may differ from process to process (use --first-pass native for identical runs)",
+                      RuntimeWarning, stacklevel=3)
+
+
 def _check_arguments(frames, fps, cq_level) -> None:
     if not frames:
         raise ValueError("libvpx_first_pass: no frames to encode")
@@ -126,8 +145,9 @@ def _check_arguments(frames, fps, cq_level) -> None:
 
 def _av_frame(av, image: Image, index: int, time_base):
     """``image`` as a PyAV yuv420p frame with pts ``index``. PyAV's planes are padded to an
-    aligned line size and libvpx reads some of the padding, so the padding repeats each row's last
-    pixel instead of holding whatever the allocator left there (which made the output vary)."""
+    aligned line size; libvpx copies only the picture (random padding leaves the output as it
+    is), but the padding repeats each row's last pixel anyway, so that nothing could depend on
+    whatever the allocator left there."""
     frame = av.VideoFrame(image.width, image.height, "yuv420p")
     for plane, pixels in zip(frame.planes, (image.y, image.u, image.v)):
         rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)

@@ -202,7 +202,7 @@ def test_first_pass_odd_size_and_padding_do_not_matter():
 
 
 def test_first_pass_padding_is_filled(foreman):
-    """The bytes past each plane's width repeat the row's last pixel (libvpx reads them)."""
+    """The bytes past each plane's width repeat the row's last pixel (nothing left to chance)."""
     import av
 
     from excamera.firstpass import _av_frame

@@ -37,10 +37,10 @@ def test_one_key_frame_per_batch_and_every_frame_shown(frames, first_pass):
     assert sum(img is not None for img in shown) == len(frames)
 
 
-def test_same_input_same_bytes(frames):
-    # The native first pass: libvpx's (through PyAV) has been seen to differ between runs on a
-    # loaded machine (README, "Known problems"), which no test of ours should depend on.
-    settings = EncodeSettings(chunk_frames=3, batch_chunks=4, cq_level=30, first_pass="native")
+@pytest.mark.parametrize("first_pass", ["native", "libvpx"])
+def test_same_input_same_bytes(frames, first_pass):
+    # Across processes for libvpx: tests/test_firstpass_heap.py.
+    settings = EncodeSettings(chunk_frames=3, batch_chunks=4, cq_level=30, first_pass=first_pass)
     assert encode_frames(frames, settings) == encode_frames(frames, settings)
 
 

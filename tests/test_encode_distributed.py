@@ -175,7 +175,7 @@ def test_reissued_first_pass_takes_the_stored_one(clip, tmp_path):
 
 def first_pass_report(result, frames, rate, settings) -> str:
     """Why a distributed output differs: the chunks whose stored first pass is not what this
-    process's first pass gives (libvpx's is not always deterministic: README, Known problems)."""
+    process's first pass gives (they must all agree; tests/test_firstpass_heap.py)."""
     from coordinator.excamera_job import PASS_KEY
     from excamera.encode import first_pass
     storage = LocalStorage(result.storage_root).scoped(result.storage_prefix)

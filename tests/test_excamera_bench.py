@@ -51,7 +51,7 @@ def test_staged_encode_equals_encode_frames(rtn, first_pass, n_frames, chunk, ba
     frames, rate = rtn
     frames = frames[:n_frames]
     settings = EncodeSettings(chunk, batch, 30, first_pass)
-    with xb.fixed_first_passes():  # the same first passes for both (libvpx via PyAV may vary)
+    with xb.fixed_first_passes():  # each first pass once, for both
         data, times = xb.staged_encode(frames, settings, rate, clock=FakeClock(), cpu_clock=FakeClock())
         assert data == encode_frames(frames, settings, rate)
     n_chunks = math.ceil(n_frames / chunk)
