@@ -205,8 +205,9 @@ def be_grow(buf, need):
 
 
 @njit(inline="always")
-def be_step(buf, prob, bit, low, rng, count, pos):
-    """Encode one bool from state held in locals; returns (buf, low, rng, count, pos).
+def be_put(buf, prob, bit, low, rng, count, pos):
+    """Encode one bool from state held in locals into ``buf``, which must have room for a byte at
+    ``pos``; returns (low, rng, count, pos).
 
     Section 7.3: split the range in proportion to ``prob``, keep the lower (0) or upper (1) part,
     then shift range and low left until range is back in 128..255, writing a byte every 8 shifts.
@@ -231,14 +232,21 @@ def be_step(buf, prob, bit, low, rng, count, pos):
                 q -= 1
             if q >= 0:
                 buf[q] += 1
-        if pos >= buf.shape[0]:
-            buf = be_grow(buf, pos + 1)
         buf[pos] = (low >> 24) & 255
         pos += 1
         low = (low & 0xFFFFFF) << count
         count -= 8
     else:
         low <<= shift
+    return low, rng, count, pos
+
+
+@njit(inline="always")
+def be_step(buf, prob, bit, low, rng, count, pos):
+    """``be_put`` into a buffer grown as needed; returns (buf, low, rng, count, pos)."""
+    if pos >= buf.shape[0]:
+        buf = be_grow(buf, pos + 1)
+    low, rng, count, pos = be_put(buf, prob, bit, low, rng, count, pos)
     return buf, low, rng, count, pos
 
 

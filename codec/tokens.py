@@ -149,7 +149,7 @@ def _read_tokens(data, part_st, probs, ymodes, skips, coeffs, eobs, above, left)
 # ---------------------------------------------------------------------------------------------
 # Writing: the mirror images of the readers above (section 13), over the same arrays.
 
-from .boolcoder import E_COUNT, E_LOW, E_POS, E_RANGE, be_literal, be_step, be_write  # noqa: E402
+from .boolcoder import E_COUNT, E_LOW, E_POS, E_RANGE, be_grow, be_literal, be_put, be_write  # noqa: E402
 
 # write_tokens status codes (0: fine); the Python side turns them into messages.
 TOKEN_OK, TOKEN_BAD_EOB, TOKEN_NONZERO_PAST_EOB, TOKEN_EOB_AFTER_ZERO, TOKEN_TOO_LARGE, TOKEN_SKIPPED_NONZERO = \
@@ -162,6 +162,9 @@ TOKEN_ERRORS = {
     TOKEN_SKIPPED_NONZERO: "a skipped macroblock has tokens (eob > 0)",
 }
 MAX_LEVEL = 67 + 2047
+#: Most bytes one block's tokens can add: 16 coefficients of at most 24 bools (tree, DCT_CAT6's
+#: 11 extra bits, sign) and an EOB, each bool shifting out at most 7 bits.
+BLOCK_MAX_BYTES = (16 * 24 + 1) * 7 // 8 + 2
 
 
 @njit(cache=True)
@@ -200,11 +203,12 @@ def check_block(block, eob, btype):
     return TOKEN_OK
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _write_block(es, buf, probs, btype, ctx, coeffs, r, c, b, eob):
     """Mirror of ``_read_block``: the tokens of one checked block (``check_block``),
-    ``coeffs[r, c, b]``, the encoder held in locals for the block. Returns the buffer. (Indices,
-    not array views: a view costs reference counting per token.)"""
+    ``coeffs[r, c, b]``, the encoder held in locals for the block. ``buf`` must have room for
+    BLOCK_MAX_BYTES more bytes (``write_tokens`` grows it per block), so this needs no runtime:
+    no reference counting per token."""
     low, rng, count, pos = es[E_LOW], es[E_RANGE], es[E_COUNT], es[E_POS]
     i = 1 if btype == TYPE_Y_AFTER_Y2 else 0
     band = COEFF_BANDS[i]
@@ -212,59 +216,58 @@ def _write_block(es, buf, probs, btype, ctx, coeffs, r, c, b, eob):
     after_zero = False
     while i < eob:
         if not after_zero:
-            buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 0], 1, low, rng, count, pos)  # not EOB
+            low, rng, count, pos = be_put(buf, probs[btype, band, cx, 0], 1, low, rng, count, pos)  # not EOB
         v = np.int32(coeffs[r, c, b, ZIGZAG[i]])
         a = -v if v < 0 else v
         if a == 0:
-            buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 1], 0, low, rng, count, pos)
+            low, rng, count, pos = be_put(buf, probs[btype, band, cx, 1], 0, low, rng, count, pos)
             after_zero = True
             nctx = 0
         else:
             after_zero = False
-            buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 1], 1, low, rng, count, pos)
+            low, rng, count, pos = be_put(buf, probs[btype, band, cx, 1], 1, low, rng, count, pos)
             if a == 1:
-                buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 2], 0, low, rng, count, pos)
+                low, rng, count, pos = be_put(buf, probs[btype, band, cx, 2], 0, low, rng, count, pos)
                 nctx = 1
             else:
                 nctx = 2
-                buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 2], 1, low, rng, count, pos)
+                low, rng, count, pos = be_put(buf, probs[btype, band, cx, 2], 1, low, rng, count, pos)
                 if a <= 4:
-                    buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 3], 0, low, rng, count, pos)
+                    low, rng, count, pos = be_put(buf, probs[btype, band, cx, 3], 0, low, rng, count, pos)
                     if a == 2:
-                        buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 4], 0, low, rng, count, pos)
+                        low, rng, count, pos = be_put(buf, probs[btype, band, cx, 4], 0, low, rng, count, pos)
                     else:
-                        buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 4], 1, low, rng, count, pos)
-                        buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 5], a - 3, low, rng, count, pos)
+                        low, rng, count, pos = be_put(buf, probs[btype, band, cx, 4], 1, low, rng, count, pos)
+                        low, rng, count, pos = be_put(buf, probs[btype, band, cx, 5], a - 3, low, rng, count, pos)
                 else:
-                    buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 3], 1, low, rng, count, pos)
+                    low, rng, count, pos = be_put(buf, probs[btype, band, cx, 3], 1, low, rng, count, pos)
                     cat = 5
                     while cat > 0 and a < CAT_BASE[cat]:
                         cat -= 1
                     if cat < 2:
-                        buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 6], 0, low, rng, count, pos)
-                        buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 7], cat, low, rng, count, pos)
+                        low, rng, count, pos = be_put(buf, probs[btype, band, cx, 6], 0, low, rng, count, pos)
+                        low, rng, count, pos = be_put(buf, probs[btype, band, cx, 7], cat, low, rng, count, pos)
                     else:
                         b1 = (cat - 2) >> 1
-                        buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 6], 1, low, rng, count, pos)
-                        buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 8], b1, low, rng, count, pos)
-                        buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 9 + b1], (cat - 2) & 1, low, rng, count, pos)
+                        low, rng, count, pos = be_put(buf, probs[btype, band, cx, 6], 1, low, rng, count, pos)
+                        low, rng, count, pos = be_put(buf, probs[btype, band, cx, 8], b1, low, rng, count, pos)
+                        low, rng, count, pos = be_put(buf, probs[btype, band, cx, 9 + b1], (cat - 2) & 1, low, rng, count, pos)
                     extra = a - CAT_BASE[cat]
                     nb = CAT_BITS[cat]
                     for k in range(nb):
-                        buf, low, rng, count, pos = be_step(buf, CAT_PROBS[cat, k], (extra >> (nb - 1 - k)) & 1,
+                        low, rng, count, pos = be_put(buf, CAT_PROBS[cat, k], (extra >> (nb - 1 - k)) & 1,
                                                             low, rng, count, pos)
-            buf, low, rng, count, pos = be_step(buf, 128, 1 if v < 0 else 0, low, rng, count, pos)
+            low, rng, count, pos = be_put(buf, 128, 1 if v < 0 else 0, low, rng, count, pos)
         i += 1
         if i < 16:
             band = COEFF_BANDS[i]
             cx = np.int64(nctx)
     if eob < 16:
-        buf, low, rng, count, pos = be_step(buf, probs[btype, band, cx, 0], 0, low, rng, count, pos)  # EOB
+        low, rng, count, pos = be_put(buf, probs[btype, band, cx, 0], 0, low, rng, count, pos)  # EOB
     es[E_LOW] = low
     es[E_RANGE] = rng
     es[E_COUNT] = count
     es[E_POS] = pos
-    return buf
 
 
 @njit(cache=True)
@@ -301,7 +304,8 @@ def write_tokens(es, buf, part, nparts, probs, ymodes, skips, coeffs, eobs):
                     s = check_block(coeffs[r, c, 24], e, TYPE_Y2)
                     if s:
                         return buf, s, r, c, 24
-                    buf = _write_block(es, buf, probs, TYPE_Y2, above[c, 8] + left[8], coeffs, r, c, 24, e)
+                    buf = be_grow(buf, es[E_POS] + BLOCK_MAX_BYTES)
+                    _write_block(es, buf, probs, TYPE_Y2, above[c, 8] + left[8], coeffs, r, c, 24, e)
                 above[c, 8] = left[8] = 1 if e > 0 else 0
             elif eobs[r, c, 24] != 0:
                 return buf, TOKEN_BAD_EOB, r, c, 24
@@ -315,7 +319,8 @@ def write_tokens(es, buf, part, nparts, probs, ymodes, skips, coeffs, eobs):
                     s = check_block(coeffs[r, c, b], e, btype)
                     if s:
                         return buf, s, r, c, b
-                    buf = _write_block(es, buf, probs, btype, above[c, a] + left[lc], coeffs, r, c, b, e)
+                    buf = be_grow(buf, es[E_POS] + BLOCK_MAX_BYTES)
+                    _write_block(es, buf, probs, btype, above[c, a] + left[lc], coeffs, r, c, b, e)
                 above[c, a] = left[lc] = 1 if e > 0 else 0
     return buf, TOKEN_OK, -1, -1, -1
 

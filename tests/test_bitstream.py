@@ -24,14 +24,14 @@ import naive
 from codec import tables
 from codec.bitstream import ParsedFrame, new_frame, new_frame_header, next_state, parse_frame, write_frame
 from codec.boolcoder import (E_POS, E_RANGE, ENC_STATE_SIZE, STATE_SIZE, BoolDecoder, BoolEncoder, bd_init,
-                             bd_literal, bd_read, bd_tree, be_flush, be_init, be_literal, be_tree, be_write)
+                             bd_literal, bd_read, bd_tree, be_flush, be_grow, be_init, be_literal, be_tree, be_write)
 from codec.decoder import decode_frame, parse_frame_syntax
 from codec.header import FrameTag, read_frame_header, write_frame_header
 from codec.image import Image
 from codec.ivf import IvfHeader, IvfWriter, read_ivf
 from codec.modes import allocate_mode_info, read_modes, read_mv_component, write_modes, write_mv_component
 from codec.state import DecoderState
-from codec.tokens import _read_block, _write_block, check_block, derive_eobs, read_tokens, write_tokens
+from codec.tokens import BLOCK_MAX_BYTES, _read_block, _write_block, check_block, derive_eobs, read_tokens, write_tokens
 from common import VECTORS, VP8_DIR, WEBP_IVF_DIR, requires_tool, stem, vector_params
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -319,7 +319,8 @@ def test_write_block_matches_naive_and_reads_back(blocks, seed):
     enc = naive.BoolEncoder()
     for btype, ctx, block, eob in blocks:
         assert check_block(block, eob, btype) == 0
-        buf = _write_block(es, buf, probs, btype, ctx, block.reshape(1, 1, 1, 16), 0, 0, 0, eob)
+        buf = be_grow(buf, es[E_POS] + BLOCK_MAX_BYTES)
+        _write_block(es, buf, probs, btype, ctx, block.reshape(1, 1, 1, 16), 0, 0, 0, eob)
         naive.write_block_tokens(enc, probs.tolist(), btype, ctx, block, eob)
     buf = be_flush(es, buf)
     data = buf[:es[E_POS]]

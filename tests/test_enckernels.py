@@ -572,3 +572,33 @@ def test_rd_quantize_bounds_and_monotone(coef, q_dc, q_ac, btype, ctx, lam):
     assert block_token_cost(levels2, eob2, btype, ctx, tok)[0] <= bits
     levels3, eob3, _ = _rd(coef, qp, btype, ctx, 1e12, probs)
     assert eob3 == 0 and not levels3.any()
+
+
+@SLOW
+@given(levels=st.lists(st.one_of(st.integers(-2114, 2114), st.sampled_from([-2114, 2114, 67, -67, 0])),
+                       min_size=16, max_size=16),
+       prob=st.sampled_from([1, 2, 128, 254, 255]), btype=st.integers(0, 3), ctx=st.integers(0, 2))
+def test_token_writer_stays_within_block_max_bytes(levels, prob, btype, ctx):
+    """``_write_block`` writes without growing its buffer (no runtime), so ``write_tokens`` grows it
+    by BLOCK_MAX_BYTES per block: no block, at any probabilities, may need more (the bounds-checked
+    lane would catch a write past the end here), and what it writes reads back."""
+    from codec.boolcoder import E_POS, ENC_STATE_SIZE, be_flush, be_init
+    from codec.tokens import BLOCK_MAX_BYTES, _write_block
+    block = np.array(levels, np.int16)
+    first = 1 if btype == tables.TYPE_Y_AFTER_Y2 else 0
+    block[:first] = 0
+    nz = [i for i in range(16) if block[tables.ZIGZAG[i]] != 0]
+    eob = nz[-1] + 1 if nz else 0
+    probs = np.full((4, 8, 3, 11), prob, np.uint8)
+    es = np.zeros(ENC_STATE_SIZE, np.int64)
+    be_init(es)
+    buf = np.zeros(BLOCK_MAX_BYTES, np.uint8)  # exactly the room write_tokens makes
+    _write_block(es, buf, probs, btype, ctx, block.reshape(1, 1, 1, 16), 0, 0, 0, eob)
+    assert es[E_POS] <= BLOCK_MAX_BYTES
+    buf = be_flush(es, buf)
+    data = buf[:es[E_POS]].copy()
+    state = np.zeros(STATE_SIZE, np.int64)
+    bd_init(state, data, 0, len(data))
+    out = np.zeros(16, np.int16)
+    assert _read_block(state, data, probs, btype, ctx, out) == eob
+    np.testing.assert_array_equal(out, block)
