@@ -68,18 +68,24 @@ def frame_quant_params(dq: np.ndarray, rounding=(0.5, 0.5, 0.5), zbin=(0.0, 0.0,
 @njit(cache=True, _nrt=False)
 def quantize_block(coef, qp, btype, levels):
     """Plain dead-zone quantizer: ``coef`` (int16[16], raster) into ``levels`` (int16[16], raster);
-    returns the eob. ``qp``: int32[2, 4] (``quant_params``); ``btype``: the block's token type."""
+    returns the eob. ``qp``: int32[2, 4] (``quant_params``); ``btype``: the block's token type.
+
+    The division by the factor q is a multiplication by m = floor(2^32 / q) + 1 and a shift: with
+    m * q = 2^32 + e, 0 < e <= q, the quotient is exact while numerator * q < 2^32, and here the
+    numerator is below 2^15 + 2^14 (an int16 magnitude plus half a factor) and q below 2^15."""
     first = 1 if btype == TYPE_Y_AFTER_Y2 else 0
     levels[0] = 0
     eob = 0
+    m_dc = (np.int64(1) << 32) // qp[0, QP_Q] + 1
+    m_ac = (np.int64(1) << 32) // qp[1, QP_Q] + 1
     for i in range(first, 16):
         pos = ZIGZAG[i]
         k = 0 if i == 0 else 1
-        c = np.int32(coef[pos])
+        c = np.int64(coef[pos])
         a = -c if c < 0 else c
-        v = 0
+        v = np.int64(0)
         if a >= qp[k, QP_ZBIN]:
-            v = (a + qp[k, QP_ROUND]) // qp[k, QP_Q]
+            v = ((a + qp[k, QP_ROUND]) * (m_dc if i == 0 else m_ac)) >> 32
             if v > qp[k, QP_MAX]:
                 v = qp[k, QP_MAX]
         if v:

@@ -18,7 +18,7 @@ import naive
 from codec import tables
 from codec.boolcoder import STATE_SIZE, bd_init, bd_overrun
 from codec.modes import read_mv_component
-from codec.quantize import (KIND_UV, KIND_Y1, KIND_Y2, QP_MAX, QP_Q, RD_WORK_SHAPE, frame_quant_params,
+from codec.quantize import (KIND_UV, KIND_Y1, KIND_Y2, QP_MAX, QP_Q, QP_ROUND, RD_WORK_SHAPE, frame_quant_params,
                             quant_params, quantize_block, rd_quantize_block)
 from codec.rate import (BOOL_COST, LEVEL_EXTRA_COST, LEVEL_TOKEN, MAX_LEVEL, MV_MAX, NOT_CODABLE,
                         TOKEN_COST_SHAPE, block_token_cost, inter_bmode_costs, inter_mode_costs,
@@ -196,6 +196,21 @@ def test_quantize_matches_naive(coef, q_dc, q_ac, btype, rounding, zbin):
     assert eob == (max(nonzero) + 1 if nonzero else 0)
     # The decoder multiplies in int16: the clamp keeps every dequantized level there.
     assert all(abs(int(v) * int(qp[0 if p == 0 else 1, QP_Q])) <= 32767 for p, v in enumerate(levels))
+
+
+@FAST
+@given(coef=coef_blocks(limit=32767), q=st.one_of(st.integers(1, 32767), st.sampled_from([1, 2, 3, 157, 32767])),
+       rounding=st.floats(0, 0.99))
+def test_quantize_reciprocal_is_exact_over_int16(coef, q, rounding):
+    """quantize_block divides by multiplying with a reciprocal: exact for every int16 coefficient
+    and every factor."""
+    qp = quant_params(q, q, (rounding, rounding))
+    levels = np.zeros(16, np.int16)
+    quantize_block(_i16(coef), qp, tables.TYPE_Y2, levels)
+    for p in range(16):
+        a = abs(coef[p])
+        want = min((a + int(qp[0, QP_ROUND])) // q, int(qp[0, QP_MAX]))
+        assert levels[p] == (-want if coef[p] < 0 else want)
 
 
 @FAST
