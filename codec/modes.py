@@ -113,6 +113,18 @@ def _find_near_mvs(ref, ymode, mvs, R, C, this_ref, sign_bias, near, cnt):
 
 
 @njit(cache=True, _nrt=False)
+def _sub_mv_context(lr, lc, ar, ac):
+    """Section 16.4: which SUB_MV_REF_PROBS a split partition is coded with, from the vectors of
+    the sub-blocks to its left (lr, lc) and above (ar, ac)."""
+    left_zero = lr == 0 and lc == 0
+    if lr == ar and lc == ac:
+        return 4 if left_zero else 3
+    if ar == 0 and ac == 0:
+        return 2
+    return 1 if left_zero else 0
+
+
+@njit(cache=True, _nrt=False)
 def _read_split(st, data, mvs, sub_mv_modes, R, C, best_r, best_c, mv_probs):
     """Section 16.4: partition and per-partition vectors of a SPLITMV macroblock."""
     part = bd_tree(st, data, SPLIT_MV_TREE, SPLIT_MV_PROBS)
@@ -129,19 +141,7 @@ def _read_split(st, data, mvs, sub_mv_modes, R, C, best_r, best_c, mv_probs):
             ar, ac = mvs[R, C, k - 4, 0], mvs[R, C, k - 4, 1]
         else:
             ar, ac = mvs[R - 1, C, k + 12, 0], mvs[R - 1, C, k + 12, 1]
-        left_zero = lr == 0 and lc == 0
-        above_zero = ar == 0 and ac == 0
-        same = lr == ar and lc == ac
-        if same and left_zero:
-            ctx = 4
-        elif same:
-            ctx = 3
-        elif above_zero:
-            ctx = 2
-        elif left_zero:
-            ctx = 1
-        else:
-            ctx = 0
+        ctx = _sub_mv_context(lr, lc, ar, ac)
         sub = bd_tree(st, data, SUB_MV_REF_TREE, SUB_MV_REF_PROBS[ctx])
         if sub == LEFT4X4:
             mr, mc = np.int32(lr), np.int32(lc)
@@ -320,19 +320,7 @@ def _write_split(es, buf, ref, mvs, sub_mv_modes, R, C, part, best_r, best_c, mv
             ar, ac = _nb_mv(ref, mvs, R, C, k - 4, 0), _nb_mv(ref, mvs, R, C, k - 4, 1)
         else:
             ar, ac = _nb_mv(ref, mvs, R - 1, C, k + 12, 0), _nb_mv(ref, mvs, R - 1, C, k + 12, 1)
-        left_zero = lr == 0 and lc == 0
-        above_zero = ar == 0 and ac == 0
-        same = lr == ar and lc == ac
-        if same and left_zero:
-            ctx = 4
-        elif same:
-            ctx = 3
-        elif above_zero:
-            ctx = 2
-        elif left_zero:
-            ctx = 1
-        else:
-            ctx = 0
+        ctx = _sub_mv_context(lr, lc, ar, ac)
         mr, mc = np.int32(mvs[R, C, k, 0]), np.int32(mvs[R, C, k, 1])
         sub = sub_mv_modes[R, C, k]
         ok = (sub == LEFT4X4 and mr == lr and mc == lc) or (sub == ABOVE4X4 and mr == ar and mc == ac) \
