@@ -303,19 +303,20 @@ def _try_bpred(src, sy, sx, y, y0, x0, key_frame, bmodes, R, C, bcost_kf, bcost_
 
 
 @njit(cache=True, _nrt=False)
-def _subpel_cost(src, sy, sx, ref, y0, x0, mr, mc, filters, pic_h, pic_w, pred, mc_tmp):
-    """SAD of the 16x16 luma prediction at quarter-pel vector (mr, mc), predicted into ``pred``."""
+def _subpel_sse(src, sy, sx, ref, y0, x0, mr, mc, filters, pic_h, pic_w, pred, mc_tmp):
+    """Squared error of the 16x16 luma prediction at quarter-pel vector (mr, mc), predicted into ``pred``."""
     predict_inter(pred, 0, 0, ref, y0 + (mr >> 2), x0 + (mc >> 2), 16, 16, (mr & 3) * 2, (mc & 3) * 2, filters,
                   pic_h, pic_w, BORDER_Y, mc_tmp)
-    return _sad16(src, sy, sx, pred, 0, 0, 1 << 30)
+    return _sse(src, sy, sx, pred, 0, 0, 16, 16)
 
 
 @njit(cache=True, _nrt=False)
 def _motion_search(src, sy, sx, ref, y0, x0, best_r, best_c, start_r, start_c, lo_r, hi_r, lo_c, hi_c,
                    lam_sad, mvcost_r, mvcost_c, rng, subpel, filters, pic_h, pic_w, pred, mc_tmp, out):
     """Full-pel diamond search from (start_r, start_c) within +-rng pixels, then half- and
-    quarter-pel refinement through the six-tap filters; cost SAD + lam_sad * bits of the vector
-    difference from the best predictor. Vectors in quarter pixels, kept within [lo, hi]."""
+    quarter-pel refinement through the six-tap filters. Cost: SAD + lam_sad * bits of the vector
+    difference from the best predictor at full pels, squared error + lam_sad^2 * bits at sub-pels.
+    Vectors in quarter pixels, kept within [lo, hi]."""
     cr = (start_r >> 2) << 2
     cc = (start_c >> 2) << 2
     cr = _clamp(cr, lo_r, hi_r)
@@ -348,12 +349,13 @@ def _motion_search(src, sy, sx, ref, y0, x0, best_r, best_c, start_r, start_c, l
                 moved = True
         step >>= 1
     if subpel:
-        # The full-pel winner needs no filter: its SAD is the search's. Each step then tries the
-        # four neighbours and the one diagonal between the better of each pair (as libvpx does):
-        # 5 filtered predictions a step instead of 8.
-        best = _sad16(src, sy, sx, ref, y0 + (cr >> 2), x0 + (cc >> 2), 1 << 30) + np.int64(
-            lam_sad * (mvcost_r[_clamp(cr - best_r, -MV_MAX, MV_MAX) + MV_MAX]
-                       + mvcost_c[_clamp(cc - best_c, -MV_MAX, MV_MAX) + MV_MAX]) / 256.0)
+        # Sub-pel positions are compared by squared error (as libvpx compares variance), with the
+        # vector's bits at lambda. Each step tries the four neighbours and the one diagonal between
+        # the better of each pair (as libvpx does): 5 filtered predictions a step instead of 8.
+        lam = lam_sad * lam_sad
+        best = _sse(src, sy, sx, ref, y0 + (cr >> 2), x0 + (cc >> 2), 16, 16) + np.int64(
+            lam * (mvcost_r[_clamp(cr - best_r, -MV_MAX, MV_MAX) + MV_MAX]
+                   + mvcost_c[_clamp(cc - best_c, -MV_MAX, MV_MAX) + MV_MAX]) / 256.0)
         for step in (2, 1):
             br, bc = cr, cc
             side = INF
@@ -369,9 +371,9 @@ def _motion_search(src, sy, sx, ref, y0, x0, best_r, best_c, start_r, start_c, l
                     nr, nc = cr + dr_best, cc + dc_best
                 if nr < lo_r or nr > hi_r or nc < lo_c or nc > hi_c:
                     continue
-                s = _subpel_cost(src, sy, sx, ref, y0, x0, nr, nc, filters, pic_h, pic_w, pred, mc_tmp)
-                s += np.int64(lam_sad * (mvcost_r[_clamp(nr - best_r, -MV_MAX, MV_MAX) + MV_MAX]
-                                         + mvcost_c[_clamp(nc - best_c, -MV_MAX, MV_MAX) + MV_MAX]) / 256.0)
+                s = _subpel_sse(src, sy, sx, ref, y0, x0, nr, nc, filters, pic_h, pic_w, pred, mc_tmp)
+                s += np.int64(lam * (mvcost_r[_clamp(nr - best_r, -MV_MAX, MV_MAX) + MV_MAX]
+                                     + mvcost_c[_clamp(nc - best_c, -MV_MAX, MV_MAX) + MV_MAX]) / 256.0)
                 if d < 2 and s < side:
                     side = s
                     dc_best = nc - cc
