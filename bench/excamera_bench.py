@@ -26,8 +26,8 @@ Bjontegaard fit is a cubic and needs four points. (ExCamera's serial vpxenc also
 ``--buf-initial-sz=10000 --buf-optimal-sz=20000 --buf-sz=40000 --token-parts=0`` and a target of
 2^32 - 1 kbit/s: with the bit rate unlimited that makes the same bytes, checked on carphone.)
 
-Last measured (README, "ExCamera benchmark"): [6,16] against two-pass vpxenc +56.9% / +27.0% /
-+25.9% (carphone / bikes / foreman), mean +36.6%, target not met; against [6,1] -36.1%, met. The
+Last measured (README, "ExCamera benchmark"): [6,16] against two-pass vpxenc +57.2% / +27.1% /
++26.0% (carphone / bikes / foreman), mean +36.8%, target not met; against [6,1] -36.0%, met. The
 README says why and lists the variants tried.
 
 **Stage times.** Each stage's time per chunk of 6 frames at cq-level 24, at 640x272 (bikes, the
