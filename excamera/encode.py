@@ -11,7 +11,8 @@ same bytes.
    state the previous chunk really left.
 Each batch begins with a key frame: one key frame every N * x frames.
 
-``encode_frames`` runs the three steps here, in order. The distributed runtime
+``encode_frames`` runs the three steps here, in order, one batch at a time (a batch's pictures are
+all it holds). The distributed runtime
 (``excamera encode --workers N``, ``coordinator.excamera_job``) runs the same steps on workers, one
 chunk each, through ``given_state_frame`` (step 2) and ``rebase_chunk`` (step 3): together they
 are ``codec.reencode.reencode_chunk`` cut where ExCamera cuts it, between the parallel
@@ -21,7 +22,7 @@ encode-given-state and the serial rebase, so both paths produce the same bytes (
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 from codec.decoder import decode_frame
 from codec.image import Image
@@ -83,32 +84,61 @@ def exit_state(data: list[bytes], state: DecoderState | None = None) -> DecoderS
     return state
 
 
-def encode_frames(frames: list[Image], settings: EncodeSettings, fps: tuple[int, int] = (30, 1),
-                  progress: Callable[[str, int, int], None] | None = None) -> list[bytes]:
-    """ExCamera[N, x] over ``frames``: the compressed frames of the whole stream, in order."""
-    from codec.reencode import reencode_chunk
-    if len(frames) < settings.chunk_frames:
-        raise ValueError(f"the input has {len(frames)} frames, fewer than one chunk of {settings.chunk_frames}")
-    ranges = chunk_ranges(len(frames), settings)
+def encode_frames(frames: Iterable[Image], settings: EncodeSettings, fps: tuple[int, int] = (30, 1),
+                  progress: Callable[[str, int, int | None], None] | None = None,
+                  total_frames: int | None = None) -> list[bytes]:
+    """ExCamera[N, x] over ``frames``: the compressed frames of the whole stream, in order.
+
+    ``frames`` may be any iterable (a ``VideoReader`` included): batches are independent (each
+    begins with a key frame), so pictures are taken one batch of N * x at a time and only that
+    batch is held. ``progress(stage, chunks done, chunks in all)`` follows each chunk; the total is
+    known for a list, else from ``total_frames`` (a hint), else None."""
+    n = settings.chunk_frames
+    per_batch = n * settings.batch_chunks
+    if total_frames is None and isinstance(frames, (list, tuple)):
+        total_frames = len(frames)
+    total = -(-total_frames // n) if total_frames else None
     tick = progress or (lambda stage, done, total: None)
+    out: list[bytes] = []
+    state = DecoderState()
+    batch: list[Image] = []
+    seen = done = 0
+    for image in frames:
+        batch.append(image)
+        seen += 1
+        if len(batch) == per_batch:
+            state = _encode_batch(batch, settings, fps, state, out, tick, done, total)
+            done += settings.batch_chunks
+            batch = []
+    if seen < n:
+        raise ValueError(f"the input has {seen} frames, fewer than one chunk of {n}")
+    if batch:
+        _encode_batch(batch, settings, fps, state, out, tick, done, total)
+    return out
+
+
+def _encode_batch(frames: list[Image], settings: EncodeSettings, fps: tuple[int, int], state: DecoderState,
+                  out: list[bytes], tick, done: int, total: int | None) -> DecoderState:
+    """One batch: its first passes, then its rebase chain from its key frame, appended to ``out``;
+    returns the decoder state after it. ``done``: chunks before this batch."""
+    from codec.reencode import reencode_chunk
+    ranges = chunk_ranges(len(frames), settings)
     passes = []
     for i, (a, b) in enumerate(ranges):
         passes.append(first_pass(frames[a:b], settings, fps))
-        tick("first pass", i + 1, len(ranges))
+        tick("first pass", done + i + 1, total)
     fp_exit = [exit_state(p) for p in passes]
-    out: list[bytes] = []
-    state = DecoderState()
     for i, (a, b) in enumerate(ranges):
-        if i % settings.batch_chunks == 0:
-            chunk = passes[i]  # begins the batch with its key frame
+        if i == 0:
+            chunk = passes[0]  # begins the batch with its key frame
         else:
             chunk = [f.data for f in reencode_chunk(state, frames[a:b], passes[i], kf_q_weight=settings.kf_q_weight,
                                                     speed=settings.speed, given_state=fp_exit[i - 1])]
         for d in chunk:
             state, _ = decode_frame(state, d)
         out.extend(chunk)
-        tick("rebase", i + 1, len(ranges))
-    return out
+        tick("rebase", done + i + 1, total)
+    return state
 
 
 def prediction_states(prediction: list[bytes]) -> tuple[list[DecoderState], list[Image | None]]:

@@ -103,17 +103,28 @@ class _StageProgress:
 
 
 class _Progress:
-    """Chunks done per stage on a terminal (stderr); silent otherwise."""
+    """Chunks done per stage on a terminal (stderr); silent otherwise. The total may be unknown
+    (None: a video that does not say how many pictures it holds) or an estimate."""
 
     def __init__(self):
         self.tty = sys.stderr.isatty()
         self.start = time.monotonic()
+        self.pending = False
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
         if self.tty:
-            bar = "#" * (20 * done // total)
-            print(f"\r{stage:>10} [{bar:<20}] {done}/{total} chunks  {time.monotonic() - self.start:6.1f} s",
-                  end="" if done < total else "\n", file=sys.stderr, flush=True)
+            if total and done <= total:
+                shown = f"[{'#' * (20 * done // total):<20}] {done}/{total}"
+            else:
+                shown = f"{done}"
+            print(f"\r{stage:>10} {shown} chunks  {time.monotonic() - self.start:6.1f} s", end="",
+                  file=sys.stderr, flush=True)
+            self.pending = True
+
+    def finish(self) -> None:
+        if self.pending:
+            print(file=sys.stderr, flush=True)
+            self.pending = False
 
 
 def _read_video(path: str):
@@ -123,6 +134,24 @@ def _read_video(path: str):
         with open_video(path) as video:
             frames = list(video)
             return frames, video.rate
+    except (OSError, ValueError) as e:
+        raise CliError(f"{path}: {describe(e)}") from None
+
+
+def _encode_here(path: str, settings):
+    """``encode_frames`` straight from the video reader (``--workers 0``): (compressed frames,
+    pictures read, width, height, rate)."""
+    from excamera.cli import CliError, describe
+    from excamera.encode import encode_frames
+    from excamera.video import open_video
+    try:
+        with open_video(path) as video:
+            progress = _Progress()
+            try:
+                data = encode_frames(video, settings, video.rate, progress, total_frames=video.frame_count_hint)
+            finally:
+                progress.finish()
+            return data, video.frames_read, video.width, video.height, video.rate
     except (OSError, ValueError) as e:
         raise CliError(f"{path}: {describe(e)}") from None
 
@@ -147,7 +176,7 @@ def write_ivf(path: str, frames: list[bytes], width: int, height: int, rate: tup
 
 def cmd_encode(args: argparse.Namespace) -> int:
     from excamera.cli import CliError, describe
-    from excamera.encode import EncodeSettings, encode_frames
+    from excamera.encode import EncodeSettings
     out = args.output
     if not out.lower().endswith((".ivf", ".webm")):
         raise CliError(f"-o {out}: the output must end in .ivf or .webm")
@@ -175,20 +204,23 @@ def cmd_encode(args: argparse.Namespace) -> int:
         except tls.CertError as e:
             raise CliError(f"--certs {args.certs}: {e}") from None
     settings = EncodeSettings(args.chunk_frames, args.batch_chunks, args.cq_level, args.first_pass, args.speed)
-    frames, rate = _read_video(args.input)
-    if not frames:
-        raise CliError(f"{args.input}: no frames")
-    h, w = frames[0].y.shape
     started = time.monotonic()
-    try:
-        if args.coordinator:
-            data = _encode_remote(frames, rate, settings, args)
-        elif args.workers:
-            data = _encode_distributed(frames, rate, settings, args)
-        else:
-            data = encode_frames(frames, settings, rate, _Progress())
-    except ValueError as e:
-        raise CliError(f"{args.input}: {describe(e)}") from None
+    if args.workers == 0:
+        # One batch of pictures in memory at a time: read as the encode goes.
+        data, n_frames, w, h, rate = _encode_here(args.input, settings)
+    else:
+        frames, rate = _read_video(args.input)
+        if not frames:
+            raise CliError(f"{args.input}: no frames")
+        n_frames = len(frames)
+        h, w = frames[0].y.shape
+        try:
+            if args.coordinator:
+                data = _encode_remote(frames, rate, settings, args)
+            else:
+                data = _encode_distributed(frames, rate, settings, args)
+        except ValueError as e:
+            raise CliError(f"{args.input}: {describe(e)}") from None
     if out.lower().endswith(".webm"):
         from codec.chunks import frame_tag, presentation_times
         from excamera.webm import write_webm
@@ -200,7 +232,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     how = f"{args.workers} worker{'s' * (args.workers != 1)}" if args.workers else "in this process"
     if args.coordinator:
         how += f" of {args.coordinator}"
-    print(f"{out}: {len(frames)} frames, {w}x{h}, {sum(map(len, data))} bytes, ExCamera[{settings.chunk_frames},"
+    print(f"{out}: {n_frames} frames, {w}x{h}, {sum(map(len, data))} bytes, ExCamera[{settings.chunk_frames},"
           f"{settings.batch_chunks}] at cq-level {settings.cq_level}, {how}, {time.monotonic() - started:.2f} s",
           file=sys.stderr)
     return 0

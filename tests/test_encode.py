@@ -44,6 +44,27 @@ def test_same_input_same_bytes(frames, first_pass):
     assert encode_frames(frames, settings) == encode_frames(frames, settings)
 
 
+def test_pictures_are_read_one_batch_at_a_time(frames):
+    """From an iterator (a video being read), encode_frames takes the next batch's pictures only
+    once the previous batch is coded, and gives the same bytes as from a list."""
+    settings = EncodeSettings(chunk_frames=2, batch_chunks=2, cq_level=30, first_pass="native")
+    events = []
+    taken_after = []
+
+    def reading():
+        for i, image in enumerate(frames):
+            taken_after.append(list(events))
+            yield image
+
+    out = encode_frames(reading(), settings, progress=lambda stage, done, total: events.append((stage, done, total)))
+    assert out == encode_frames(frames, settings)
+    for i, before in enumerate(taken_after):
+        batch = i // 4  # 4 pictures a batch
+        assert ("rebase", 2 * batch, None) in before or batch == 0  # the previous batch is done...
+        assert not any(e[1] > 2 * batch for e in before)             # ...and nothing of this one yet
+    assert events[-1] == ("rebase", 5, None)
+
+
 def test_batches_of_chunks_save_bits_over_independent_chunks(frames):
     base = dict(chunk_frames=2, cq_level=30, first_pass="libvpx")
     joined = sum(map(len, encode_frames(frames, EncodeSettings(batch_chunks=5, **base))))
@@ -86,9 +107,15 @@ def test_bad_input_one_line_and_nothing_written(tmp_path):
     garbage.write_bytes(b"YUV4MPEG2 nonsense\n")
     res = run("encode", garbage, "-o", out)
     assert res.returncode == 1 and res.stderr.startswith("excamera: error:") and not out.exists()
+    # Cut inside picture 7: batches before it are coded as it is read, yet nothing is written.
+    data = CLIP.read_bytes()
+    cut = tmp_path / "cut.y4m"
+    cut.write_bytes(data[:len(data) * 75 // 100])
+    res = run("encode", cut, "-o", out, "--chunk-frames", 2, "--batch-chunks", 2, "--first-pass", "native")
+    assert res.returncode == 1 and res.stderr.count("\n") == 1 and "frame 7" in res.stderr, res.stderr
     assert run("encode", CLIP, "-o", tmp_path / "out.mp4").returncode == 1
     assert run("encode", CLIP, "-o", out, "--cq-level", 64).returncode == 2
-    assert list(tmp_path.iterdir()) == [garbage]
+    assert sorted(tmp_path.iterdir()) == sorted([garbage, cut])
 
 
 def test_reencode_cli_continues_a_chunk_and_refuses_bad_states(tmp_path, frames):
