@@ -19,7 +19,7 @@ Costs are in 1/256 bit (``rate.py``); ``lam`` is squared pixel error per bit.
 import numpy as np
 from numba import njit
 
-from .modes import _clamp, _find_near_mvs
+from .modes import _clamp, _find_near_mvs, mv_bounds
 from .predict import BORDER_UV, BORDER_Y, predict_inter, predict_mb_intra
 from .quantize import KIND_UV, KIND_Y1, KIND_Y2, quantize_block, rd_quantize_block
 from .rate import LEVEL_TOKEN, MAX_LEVEL, MV_MAX, block_token_cost, inter_mode_costs
@@ -397,6 +397,30 @@ def _copy_mb(blk, eob, dst_blk, dst_eob):
 
 
 @njit(cache=True, _nrt=False)
+def _coded(eob):
+    """How many coefficient positions a macroblock's 25 blocks code (0: nothing to code)."""
+    n = 0
+    for b in range(25):
+        n += eob[b]
+    return n
+
+
+@njit(cache=True, _nrt=False)
+def _finish_mb(eob, skip, R, C, actx, lctx, has_y2):
+    """After a macroblock is coded: its skip flag and the token contexts it leaves."""
+    skip[R, C] = 1 if _coded(eob) == 0 else 0
+    _update_ctx(actx, lctx, eob, has_y2)
+
+
+@njit(cache=True, _nrt=False)
+def _extend_above_right(y, r, pic_w):
+    """Above-right pixels for the next row's last macroblock, as reconstruct_frame extends them."""
+    yr = BORDER_Y + 16 * r + 15
+    for i in range(4):
+        y[yr, BORDER_Y + pic_w + i] = y[yr, BORDER_Y + pic_w - 1]
+
+
+@njit(cache=True, _nrt=False)
 def _update_ctx(actx, lctx, eob, has_y2):
     """The token contexts a coded macroblock leaves (section 13.3), as the decoder sets them."""
     for b in range(16):
@@ -492,10 +516,7 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
                 rv = _pick(rf, lv, gv, av)
                 _find_near_mvs(ref, ymode, mvs, R, C, rf, sign_bias, near, cnt)
                 inter_mode_costs(cnt, imcost)
-                lo_c = -(c + 1) * 64
-                hi_c = (mb_cols - c) * 64
-                lo_r = -(r + 1) * 64
-                hi_r = (mb_rows - r) * 64
+                lo_r, hi_r, lo_c, hi_c = mv_bounds(r, c, mb_rows, mb_cols)
                 best_r = _clamp(near[0, 0], lo_r, hi_r)
                 best_c = _clamp(near[0, 1], lo_c, hi_c)
                 ref_best[rf, 0] = best_r
@@ -563,9 +584,7 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
                         _recon(y, u, v, y0, x0, cy0, cx0, tblk, teob, True, True, f, s16)
                         dist = (_sse(src_y, sy, sx, y, y0, x0, 16, 16) + _sse(src_u, 8 * r, 8 * c, u, cy0, cx0, 8, 8)
                                 + _sse(src_v, 8 * r, 8 * c, v, cy0, cx0, 8, 8))
-                        nz = 0
-                        for b in range(25):
-                            nz += teob[b]
+                        nz = _coded(teob)
                         seen_mv[n_seen, 0] = rf
                         seen_mv[n_seen, 1] = mr
                         seen_mv[n_seen, 2] = mc
@@ -585,10 +604,11 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
             if use_split and not key_frame and not early:
                 # Vectors within the frame's reach and codable as a NEW4X4 difference.
                 # (Whole pixels at both ends, where the full-pel search starts and steps.)
-                lo_r = ((max(-(r + 1) * 64, last_best_r - MV_MAX) + 3) >> 2) << 2
-                hi_r = (min((mb_rows - r) * 64, last_best_r + MV_MAX) >> 2) << 2
-                lo_c = ((max(-(c + 1) * 64, last_best_c - MV_MAX) + 3) >> 2) << 2
-                hi_c = (min((mb_cols - c) * 64, last_best_c + MV_MAX) >> 2) << 2
+                lo_r, hi_r, lo_c, hi_c = mv_bounds(r, c, mb_rows, mb_cols)
+                lo_r = ((max(lo_r, last_best_r - MV_MAX) + 3) >> 2) << 2
+                hi_r = (min(hi_r, last_best_r + MV_MAX) >> 2) << 2
+                lo_c = ((max(lo_c, last_best_c - MV_MAX) + 3) >> 2) << 2
+                hi_c = (min(hi_c, last_best_c + MV_MAX) >> 2) << 2
                 for part in (MV_TOP_BOTTOM, MV_LEFT_RIGHT, MV_QUARTERS):
                     bits = split_bits + split_part_cost[part]
                     ph = 8 if part != MV_LEFT_RIGHT else 16
@@ -625,9 +645,7 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
                         for jj in range(4):
                             split_mv[jj, 0] = split_try[jj, 0]
                             split_mv[jj, 1] = split_try[jj, 1]
-                        best_nz = 0
-                        for bb in range(25):
-                            best_nz += teob[bb]
+                        best_nz = _coded(teob)
             # Intra modes, on an inter frame only where the best inter candidate leaves a residual.
             if key_frame or (best_nz > 0 and not early and best_j > intra_gate):
                 # --- chroma intra mode (shared by the intra candidates) ---
@@ -724,18 +742,10 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
                 _code_chroma(src_u, src_v, 8 * r, 8 * c, u, v, cy0, cx0, qps, lam, rdq, tok_cost, work, actx, lctx,
                              blk, eob, coefs, s16)
                 _recon(y, u, v, y0, x0, cy0, cx0, blk, eob, True, True, f, s16)
-            has_y2 = best_kind != 4 and best_kind != SPLITMV
-            nonzero = 0
-            for b in range(25):
-                nonzero += eob[b]
-            skip[R, C] = 1 if nonzero == 0 else 0
-            _update_ctx(actx, lctx, eob, has_y2)
+            _finish_mb(eob, skip, R, C, actx, lctx, best_kind != 4 and best_kind != SPLITMV)
             total_sse += (_sse(src_y, sy, sx, y, y0, x0, 16, 16) + _sse(src_u, 8 * r, 8 * c, u, cy0, cx0, 8, 8)
                           + _sse(src_v, 8 * r, 8 * c, v, cy0, cx0, 8, 8))
-        # Above-right pixels for the next row's last macroblock, as reconstruct_frame extends them.
-        yr = BORDER_Y + 16 * r + 15
-        for i in range(4):
-            y[yr, BORDER_Y + pic_w + i] = y[yr, BORDER_Y + pic_w - 1]
+        _extend_above_right(y, r, pic_w)
     return total_sse
 
 
@@ -916,11 +926,5 @@ def rebase_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
                          eob, coefs, s16)
             intra_bpred = ref[R, C] == INTRA_FRAME and mode == B_PRED
             _recon(y, u, v, y0, x0, cy0, cx0, blk, eob, has_y2, not intra_bpred, f, s16)
-            nonzero = 0
-            for b in range(25):
-                nonzero += eob[b]
-            skip[R, C] = 1 if nonzero == 0 else 0
-            _update_ctx(actx, lctx, eob, has_y2)
-        yr = BORDER_Y + 16 * r + 15
-        for i in range(4):
-            y[yr, BORDER_Y + pic_w + i] = y[yr, BORDER_Y + pic_w - 1]
+            _finish_mb(eob, skip, R, C, actx, lctx, has_y2)
+        _extend_above_right(y, r, pic_w)

@@ -68,6 +68,13 @@ def _clamp(v, lo, hi):
 
 
 @njit(cache=True, _nrt=False)
+def mv_bounds(r, c, mb_rows, mb_cols):
+    """(lo_r, hi_r, lo_c, hi_c), in quarter pixels: how far a predicted vector of macroblock
+    (r, c) may point, at most one macroblock beyond the frame edge (section 16.3)."""
+    return -(r + 1) * 64, (mb_rows - r) * 64, -(c + 1) * 64, (mb_cols - c) * 64
+
+
+@njit(cache=True, _nrt=False)
 def _find_near_mvs(ref, ymode, mvs, R, C, this_ref, sign_bias, near, cnt):
     """Section 16.3 (libvpx vp8_find_near_mvs): census of the above, left and above-left vectors.
 
@@ -220,10 +227,7 @@ def _read_modes(st, data, key_frame, update_map, seg_probs, segment_map, skip_en
             y = bd_tree(st, data, MV_REF_TREE, probs)
             ymode[R, C] = y
             # Predictors are clamped to at most one macroblock beyond the frame edge (section 16.3).
-            lo_c = -(c + 1) * 64
-            hi_c = (mb_cols - c) * 64
-            lo_r = -(r + 1) * 64
-            hi_r = (mb_rows - r) * 64
+            lo_r, hi_r, lo_c, hi_c = mv_bounds(r, c, mb_rows, mb_cols)
             if y == NEARESTMV or y == NEARMV:
                 k = 1 if y == NEARESTMV else 2
                 mr = _clamp(near[k, 0], lo_r, hi_r)
@@ -429,10 +433,7 @@ def write_modes(es, buf, key_frame, update_map, seg_probs, segment_map, skip_ena
             for i in range(4):
                 probs[i] = MODE_CONTEXTS[cnt[i], i]
             buf = be_tree(es, buf, MV_REF_TREE, probs, y)
-            lo_c = -(c + 1) * 64
-            hi_c = (mb_cols - c) * 64
-            lo_r = -(r + 1) * 64
-            hi_r = (mb_rows - r) * 64
+            lo_r, hi_r, lo_c, hi_c = mv_bounds(r, c, mb_rows, mb_cols)
             best_r = _clamp(near[0, 0], lo_r, hi_r)
             best_c = _clamp(near[0, 1], lo_c, hi_c)
             if y == SPLITMV:

@@ -117,20 +117,8 @@ async def run_job_async(job: Job, *, inputs: dict[str, bytes] | None = None, wor
 async def _pump_events(c, job_id: str, on_event) -> None:
     """Call ``on_event`` with each of the job's events (``jobs_pb2.JobEvent``, as the Jobs
     service's Watch streams them), from the first, until the job ends."""
-    h = c.handles[job_id]
-    q: asyncio.Queue = asyncio.Queue()
-    for ev in h.events:
-        q.put_nowait(ev)
-    if h.done.done():
-        q.put_nowait(None)
-    else:
-        h.watchers.append(q)
-    try:
-        while (ev := await q.get()) is not None:
-            on_event(ev)
-    finally:
-        if q in h.watchers:
-            h.watchers.remove(q)
+    async for ev in c.handles[job_id].follow():
+        on_event(ev)
 
 
 #: gRPC client options for the Jobs service (chunks are 1 MiB; allow headroom).

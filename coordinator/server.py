@@ -79,6 +79,22 @@ class JobHandle:
     releases: set = field(default_factory=set)
     connected: set = field(default_factory=set)   # worker ids that have opened their stream
 
+    async def follow(self):
+        """The job's events (``jobs_pb2.JobEvent``), from the first, until the job ends."""
+        q: asyncio.Queue = asyncio.Queue()
+        for ev in self.events:
+            q.put_nowait(ev)
+        if self.done.done():
+            q.put_nowait(None)
+        else:
+            self.watchers.append(q)
+        try:
+            while (ev := await q.get()) is not None:
+                yield ev
+        finally:
+            if q in self.watchers:
+                self.watchers.remove(q)
+
 
 @dataclass(frozen=True)
 class JobOutcome:
@@ -557,22 +573,8 @@ class _JobsServicer(jpb_grpc.JobsServicer):
         h = self.c.handles.get(request.job_id)
         if h is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id!r}")
-        q: asyncio.Queue = asyncio.Queue()
-        for ev in h.events:
-            q.put_nowait(ev)
-        if h.done.done():
-            q.put_nowait(None)
-        else:
-            h.watchers.append(q)
-        try:
-            while True:
-                ev = await q.get()
-                if ev is None:
-                    return
-                yield ev
-        finally:
-            if q in h.watchers:
-                h.watchers.remove(q)
+        async for ev in h.follow():
+            yield ev
 
     async def _owned(self, request, context) -> JobHandle:
         if request.job_id not in self.c.handles:
