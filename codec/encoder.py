@@ -30,7 +30,7 @@ from .header import FrameTag, References
 from .image import Image
 from .loopfilter import luma_filter_sse
 from .modes import allocate_mode_info
-from .predict import BORDER_UV, BORDER_Y
+from .predict import BORDER_Y
 from .quantize import RD_WORK_SHAPE, frame_quant_params
 from .rate import (BOOL_COST, MV_MAX, TOKEN_COST_SHAPE, inter_bmode_costs, kf_bmode_costs, mv_component_costs,
                    ref_frame_costs, split_mv_costs, token_costs, uvmode_costs, ymode_costs)

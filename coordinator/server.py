@@ -21,7 +21,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 import secrets
 import time
 from dataclasses import dataclass, field

@@ -32,7 +32,7 @@ from codec.ivf import IvfHeader, IvfWriter, read_ivf
 from codec.modes import allocate_mode_info, read_modes, read_mv_component, write_modes, write_mv_component
 from codec.state import DecoderState
 from codec.tokens import BLOCK_MAX_BYTES, _read_block, _write_block, check_block, derive_eobs, read_tokens, write_tokens
-from common import VECTORS, VP8_DIR, WEBP_IVF_DIR, requires_tool, stem, vector_params
+from common import VECTORS, VP8_DIR, WEBP_IVF_DIR, requires_tool, vector_params
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

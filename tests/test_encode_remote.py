@@ -7,7 +7,6 @@ and leaves no output."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess

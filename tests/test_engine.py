@@ -5,8 +5,6 @@ edge of every lifecycle table was exercised by some scenario."""
 
 from collections import Counter
 
-import pytest
-
 from coordinator import engine as eng
 from coordinator.engine import Engine, Result
 from coordinator.fsm import DONE, FAILED, FSM, Job, State, Task

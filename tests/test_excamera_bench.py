@@ -2,7 +2,6 @@
 ``encode_frames``, vpxenc runs with ExCamera's first-pass settings, and the measuring helpers say
 what they claim. Nothing here is timed."""
 
-import itertools
 import math
 import subprocess
 

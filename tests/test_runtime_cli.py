@@ -66,7 +66,7 @@ def test_timeline_command(tmp_path):
     # PNG: the same chart drawn, at the SVG's size, with the bar's color where the bar is.
     from PIL import Image
 
-    from excamera.timeline import _color, layout
+    from excamera.timeline import layout
     png = tmp_path / "t.png"
     assert excamera("timeline", str(src), "-o", str(png)).returncode == 0
     width, height, items = layout(tl)
