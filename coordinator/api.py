@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 from coordinator.fsm import Job
-from excamera.storage import LocalStorage, ObjectRef, StorageError
+from excamera.storage import LocalStorage, ObjectRef, StorageError, object_pairs
 
 
 class JobFailed(RuntimeError):
@@ -133,7 +133,7 @@ def _submit_parts(spec, inputs):
     from protos import jobs_pb2 as jpb
 
     yield jpb.SubmitPart(spec=spec)
-    for key, data in (inputs or {}).items():
+    for key, data in object_pairs(inputs):
         view = memoryview(data)
         yield jpb.SubmitPart(input=jpb.InputChunk(key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
                                                   data=bytes(view[:UPLOAD_CHUNK])))
@@ -219,7 +219,8 @@ def run_job(job: Job, *, inputs: dict[str, bytes] | None = None, workers: int = 
 
     Embedded (default): a coordinator, a rendezvous and ``workers + spare`` local worker
     processes, all on loopback with an ephemeral CA; ``inputs`` (key -> bytes) are stored under
-    the job's prefix in ``storage_dir`` (a new temporary directory if None) before it starts;
+    the job's prefix in ``storage_dir`` (a new temporary directory if None) before it starts (a
+    mapping, or an iterable of (key, bytes) pairs read one at a time, as a spooled input's);
     ``timeline`` writes every worker's state history as JSON. ``ops_modules`` are imported by
     every worker (to register operations beyond the built-ins). With ``coordinator`` and
     ``certs``, the job goes to that coordinator instead (its storage is the coordinator's).

@@ -15,10 +15,13 @@ rendezvous until the receiving task is done, so a re-issued attempt (a worker ki
 receives them again; every operation is deterministic, so re-issued work sends and uploads the
 same bytes, and the stitch checks every chunk's entry digest against the real decoder state.
 
-``encode_job`` builds the job; ``encode_inputs`` the raw chunk objects it reads (one Y4M each).
+``encode_job`` builds the job; ``encode_inputs`` (in memory) or ``SpooledInput`` (through files, one
+chunk of pictures held at a time) the raw chunk objects it reads, one Y4M each.
 """
 
 from __future__ import annotations
+
+import os
 
 from coordinator.fsm import DONE, FSM, Job, State, Task
 
@@ -116,15 +119,65 @@ def encode_job(n_frames: int, width: int, height: int, settings) -> Job:
                (chunk_fsm(work, wait), stitch_fsm(stitch)), tuple(tasks), result_tasks=("stitch",))
 
 
-def encode_inputs(frames: list, rate: tuple[int, int], settings) -> dict[str, bytes]:
-    """The raw chunk objects the job reads: chunk i's frames as one Y4M (C420jpeg, the input's
-    frame rate)."""
+def chunk_object(frames: list, rate: tuple[int, int]) -> bytes:
+    """One raw chunk object: its frames as one Y4M (C420jpeg, the input's frame rate)."""
     from codec.y4m import FRAME_TAG, Y4mHeader
-    from excamera.encode import chunk_ranges
 
     h, w = frames[0].y.shape
     header = Y4mHeader(w, h, tuple(rate), "p", (1, 1), "420jpeg").to_bytes()
-    out = {}
-    for i, (a, b) in enumerate(chunk_ranges(len(frames), settings)):
-        out[RAW_KEY.format(chunk_id(i))] = header + b"".join(FRAME_TAG + b"\n" + f.to_i420() for f in frames[a:b])
-    return out
+    return header + b"".join(FRAME_TAG + b"\n" + f.to_i420() for f in frames)
+
+
+def encode_inputs(frames: list, rate: tuple[int, int], settings) -> dict[str, bytes]:
+    """The raw chunk objects the job reads, all in memory (``SpooledInput`` holds one at a time)."""
+    from excamera.encode import chunk_ranges
+
+    return {RAW_KEY.format(chunk_id(i)): chunk_object(frames[a:b], rate)
+            for i, (a, b) in enumerate(chunk_ranges(len(frames), settings))}
+
+
+class SpooledInput:
+    """A video's raw chunk objects written to files in ``directory`` as its pictures are read,
+    holding one chunk of pictures at a time: the job needs the frame count before it starts, and
+    a long video does not fit in memory. ``pairs()`` then yields each object once (key, bytes),
+    deleting its file as it goes, for ``run_job``'s or ``submit_remote``'s ``inputs``.
+
+    ``progress(chunks spooled)`` follows the reading. ValueError when a picture's size differs
+    from the first's (one Y4M header serves a chunk, and VP8 codes one size a stream)."""
+
+    def __init__(self, pictures, rate: tuple[int, int], settings, directory: str, progress=None):
+        self.rate, self.directory = tuple(rate), directory
+        self.n_frames = 0
+        self.width = self.height = 0
+        self.paths: list[str] = []
+        chunk: list = []
+        for image in pictures:
+            h, w = image.y.shape
+            if not self.n_frames:
+                self.width, self.height = w, h
+            elif (w, h) != (self.width, self.height):
+                raise ValueError(f"frame {self.n_frames} is {w}x{h}, the first is {self.width}x{self.height}; "
+                                 "the size may not change")
+            chunk.append(image)
+            self.n_frames += 1
+            if len(chunk) == settings.chunk_frames:
+                self._write(chunk)
+                chunk = []
+                if progress is not None:
+                    progress(len(self.paths))
+        if chunk:
+            self._write(chunk)
+
+    def _write(self, chunk: list) -> None:
+        path = os.path.join(self.directory, f"{len(self.paths):06d}.y4m")
+        with open(path, "wb") as f:
+            f.write(chunk_object(chunk, self.rate))
+        self.paths.append(path)
+
+    def pairs(self):
+        """(storage key, bytes) of each raw chunk object in order, each file removed once read."""
+        for i, path in enumerate(self.paths):
+            with open(path, "rb") as f:
+                data = f.read()
+            os.unlink(path)
+            yield RAW_KEY.format(chunk_id(i)), data

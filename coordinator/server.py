@@ -30,7 +30,7 @@ import grpc
 from coordinator import engine as eng
 from coordinator.fsm import FsmError, Job, job_from_proto
 from excamera import tls, tokens
-from excamera.storage import LocalStorage, ObjectRef, StorageError, check_key
+from excamera.storage import LocalStorage, ObjectRef, StorageError, check_key, object_pairs
 from protos import common_pb2
 from protos import coordinator_pb2 as cpb
 from protos import coordinator_pb2_grpc as cpb_grpc
@@ -198,19 +198,19 @@ class Coordinator:
     # -- jobs -----------------------------------------------------------------------------------
 
     async def submit(self, job: Job, *, workers: int = 1, spare: int = 0, max_attempts: int = 3,
-                     inputs: dict[str, bytes] | None = None, job_id: str | None = None,
-                     launch: bool = True, timeline: str | None = None,
+                     inputs=None, job_id: str | None = None, launch: bool = True, timeline: str | None = None,
                      rendezvous_limits: dict | None = None) -> tuple[str, str]:
-        """Register ``job``, store its ``inputs`` under its prefix, open it at the rendezvous and
-        let the engine start it. Returns (job id, job key): the key lets its holder cancel the job,
-        fetch its results and mint worker tokens (``worker_tokens``) for workers of its own."""
+        """Register ``job``, store its ``inputs`` (a mapping, or (key, bytes) pairs taken one at a
+        time) under its prefix, open it at the rendezvous and let the engine start it. Returns
+        (job id, job key): the key lets its holder cancel the job, fetch its results and mint worker
+        tokens (``worker_tokens``) for workers of its own."""
         job_id = job_id or self.new_job_id()
         if job_id in self.handles:
             raise FsmError(f"job {job_id}: already exists")
         key = tokens.job_key(self.secret, job_id)
         prefix = f"jobs/{check_key(job_id)}"
         storage = self.storage.scoped(prefix)
-        for k, data in (inputs or {}).items():
+        for k, data in object_pairs(inputs):
             storage.put(k, data)
         limits = dict(self.rendezvous_limits, **(rendezvous_limits or {}))
         task_key = tokens.task_key(key)

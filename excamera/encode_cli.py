@@ -138,6 +138,28 @@ def _read_video(path: str):
         raise CliError(f"{path}: {describe(e)}") from None
 
 
+def _spool(path: str, settings, directory: str):
+    """The video's raw chunk objects written to ``directory`` (``SpooledInput``), with progress."""
+    from coordinator.excamera_job import SpooledInput
+    from excamera.cli import CliError, describe
+    from excamera.video import open_video
+    try:
+        with open_video(path) as video:
+            progress = _Progress()
+            hint = video.frame_count_hint
+            total = -(-hint // settings.chunk_frames) if hint else None
+            try:
+                spooled = SpooledInput(video, video.rate, settings, directory,
+                                       lambda done: progress("reading", done, total))
+            finally:
+                progress.finish()
+    except (OSError, ValueError) as e:
+        raise CliError(f"{path}: {describe(e)}") from None
+    if not spooled.n_frames:
+        raise CliError(f"{path}: no frames")
+    return spooled
+
+
 def _encode_here(path: str, settings):
     """``encode_frames`` straight from the video reader (``--workers 0``): (compressed frames,
     pictures read, width, height, rate)."""
@@ -209,18 +231,19 @@ def cmd_encode(args: argparse.Namespace) -> int:
         # One batch of pictures in memory at a time: read as the encode goes.
         data, n_frames, w, h, rate = _encode_here(args.input, settings)
     else:
-        frames, rate = _read_video(args.input)
-        if not frames:
-            raise CliError(f"{args.input}: no frames")
-        n_frames = len(frames)
-        h, w = frames[0].y.shape
-        try:
-            if args.coordinator:
-                data = _encode_remote(frames, rate, settings, args)
-            else:
-                data = _encode_distributed(frames, rate, settings, args)
-        except ValueError as e:
-            raise CliError(f"{args.input}: {describe(e)}") from None
+        import tempfile
+        # One chunk of pictures in memory at a time: the raw chunks go to files first (the job
+        # needs the frame count), then into the job's storage or up to the coordinator.
+        with tempfile.TemporaryDirectory(prefix="excamera-input-") as spool_dir:
+            spooled = _spool(args.input, settings, spool_dir)
+            n_frames, w, h, rate = spooled.n_frames, spooled.width, spooled.height, spooled.rate
+            try:
+                if args.coordinator:
+                    data = _encode_remote(spooled, settings, args)
+                else:
+                    data = _encode_distributed(spooled, settings, args)
+            except ValueError as e:
+                raise CliError(f"{args.input}: {describe(e)}") from None
     if out.lower().endswith(".webm"):
         from codec.chunks import frame_tag, presentation_times
         from excamera.webm import write_webm
@@ -243,19 +266,19 @@ def _usage(message: str) -> int:
     return 2
 
 
-def _encode_distributed(frames, rate, settings, args) -> list[bytes]:
-    """ExCamera[N, x] as a runtime job (``coordinator.excamera_job``) on an embedded coordinator
-    with ``args.workers`` (+ ``args.spare``) local worker processes; the stitched stream's frames."""
+def _encode_distributed(spooled, settings, args) -> list[bytes]:
+    """ExCamera[N, x] over ``spooled`` (a ``SpooledInput``) as a runtime job
+    (``coordinator.excamera_job``) on an embedded coordinator with ``args.workers`` (+
+    ``args.spare``) local worker processes; the stitched stream's frames."""
     import tempfile
 
     from coordinator.api import JobFailed, run_job
-    from coordinator.excamera_job import encode_inputs, encode_job
+    from coordinator.excamera_job import encode_job
     from excamera.cli import CliError
     from worker.codec_ops import ivf_frames
 
-    h, w = frames[0].y.shape
-    job = encode_job(len(frames), w, h, settings)
-    inputs = encode_inputs(frames, rate, settings)
+    job = encode_job(spooled.n_frames, spooled.width, spooled.height, settings)
+    inputs = spooled.pairs()
     progress = _StageProgress(len(job.tasks) - 1)
     with tempfile.TemporaryDirectory(prefix="excamera-encode-") as storage:
         try:
@@ -268,10 +291,10 @@ def _encode_distributed(frames, rate, settings, args) -> list[bytes]:
         return ivf_frames(result.read("stitch"), "the stitched stream")
 
 
-def _encode_remote(frames, rate, settings, args) -> list[bytes]:
-    """ExCamera[N, x] on a running coordinator (``--coordinator``): the job and its raw chunks go
-    up over the Jobs service in a chunked stream, the coordinator launches ``args.workers``
-    (+ ``args.spare``) workers, the job's events drive the progress bar, and the stitched stream
+def _encode_remote(spooled, settings, args) -> list[bytes]:
+    """ExCamera[N, x] over ``spooled`` on a running coordinator (``--coordinator``): the job and
+    its raw chunks go up over the Jobs service in a chunked stream, one chunk read at a time, the
+    coordinator launches ``args.workers`` (+ ``args.spare``) workers, the job's events drive the progress bar, and the stitched stream
     comes back in chunks, checked against its verified digest. Ctrl-C cancels the job there."""
     import asyncio
     import os
@@ -281,15 +304,14 @@ def _encode_remote(frames, rate, settings, args) -> list[bytes]:
     import grpc
 
     from coordinator.api import JobFailed, submit_remote
-    from coordinator.excamera_job import STITCHED_KEY, encode_inputs, encode_job
+    from coordinator.excamera_job import STITCHED_KEY, encode_job
     from excamera import tls
     from excamera.cli import CliError
     from excamera.storage import StorageError
     from worker.codec_ops import ivf_frames
 
-    h, w = frames[0].y.shape
-    job = encode_job(len(frames), w, h, settings)
-    inputs = encode_inputs(frames, rate, settings)
+    job = encode_job(spooled.n_frames, spooled.width, spooled.height, settings)
+    inputs = spooled.pairs()
     progress = _StageProgress(len(job.tasks) - 1)
     submitted: list[str] = []
     where = f"--coordinator {args.coordinator}"

@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,15 @@ class ObjectRef:
     key: str
     sha256: str
     size: int
+
+
+def object_pairs(objects: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None
+                 ) -> Iterator[tuple[str, bytes]]:
+    """(key, bytes) of each object: from a mapping, or from an iterable of pairs, taken one at a
+    time (a job's inputs may be produced lazily so that only one is held in memory)."""
+    if objects is None:
+        return iter(())
+    return iter(objects.items()) if isinstance(objects, Mapping) else iter(objects)
 
 
 def check_key(key: str) -> str:

@@ -21,7 +21,7 @@ from codec.chunks import frame_tag
 from codec.y4m import read_y4m
 from common import CLIPS_DIR, requires_tool
 from coordinator.api import JobFailed, embedded_coordinator, run_job
-from coordinator.excamera_job import OUT_KEY, chunk_fsm, chunk_id, encode_inputs, encode_job
+from coordinator.excamera_job import OUT_KEY, SpooledInput, chunk_fsm, chunk_id, encode_inputs, encode_job
 from coordinator.fsm import DONE, Job, fill
 from excamera.encode import EncodeSettings, chunk_ranges, encode_frames, given_state_frame, rebase_chunk
 from excamera.storage import LocalStorage
@@ -328,6 +328,40 @@ def test_cli_errors(tmp_path):
     res = run("encode", CLIP, "-o", out, "--workers", 2, "--chunk-frames", 16)
     assert res.returncode == 1 and "fewer than one chunk of 16" in res.stderr
     assert list(tmp_path.iterdir()) == [bad]
+
+
+def test_spooled_input_holds_one_chunk_and_equals_encode_inputs(clip, tmp_path):
+    """`--workers N` reads the input into chunk files as it goes: when the reader asks for a
+    chunk's first picture, every earlier chunk is already on disk (so only one chunk of pictures
+    is held); the objects are encode_inputs' bytes, and pairs() removes each file once read."""
+    frames, rate = clip
+    settings = EncodeSettings(chunk_frames=4, batch_chunks=2)   # 15 frames: chunks of 4, 4, 4, 3
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    on_disk_when_asked = []
+
+    def reader():
+        for i, image in enumerate(frames):
+            if i % 4 == 0:
+                on_disk_when_asked.append(len(list(spool.iterdir())))
+            yield image
+
+    spooled = SpooledInput(reader(), rate, settings, str(spool), progress=lambda done: None)
+    assert on_disk_when_asked == [0, 1, 2, 3]
+    assert (spooled.n_frames, spooled.width, spooled.height, spooled.rate) == (15, 80, 44, tuple(rate))
+    pairs = spooled.pairs()
+    key, data = next(pairs)
+    assert len(list(spool.iterdir())) == 3
+    assert {key: data, **dict(pairs)} == encode_inputs(frames, rate, settings)
+    assert list(spool.iterdir()) == []
+
+
+def test_spooled_input_refuses_a_size_change(clip, tmp_path):
+    from codec.image import Image
+    frames, rate = clip
+    small = Image(frames[0].y[:32, :64].copy(), frames[0].u[:16, :32].copy(), frames[0].v[:16, :32].copy())
+    with pytest.raises(ValueError, match="frame 5 is 64x32, the first is 80x44"):
+        SpooledInput(frames[:5] + [small], rate, EncodeSettings(chunk_frames=4), str(tmp_path))
 
 
 def test_stage_progress_counts_chunks_once_per_stage():
