@@ -17,10 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from coordinator.fsm import Job
 from excamera.storage import LocalStorage, ObjectRef, StorageError, object_pairs
+
+#: A job's input objects: key -> bytes, or (key, bytes) pairs produced one at a time.
+Inputs = Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None
 
 
 class JobFailed(RuntimeError):
@@ -88,7 +92,7 @@ async def embedded_coordinator(storage_dir: str, *, ops_modules: tuple[str, ...]
             await c.stop()
 
 
-async def run_job_async(job: Job, *, inputs: dict[str, bytes] | None = None, workers: int = 4,
+async def run_job_async(job: Job, *, inputs: Inputs = None, workers: int = 4,
                         spare: int = 0, max_attempts: int = 3, storage_dir: str | None = None,
                         timeline: str | None = None, ops_modules: tuple[str, ...] = (),
                         timeout_s: float | None = None, on_event=None) -> JobResult:
@@ -126,7 +130,7 @@ CLIENT_OPTIONS = [("grpc.max_receive_message_length", 8 << 20), ("grpc.max_send_
 UPLOAD_CHUNK = 1 << 20
 
 
-def _submit_parts(spec, inputs):
+def _submit_parts(spec, inputs: Inputs):
     """A streamed submission: the spec, then each input in chunks (key, size, sha256 first)."""
     import hashlib
 
@@ -169,7 +173,7 @@ async def fetch_remote(stub, job_id: str, job_key: str, key: str, max_bytes: int
     return data
 
 
-async def submit_remote(job: Job, coordinator: str, certs: str, *, inputs=None, workers: int = 4,
+async def submit_remote(job: Job, coordinator: str, certs: str, *, inputs: Inputs = None, workers: int = 4,
                         spare: int = 0, max_attempts: int = 3, on_event=None, on_submitted=None) -> JobResult:
     """Submit ``job`` to a running coordinator over the Jobs service (inputs streamed in chunks),
     watch it to the end and fetch its result objects. ``on_submitted(job_id)`` is called once
@@ -211,7 +215,7 @@ async def submit_remote(job: Job, coordinator: str, certs: str, *, inputs=None, 
     return JobResult(ref.job_id, objects, "", f"jobs/{ref.job_id}", data=data)
 
 
-def run_job(job: Job, *, inputs: dict[str, bytes] | None = None, workers: int = 4, spare: int = 0,
+def run_job(job: Job, *, inputs: Inputs = None, workers: int = 4, spare: int = 0,
             max_attempts: int = 3, storage_dir: str | None = None, timeline: str | None = None,
             ops_modules: tuple[str, ...] = (), timeout_s: float | None = None,
             coordinator: str | None = None, certs: str | None = None, on_event=None) -> JobResult:
