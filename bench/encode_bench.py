@@ -55,6 +55,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from bench.bdrate import bd_quality, bd_rate  # noqa: E402  (needs REPO on sys.path)
+from bench.decode_bench import pin_prefix  # noqa: E402
 
 #: The clips: file name, short name.
 CLIPS = [
@@ -138,18 +139,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clip", action="append", metavar="NAME",
                         help="only the clips whose file name contains NAME (repeatable)")
     return parser.parse_args(argv)
-
-
-def pin_prefix() -> tuple[list[str], str]:
-    """The command prefix that pins a process to one core, and a line describing it."""
-    taskset = shutil.which("taskset")
-    if taskset is None:
-        return [], "NOT pinned: taskset not found (install util-linux); figures may use several cores"
-    cpu = min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
-    prefix = [taskset, "-c", str(cpu)]
-    if subprocess.run(prefix + ["true"], capture_output=True).returncode != 0:
-        return [], f"NOT pinned: 'taskset -c {cpu}' failed here; figures may use several cores"
-    return prefix, f"pinned to core {cpu} (taskset -c {cpu})"
 
 
 def run(cmd: list[str], stdin: bytes = b"") -> tuple[float, float, str]:

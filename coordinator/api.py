@@ -48,26 +48,23 @@ class JobResult:
         """The bytes of a result object (the only one of ``task_id`` if ``name`` is None),
         checked once more against its digest."""
         if self.data:  # a remote job: its objects were fetched and checked (in objects[""])
-            refs = self.objects.get(task_id) or self.objects[""]
-            if name is None:
-                if len(refs) != 1:
-                    raise KeyError(f"{len(refs)} result objects; name one of {sorted(refs)}")
-                (ref,) = refs.values()
-            else:
-                ref = refs[name]
-            return self.data[ref.key]
-        refs = self.objects[task_id]
-        if name is None:
-            if len(refs) != 1:
-                raise KeyError(f"task {task_id} has {len(refs)} result objects; name one of {sorted(refs)}")
-            (ref,) = refs.values()
-        else:
-            ref = refs[name]
+            return self.data[_pick(self.objects.get(task_id) or self.objects[""], name, "").key]
+        ref = _pick(self.objects[task_id], name, f"task {task_id} has ")
         storage = LocalStorage(self.storage_root).scoped(self.storage_prefix)
         why = storage.verify(ref)
         if why is not None:
             raise StorageError(why)
         return storage.get(ref.key)
+
+
+def _pick(refs: dict[str, ObjectRef], name: str | None, whose: str) -> ObjectRef:
+    """The result object called ``name``, or the only one when ``name`` is None."""
+    if name is not None:
+        return refs[name]
+    if len(refs) != 1:
+        raise KeyError(f"{whose}{len(refs)} result objects; name one of {sorted(refs)}")
+    (ref,) = refs.values()
+    return ref
 
 
 @contextlib.asynccontextmanager
