@@ -92,11 +92,11 @@ async def embedded_coordinator(storage_dir: str, *, ops_modules: tuple[str, ...]
 async def run_job_async(job: Job, *, inputs: Inputs = None, workers: int = 4,
                         spare: int = 0, max_attempts: int = 3, storage_dir: str | None = None,
                         timeline: str | None = None, ops_modules: tuple[str, ...] = (),
-                        timeout_s: float | None = None, on_event=None) -> JobResult:
+                        timeout_s: float | None = None, on_event=None, planner=None) -> JobResult:
     storage_dir = storage_dir or tempfile.mkdtemp(prefix="excamera-storage-")
     async with embedded_coordinator(storage_dir, ops_modules=ops_modules) as c:
         job_id, _ = await c.submit(job, workers=workers, spare=spare, max_attempts=max_attempts,
-                                   inputs=inputs, timeline=timeline)
+                                   inputs=inputs, timeline=timeline, planner=planner)
         pump = None
         if on_event is not None:
             pump = asyncio.create_task(_pump_events(c, job_id, on_event))

@@ -24,6 +24,13 @@ Policies:
   ``done`` with every reported object verified wins; the others are stopped;
 * a task fails after ``max_attempts`` failed attempts (or ``max_lost`` lost ones); the job then
   fails. A job succeeds only when every task is done and every result object re-verifies.
+
+Dynamic jobs (pipelines): a job added with a ``planner`` (``Planner`` below) gains tasks while it
+runs. Each time one of its tasks is done (its winning attempt verified), the engine hands the
+planner that task's outputs and adds the tasks it returns (each checked like a job's own, and
+starting ``waiting``); the planner may also order the ready tasks (its scheduler). The job ends
+when no task is unfinished *and* the planner says it is complete; its result tasks are the
+planner's. A ``PlanError`` from the planner fails the job with its message.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from coordinator.fsm import DONE, ERROR, FAILED, LOST, OK, TIMEOUT, FsmError, Job, Task, fill
 from excamera.storage import ObjectRef, Storage
@@ -90,6 +97,29 @@ LAUNCH_TIMEOUT_S = 60.0
 
 class LifecycleError(RuntimeError):
     """A status change its table does not allow: a bug in the engine."""
+
+
+class PlanError(ValueError):
+    """A dynamic job's planner cannot go on (e.g. items that can never be joined); the job fails
+    with this message."""
+
+
+class Planner(Protocol):
+    """What the engine asks of a dynamic job's planner (``pipeline.planner`` is one). Every call
+    comes from the engine's step, so a planner needs no locking."""
+
+    def on_done(self, task_id: str, outputs: dict[str, dict[str, Any]]) -> list[Task]:
+        """Task ``task_id`` is done with ``outputs`` (state -> output name -> value, every
+        ObjectRef verified): the new tasks this makes possible."""
+
+    def complete(self) -> bool:
+        """No task will be added any more (every node has flushed its last items)."""
+
+    def result_tasks(self) -> tuple[str, ...]:
+        """The tasks whose object outputs are the job's result (asked once, when it ends)."""
+
+    def order(self, ready: list[TaskRec], now: float) -> list[TaskRec]:
+        """The ready tasks in the order idle workers should take them (the scheduler)."""
 
 
 # -- actions (what the servicer must do) ---------------------------------------------------------
@@ -219,9 +249,13 @@ class JobRec:
     objects: dict[str, dict[str, ObjectRef]] = field(default_factory=dict)
     error: str = ""
     ended: float = 0.0
+    planner: Planner | None = None
+    # The tasks not yet done, failed or cancelled, in the order they were added: each step scans
+    # these, not every task the job ever had (a pipeline may have tens of thousands).
+    live: dict[str, TaskRec] = field(default_factory=dict)
 
     def unfinished(self) -> int:
-        return sum(1 for t in self.tasks.values() if t.status not in ("done", "failed", "cancelled"))
+        return len(self.live)
 
 
 class Engine:
@@ -253,8 +287,26 @@ class Engine:
     def _task_move(self, job: JobRec, task: TaskRec, new: str, detail: str = "") -> None:
         old = task.status
         self._move("task", task, new)
+        if new in ("done", "failed", "cancelled"):
+            job.live.pop(task.spec.task_id, None)
         self._event(job.job_id, "task", task_id=task.spec.task_id, from_state=old, to_state=new,
                     detail=detail)
+
+    def _plan(self, job: JobRec, task: TaskRec, now: float) -> None:
+        """A dynamic job's task is done: add the tasks its planner derives from the outputs."""
+        try:
+            new = job.planner.on_done(task.spec.task_id, {k: dict(v) for k, v in task.winner.outputs.items()})
+            for t in new:
+                if t.task_id in job.tasks:
+                    raise FsmError(f"task id {t.task_id!r} is taken")
+                job.job.check_task(t, job.tasks)
+                job.tasks[t.task_id] = job.live[t.task_id] = TaskRec(t, "waiting")
+                job.launch_budget += 2
+        except (PlanError, FsmError) as e:
+            self._end_job(job, "failed", f"planning after task {task.spec.task_id}: {e}", now)
+            return
+        if new:
+            self._event(job.job_id, "plan", task_id=task.spec.task_id, detail=f"{len(new)} new task(s)")
 
     def _worker_move(self, w: WorkerRec, new: str, label: str | None = None) -> None:
         self._move("worker", w, new)
@@ -263,16 +315,18 @@ class Engine:
     # -- jobs -----------------------------------------------------------------------------------
 
     def add_job(self, job_id: str, job: Job, storage: Storage, *, workers: int, spare: int = 0,
-                max_attempts: int = 3, max_lost: int = 10, launcher: bool = True) -> JobRec:
+                max_attempts: int = 3, max_lost: int = 10, launcher: bool = True,
+                planner: Planner | None = None) -> JobRec:
+        """Register ``job``; with a ``planner`` it is dynamic (tasks are added as others finish)."""
         if job_id in self.jobs:
             raise FsmError(f"job {job_id}: already exists")
         if workers < 1 or spare < 0 or max_attempts < 1:
             raise FsmError(f"job {job_id}: need workers >= 1, spare >= 0, max_attempts >= 1")
         rec = JobRec(job_id, job, storage, workers, spare, max_attempts, max_lost, self.clock(),
-                     launcher=launcher)
+                     launcher=launcher, planner=planner)
         rec.launch_budget = 3 * (workers + spare) + 2 * len(job.tasks)
         for t in job.tasks:
-            rec.tasks[t.task_id] = TaskRec(t, "waiting")
+            rec.tasks[t.task_id] = rec.live[t.task_id] = TaskRec(t, "waiting")
         self.jobs[job_id] = rec
         self._event(job_id, "job", to_state="running", detail=f"{len(job.tasks)} tasks")
         return rec
@@ -420,7 +474,7 @@ class Engine:
             if job.status != "running":
                 continue
             job.pending_launches = [d for d in job.pending_launches if d >= now]
-            for task in job.tasks.values():
+            for task in list(job.live.values()):
                 for a in task.running():
                     fsm = job.job.fsm(task.spec.fsm)
                     timeout = fsm.state(a.state).timeout_s
@@ -482,28 +536,38 @@ class Engine:
     # act ----------------------------------------------------------------------------------------
 
     def _act(self, job: JobRec, now: float) -> None:
-        for task in job.tasks.values():
+        for task in list(job.live.values()):
             if task.status == "waiting" and all(job.tasks[d].status == "done" for d in task.spec.after):
                 self._task_move(job, task, "ready")
         idle = [self.workers[w] for w in job.worker_ids if self.workers[w].status == "idle"]
-        for task in job.tasks.values():
-            if not idle:
-                break
-            if task.status == "ready":
+        if idle:
+            ready = [t for t in job.live.values() if t.status == "ready"]
+            if job.planner is not None and len(ready) > 1:
+                ready = job.planner.order(ready, now)
+            for task in ready:
+                if not idle:
+                    break
                 self._task_move(job, task, "running")
                 self._start_attempt(job, task, idle.pop(0), now)
-        for task in job.tasks.values():
+        for task in list(job.live.values()):
             if not idle:
                 break
             if task.status == "running" and task.wants_duplicate and len(task.running()) < 2:
                 task.wants_duplicate = False
                 self._start_attempt(job, task, idle.pop(0), now)
+        if job.status != "running":
+            return
         if job.unfinished() == 0:
-            self._finish(job, now)
+            if job.planner is None or job.planner.complete():
+                self._finish(job, now)
+            else:  # a planner bug: nothing runs and nothing more will be planned
+                self._end_job(job, "failed", "the planner added no task, yet is not complete", now)
             return
         if job.launcher:
             live = sum(1 for w in job.worker_ids if self.workers[w].status in ("idle", "busy"))
-            wanted = min(job.workers + job.spare, job.unfinished() + job.spare)
+            # A dynamic job's task count grows as it runs: keep its workers.
+            pending = job.workers if job.planner is not None else job.unfinished()
+            wanted = min(job.workers + job.spare, pending + job.spare)
             missing = min(wanted - live - len(job.pending_launches), job.launch_budget - job.launches)
             if missing > 0:
                 job.launches += missing
@@ -572,6 +636,8 @@ class Engine:
                     self._stop_worker(other.worker_id, f"task {task.spec.task_id} done by another attempt")
                     self._move("attempt", other, "superseded")
                 self._actions.append(ReleaseMailbox(job.job_id, task.spec.task_id))
+                if job.planner is not None:
+                    self._plan(job, task, now)
             return
         if status == "errored":
             task.errors += 1
@@ -592,8 +658,11 @@ class Engine:
 
     def _finish(self, job: JobRec, now: float) -> None:
         """Every task is done: verify the result objects once more before calling it success."""
-        result_ids = job.job.result_tasks or tuple(
-            t for t in job.tasks if not any(t in o.spec.after for o in job.tasks.values()))
+        if job.planner is not None:
+            result_ids = tuple(job.planner.result_tasks())
+        else:
+            result_ids = job.job.result_tasks or tuple(
+                t for t in job.tasks if not any(t in o.spec.after for o in job.tasks.values()))
         objects: dict[str, dict[str, ObjectRef]] = {}
         for tid in result_ids:
             task = job.tasks[tid]
@@ -611,7 +680,7 @@ class Engine:
     def _end_job(self, job: JobRec, status: str, error: str, now: float) -> None:
         self._move("job", job, status)
         job.error, job.ended = error, now
-        for task in job.tasks.values():
+        for task in list(job.live.values()):
             for a in task.running():
                 self._move("attempt", a, "superseded")
             if task.status in ("waiting", "ready", "running"):

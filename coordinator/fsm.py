@@ -171,6 +171,24 @@ class Job:
                 return f
         raise FsmError(f"job {self.name!r}: no fsm {name!r}")
 
+    def check_task(self, t: Task, known) -> None:
+        """One task well-formed against this job: its id, its FSM, its dependencies (ids in
+        ``known``) and the params its FSM's templates use. A dynamic job's planner adds tasks
+        while it runs; each is checked here first."""
+        where = f"job {self.name!r}"
+        if not _NAME.fullmatch(t.task_id):
+            raise FsmError(f"{where}: bad task id {t.task_id!r}")
+        fsm = self.fsm(t.fsm)
+        for dep in t.after:
+            if dep not in known or dep == t.task_id:
+                raise FsmError(f"{where}: task {t.task_id}: bad dependency {dep!r}")
+        names = set(t.params) | {"task_id", "job_id", "attempt"}
+        for s in fsm.states:
+            for ref in template_names(s.args):
+                if "." not in ref and ref not in names:
+                    raise FsmError(f"{where}: task {t.task_id}: state {s.name!r} uses ${{{ref}}}, "
+                                   f"which is not a param ({', '.join(sorted(t.params)) or 'none'})")
+
     def validate(self) -> None:
         where = f"job {self.name!r}"
         if not self.tasks:
@@ -182,18 +200,7 @@ class Job:
             raise FsmError(f"{where}: duplicate fsm names")
         known = set(ids)
         for t in self.tasks:
-            if not _NAME.fullmatch(t.task_id):
-                raise FsmError(f"{where}: bad task id {t.task_id!r}")
-            fsm = self.fsm(t.fsm)
-            for dep in t.after:
-                if dep not in known or dep == t.task_id:
-                    raise FsmError(f"{where}: task {t.task_id}: bad dependency {dep!r}")
-            names = set(t.params) | {"task_id", "job_id", "attempt"}
-            for s in fsm.states:
-                for ref in template_names(s.args):
-                    if "." not in ref and ref not in names:
-                        raise FsmError(f"{where}: task {t.task_id}: state {s.name!r} uses ${{{ref}}}, "
-                                       f"which is not a param ({', '.join(sorted(t.params)) or 'none'})")
+            self.check_task(t, known)
         for r in self.result_tasks:
             if r not in known:
                 raise FsmError(f"{where}: result task {r!r} is not a task")

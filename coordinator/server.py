@@ -199,11 +199,12 @@ class Coordinator:
 
     async def submit(self, job: Job, *, workers: int = 1, spare: int = 0, max_attempts: int = 3,
                      inputs=None, job_id: str | None = None, launch: bool = True, timeline: str | None = None,
-                     rendezvous_limits: dict | None = None) -> tuple[str, str]:
+                     rendezvous_limits: dict | None = None, planner=None) -> tuple[str, str]:
         """Register ``job``, store its ``inputs`` (a mapping, or (key, bytes) pairs taken one at a
         time) under its prefix, open it at the rendezvous and let the engine start it. Returns
         (job id, job key): the key lets its holder cancel the job, fetch its results and mint worker
-        tokens (``worker_tokens``) for workers of its own."""
+        tokens (``worker_tokens``) for workers of its own. A ``planner`` makes the job dynamic
+        (``coordinator.engine.Planner``)."""
         job_id = job_id or self.new_job_id()
         if job_id in self.handles:
             raise FsmError(f"job {job_id}: already exists")
@@ -219,7 +220,8 @@ class Coordinator:
                            timeline_path=timeline)
         self.handles[job_id] = handle
         self.engine.add_job(job_id, job, storage, workers=workers, spare=spare,
-                            max_attempts=max_attempts, launcher=launch and self.launcher is not None)
+                            max_attempts=max_attempts, launcher=launch and self.launcher is not None,
+                            planner=planner)
         self._wake.set()
         return job_id, key
 
