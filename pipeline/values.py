@@ -1,0 +1,268 @@
+"""What flows on a pipeline's streams: the port types and the values a stage reads and writes.
+
+Every port has a type (a stage declares them); a stream may only join ports of the same type.
+Each type has one value class, which knows its place in the video (``start``: the number of its
+first frame in the pipeline input's numbering, ``count`` frames, ``fps``) and how to travel
+through storage as one object (``to_bytes`` / ``from_bytes``):
+
+==============  ================  ==========================================================
+port type       value             object
+==============  ================  ==========================================================
+``chunks``      ``EncodedChunk``  a piece of encoded video any reader of ``excamera.video``
+                                  opens (IVF/VP8 from our encoders, a remuxed piece of the
+                                  input such as Matroska, or a raw Y4M piece)
+``frames``      ``FrameBatch``    consecutive raw pictures, I420, one losslessly compressed
+``frame``       ``FrameBatch``    object (not a file per frame); ``frame`` holds exactly one
+``records``     ``Records``       per-frame (or per-scene) JSON records, each with ``frame``
+``scene_list``  ``Records``       (the same, as Sprocket names its groups)
+``frame_list``  ``Records``
+==============  ================  ==========================================================
+
+``meta`` is a small JSON object for what stages tell each other (scene-cut flags, the peer of a
+pair, ...). Values are plain data: no I/O here, and no import of PyAV or numba.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, ClassVar
+
+import numpy as np
+
+from codec.image import Image
+
+
+class BadValue(ValueError):
+    """An object that is not a well-formed value of its port type."""
+
+
+#: Wire format version of every value object (the first byte after the magic).
+VERSION = 1
+
+
+def _header(magic: bytes, head: dict) -> bytes:
+    text = json.dumps(head, sort_keys=True, separators=(",", ":")).encode()
+    return magic + bytes([VERSION]) + struct.pack("<I", len(text)) + text
+
+
+def _split(magic: bytes, data: bytes, what: str) -> tuple[dict, memoryview]:
+    view = memoryview(data)
+    n = len(magic)
+    if len(data) < n + 5 or bytes(view[:n]) != magic:
+        raise BadValue(f"not a {what} object (bad magic)")
+    if view[n] != VERSION:
+        raise BadValue(f"{what} object version {view[n]} (this build reads {VERSION})")
+    (size,) = struct.unpack_from("<I", data, n + 1)
+    start = n + 5
+    if size > len(data) - start:
+        raise BadValue(f"{what} object: header of {size} bytes runs past the end")
+    try:
+        head = json.loads(bytes(view[start:start + size]))
+    except ValueError as e:
+        raise BadValue(f"{what} object: unreadable header ({e})") from None
+    if not isinstance(head, dict):
+        raise BadValue(f"{what} object: header is not an object")
+    return head, view[start + size:]
+
+
+def _rate(value: Any, what: str) -> tuple[int, int]:
+    try:
+        num, den = (int(x) for x in value)
+    except (TypeError, ValueError):
+        raise BadValue(f"{what}: fps {value!r} is not [num, den]") from None
+    if num <= 0 or den <= 0:
+        raise BadValue(f"{what}: fps {num}/{den} is not positive")
+    return num, den
+
+
+def _place(head: dict, what: str) -> tuple[int, int, tuple[int, int], dict]:
+    start, count, meta = head.get("start"), head.get("count"), head.get("meta", {})
+    if not isinstance(start, int) or not isinstance(count, int) or start < 0 or count < 0:
+        raise BadValue(f"{what}: bad start/count {start!r}/{count!r}")
+    if not isinstance(meta, dict):
+        raise BadValue(f"{what}: meta is not an object")
+    return start, count, _rate(head.get("fps"), what), meta
+
+
+@dataclass(eq=False)
+class FrameBatch:
+    """``n`` consecutive pictures: ``y`` is ``(n, h, w)``, ``u`` and ``v`` are
+    ``(n, ceil(h/2), ceil(w/2))``, all uint8; frame ``i`` is number ``start + i``."""
+
+    MAGIC: ClassVar[bytes] = b"XCFB"
+
+    y: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    start: int = 0
+    fps: tuple[int, int] = (30, 1)
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        n, h, w = self.y.shape
+        ch, cw = (h + 1) // 2, (w + 1) // 2
+        for name, p in (("u", self.u), ("v", self.v)):
+            if p.shape != (n, ch, cw):
+                raise BadValue(f"frame batch: {name} plane {p.shape} does not fit y {self.y.shape}")
+        if not (self.y.dtype == self.u.dtype == self.v.dtype == np.uint8):
+            raise BadValue("frame batch: planes must be uint8")
+
+    @property
+    def count(self) -> int:
+        return self.y.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.y.shape[2]
+
+    @property
+    def height(self) -> int:
+        return self.y.shape[1]
+
+    def image(self, i: int) -> Image:
+        return Image(self.y[i], self.u[i], self.v[i])
+
+    def images(self) -> list[Image]:
+        return [self.image(i) for i in range(self.count)]
+
+    @classmethod
+    def from_images(cls, images: list[Image], start: int = 0, fps: tuple[int, int] = (30, 1),
+                    meta: dict | None = None) -> "FrameBatch":
+        if not images:
+            raise BadValue("frame batch: no pictures")
+        return cls(np.stack([im.y for im in images]), np.stack([im.u for im in images]),
+                   np.stack([im.v for im in images]), start, tuple(fps), dict(meta or {}))
+
+    def slice(self, a: int, b: int) -> "FrameBatch":
+        """Frames ``a`` to ``b`` (indices into this batch) as a new batch, numbered in place."""
+        return FrameBatch(self.y[a:b], self.u[a:b], self.v[a:b], self.start + a, self.fps, dict(self.meta))
+
+    def to_bytes(self) -> bytes:
+        head = {"start": self.start, "count": self.count, "fps": list(self.fps), "meta": self.meta,
+                "width": self.width, "height": self.height}
+        planes = b"".join(np.ascontiguousarray(p).tobytes() for p in (self.y, self.u, self.v))
+        # Level 1: pictures are big and short-lived; speed matters more than the last few percent.
+        return _header(self.MAGIC, head) + zlib.compress(planes, 1)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "FrameBatch":
+        head, body = _split(cls.MAGIC, data, "frame batch")
+        start, count, fps, meta = _place(head, "frame batch")
+        w, h = head.get("width"), head.get("height")
+        if not isinstance(w, int) or not isinstance(h, int) or not (0 < w <= 16384 and 0 < h <= 16384):
+            raise BadValue(f"frame batch: bad size {w!r}x{h!r}")
+        if not 0 < count <= 1 << 16:
+            raise BadValue(f"frame batch: bad frame count {count}")
+        ch, cw = (h + 1) // 2, (w + 1) // 2
+        luma, chroma = h * w, ch * cw
+        want = count * (luma + 2 * chroma)
+        try:
+            d = zlib.decompressobj()
+            raw = d.decompress(body, want + 1)
+        except zlib.error as e:
+            raise BadValue(f"frame batch: damaged ({e})") from None
+        if len(raw) != want or d.unconsumed_tail or not d.eof:
+            raise BadValue(f"frame batch: {len(raw)} bytes of pictures, expected {want}")
+        arr = np.frombuffer(raw, np.uint8)
+        y = arr[:count * luma].reshape(count, h, w)
+        u = arr[count * luma:count * (luma + chroma)].reshape(count, ch, cw)
+        v = arr[count * (luma + chroma):].reshape(count, ch, cw)
+        return cls(y, u, v, start, fps, meta)
+
+
+@dataclass(eq=False)
+class EncodedChunk:
+    """A piece of encoded video: ``data`` is a whole file of ``container`` (``"ivf"``, ``"y4m"``,
+    ``"matroska"``, ...) holding ``count`` frames, the first numbered ``start``; ``key_frame``
+    says whether it starts with one (every chunk our encoders make does)."""
+
+    MAGIC: ClassVar[bytes] = b"XCEC"
+
+    data: bytes
+    container: str
+    start: int = 0
+    count: int = 0
+    fps: tuple[int, int] = (30, 1)
+    meta: dict = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        head = {"start": self.start, "count": self.count, "fps": list(self.fps), "meta": self.meta,
+                "container": self.container}
+        return _header(self.MAGIC, head) + bytes(self.data)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "EncodedChunk":
+        head, body = _split(cls.MAGIC, data, "encoded chunk")
+        start, count, fps, meta = _place(head, "encoded chunk")
+        container = head.get("container")
+        if not isinstance(container, str) or not container:
+            raise BadValue("encoded chunk: no container named")
+        return cls(bytes(body), container, start, count, fps, meta)
+
+
+@dataclass(eq=False)
+class Records:
+    """JSON records about frames ``start`` .. ``start + count - 1`` (detections, scene cuts, a
+    scene list): each record is an object, usually with a ``frame`` number."""
+
+    MAGIC: ClassVar[bytes] = b"XCRC"
+
+    records: list
+    start: int = 0
+    count: int = 0
+    fps: tuple[int, int] = (30, 1)
+    meta: dict = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        head = {"start": self.start, "count": self.count, "fps": list(self.fps), "meta": self.meta}
+        body = json.dumps(self.records, sort_keys=True, separators=(",", ":")).encode()
+        return _header(self.MAGIC, head) + body
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Records":
+        head, body = _split(cls.MAGIC, data, "records")
+        start, count, fps, meta = _place(head, "records")
+        try:
+            records = json.loads(bytes(body))
+        except ValueError as e:
+            raise BadValue(f"records: unreadable ({e})") from None
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise BadValue("records: not a list of objects")
+        return cls(records, start, count, fps, meta)
+
+
+#: Port type -> value class. Stages may register more (``register_port_type``).
+PORT_TYPES: dict[str, type] = {
+    "chunks": EncodedChunk,
+    "frames": FrameBatch,
+    "frame": FrameBatch,
+    "records": Records,
+    "scene_list": Records,
+    "frame_list": Records,
+}
+
+
+def register_port_type(name: str, cls: type) -> None:
+    """A new port type carried by ``cls`` (which has ``to_bytes``, ``from_bytes``, ``start``,
+    ``count``, ``fps`` and ``meta``)."""
+    if name in PORT_TYPES and PORT_TYPES[name] is not cls:
+        raise ValueError(f"port type {name!r} is already registered")
+    PORT_TYPES[name] = cls
+
+
+def decode(port_type: str, data: bytes):
+    """The value of ``port_type`` stored as ``data``."""
+    try:
+        cls = PORT_TYPES[port_type]
+    except KeyError:
+        raise BadValue(f"unknown port type {port_type!r}") from None
+    return cls.from_bytes(data)
+
+
+def seconds(frame: int, fps: tuple[int, int]) -> Fraction:
+    """The time of frame number ``frame`` at ``fps``."""
+    return Fraction(frame * fps[1], fps[0])
