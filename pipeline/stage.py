@@ -1,0 +1,149 @@
+"""The stage registry: what a pipespec node's ``stage`` names.
+
+A stage is a Python function registered with ``@stage``, declaring its typed ports, its options
+and its default delivery function, the way worker operations register (``worker.ops``)::
+
+    from pipeline.stage import Option, stage
+    from pipeline.values import FrameBatch
+
+    @stage("invert", inputs={"frames": "frames"}, outputs={"frames": "frames"},
+           options={"strength": Option(float, 1.0, "how much")})
+    def invert(ctx, inputs, config):
+        out = []
+        for batch in inputs["frames"]:               # FrameBatch values, in frame order
+            out.append(FrameBatch(255 - batch.y, batch.u, batch.v, batch.start, batch.fps))
+        return {"frames": out}
+
+The function gets a ``StageContext``, ``inputs`` (input port -> list of values of the port's
+type, ``pipeline.values``) and ``config`` (option -> value, checked, typed and with defaults
+filled); it returns output port -> list of values. A value's ``start``/``count``/``fps`` say
+where in the video it belongs; the planner turns each into an item downstream. Stages must be
+deterministic: a re-issued task must write the same bytes (that is what keeps a pipeline's output
+identical when workers die).
+
+A user's module registers its stages on import; ``excamera pipeline run --stages MODULE`` (and
+every worker) imports it. Built-in stages live in ``pipeline.stages`` and are imported on first
+lookup, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pipeline.values import PORT_TYPES
+
+#: The built-in stage modules, imported on the first lookup.
+BUILTIN_MODULES: tuple[str, ...] = ("pipeline.stages",)
+
+_REQUIRED = object()
+
+
+class StageError(ValueError):
+    """A stage that cannot be registered, found or configured (one line, naming it)."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a stage: its type (int, float, str or bool), default (``REQUIRED`` when it
+    must be given), help text, and the allowed values when only some are."""
+
+    type: type
+    default: Any = _REQUIRED
+    help: str = ""
+    choices: tuple = ()
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+
+REQUIRED = _REQUIRED
+
+
+@dataclass(frozen=True)
+class StageDef:
+    name: str
+    fn: Callable
+    inputs: dict[str, str]                    # port -> port type
+    outputs: dict[str, str]
+    options: dict[str, Option] = field(default_factory=dict)
+    delivery: str = "default"                 # default delivery function (a node may override)
+    optional_inputs: tuple[str, ...] = ()     # ports a pipespec may leave unconnected
+    aliases: tuple[str, ...] = ()
+    extra: str = ""                           # the pip extra its libraries come from, if any
+    doc: str = ""
+
+
+_STAGES: dict[str, StageDef] = {}
+_ALIASES: dict[str, str] = {}
+_loaded = False
+
+
+def stage(name: str, *, inputs: dict[str, str], outputs: dict[str, str],
+          options: dict[str, Option] | None = None, delivery: str = "default",
+          optional_inputs: tuple[str, ...] = (), aliases: tuple[str, ...] = (), extra: str = ""):
+    """Register the decorated function as stage ``name`` (and under each of ``aliases``)."""
+
+    def register(fn: Callable) -> Callable:
+        for port, t in {**inputs, **outputs}.items():
+            if t not in PORT_TYPES:
+                raise StageError(f"stage {name}: port {port!r} has unknown type {t!r} "
+                                 f"(known: {', '.join(sorted(PORT_TYPES))})")
+        for port in optional_inputs:
+            if port not in inputs:
+                raise StageError(f"stage {name}: optional input {port!r} is not an input")
+        for n in (name, *aliases):
+            if n in _STAGES or n in _ALIASES:
+                raise StageError(f"stage {n!r} is already registered")
+        d = StageDef(name, fn, dict(inputs), dict(outputs), dict(options or {}), delivery,
+                     tuple(optional_inputs), tuple(aliases), extra, (fn.__doc__ or "").strip())
+        _STAGES[name] = d
+        for a in aliases:
+            _ALIASES[a] = name
+        return fn
+
+    return register
+
+
+def _load_builtins() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for m in BUILTIN_MODULES:
+            importlib.import_module(m)
+
+
+def load_modules(modules) -> None:
+    """Import user modules that register stages (or delivery functions)."""
+    for m in modules:
+        try:
+            importlib.import_module(m)
+        except ImportError as e:
+            raise StageError(f"cannot import stage module {m!r}: {e}") from None
+
+
+def get_stage(name: str) -> StageDef:
+    """The stage registered as ``name`` or under that alias; StageError when there is none."""
+    _load_builtins()
+    d = _STAGES.get(_ALIASES.get(name, name))
+    if d is None:
+        raise StageError(f"unknown stage {name!r} (known: {', '.join(sorted(_STAGES))})")
+    return d
+
+
+def all_stages() -> dict[str, StageDef]:
+    _load_builtins()
+    return dict(_STAGES)
+
+
+@dataclass
+class StageContext:
+    """What a stage function gets besides its inputs and config."""
+
+    node: str            # the pipespec node's name
+    task_id: str
+    lineage: int         # the chunk number this task descends from
+    attempt: int = 1
+    tmpdir: str = ""     # a private scratch directory for this call, removed after it
