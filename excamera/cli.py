@@ -577,51 +577,26 @@ def cmd_ssim(args: argparse.Namespace) -> int:
 
 
 class _Progress:
-    """``frames done / total, fps`` on one self-rewriting stderr line, only when stderr is a
-    terminal (never in a pipe or a log); redrawn at most five times a second."""
+    """``frames done / total, fps`` as a tqdm bar on stderr, only when stderr is a terminal (never
+    in a pipe or a log); redrawn at most five times a second."""
 
-    def __init__(self, label: str, total: int | None, enabled: bool | None = None, clock=None):
-        import time
+    def __init__(self, label: str, total: int | None, enabled: bool | None = None):
+        from excamera.progress import Progress
 
-        self.clock = clock or time.perf_counter
         self.label = label
-        self.total = total
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.start = self.clock()
-        self.last = -1.0
-        self.shown = False
+        self.bars = Progress({label: total}, unit="frames", enabled=enabled)
 
-    def update(self, done: int, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = self.clock()
-        if not force and now - self.last < 0.2:
-            return
-        self.last = now
-        elapsed = now - self.start
-        fps = f", {done / elapsed:.2f} fps" if elapsed > 0 and done else ""
-        if self.total and done <= self.total:
-            count = f"{done}/{self.total} frames ({100 * done // self.total}%)"
-        else:
-            count = f"{done} frames"
-        sys.stderr.write(f"\r\033[K{self.label}: {count}{fps}")
-        sys.stderr.flush()
-        self.shown = True
+    def update(self, done: int) -> None:
+        self.bars.set(self.label, done)
 
     def finish(self, done: int) -> None:
         """Leave the final count on its line."""
-        if self.enabled:
-            self.update(done, force=True)
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-            self.shown = False
+        self.update(done)
+        self.bars.close()
 
     def clear(self) -> None:
-        """Erase the line (before an error message takes its place)."""
-        if self.shown:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
-            self.shown = False
+        """Take the bar down (before an error message takes its place)."""
+        self.bars.close()
 
 
 #: VP8 frame sizes are 14-bit fields (RFC 6386 section 9.1).

@@ -65,66 +65,58 @@ def add_parsers(sub) -> None:
 
 
 class _StageProgress:
-    """Chunks done per stage of a distributed encode, on one line of a terminal (stderr); fed
-    the job's events (``jobs_pb2.JobEvent``). A chunk counts once per stage however many attempts
-    it took."""
+    """Chunks done per stage of a distributed encode, one bar each on a terminal (stderr,
+    ``excamera.progress``); fed the job's events (``jobs_pb2.JobEvent``). A chunk counts once per
+    stage however many attempts it took."""
 
     LABELS = {"first-pass": "first pass", "encode-given-state": "given state", "rebase": "rebase",
               "upload": "upload", "stitch": "stitch"}
 
     def __init__(self, n_chunks: int, tty: bool | None = None):
-        self.tty = sys.stderr.isatty() if tty is None else tty
-        self.start = time.monotonic()
-        self.totals = {stage: (1 if stage == "stitch" else n_chunks) for stage in self.LABELS}
+        from excamera.progress import Progress
+
+        self.progress = Progress({label: (1 if stage == "stitch" else n_chunks)
+                                  for stage, label in self.LABELS.items()}, unit="chunks", enabled=tty)
         self.done: dict[str, set] = {stage: set() for stage in self.LABELS}
         self.lost = 0
 
     def __call__(self, ev) -> None:
         if ev.kind == "transition" and ev.from_state in self.done:
             self.done[ev.from_state].add(ev.task_id)
+            self.progress.set(self.LABELS[ev.from_state], len(self.done[ev.from_state]))
         elif ev.kind == "attempt" and ev.detail != "attempt 1":
             self.lost += 1
-        else:
-            return
-        self.show()
+            self.progress.note("lost", f"{self.lost} re-issued")
 
     def line(self) -> str:
-        parts = [f"{label} {len(self.done[stage])}/{self.totals[stage]}" for stage, label in self.LABELS.items()]
-        extra = f", {self.lost} re-issued" if self.lost else ""
-        return f"{' | '.join(parts)}  {time.monotonic() - self.start:6.1f} s{extra}"
-
-    def show(self) -> None:
-        if self.tty:
-            print(f"\r{self.line()}", end="", file=sys.stderr, flush=True)
+        return self.progress.line()
 
     def finish(self) -> None:
-        if self.tty:
-            print(f"\r{self.line()}", file=sys.stderr, flush=True)
+        self.progress.close()
 
 
 class _Progress:
-    """Chunks done per stage on a terminal (stderr); silent otherwise. The total may be unknown
-    (None: a video that does not say how many pictures it holds) or an estimate."""
+    """Chunks done per stage (reading, first pass, ...) as bars on a terminal (stderr); silent
+    otherwise. The total may be unknown (None: a video that does not say how many pictures it
+    holds) or an estimate."""
 
     def __init__(self):
-        self.tty = sys.stderr.isatty()
-        self.start = time.monotonic()
-        self.pending = False
+        self.bars = None
+        self.stage = ""
 
     def __call__(self, stage: str, done: int, total: int | None) -> None:
-        if self.tty:
-            if total and done <= total:
-                shown = f"[{'#' * (20 * done // total):<20}] {done}/{total}"
-            else:
-                shown = f"{done}"
-            print(f"\r{stage:>10} {shown} chunks  {time.monotonic() - self.start:6.1f} s", end="",
-                  file=sys.stderr, flush=True)
-            self.pending = True
+        from excamera.progress import Progress
+
+        if stage != self.stage:
+            self.finish()
+            self.stage = stage
+            self.bars = Progress({stage: total if total and done <= total else None}, unit="chunks")
+        self.bars.set(stage, done)
 
     def finish(self) -> None:
-        if self.pending:
-            print(file=sys.stderr, flush=True)
-            self.pending = False
+        if self.bars is not None:
+            self.bars.close()
+            self.bars = None
 
 
 def _read_video(path: str):
