@@ -70,7 +70,7 @@ def _pick(refs: dict[str, ObjectRef], name: str | None, whose: str) -> ObjectRef
 @contextlib.asynccontextmanager
 async def embedded_coordinator(storage_dir: str, *, ops_modules: tuple[str, ...] = (),
                                launch_workers: bool = True, quiet_workers: bool = True,
-                               rendezvous_limits: dict | None = None):
+                               rendezvous_limits: dict | None = None, speculation=None):
     """A started in-process coordinator and rendezvous on loopback with an ephemeral CA, and a
     local launcher whose workers get only the CA certificate and the client pair."""
     from coordinator.launcher import LocalLauncher
@@ -81,7 +81,8 @@ async def embedded_coordinator(storage_dir: str, *, ops_modules: tuple[str, ...]
     with tempfile.TemporaryDirectory(prefix="excamera-certs-") as certs:
         tls.write(bundle.for_worker(), certs, overwrite=True)
         launcher = LocalLauncher(certs, ops_modules=ops_modules, quiet=quiet_workers) if launch_workers else None
-        c = Coordinator(bundle, storage_dir, launcher=launcher, rendezvous_limits=rendezvous_limits)
+        c = Coordinator(bundle, storage_dir, launcher=launcher, rendezvous_limits=rendezvous_limits,
+                        speculation=speculation)
         await c.start()
         try:
             yield c

@@ -22,6 +22,10 @@ Policies:
   the FSM's initial state) on another worker; past four timeouts the attempt is abandoned (lost).
   A lost worker's attempt is re-issued from the initial state. The first attempt to reach
   ``done`` with every reported object verified wins; the others are stopped;
+* speculation by relative slowness (``Speculation``): an attempt that has spent more than k times
+  the median time its FSM state took in the job's finished attempts (after a minimum sample, and
+  at least a floor of seconds) is marked straggling and gets a duplicate attempt the same way, long
+  before the fixed timeout; states that wait on other tasks (``Speculation.waits``) are exempt;
 * a task fails after ``max_attempts`` failed attempts (or ``max_lost`` lost ones); the job then
   fails. A job succeeds only when every task is done and every result object re-verifies.
 
@@ -93,6 +97,20 @@ TABLES = {"task": TASK_TRANSITIONS, "attempt": ATTEMPT_TRANSITIONS,
 
 STRAGGLER_FACTOR_ABANDON = 4.0
 LAUNCH_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Speculation:
+    """When a running attempt is slow *relative to its peers*: past ``factor`` times the median
+    time of the same FSM state in the job's finished attempts, once ``min_sample`` of them
+    finished, and never sooner than ``floor_s`` (scheduling noise on millisecond states). States
+    issuing one of ``waits`` wait for other tasks (a state from the previous chunk), so their time
+    says nothing about the worker: they are exempt. ``factor`` 0 turns speculation off."""
+
+    factor: float = 2.0
+    min_sample: int = 3
+    floor_s: float = 1.0
+    waits: frozenset = frozenset({"receive-state"})
 
 
 class LifecycleError(RuntimeError):
@@ -250,6 +268,9 @@ class JobRec:
     error: str = ""
     ended: float = 0.0
     planner: Planner | None = None
+    # (fsm, state) -> seconds its finished attempts spent in it, and the median when last asked
+    durations: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    medians: dict[tuple[str, str], float] = field(default_factory=dict)
     # The tasks not yet done, failed or cancelled, in the order they were added: each step scans
     # these, not every task the job ever had (a pipeline may have tens of thousands).
     live: dict[str, TaskRec] = field(default_factory=dict)
@@ -261,8 +282,9 @@ class JobRec:
 class Engine:
     """Jobs, tasks, attempts and workers; ``observe_*`` record, ``step`` decides."""
 
-    def __init__(self, clock=time.monotonic):
+    def __init__(self, clock=time.monotonic, speculation: Speculation | None = None):
         self.clock = clock
+        self.speculation = speculation or Speculation()
         self.jobs: dict[str, JobRec] = {}
         self.workers: dict[str, WorkerRec] = {}
         self.seen: Counter = Counter()          # (table, from, to) -> times
@@ -458,6 +480,10 @@ class Engine:
             return
         self._event(job.job_id, "transition", task_id=task.spec.task_id, worker_id=worker_id,
                     from_state=a.state, to_state=target, detail=error or outcome)
+        if outcome != ERROR:
+            key = (task.spec.fsm, a.state)
+            job.durations.setdefault(key, []).append(now - a.entered)
+            job.medians.pop(key, None)
         a.state, a.entered = target, now
         a.history.append((now, target))
         if target == DONE:
@@ -501,6 +527,34 @@ class Engine:
                                     worker_id=a.worker_id, from_state=a.state)
                         if len(task.running()) < 2:
                             task.wants_duplicate = True
+                    elif not a.straggling and len(task.running()) < 2:
+                        limit = self._slow_limit(job, task.spec.fsm, a.state, fsm.state(a.state).operation)
+                        if limit is not None and spent > limit:
+                            a.straggling = True
+                            log.warning("coordinator: job %s: task %s attempt %d slow in state %s "
+                                        "(%.1f s, over %.1f s: %gx its peers' median); speculating",
+                                        job.job_id, task.spec.task_id, a.number, a.state, spent, limit,
+                                        self.speculation.factor)
+                            self._event(job.job_id, "speculate", task_id=task.spec.task_id,
+                                        worker_id=a.worker_id, from_state=a.state,
+                                        detail=f"{spent:.2f} s > {limit:.2f} s")
+                            task.wants_duplicate = True
+
+    def _slow_limit(self, job: JobRec, fsm: str, state: str, operation: str) -> float | None:
+        """Seconds past which an attempt in ``state`` counts as slow against its peers, or None
+        (speculation off, a waiting state, too few finished peers)."""
+        spec = self.speculation
+        if spec.factor <= 0 or operation in spec.waits:
+            return None
+        key = (fsm, state)
+        times = job.durations.get(key)
+        if not times or len(times) < spec.min_sample:
+            return None
+        median = job.medians.get(key)
+        if median is None:
+            ordered = sorted(times)
+            median = job.medians[key] = ordered[len(ordered) // 2]
+        return max(spec.factor * median, spec.floor_s)
 
     def _lost(self, job: JobRec, a: AttemptRec, why: str, now: float) -> None:
         """The attempt's worker is gone (or abandoned): its state's ``lost`` edge, else the default."""

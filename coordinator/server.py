@@ -110,7 +110,8 @@ class Coordinator:
 
     def __init__(self, bundle: tls.Bundle, storage_root: str, *, listen: str = "127.0.0.1:0",
                  rendezvous: str | None = None, launcher=None, rendezvous_limits: dict | None = None,
-                 max_input_bytes: int = MAX_INPUT_BYTES, max_input_object_bytes: int = MAX_INPUT_OBJECT_BYTES):
+                 max_input_bytes: int = MAX_INPUT_BYTES, max_input_object_bytes: int = MAX_INPUT_OBJECT_BYTES,
+                 speculation: eng.Speculation | None = None):
         self.bundle = bundle
         self.secret = tokens.new_secret()
         self.max_input_bytes = max_input_bytes
@@ -121,7 +122,7 @@ class Coordinator:
         self.rendezvous_address = rendezvous
         self.launcher = launcher
         self.rendezvous_limits = rendezvous_limits or {}
-        self.engine = eng.Engine()
+        self.engine = eng.Engine(speculation=speculation)
         self.handles: dict[str, JobHandle] = {}
         self.outboxes: dict[str, asyncio.Queue] = {}
         self.port = 0

@@ -1,0 +1,90 @@
+"""Speculative execution by relative slowness (coordinator.engine.Speculation), with a fake clock."""
+
+from coordinator import engine as eng
+from coordinator.engine import Engine, Result, Speculation
+from coordinator.fsm import DONE, FSM, Job, State, Task
+from excamera.storage import LocalStorage
+
+FSM_S = FSM("s", "work", (
+    State("work", "echo", {"text": "${x}"}, {"ok": "wait"}, timeout_s=100),
+    State("wait", "receive-state", {"sender": "${x}", "tag": "t", "into": "k"}, {"ok": DONE}, timeout_s=100),
+))
+
+
+class Clock:
+    t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def setup(tmp_path, n, workers, speculation=None):
+    clock = Clock()
+    e = Engine(clock, speculation)
+    job = Job("j", (FSM_S,), tuple(Task(f"t{i}", "s", {"x": str(i)}) for i in range(n)))
+    e.add_job("j", job, LocalStorage(tmp_path).scoped("jobs/j"), workers=workers, launcher=False)
+    ws = [e.observe_connect("j", f"n{i}") for i in range(workers)]
+    return clock, e, ws
+
+
+def drive(e, clock, dt, _=None):
+    """Advance the clock by ``dt`` and step: the commands sent."""
+    clock.t += dt
+    return [a for a in e.step() if isinstance(a, eng.SendCommand)]
+
+
+def test_a_slow_attempt_gets_a_duplicate_and_the_first_result_wins(tmp_path):
+    clock, e, ws = setup(tmp_path, 5, 5)
+    cmds = drive(e, clock, 0, None)
+    assert len(cmds) == 5
+    slow = next(c for c in cmds if c.task_id == "t4")
+    clock.t += 1.0  # four finish "work" in 1 s; t4's worker is frozen
+    for c in cmds:
+        if c is not slow:
+            e.observe_result(c.worker_id, Result(c.seq, c.task_id, True, outputs={"text": "x"}))
+    waits = {c.task_id: c for c in drive(e, clock, 0, None)}
+    assert set(waits) == {"t0", "t1", "t2", "t3"} and all(c.state == "wait" for c in waits.values())
+    for c in waits.values():  # they finish, so their workers are idle again
+        e.observe_result(c.worker_id, Result(c.seq, c.task_id, True))
+    drive(e, clock, 0, None)
+    # 1.9 s in: under 2x the 1 s median, no duplicate yet.
+    assert not [c for c in drive(e, clock, 0.9, None)]
+    actions = e.step()
+    clock.t += 0.2   # 2.1 s: past 2x the median
+    actions = e.step()
+    dup = [a for a in actions if isinstance(a, eng.SendCommand)]
+    assert [(d.task_id, d.state, d.attempt) for d in dup] == [("t4", "work", 2)]
+    assert any(isinstance(a, eng.Event) and a.kind == "speculate" and a.task_id == "t4" for a in actions)
+    # The duplicate finishes first; the frozen original is stopped.
+    e.observe_result(dup[0].worker_id, Result(dup[0].seq, "t4", True, outputs={"text": "x"}))
+    nxt = [a for a in e.step() if isinstance(a, eng.SendCommand)]
+    e.observe_result(nxt[0].worker_id, Result(nxt[0].seq, "t4", True))
+    actions = e.step()
+    assert any(isinstance(a, eng.StopWorker) and a.worker_id == slow.worker_id for a in actions)
+    assert any(isinstance(a, eng.JobEnded) and a.status == "succeeded" for a in actions)
+    attempts = e.timeline("j")["tasks"]["t4"]
+    assert [a["status"] for a in attempts] == ["superseded", "succeeded"]
+
+
+def test_waiting_states_and_small_samples_are_never_speculated(tmp_path):
+    clock, e, ws = setup(tmp_path, 3, 4)
+    cmds = drive(e, clock, 0, None)
+    clock.t += 1.0
+    for c in cmds:
+        e.observe_result(c.worker_id, Result(c.seq, c.task_id, True, outputs={"text": "x"}))
+    drive(e, clock, 0, None)          # all three now wait (a receive-state): no duplicates ever
+    clock.t += 50
+    actions = e.step()
+    assert not [a for a in actions if isinstance(a, eng.SendCommand)]
+    assert not [a for a in actions if isinstance(a, eng.Event) and a.kind == "speculate"]
+
+
+def test_speculation_can_be_turned_off(tmp_path):
+    clock, e, ws = setup(tmp_path, 5, 6, Speculation(factor=0))
+    cmds = drive(e, clock, 0, None)
+    clock.t += 1.0
+    for c in cmds[:4]:
+        e.observe_result(c.worker_id, Result(c.seq, c.task_id, True, outputs={"text": "x"}))
+    e.step()
+    clock.t += 10
+    assert not [a for a in e.step() if isinstance(a, eng.SendCommand) and a.state == "work"]
