@@ -1,0 +1,79 @@
+"""The realistic straggler: a worker frozen with SIGSTOP mid-task (alive, connected, silent).
+Speculation by relative slowness (coordinator.engine.Speculation) gives its task a duplicate on
+a spare worker long before the state's timeout; the job finishes within 1.5x its undisturbed time
+plus a few seconds, byte-identical."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from coordinator.api import embedded_coordinator
+from coordinator.excamera_job import encode_inputs, encode_job
+from excamera.encode import EncodeSettings, encode_frames
+from excamera.video import open_video
+from worker.codec_ops import ivf_frames
+
+DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "demo", "foreman_cif_60f.ivf")
+WORK_STATES = ("first-pass", "encode-given-state")
+
+
+@pytest.fixture(scope="module")
+def clip():
+    with open_video(DEMO) as video:
+        frames = [f for _, f in zip(range(24), video)]
+        return frames, video.rate
+
+
+def worker_pid(c, worker_id: str) -> int:
+    return int(c.engine.workers[worker_id].name.rsplit("pid ", 1)[1].rstrip(")"))
+
+
+async def encode(tmp_path, frames, rate, settings, freeze: bool):
+    h, w = frames[0].y.shape
+    async with embedded_coordinator(str(tmp_path)) as c:
+        t0 = time.monotonic()
+        job_id, _ = await c.submit(encode_job(len(frames), w, h, settings), workers=3, spare=1,
+                                   inputs=encode_inputs(frames, rate, settings))
+        done = asyncio.ensure_future(c.wait(job_id))
+        job = c.engine.jobs[job_id]
+        frozen, frozen_task = None, None
+        try:
+            while freeze and frozen is None and not done.done():
+                await asyncio.sleep(0.002)
+                for task in job.live.values():
+                    for a in task.running():
+                        peers = job.durations.get((task.spec.fsm, a.state), [])
+                        if a.state in WORK_STATES and len(peers) >= 3:
+                            frozen, frozen_task = worker_pid(c, a.worker_id), task.spec.task_id
+                            os.kill(frozen, signal.SIGSTOP)
+                            break
+                    if frozen:
+                        break
+            outcome = await asyncio.wait_for(done, 240)
+            elapsed = time.monotonic() - t0
+        finally:
+            if frozen:
+                os.kill(frozen, signal.SIGKILL)
+        assert outcome.status == "succeeded", outcome.error
+        ref = outcome.objects["stitch"]["stitch.object"]
+        data = c.storage.scoped(outcome.storage_prefix).get(ref.key)
+        attempts = [a.status for a in job.tasks[frozen_task].attempts] if frozen_task else []
+        return ivf_frames(data, "stitched"), elapsed, frozen_task, attempts
+
+
+@pytest.mark.slow
+def test_a_sigstopped_worker_costs_at_most_half_again(clip, tmp_path):
+    frames, rate = clip
+    settings = EncodeSettings(chunk_frames=3, batch_chunks=4, cq_level=30, first_pass="native")
+    expected = encode_frames(frames, settings, rate)
+    base, t_base, _, _ = asyncio.run(encode(tmp_path / "a", frames, rate, settings, freeze=False))
+    out, t_frozen, task, attempts = asyncio.run(encode(tmp_path / "b", frames, rate, settings, freeze=True))
+    print(f"undisturbed {t_base:.2f} s, one worker frozen in {task}: {t_frozen:.2f} s, attempts {attempts}")
+    assert base == expected and out == expected
+    assert task is not None and "superseded" in attempts and attempts[-1] == "succeeded"
+    assert t_frozen <= 1.5 * t_base + 5.0
