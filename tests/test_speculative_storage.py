@@ -1,0 +1,82 @@
+"""Speculative I/O (excamera.speculative_storage): a transfer slow against its size class's median
+is re-issued in parallel and the first to finish wins. Slowness is injected into a real local
+storage: the first call for a chosen key stalls."""
+
+import threading
+import time
+
+import pytest
+
+from excamera.speculative_storage import SpeculativeStorage, size_class
+from excamera.storage import LocalStorage, StorageError
+
+
+class Stalling(LocalStorage):
+    """The first get or put of each key in ``stall`` sleeps ``seconds`` before doing its work."""
+
+    def __init__(self, root, stall, seconds=3.0):
+        super().__init__(root)
+        self.stall, self.seconds = set(stall), seconds
+        self.calls = []
+        self.lock = threading.Lock()
+
+    def _maybe_stall(self, key):
+        with self.lock:
+            self.calls.append(key)
+            first = key in self.stall
+            self.stall.discard(key)
+        if first:
+            time.sleep(self.seconds)
+
+    def get(self, key):
+        self._maybe_stall(key)
+        return super().get(key)
+
+    def put(self, key, data):
+        self._maybe_stall(key)
+        return super().put(key, data)
+
+
+def test_size_classes_are_powers_of_four():
+    assert [size_class(n) for n in (0, 4095, 4096, 16383, 16384, 1 << 30)] == [0, 0, 1, 1, 2, 10]
+
+
+def test_a_stalled_get_and_put_are_reissued_and_the_fast_copy_wins(tmp_path):
+    base = Stalling(tmp_path, stall={"slow-get", "slow-put"})
+    s = SpeculativeStorage(base, factor=2.0, min_sample=5, floor_s=0.05)
+    for i in range(6):
+        s.put(f"k{i}", b"x" * 1000)
+        assert s.get(f"k{i}") == b"x" * 1000
+    base.put("slow-get", b"y" * 1000)   # written directly: its first *get* stalls
+    base.stall.add("slow-get")
+    base.calls.clear()
+    t0 = time.monotonic()
+    assert s.get("slow-get") == b"y" * 1000
+    ref = s.put("slow-put", b"z" * 1000)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 1.0, elapsed                   # not the 3 s stalls
+    assert s.stats["reissued"] == 2 and s.stats["won_by_reissue"] == 2
+    assert base.calls.count("slow-get") == 2 and base.calls.count("slow-put") == 2
+    assert ref.size == 1000 and s.get("slow-put") == b"z" * 1000
+    s.close()
+
+
+def test_no_reissue_before_a_sample_or_when_off(tmp_path):
+    base = Stalling(tmp_path, stall={"a"}, seconds=0.3)
+    s = SpeculativeStorage(base, min_sample=5)
+    s.put("a", b"1")                                 # no sample yet: waits out the stall
+    assert s.stats["reissued"] == 0 and base.calls == ["a"]
+    off = SpeculativeStorage(Stalling(tmp_path, stall={"b"}, seconds=0.3), factor=0, min_sample=1)
+    for i in range(3):
+        off.put(f"c{i}", b"1")
+    off.put("b", b"2")
+    assert off.stats["reissued"] == 0
+
+
+def test_errors_come_through(tmp_path):
+    s = SpeculativeStorage(LocalStorage(tmp_path), min_sample=1)
+    s.put("k", b"1")
+    with pytest.raises(StorageError, match="no such object"):
+        s.get("missing")
+    with pytest.raises(StorageError, match="escapes"):
+        s.put("../x", b"1")
