@@ -55,15 +55,28 @@ def segments(timeline: dict) -> list[tuple[str, list[tuple[float, float, str, st
         raise TimelineError(f"not a timeline (from --timeline): {type(e).__name__}: {e}") from None
 
 
+def outcomes(timeline: dict) -> dict[tuple[str, str], str]:
+    """(worker id, task) -> how that worker's attempt at the task ended (``succeeded``,
+    ``superseded`` when a duplicate won or the job ended, ``lost``, ...)."""
+    out = {}
+    for task, attempts in (timeline.get("tasks") or {}).items():
+        for a in attempts if isinstance(attempts, list) else ():
+            if isinstance(a, dict) and "worker" in a:
+                out[(str(a["worker"]), str(task))] = str(a.get("status", ""))
+    return out
+
+
 def layout(timeline: dict) -> tuple[int, int, list[tuple]]:
     """(width, height, items) of the chart. Items, in drawing order: ("line", x1, y1, x2, y2,
     color), ("rect", x, y, w, h, color, tooltip or None), ("text", x, y, text, anchor, size), with
     y of a text its baseline and anchor "start", "middle" or "end"."""
     rows = segments(timeline)
+    ended = outcomes(timeline)
+    workers = [str(w.get("worker", "")) for w in timeline["workers"]]
     duration = max([float(timeline.get("duration", 0))] + [s[1] for _, segs in rows for s in segs] + [1e-9])
     scale = WIDTH / duration
     states = sorted({s[3] for _, segs in rows for s in segs})
-    height = TOP + ROW * len(rows) + 40 + 16 * ((len(states) + 3) // 4)
+    height = TOP + ROW * len(rows) + 56 + 16 * ((len(states) + 3) // 4)
     items: list[tuple] = [("text", LEFT, 16, f'{timeline.get("name", "")} {timeline.get("job", "")}: '
                            f'{timeline.get("status", "")}, {duration:.2f} s, {len(rows)} workers', "start", 13)]
     step = _tick(duration)  # about ten ticks
@@ -73,17 +86,28 @@ def layout(timeline: dict) -> tuple[int, int, list[tuple]]:
         items.append(("line", x, TOP - 6, x, TOP + ROW * len(rows), "#dddddd"))
         items.append(("text", x, TOP - 8, f"{t:g}", "middle", 11))
         t += step
+    struck = False
     for i, (label, segs) in enumerate(rows):
         y = TOP + i * ROW
         items.append(("text", LEFT - 6, y + BAR - 3, label[:24], "end", 11))
         for start, end, task, state in segs:
-            items.append(("rect", LEFT + start * scale, y + 1, max((end - start) * scale, 0.5), BAR, _color(state),
-                          f"{task} {state}: {start:.3f}-{end:.3f} s"))
+            how = ended.get((workers[i], task), "")
+            note = {"superseded": " (superseded: another attempt won)", "lost": " (lost)"}.get(how, "")
+            x, w = LEFT + start * scale, max((end - start) * scale, 0.5)
+            items.append(("rect", x, y + 1, w, BAR, _color(state), f"{task} {state}: {start:.3f}-{end:.3f} s{note}"))
+            if note:  # an attempt that did not win: struck through
+                items.append(("line", x, y + 1 + BAR / 2, x + w, y + 1 + BAR / 2, "#000000"))
+                struck = True
     y = TOP + ROW * len(rows) + 24
     for j, state in enumerate(states):
         x, yy = LEFT + (j % 4) * 200, y + (j // 4) * 16
         items.append(("rect", x, yy - 10, 12, 12, _color(state), None))
         items.append(("text", x + 16, yy, state, "start", 11))
+    if struck:
+        yy = y + ((len(states) + 3) // 4) * 16
+        items.append(("line", LEFT, yy - 4, LEFT + 12, yy - 4, "#000000"))
+        items.append(("text", LEFT + 16, yy, "struck through: an attempt that lost to a duplicate, or was lost",
+                      "start", 11))
     return LEFT + WIDTH + 20, height, items
 
 

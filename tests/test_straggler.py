@@ -15,6 +15,7 @@ import pytest
 from coordinator.api import embedded_coordinator
 from coordinator.excamera_job import encode_inputs, encode_job
 from excamera.encode import EncodeSettings, encode_frames
+from excamera.timeline import render
 from excamera.video import open_video
 from worker.codec_ops import ivf_frames
 
@@ -63,7 +64,7 @@ async def encode(tmp_path, frames, rate, settings, freeze: bool):
         ref = outcome.objects["stitch"]["stitch.object"]
         data = c.storage.scoped(outcome.storage_prefix).get(ref.key)
         attempts = [a.status for a in job.tasks[frozen_task].attempts] if frozen_task else []
-        return ivf_frames(data, "stitched"), elapsed, frozen_task, attempts
+        return ivf_frames(data, "stitched"), elapsed, frozen_task, attempts, c.engine.timeline(job_id)
 
 
 @pytest.mark.slow
@@ -71,9 +72,13 @@ def test_a_sigstopped_worker_costs_at_most_half_again(clip, tmp_path):
     frames, rate = clip
     settings = EncodeSettings(chunk_frames=3, batch_chunks=4, cq_level=30, first_pass="native")
     expected = encode_frames(frames, settings, rate)
-    base, t_base, _, _ = asyncio.run(encode(tmp_path / "a", frames, rate, settings, freeze=False))
-    out, t_frozen, task, attempts = asyncio.run(encode(tmp_path / "b", frames, rate, settings, freeze=True))
+    base, t_base, _, _, _ = asyncio.run(encode(tmp_path / "a", frames, rate, settings, freeze=False))
+    out, t_frozen, task, attempts, timeline = asyncio.run(encode(tmp_path / "b", frames, rate, settings, freeze=True))
     print(f"undisturbed {t_base:.2f} s, one worker frozen in {task}: {t_frozen:.2f} s, attempts {attempts}")
     assert base == expected and out == expected
     assert task is not None and "superseded" in attempts and attempts[-1] == "succeeded"
     assert t_frozen <= 1.5 * t_base + 5.0
+    # The timeline shows the duplicate and which attempt won (the loser struck through).
+    svg = render(timeline)
+    assert f"{task} " in svg and "(superseded: another attempt won)" in svg
+    (tmp_path / "straggler.svg").write_text(svg)
