@@ -30,7 +30,7 @@ import grpc
 from coordinator import engine as eng
 from coordinator.fsm import FsmError, Job, job_from_proto
 from excamera import tls, tokens
-from excamera.storage import LocalStorage, ObjectRef, StorageError, check_key, object_pairs
+from excamera.storage import ObjectRef, Storage, StorageError, check_key, object_pairs, open_storage
 from protos import common_pb2
 from protos import coordinator_pb2 as cpb
 from protos import coordinator_pb2_grpc as cpb_grpc
@@ -77,6 +77,7 @@ class JobHandle:
     timeline_path: str | None = None
     releases: set = field(default_factory=set)
     connected: set = field(default_factory=set)   # worker ids that have opened their stream
+    unfetched: set | None = None  # keep=False: results of the ended job not fetched yet
 
     async def follow(self):
         """The job's events (``jobs_pb2.JobEvent``), from the first, until the job ends."""
@@ -108,15 +109,21 @@ class JobOutcome:
 class Coordinator:
     """One coordinator: ``await start()``, ``submit``, ``wait``, ``cancel``, ``await stop()``."""
 
-    def __init__(self, bundle: tls.Bundle, storage_root: str, *, listen: str = "127.0.0.1:0",
+    def __init__(self, bundle: tls.Bundle, storage_root: "str | Storage", *, listen: str = "127.0.0.1:0",
                  rendezvous: str | None = None, launcher=None, rendezvous_limits: dict | None = None,
-                 max_input_bytes: int = MAX_INPUT_BYTES, max_input_object_bytes: int = MAX_INPUT_OBJECT_BYTES):
+                 max_input_bytes: int = MAX_INPUT_BYTES, max_input_object_bytes: int = MAX_INPUT_OBJECT_BYTES,
+                 keep: bool = True):
+        """``storage_root``: a directory, ``s3://BUCKET/PREFIX`` (``open_storage``) or a Storage;
+        workers are told its URL. ``keep=False`` removes each job's objects once nobody can use
+        them: a failed or cancelled job's when it ends, a succeeded job's inputs and intermediates
+        when it ends and its results once each has been fetched (or when the coordinator stops)."""
         self.bundle = bundle
         self.secret = tokens.new_secret()
         self.max_input_bytes = max_input_bytes
         self.max_input_object_bytes = max_input_object_bytes
         self._next_worker = 1
-        self.storage = LocalStorage(storage_root)
+        self.storage = storage_root if isinstance(storage_root, Storage) else open_storage(storage_root)
+        self.keep = keep
         self.listen = listen
         self.rendezvous_address = rendezvous
         self.launcher = launcher
@@ -194,6 +201,9 @@ class Coordinator:
             await self._rdv_channel.close()
         if self._rendezvous_server is not None:
             await self._rendezvous_server.stop(grace)
+        if not self.keep:  # nobody can fetch a result after this: leave nothing behind
+            for job_id in self.handles:
+                await self._remove(job_id)
 
     # -- jobs -----------------------------------------------------------------------------------
 
@@ -326,8 +336,13 @@ class Coordinator:
             self._spawn(self._close_rendezvous(action.job_id))
             if not h.done.done():
                 h.done.set_result(JobOutcome(action.job_id, action.status, action.error,
-                                             action.objects, str(self.storage.root),
+                                             action.objects, self.storage.url,
                                              f"jobs/{action.job_id}"))
+            if not self.keep:
+                results = set() if action.status != "succeeded" else \
+                    {ref.key for refs in action.objects.values() for ref in refs.values()}
+                h.unfetched = set(results)
+                self._spawn(self._remove(action.job_id, keep=results))
             for q in h.watchers:
                 q.put_nowait(None)
 
@@ -336,6 +351,40 @@ class Coordinator:
         self._background.add(t)
         t.add_done_callback(self._background.discard)
         return t
+
+    async def _remove(self, job_id: str, keep: set[str] = frozenset(), settle_s: float = 30.0) -> None:
+        """Delete the job's objects but ``keep`` (in a thread: S3 calls block), once the job's
+        workers have hung up (up to ``settle_s``): a worker told to stop mid-operation may still
+        be writing."""
+        deadline = time.monotonic() + settle_s
+        while not self._stopping and time.monotonic() < deadline and any(
+                getattr(self.engine.workers.get(wid), "job_id", None) == job_id for wid in self.outboxes):
+            await asyncio.sleep(0.1)
+        storage = self.storage.scoped(f"jobs/{job_id}")
+
+        def remove():
+            if not keep:
+                return storage.delete_prefix()
+            gone = [k for k in storage.list() if k not in keep]
+            for k in gone:
+                storage.delete(k)
+            return len(gone)
+
+        try:
+            n = await asyncio.to_thread(remove)
+            log.info("coordinator: job %s: removed %d object(s)%s", job_id, n,
+                     f", kept {len(keep)} result(s) until fetched" if keep else "")
+        except (StorageError, OSError) as e:
+            log.error("coordinator: job %s: removing its objects: %s", job_id, e)
+
+    def fetched(self, job_id: str, key: str) -> None:
+        """A result went out whole; once every result has, the job's objects go (``keep=False``)."""
+        h = self.handles.get(job_id)
+        if self.keep or h is None or h.unfetched is None or key not in h.unfetched:
+            return
+        h.unfetched.discard(key)
+        if not h.unfetched:
+            self._spawn(self._remove(job_id))
 
     async def _release(self, job_id: str, task_id: str) -> None:
         from protos import rendezvous_pb2 as rpb
@@ -400,7 +449,7 @@ class _CoordinatorServicer(cpb_grpc.CoordinatorServicer):
         c.outboxes[worker_id] = outq
         c.wake()
         await context.write(cpb.CoordinatorMessage(welcome=cpb.Welcome(
-            worker_id=worker_id, job_id=job_id, storage_root=str(c.storage.root),
+            worker_id=worker_id, job_id=job_id, storage_root=c.storage.url,
             storage_prefix=f"jobs/{job_id}", rendezvous=c.rendezvous_address)))
         reader = asyncio.create_task(self._read(worker_id, context, outq))
         try:
@@ -618,6 +667,7 @@ class _JobsServicer(jpb_grpc.JobsServicer):
         yield jpb.DataChunk(object=first, data=bytes(view[:DATA_CHUNK]))
         for start in range(DATA_CHUNK, len(view), DATA_CHUNK):
             yield jpb.DataChunk(data=bytes(view[start:start + DATA_CHUNK]))
+        self.c.fetched(request.job_id, ref.key)
 
     async def List(self, request, context):
         out = jpb.JobList()

@@ -109,18 +109,26 @@ class S3Storage(Storage):
 
     def get(self, key: str) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
+        from s3transfer.exceptions import S3DownloadFailedError
 
         full = self._full(key)
-        try:
-            r = self.client.get_object(Bucket=self.bucket, Key=full)
-            if r["ContentLength"] < self.multipart_threshold:
-                return r["Body"].read()
-            r["Body"].close()  # large: fetch it again in parallel ranges
-            buf = io.BytesIO()
-            self.client.download_fileobj(self.bucket, full, buf, Config=self.transfer)
-            return buf.getvalue()
-        except (BotoCoreError, ClientError) as e:
-            raise self._fail(e, key) from None
+        for attempt in range(3):
+            try:
+                r = self.client.get_object(Bucket=self.bucket, Key=full)
+                if r["ContentLength"] < self.multipart_threshold:
+                    return r["Body"].read()
+                r["Body"].close()  # large: fetch it again in parallel ranges
+                buf = io.BytesIO()
+                self.client.download_fileobj(self.bucket, full, buf, Config=self.transfer)
+                return buf.getvalue()
+            except (BotoCoreError, ClientError) as e:
+                raise self._fail(e, key) from None
+            except S3DownloadFailedError as e:
+                # The ranges are pinned to one ETag: the object was replaced mid-read. Read the
+                # new one whole rather than mix the two.
+                if attempt == 2:
+                    raise self._fail(e, key) from None
+        raise AssertionError("unreachable")
 
     def put(self, key: str, data: bytes) -> ObjectRef:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -160,7 +168,7 @@ class S3Storage(Storage):
         """Every full key under directory ``prefix`` (relative to this storage's prefix)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        prefix = prefix.strip("/")
+        prefix = prefix.rstrip("/")  # (a leading '/' is refused by check_key, as locally)
         base = self.prefix + (check_key(prefix) + "/" if prefix else "")
         out = []
         try:
