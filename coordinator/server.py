@@ -221,8 +221,11 @@ class Coordinator:
         key = tokens.job_key(self.secret, job_id)
         prefix = f"jobs/{check_key(job_id)}"
         storage = self.storage.scoped(prefix)
-        for k, data in object_pairs(inputs):
-            storage.put(k, data)
+        try:
+            await _store_inputs(storage, inputs)
+        except BaseException:  # a job that never started leaves nothing behind
+            await asyncio.to_thread(storage.delete_prefix)
+            raise
         limits = dict(self.rendezvous_limits, **(rendezvous_limits or {}))
         task_key = tokens.task_key(key)
         await self.rendezvous_admin.open_job(job_id, task_key, **limits)
@@ -676,6 +679,28 @@ class _JobsServicer(jpb_grpc.JobsServicer):
                          tasks=len(job.tasks),
                          done=sum(1 for t in job.tasks.values() if t.status == "done"))
         return out
+
+
+#: Inputs stored at once by ``submit`` (each held in memory until stored).
+INPUT_PUTS_IN_FLIGHT = 8
+
+
+async def _store_inputs(storage, inputs) -> None:
+    """Put the inputs (taken one at a time from ``inputs``), several at once, in threads: a put
+    may be a network round trip (S3), and the loop serves other jobs meanwhile."""
+    pending: set[asyncio.Future] = set()
+    try:
+        for k, data in object_pairs(inputs):
+            if len(pending) >= INPUT_PUTS_IN_FLIGHT:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for f in done:
+                    f.result()
+            pending.add(asyncio.ensure_future(asyncio.to_thread(storage.put, k, data)))
+    finally:
+        if pending:  # let every put in flight end before raising (nothing half-done left behind)
+            done, _ = await asyncio.wait(pending)
+    for f in pending:
+        f.result()
 
 
 def write_timeline(path: str, timeline: dict) -> None:

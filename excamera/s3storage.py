@@ -204,8 +204,8 @@ class S3Storage(Storage):
         return ObjectRef(key, hashlib.sha256(data).hexdigest(), len(data))
 
     def check(self, timeout_s: float = 3.0) -> None:
-        """A quick pre-flight before a job: the bucket exists and this identity may write and
-        delete under the prefix (a probe object, removed at once). Short timeouts and two tries,
+        """A quick pre-flight before a job: the bucket exists and this identity may list, write
+        and delete under the prefix (a probe object, removed at once). Short timeouts and two tries,
         so a wrong endpoint fails in seconds, not after the standard retries."""
         import boto3
         from botocore.config import Config
@@ -216,7 +216,9 @@ class S3Storage(Storage):
             retries={"mode": "standard", "max_attempts": 2}))
         key = f"{self.prefix}excamera-probe-{secrets.token_hex(6)}"
         try:
-            probe.head_bucket(Bucket=self.bucket)
+            # A list within the prefix rather than HeadBucket: the least privilege (ListBucket
+            # under the prefix only) allows it, and a missing bucket answers NoSuchBucket.
+            probe.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
             probe.put_object(Bucket=self.bucket, Key=key, Body=b"")
             probe.delete_object(Bucket=self.bucket, Key=key)
         except (BotoCoreError, ClientError) as e:
