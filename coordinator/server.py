@@ -224,7 +224,10 @@ class Coordinator:
         try:
             await _store_inputs(storage, inputs)
         except BaseException:  # a job that never started leaves nothing behind
-            await asyncio.to_thread(storage.delete_prefix)
+            try:
+                await asyncio.to_thread(storage.delete_prefix)
+            except (StorageError, OSError) as e:
+                log.error("coordinator: job %s: removing its partial inputs: %s", job_id, e)
             raise
         limits = dict(self.rendezvous_limits, **(rendezvous_limits or {}))
         task_key = tokens.task_key(key)
