@@ -32,19 +32,19 @@ DELETE_BATCH = 1000
 def parse_s3_url(url: str) -> tuple[str, str]:
     """(bucket, prefix) of ``s3://BUCKET[/PREFIX]``; StorageError saying what is wrong."""
     if not url.startswith("s3://"):
-        raise StorageError(f"{url!r}: not an s3://BUCKET/PREFIX URL")
+        raise StorageError(f"{url}: not an s3://BUCKET/PREFIX URL")
     bucket, _, prefix = url[len("s3://"):].partition("/")
     # S3's bucket naming rules, loosely: 3..63 lowercase letters, digits, dots and hyphens.
     if not (3 <= len(bucket) <= 63) or not all(c.islower() or c.isdigit() or c in ".-" for c in bucket) \
             or not bucket[0].isalnum() or not bucket[-1].isalnum():
-        raise StorageError(f"{url!r}: {bucket!r} is not a valid bucket name "
+        raise StorageError(f"{url}: {bucket!r} is not a valid bucket name "
                            f"(3-63 characters: a-z, 0-9, '.', '-')")
     prefix = prefix.strip("/")
     if prefix:
         try:
             check_key(prefix)
         except StorageError as e:
-            raise StorageError(f"{url!r}: prefix {prefix!r}: {str(e).split(': ', 1)[-1]}") from None
+            raise StorageError(f"{url}: prefix {prefix!r}: {str(e).split(': ', 1)[-1]}") from None
     return bucket, prefix
 
 

@@ -237,7 +237,7 @@ def open_storage(url: str | os.PathLike, **kw) -> Storage:
     ``file:///DIR`` or a plain directory path. StorageError for anything else."""
     text = os.fspath(url)
     if not isinstance(text, str) or not text:
-        raise StorageError(f"storage {url!r}: empty; give a directory or s3://BUCKET/PREFIX")
+        raise StorageError("storage: empty; give a directory or s3://BUCKET/PREFIX")
     if text.startswith("s3://"):
         from excamera.s3storage import S3Storage
 
@@ -245,10 +245,10 @@ def open_storage(url: str | os.PathLike, **kw) -> Storage:
     if text.startswith("file://"):
         path = text[len("file://"):]
         if not path.startswith("/"):
-            raise StorageError(f"storage {text!r}: a file:// URL needs an absolute path (file:///DIR)")
+            raise StorageError(f"{text}: a file:// URL needs an absolute path (file:///DIR)")
         return LocalStorage(path)
     scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text)
     if scheme:
-        raise StorageError(f"storage {text!r}: unknown scheme {scheme[1]!r}; give a directory, "
+        raise StorageError(f"{text}: unknown scheme {scheme[1]!r}; give a directory, "
                            f"file:///DIR or s3://BUCKET/PREFIX")
     return LocalStorage(text)
