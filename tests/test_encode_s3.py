@@ -221,3 +221,30 @@ def test_coordinator_keep_false_removes_a_failed_job(s3_server, bucket, monkeypa
     assert s3_server.keys(bucket) == []
     job_id = asyncio.run(run(keep=True))
     assert s3_server.keys(bucket) == [f"co/jobs/{job_id}/out/x"]
+
+
+def test_a_submission_that_fails_midway_leaves_nothing(s3_server, bucket, monkeypatch):
+    """Inputs stored several at a time; when producing them fails half-way, what was stored goes."""
+    from coordinator.server import Coordinator
+    from coordinator.shaped import shaped_job
+    from excamera import tls
+
+    for k, v in s3_server.env.items():
+        monkeypatch.setenv(k, v)
+
+    def inputs():
+        for i in range(20):
+            yield f"input/chunk-{i:04d}", bytes([i]) * 1000
+        raise OSError("the source video went away")
+
+    async def go():
+        c = Coordinator(tls.generate(), f"s3://{bucket}/sub")
+        await c.start()
+        try:
+            with pytest.raises(OSError, match="went away"):
+                await c.submit(shaped_job(21), inputs=inputs(), job_id="job-half")
+        finally:
+            await c.stop()
+
+    asyncio.run(go())
+    assert s3_server.keys(bucket) == []
