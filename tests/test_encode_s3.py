@@ -60,6 +60,7 @@ def one_line_error(p, text: str) -> None:
     assert lines[0].startswith("excamera: error: ") and text in lines[0], p.stderr
 
 
+@pytest.mark.slow
 def test_encode_workers_2_on_s3_same_bytes_as_local_and_nothing_left(s3_server, env, bucket, tmp_path):
     local, on_s3, kept, in_dir = (tmp_path / f"{n}.ivf" for n in ("local", "s3", "kept", "dir"))
     r = excamera("encode", CLIP, "-o", local, "--workers", 2, *ARGS, env=env)
@@ -121,6 +122,7 @@ def test_encode_storage_bad_input_one_line_in_seconds(s3_server, env, bucket, tm
     assert s3_server.keys(bucket) == []
 
 
+@pytest.mark.slow
 def test_encode_interrupted_leaves_nothing(s3_server, env, bucket, tmp_path):
     """Ctrl-C while the job runs: the job's objects go with it."""
     out = tmp_path / "o.ivf"
@@ -147,6 +149,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_coordinator_serve_on_s3_removes_a_job_once_fetched(s3_server, env, bucket, tmp_path):
     from coordinator.api import run_job
     from coordinator.shaped import shaped_inputs, shaped_job
@@ -183,6 +186,7 @@ def test_coordinator_serve_on_s3_removes_a_job_once_fetched(s3_server, env, buck
     assert code == 0
 
 
+@pytest.mark.slow
 def test_coordinator_keep_false_removes_a_failed_job(s3_server, bucket, monkeypatch):
     """A job that fails after writing (an unverifiable result) leaves nothing in the bucket; the
     same job with keep=True leaves its object."""
