@@ -72,8 +72,10 @@ async def run_worker(coordinator: str, bundle: tls.Bundle, job_id: str, worker_i
             if first is grpc.aio.EOF or first.WhichOneof("kind") != "welcome":
                 return "refused: no welcome"
             welcome = first.welcome
-            try:  # a directory, or s3://BUCKET/PREFIX (boto3's own chain finds the credentials)
-                storage = open_storage(welcome.storage_root).scoped(welcome.storage_prefix)
+            try:  # a directory, or s3://BUCKET/PREFIX (boto3's own chain finds the credentials;
+                # making its client takes most of a second, off the loop)
+                storage = (await asyncio.to_thread(open_storage, welcome.storage_root)).scoped(
+                    welcome.storage_prefix)
             except StorageError as e:
                 return f"refused: storage: {e}"
             if welcome.rendezvous:
