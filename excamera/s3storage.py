@@ -65,7 +65,8 @@ class S3Storage(Storage):
         self.bucket = bucket
         self.prefix = check_key(prefix.strip("/")) + "/" if prefix.strip("/") else ""
         concurrency = max(1, concurrency)
-        self.client = client or boto3.session.Session().client(
+        self._session = boto3.session.Session()  # (its loaded S3 model serves check()'s client too)
+        self.client = client or self._session.client(
             "s3", config=Config(max_pool_connections=max(10, concurrency),
                                 retries={"mode": "standard"}))
         self.multipart_threshold = multipart_threshold
@@ -207,11 +208,10 @@ class S3Storage(Storage):
         """A quick pre-flight before a job: the bucket exists and this identity may list, write
         and delete under the prefix (a probe object, removed at once). Short timeouts and two tries,
         so a wrong endpoint fails in seconds, not after the standard retries."""
-        import boto3
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
 
-        probe = boto3.session.Session().client("s3", config=Config(
+        probe = self._session.client("s3", config=Config(
             connect_timeout=timeout_s, read_timeout=timeout_s,
             retries={"mode": "standard", "max_attempts": 2}))
         key = f"{self.prefix}excamera-probe-{secrets.token_hex(6)}"
