@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from coordinator.fsm import Job
-from excamera.storage import LocalStorage, ObjectRef, StorageError, object_pairs
+from excamera.storage import ObjectRef, StorageError, object_pairs, open_storage
 
 #: A job's input objects: key -> bytes, or (key, bytes) pairs produced one at a time.
 Inputs = Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None
@@ -30,16 +30,17 @@ Inputs = Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None
 class JobFailed(RuntimeError):
     """The job did not succeed; the message says which task failed and why."""
 
-    def __init__(self, message: str, status: str = "failed"):
+    def __init__(self, message: str, status: str = "failed", job_id: str = ""):
         super().__init__(message)
         self.status = status
+        self.job_id = job_id
 
 
 @dataclass(frozen=True)
 class JobResult:
     job_id: str
     objects: dict[str, dict[str, ObjectRef]]  # task id -> "<state>.<output>" -> verified object
-    storage_root: str
+    storage_root: str       # a directory or s3://BUCKET/PREFIX (open_storage)
     storage_prefix: str
     timeline: dict = field(default_factory=dict)
     data: dict[str, bytes] = field(default_factory=dict)  # key -> bytes, fetched from a remote coordinator
@@ -50,7 +51,7 @@ class JobResult:
         if self.data:  # a remote job: its objects were fetched and checked (in objects[""])
             return self.data[_pick(self.objects.get(task_id) or self.objects[""], name, "").key]
         ref = _pick(self.objects[task_id], name, f"task {task_id} has ")
-        storage = LocalStorage(self.storage_root).scoped(self.storage_prefix)
+        storage = open_storage(self.storage_root).scoped(self.storage_prefix)
         why = storage.verify(ref)
         if why is not None:
             raise StorageError(why)
@@ -68,11 +69,16 @@ def _pick(refs: dict[str, ObjectRef], name: str | None, whose: str) -> ObjectRef
 
 
 @contextlib.asynccontextmanager
-async def embedded_coordinator(storage_dir: str, *, ops_modules: tuple[str, ...] = (),
+async def embedded_coordinator(storage_dir: str | None = None, *, storage: str | None = None,
+                               ops_modules: tuple[str, ...] = (),
                                launch_workers: bool = True, quiet_workers: bool = True,
                                rendezvous_limits: dict | None = None, speculation=None):
     """A started in-process coordinator and rendezvous on loopback with an ephemeral CA, and a
-    local launcher whose workers get only the CA certificate and the client pair."""
+    local launcher whose workers get only the CA certificate and the client pair. Its storage:
+    ``storage`` (a directory or ``s3://BUCKET/PREFIX``), else the directory ``storage_dir``."""
+    root = storage or storage_dir
+    if not root:
+        raise ValueError("embedded_coordinator: give storage (a directory or s3://BUCKET/PREFIX)")
     from coordinator.launcher import LocalLauncher
     from coordinator.server import Coordinator
     from excamera import tls
@@ -81,7 +87,7 @@ async def embedded_coordinator(storage_dir: str, *, ops_modules: tuple[str, ...]
     with tempfile.TemporaryDirectory(prefix="excamera-certs-") as certs:
         tls.write(bundle.for_worker(), certs, overwrite=True)
         launcher = LocalLauncher(certs, ops_modules=ops_modules, quiet=quiet_workers) if launch_workers else None
-        c = Coordinator(bundle, storage_dir, launcher=launcher, rendezvous_limits=rendezvous_limits,
+        c = Coordinator(bundle, root, launcher=launcher, rendezvous_limits=rendezvous_limits,
                         speculation=speculation)
         await c.start()
         try:
@@ -93,11 +99,12 @@ async def embedded_coordinator(storage_dir: str, *, ops_modules: tuple[str, ...]
 async def run_job_async(job: Job, *, inputs: Inputs = None, workers: int = 4,
                         spare: int = 0, max_attempts: int = 3, storage_dir: str | None = None,
                         timeline: str | None = None, ops_modules: tuple[str, ...] = (),
-                        timeout_s: float | None = None, on_event=None, planner=None) -> JobResult:
-    storage_dir = storage_dir or tempfile.mkdtemp(prefix="excamera-storage-")
-    async with embedded_coordinator(storage_dir, ops_modules=ops_modules) as c:
+                        timeout_s: float | None = None, on_event=None, planner=None,
+                        storage: str | None = None, job_id: str | None = None) -> JobResult:
+    root = storage or storage_dir or tempfile.mkdtemp(prefix="excamera-storage-")
+    async with embedded_coordinator(root, ops_modules=ops_modules) as c:
         job_id, _ = await c.submit(job, workers=workers, spare=spare, max_attempts=max_attempts,
-                                   inputs=inputs, timeline=timeline, planner=planner)
+                                   inputs=inputs, timeline=timeline, planner=planner, job_id=job_id)
         pump = None
         if on_event is not None:
             pump = asyncio.create_task(_pump_events(c, job_id, on_event))
@@ -105,14 +112,15 @@ async def run_job_async(job: Job, *, inputs: Inputs = None, workers: int = 4,
             outcome = await asyncio.wait_for(c.wait(job_id), timeout_s)
         except asyncio.TimeoutError:
             c.cancel(job_id)
-            raise JobFailed(f"job {job_id}: not finished after {timeout_s} s; cancelled", "cancelled") from None
+            raise JobFailed(f"job {job_id}: not finished after {timeout_s} s; cancelled", "cancelled",
+                            job_id) from None
         finally:
             if pump is not None:
                 await asyncio.wait([pump], timeout=1.0)
                 pump.cancel()
         tl = c.engine.timeline(job_id)
     if outcome.status != "succeeded":
-        raise JobFailed(f"job {job_id} {outcome.status}: {outcome.error}", outcome.status)
+        raise JobFailed(f"job {job_id} {outcome.status}: {outcome.error}", outcome.status, job_id)
     return JobResult(job_id, outcome.objects, outcome.storage_root, outcome.storage_prefix, tl)
 
 
@@ -216,12 +224,15 @@ async def submit_remote(job: Job, coordinator: str, certs: str, *, inputs: Input
 def run_job(job: Job, *, inputs: Inputs = None, workers: int = 4, spare: int = 0,
             max_attempts: int = 3, storage_dir: str | None = None, timeline: str | None = None,
             ops_modules: tuple[str, ...] = (), timeout_s: float | None = None,
-            coordinator: str | None = None, certs: str | None = None, on_event=None) -> JobResult:
+            coordinator: str | None = None, certs: str | None = None, on_event=None,
+            storage: str | None = None, job_id: str | None = None) -> JobResult:
     """Run ``job`` to the end and return its verified results (``JobFailed`` otherwise).
 
     Embedded (default): a coordinator, a rendezvous and ``workers + spare`` local worker
     processes, all on loopback with an ephemeral CA; ``inputs`` (key -> bytes) are stored under
-    the job's prefix in ``storage_dir`` (a new temporary directory if None) before it starts (a
+    the job's prefix (``jobs/JOB_ID``, ``job_id`` if given) in ``storage`` (a directory or
+    ``s3://BUCKET/PREFIX``), else in ``storage_dir`` (a new temporary directory if None: the
+    results stay there for ``JobResult.read``; removing them is the caller's) before it starts (a
     mapping, or an iterable of (key, bytes) pairs read one at a time, as a spooled input's);
     ``timeline`` writes every worker's state history as JSON. ``ops_modules`` are imported by
     every worker (to register operations beyond the built-ins). With ``coordinator`` and
@@ -238,7 +249,7 @@ def run_job(job: Job, *, inputs: Inputs = None, workers: int = 4, spare: int = 0
     return asyncio.run(run_job_async(job, inputs=inputs, workers=workers, spare=spare,
                                      max_attempts=max_attempts, storage_dir=storage_dir,
                                      timeline=timeline, ops_modules=ops_modules, timeout_s=timeout_s,
-                                     on_event=on_event))
+                                     on_event=on_event, storage=storage, job_id=job_id))
 
 
 __all__ = ["JobFailed", "JobResult", "embedded_coordinator", "run_job", "run_job_async",

@@ -30,7 +30,7 @@ import grpc
 from coordinator import engine as eng
 from coordinator.fsm import FsmError, Job, job_from_proto
 from excamera import tls, tokens
-from excamera.storage import LocalStorage, ObjectRef, StorageError, check_key, object_pairs
+from excamera.storage import ObjectRef, Storage, StorageError, check_key, object_pairs, open_storage
 from protos import common_pb2
 from protos import coordinator_pb2 as cpb
 from protos import coordinator_pb2_grpc as cpb_grpc
@@ -77,6 +77,7 @@ class JobHandle:
     timeline_path: str | None = None
     releases: set = field(default_factory=set)
     connected: set = field(default_factory=set)   # worker ids that have opened their stream
+    unfetched: set | None = None  # keep=False: results of the ended job not fetched yet
 
     async def follow(self):
         """The job's events (``jobs_pb2.JobEvent``), from the first, until the job ends."""
@@ -108,16 +109,22 @@ class JobOutcome:
 class Coordinator:
     """One coordinator: ``await start()``, ``submit``, ``wait``, ``cancel``, ``await stop()``."""
 
-    def __init__(self, bundle: tls.Bundle, storage_root: str, *, listen: str = "127.0.0.1:0",
+    def __init__(self, bundle: tls.Bundle, storage_root: "str | Storage", *, listen: str = "127.0.0.1:0",
                  rendezvous: str | None = None, launcher=None, rendezvous_limits: dict | None = None,
                  max_input_bytes: int = MAX_INPUT_BYTES, max_input_object_bytes: int = MAX_INPUT_OBJECT_BYTES,
-                 speculation: eng.Speculation | None = None):
+                 keep: bool = True, speculation: eng.Speculation | None = None):
+        """``storage_root``: a directory, ``s3://BUCKET/PREFIX`` (``open_storage``) or a Storage;
+        workers are told its URL. ``keep=False`` removes each job's objects once nobody can use
+        them: a failed or cancelled job's when it ends, a succeeded job's inputs and intermediates
+        when it ends and its results once each has been fetched (or when the coordinator stops).
+        ``speculation`` tunes speculative execution (``coordinator.engine.Speculation``)."""
         self.bundle = bundle
         self.secret = tokens.new_secret()
         self.max_input_bytes = max_input_bytes
         self.max_input_object_bytes = max_input_object_bytes
         self._next_worker = 1
-        self.storage = LocalStorage(storage_root)
+        self.storage = storage_root if isinstance(storage_root, Storage) else open_storage(storage_root)
+        self.keep = keep
         self.listen = listen
         self.rendezvous_address = rendezvous
         self.launcher = launcher
@@ -195,6 +202,9 @@ class Coordinator:
             await self._rdv_channel.close()
         if self._rendezvous_server is not None:
             await self._rendezvous_server.stop(grace)
+        if not self.keep:  # nobody can fetch a result after this: leave nothing behind
+            for job_id in self.handles:
+                await self._remove(job_id)
 
     # -- jobs -----------------------------------------------------------------------------------
 
@@ -212,8 +222,14 @@ class Coordinator:
         key = tokens.job_key(self.secret, job_id)
         prefix = f"jobs/{check_key(job_id)}"
         storage = self.storage.scoped(prefix)
-        for k, data in object_pairs(inputs):
-            storage.put(k, data)
+        try:
+            await _store_inputs(storage, inputs)
+        except BaseException:  # a job that never started leaves nothing behind
+            try:
+                await asyncio.to_thread(storage.delete_prefix)
+            except (StorageError, OSError) as e:
+                log.error("coordinator: job %s: removing its partial inputs: %s", job_id, e)
+            raise
         limits = dict(self.rendezvous_limits, **(rendezvous_limits or {}))
         task_key = tokens.task_key(key)
         await self.rendezvous_admin.open_job(job_id, task_key, **limits)
@@ -327,8 +343,13 @@ class Coordinator:
             self._spawn(self._close_rendezvous(action.job_id))
             if not h.done.done():
                 h.done.set_result(JobOutcome(action.job_id, action.status, action.error,
-                                             action.objects, str(self.storage.root),
+                                             action.objects, self.storage.url,
                                              f"jobs/{action.job_id}"))
+            if not self.keep:
+                results = set() if action.status != "succeeded" else \
+                    {ref.key for refs in action.objects.values() for ref in refs.values()}
+                h.unfetched = set(results)
+                self._spawn(self._remove(action.job_id, keep=results))
             for q in h.watchers:
                 q.put_nowait(None)
 
@@ -337,6 +358,40 @@ class Coordinator:
         self._background.add(t)
         t.add_done_callback(self._background.discard)
         return t
+
+    async def _remove(self, job_id: str, keep: set[str] = frozenset(), settle_s: float = 30.0) -> None:
+        """Delete the job's objects but ``keep`` (in a thread: S3 calls block), once the job's
+        workers have hung up (up to ``settle_s``): a worker told to stop mid-operation may still
+        be writing."""
+        deadline = time.monotonic() + settle_s
+        while not self._stopping and time.monotonic() < deadline and any(
+                getattr(self.engine.workers.get(wid), "job_id", None) == job_id for wid in self.outboxes):
+            await asyncio.sleep(0.1)
+        storage = self.storage.scoped(f"jobs/{job_id}")
+
+        def remove():
+            if not keep:
+                return storage.delete_prefix()
+            gone = [k for k in storage.list() if k not in keep]
+            for k in gone:
+                storage.delete(k)
+            return len(gone)
+
+        try:
+            n = await asyncio.to_thread(remove)
+            log.info("coordinator: job %s: removed %d object(s)%s", job_id, n,
+                     f", kept {len(keep)} result(s) until fetched" if keep else "")
+        except (StorageError, OSError) as e:
+            log.error("coordinator: job %s: removing its objects: %s", job_id, e)
+
+    def fetched(self, job_id: str, key: str) -> None:
+        """A result went out whole; once every result has, the job's objects go (``keep=False``)."""
+        h = self.handles.get(job_id)
+        if self.keep or h is None or h.unfetched is None or key not in h.unfetched:
+            return
+        h.unfetched.discard(key)
+        if not h.unfetched:
+            self._spawn(self._remove(job_id))
 
     async def _release(self, job_id: str, task_id: str) -> None:
         from protos import rendezvous_pb2 as rpb
@@ -401,7 +456,7 @@ class _CoordinatorServicer(cpb_grpc.CoordinatorServicer):
         c.outboxes[worker_id] = outq
         c.wake()
         await context.write(cpb.CoordinatorMessage(welcome=cpb.Welcome(
-            worker_id=worker_id, job_id=job_id, storage_root=str(c.storage.root),
+            worker_id=worker_id, job_id=job_id, storage_root=c.storage.url,
             storage_prefix=f"jobs/{job_id}", rendezvous=c.rendezvous_address)))
         reader = asyncio.create_task(self._read(worker_id, context, outq))
         try:
@@ -619,6 +674,7 @@ class _JobsServicer(jpb_grpc.JobsServicer):
         yield jpb.DataChunk(object=first, data=bytes(view[:DATA_CHUNK]))
         for start in range(DATA_CHUNK, len(view), DATA_CHUNK):
             yield jpb.DataChunk(data=bytes(view[start:start + DATA_CHUNK]))
+        self.c.fetched(request.job_id, ref.key)
 
     async def List(self, request, context):
         out = jpb.JobList()
@@ -627,6 +683,28 @@ class _JobsServicer(jpb_grpc.JobsServicer):
                          tasks=len(job.tasks),
                          done=sum(1 for t in job.tasks.values() if t.status == "done"))
         return out
+
+
+#: Inputs stored at once by ``submit`` (each held in memory until stored).
+INPUT_PUTS_IN_FLIGHT = 8
+
+
+async def _store_inputs(storage, inputs) -> None:
+    """Put the inputs (taken one at a time from ``inputs``), several at once, in threads: a put
+    may be a network round trip (S3), and the loop serves other jobs meanwhile."""
+    pending: set[asyncio.Future] = set()
+    try:
+        for k, data in object_pairs(inputs):
+            if len(pending) >= INPUT_PUTS_IN_FLIGHT:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for f in done:
+                    f.result()
+            pending.add(asyncio.ensure_future(asyncio.to_thread(storage.put, k, data)))
+    finally:
+        if pending:  # let every put in flight end before raising (nothing half-done left behind)
+            done, _ = await asyncio.wait(pending)
+    for f in pending:
+        f.result()
 
 
 def write_timeline(path: str, timeline: dict) -> None:

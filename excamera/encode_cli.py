@@ -43,6 +43,13 @@ def add_parsers(sub) -> None:
                           "and --certs): the raw chunks stream up, the stitched stream comes back")
     enc.add_argument("--certs", metavar="DIR", help="with --coordinator: ca.pem, client.pem, client.key "
                                                    "(from excamera certs init)")
+    enc.add_argument("--storage", metavar="URL",
+                     help="with --workers N: the job's objects go to s3://BUCKET/PREFIX (AWS configured "
+                          "as for any boto3 program: profile, AWS_REGION, AWS_ENDPOINT_URL_S3, ...) or a "
+                          "directory, under jobs/JOB_ID/, removed when the job ends (default: a temporary "
+                          "directory)")
+    enc.add_argument("--keep", action="store_true",
+                     help="with --storage: leave the job's objects there when it ends")
     enc.add_argument("--chunk-frames", type=int_in(1, 100000), default=6, metavar="N")
     enc.add_argument("--batch-chunks", type=int_in(1, 100000), default=16, metavar="X")
     enc.add_argument("--cq-level", type=int_in(0, 63), default=20, metavar="C")
@@ -196,7 +203,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         raise CliError(f"-o {out}: the output must end in .ivf or .webm")
     if args.workers == 0:
         for flag, value in (("--spare", args.spare), ("--timeline", args.timeline),
-                            ("--coordinator", args.coordinator)):
+                            ("--coordinator", args.coordinator), ("--storage", args.storage)):
             if value:
                 return _usage(f"{flag} needs --workers N (N > 0): --workers 0 runs in this process")
     if args.coordinator:
@@ -211,6 +218,16 @@ def cmd_encode(args: argparse.Namespace) -> int:
             return _usage("--timeline is written by an embedded coordinator; a running one keeps its own")
     elif args.certs:
         return _usage("--certs goes with --coordinator")
+    if args.coordinator and args.storage:
+        return _usage("--storage is an embedded coordinator's; a running one has its own")
+    if args.keep and not args.storage:
+        return _usage("--keep needs --storage (the default temporary directory always goes)")
+    if args.storage:  # before reading the video: a wrong bucket or no credentials fail in seconds
+        from excamera.storage import StorageError, open_storage
+        try:
+            open_storage(args.storage).check()
+        except StorageError as e:
+            raise CliError(f"--storage {args.storage}: {str(e).removeprefix(args.storage + ': ')}") from None
     if args.coordinator:  # before reading the video: a bad --certs is the quicker error
         from excamera import tls
         try:
@@ -272,6 +289,8 @@ def _encode_distributed(spooled, settings, args) -> list[bytes]:
     job = encode_job(spooled.n_frames, spooled.width, spooled.height, settings)
     inputs = spooled.pairs()
     progress = _StageProgress(len(job.tasks) - 1)
+    if args.storage:
+        return _encode_in(args.storage, job, inputs, progress, args)
     with tempfile.TemporaryDirectory(prefix="excamera-encode-") as storage:
         try:
             result = run_job(job, inputs=inputs, workers=args.workers, spare=args.spare, storage_dir=storage,
@@ -281,6 +300,39 @@ def _encode_distributed(spooled, settings, args) -> list[bytes]:
             raise CliError(f"{args.input}: {e}") from None
         progress.finish()
         return ivf_frames(result.read("stitch"), "the stitched stream")
+
+
+def _encode_in(url: str, job, inputs, progress, args) -> list[bytes]:
+    """The embedded job with its objects in ``--storage`` under ``jobs/JOB_ID``: removed when
+    it ends, however it ends (success, failure, Ctrl-C), unless ``--keep``."""
+    from coordinator.api import JobFailed, run_job
+    from coordinator.server import Coordinator
+    from excamera.cli import CliError
+    from excamera.storage import StorageError, open_storage
+    from worker.codec_ops import ivf_frames
+
+    job_id = Coordinator.new_job_id()
+    try:
+        try:
+            result = run_job(job, inputs=inputs, workers=args.workers, spare=args.spare, storage=url,
+                             job_id=job_id, timeline=args.timeline, ops_modules=("worker.codec_ops",),
+                             on_event=progress)
+            return ivf_frames(result.read("stitch"), "the stitched stream")
+        except JobFailed as e:
+            raise CliError(f"{args.input}: {e}") from None
+        except StorageError as e:
+            raise CliError(f"--storage {url}: {e}") from None
+        finally:
+            progress.finish()
+    finally:
+        where = f"{url.rstrip('/')}/jobs/{job_id}"
+        if args.keep:
+            print(f"excamera: kept the job's objects in {where}", file=sys.stderr)
+        else:
+            try:
+                open_storage(url).delete_prefix(f"jobs/{job_id}")
+            except StorageError as e:
+                print(f"excamera: warning: could not remove {where}: {e}", file=sys.stderr)
 
 
 def _encode_remote(spooled, settings, args) -> list[bytes]:

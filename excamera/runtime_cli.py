@@ -1,6 +1,7 @@
 """The runtime's subcommands, registered into ``excamera``'s parser by ``register(sub)``::
 
-    excamera coordinator serve --listen HOST:PORT --certs DIR [--storage DIR] [--rendezvous HOST:PORT]
+    excamera coordinator serve --listen HOST:PORT --certs DIR [--storage DIR|s3://BUCKET/PREFIX] [--keep]
+                               [--rendezvous HOST:PORT]
     excamera rendezvous serve --listen HOST:PORT --certs DIR
     excamera worker --coordinator HOST:PORT --certs DIR --job ID [--ops MODULE]...  (tokens in $EXCAMERA_WORKER_TOKENS)
     excamera certs init DIR [--host NAME]... [--force]
@@ -47,8 +48,12 @@ def register(sub) -> None:
     serve.add_argument("--listen", type=_address, required=True, metavar="HOST:PORT")
     serve.add_argument("--certs", required=True, metavar="DIR",
                        help="ca.pem, server.pem, server.key, client.pem, client.key (excamera certs init)")
-    serve.add_argument("--storage", default="excamera-storage", metavar="DIR",
-                       help="job storage directory (default: ./excamera-storage)")
+    serve.add_argument("--storage", default="excamera-storage", metavar="DIR|URL",
+                       help="job storage: a directory or s3://BUCKET/PREFIX (AWS configured as for any "
+                            "boto3 program) (default: ./excamera-storage)")
+    serve.add_argument("--keep", action="store_true",
+                       help="keep every job's objects; by default a job's go when it ends (a succeeded "
+                            "job's results once fetched)")
     serve.add_argument("--rendezvous", type=_address, metavar="HOST:PORT",
                        help="use this rendezvous instead of starting one in-process")
     serve.add_argument("--no-launch", action="store_true",
@@ -148,7 +153,14 @@ def cmd_coordinator_serve(args: argparse.Namespace) -> int:
     from excamera import tls
     from excamera.cli import CliError
 
+    from excamera.storage import StorageError, open_storage
+
     bundle = _load_certs(args.certs, tls.FILES[:1] + tls.FILES[2:])
+    try:  # before serving: a wrong bucket or no credentials fail now, in seconds
+        storage = open_storage(args.storage)
+        storage.check()
+    except StorageError as e:
+        raise CliError(f"--storage {args.storage}: {str(e).removeprefix(args.storage + ': ')}") from None
     _setup_logging()
 
     async def start():
@@ -163,14 +175,13 @@ def cmd_coordinator_serve(args: argparse.Namespace) -> int:
             tls.write(bundle.for_worker(), certs, overwrite=True)
             launcher = LocalLauncher(certs)
         try:
-            os.makedirs(args.storage, exist_ok=True)
-            c = Coordinator(bundle, args.storage, listen=args.listen, rendezvous=args.rendezvous,
-                            launcher=launcher)
+            c = Coordinator(bundle, storage, listen=args.listen, rendezvous=args.rendezvous,
+                            launcher=launcher, keep=args.keep)
             await c.start()
         except OSError as e:
             raise CliError(f"coordinator: {e.strerror or e}") from None
         print(f"excamera coordinator: serving on {c.address}, rendezvous {c.rendezvous_address}, "
-              f"storage {c.storage.root}", file=sys.stderr, flush=True)
+              f"storage {c.storage.url}{' (kept)' if args.keep else ''}", file=sys.stderr, flush=True)
         return c
 
     return _run_forever(start)

@@ -5,8 +5,9 @@ Keys are ``/``-separated relative names of ``[A-Za-z0-9._-]`` components (no ``.
 component, no leading ``/``); a key that would escape its prefix is refused with
 ``StorageError``. Writes go to a temporary name and are renamed into place, so readers never see
 half an object and two workers writing the same object race harmlessly (last rename wins, and
-in this runtime both wrote the same bytes). A later S3 implementation fits the same interface.
-This module imports nothing from the rest of the project.
+in this runtime both wrote the same bytes). ``open_storage`` picks the implementation from a URL:
+a path or ``file://`` is a ``LocalStorage``, ``s3://BUCKET/PREFIX`` an ``S3Storage``
+(``excamera.s3storage``, imported only then). This module imports nothing else from the project.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -100,12 +102,31 @@ class Storage(ABC):
     def scoped(self, prefix: str) -> "PrefixStorage":
         return PrefixStorage(self, prefix)
 
+    def delete_prefix(self, prefix: str = "") -> int:
+        """Remove every object under ``prefix`` (everything, if empty); how many."""
+        keys = self.list(prefix)
+        for k in keys:
+            self.delete(k)
+        return len(keys)
+
+    def check(self) -> None:
+        """A quick pre-flight before a job (StorageError saying why not); nothing by default."""
+
+    @property
+    def url(self) -> str:
+        """What ``open_storage`` opens this storage again from (another process's too)."""
+        raise NotImplementedError
+
 
 class LocalStorage(Storage):
     """Objects as files under a root directory."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).resolve()
+
+    @property
+    def url(self) -> str:
+        return str(self.root)  # a plain path, as workers have always been told
 
     def _path(self, key: str) -> Path:
         path = self.root / check_key(key)
@@ -152,6 +173,21 @@ class LocalStorage(Storage):
                     out.append(Path(dirpath, name).relative_to(self.root).as_posix())
         return sorted(out)
 
+    def delete_prefix(self, prefix: str = "") -> int:
+        n = super().delete_prefix(prefix)
+        base = self.root / check_key(prefix.strip("/")) if prefix.strip("/") else None
+        if base is not None and base.is_dir() and base.resolve().is_relative_to(self.root):
+            shutil.rmtree(base, ignore_errors=True)  # the directories (and any temporary files) too
+        return n
+
+    def check(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"{self.root}: {e.strerror or e}") from None
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageError(f"{self.root}: not a writable directory")
+
 
 class PrefixStorage(Storage):
     """A view of ``base`` in which every key is relative to ``prefix`` and cannot leave it."""
@@ -187,3 +223,32 @@ class PrefixStorage(Storage):
     def digest(self, key: str) -> ObjectRef:
         data = self.get(key)
         return ObjectRef(key, hashlib.sha256(data).hexdigest(), len(data))
+
+    def delete_prefix(self, prefix: str = "") -> int:
+        full = self.prefix + (check_key(prefix.strip("/")) if prefix.strip("/") else "")
+        return self.base.delete_prefix(full)
+
+    def check(self) -> None:
+        self.base.check()
+
+
+def open_storage(url: str | os.PathLike, **kw) -> Storage:
+    """The storage ``url`` names: ``s3://BUCKET/PREFIX`` (keyword arguments go to ``S3Storage``),
+    ``file:///DIR`` or a plain directory path. StorageError for anything else."""
+    text = os.fspath(url)
+    if not isinstance(text, str) or not text:
+        raise StorageError("storage: empty; give a directory or s3://BUCKET/PREFIX")
+    if text.startswith("s3://"):
+        from excamera.s3storage import S3Storage
+
+        return S3Storage.from_url(text, **kw)
+    if text.startswith("file://"):
+        path = text[len("file://"):]
+        if not path.startswith("/"):
+            raise StorageError(f"{text}: a file:// URL needs an absolute path (file:///DIR)")
+        return LocalStorage(path)
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if scheme:
+        raise StorageError(f"{text}: unknown scheme {scheme[1]!r}; give a directory, "
+                           f"file:///DIR or s3://BUCKET/PREFIX")
+    return LocalStorage(text)

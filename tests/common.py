@@ -140,3 +140,44 @@ def run_cli(*args: str, cwd: Path | str | None = None, timeout: float = 300,
                           env=subprocess_env(), capture_output=True, timeout=timeout, input=input)
     proc.stderr = proc.stderr.decode("utf-8", "replace")
     return proc
+
+
+class S3Server:
+    """A real S3 server on loopback (moto's ``ThreadedMotoServer``), reached through boto3 exactly
+    as AWS is: ``env`` holds ``AWS_ENDPOINT_URL_S3`` and dummy credentials, and nothing from the
+    user's ~/.aws. Started by the session fixture ``s3_server`` (conftest.py)."""
+
+    def __init__(self):
+        import logging
+
+        from moto.server import ThreadedMotoServer  # moto[server], flask, flask-cors: the test extra
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        self.env = {"AWS_ENDPOINT_URL_S3": self.endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+                    "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.devnull,
+                    "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+
+    def client(self):
+        import boto3
+
+        return boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                                     region_name="us-east-1").client("s3", endpoint_url=self.endpoint)
+
+    def bucket(self, name: str) -> str:
+        """Create bucket ``name`` (if new); its name."""
+        client = self.client()
+        if name not in {b["Name"] for b in client.list_buckets().get("Buckets", ())}:
+            client.create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", ()))
+
+    def stop(self) -> None:
+        self._server.stop()

@@ -12,3 +12,18 @@ for p in (str(HERE), str(HERE.parent)):
 def pytest_configure(config):
     config.addinivalue_line("markers", "nojit: small subset that also runs with NUMBA_DISABLE_JIT=1")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 server on 127.0.0.1 for the whole session (``common.S3Server``)."""
+    from common import S3Server
+
+    server = S3Server()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -126,7 +126,8 @@ def _wait_listening(proc, port, what):
 @pytest.mark.slow
 def test_standalone_rendezvous_and_coordinator(tmp_path):
     """`excamera rendezvous serve` and `excamera coordinator serve --rendezvous`, a job submitted
-    over the Jobs service, then SIGTERM: both exit 0."""
+    over the Jobs service, then SIGTERM: both exit 0. (--keep: the result stays in the store to be
+    read here; test_encode_s3 checks that without it a fetched job's objects go.)"""
     from coordinator.api import run_job
     from coordinator.shaped import shaped_inputs, shaped_job
     from worker.fakecodec import reference_output
@@ -142,7 +143,7 @@ def test_standalone_rendezvous_and_coordinator(tmp_path):
     rdv = subprocess.Popen(base + ["rendezvous", "serve", "--listen", f"127.0.0.1:{rport}", "--certs", str(certs)],
                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
     coord = subprocess.Popen(base + ["coordinator", "serve", "--listen", f"127.0.0.1:{cport}", "--certs",
-                                     str(certs), "--storage", str(tmp_path / "store"), "--rendezvous",
+                                     str(certs), "--storage", str(tmp_path / "store"), "--keep", "--rendezvous",
                                      f"127.0.0.1:{rport}"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
         _wait_listening(rdv, rport, "rendezvous")

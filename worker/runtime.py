@@ -22,7 +22,7 @@ import time
 import grpc
 
 from excamera import tls
-from excamera.storage import LocalStorage
+from excamera.storage import StorageError, open_storage
 from protos import coordinator_pb2 as pb
 from protos import coordinator_pb2_grpc as pb_grpc
 from protos import values
@@ -72,7 +72,12 @@ async def run_worker(coordinator: str, bundle: tls.Bundle, job_id: str, worker_i
             if first is grpc.aio.EOF or first.WhichOneof("kind") != "welcome":
                 return "refused: no welcome"
             welcome = first.welcome
-            storage = LocalStorage(welcome.storage_root).scoped(welcome.storage_prefix)
+            try:  # a directory, or s3://BUCKET/PREFIX (boto3's own chain finds the credentials;
+                # making its client takes most of a second, off the loop)
+                storage = (await asyncio.to_thread(open_storage, welcome.storage_root)).scoped(
+                    welcome.storage_prefix)
+            except StorageError as e:
+                return f"refused: storage: {e}"
             if welcome.rendezvous:
                 rdv_channel = grpc.aio.secure_channel(welcome.rendezvous, creds,
                                                       options=RDV_OPTIONS + [("grpc.use_local_subchannel_pool", 1)])
