@@ -9,7 +9,8 @@ never sooner than ``floor_s``), it starts the same transfer again in parallel; t
 finish wins, the other's result is ignored. This is safe because puts are atomic and idempotent
 here (every writer of a key writes the same bytes) and gets have no side effects.
 
-``stats`` counts transfers and re-issues (for the timeline and the tests).
+``stats`` counts transfers and re-issues (for the timeline and the tests). Every worker reads and
+writes its job's storage through one (``worker.runtime``).
 """
 
 from __future__ import annotations
@@ -120,6 +121,10 @@ class SpeculativeStorage(Storage):
 
     def list(self, prefix: str = "") -> list[str]:
         return self.base.list(prefix)
+
+    @property
+    def url(self) -> str:
+        return self.base.url
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -22,6 +22,7 @@ import time
 import grpc
 
 from excamera import tls
+from excamera.speculative_storage import SpeculativeStorage
 from excamera.storage import StorageError, open_storage
 from protos import coordinator_pb2 as pb
 from protos import coordinator_pb2_grpc as pb_grpc
@@ -74,8 +75,8 @@ async def run_worker(coordinator: str, bundle: tls.Bundle, job_id: str, worker_i
             welcome = first.welcome
             try:  # a directory, or s3://BUCKET/PREFIX (boto3's own chain finds the credentials;
                 # making its client takes most of a second, off the loop)
-                storage = (await asyncio.to_thread(open_storage, welcome.storage_root)).scoped(
-                    welcome.storage_prefix)
+                storage = SpeculativeStorage((await asyncio.to_thread(open_storage, welcome.storage_root))
+                                             .scoped(welcome.storage_prefix))
             except StorageError as e:
                 return f"refused: storage: {e}"
             if welcome.rendezvous:
