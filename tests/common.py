@@ -140,3 +140,12 @@ def run_cli(*args: str, cwd: Path | str | None = None, timeout: float = 300,
                           env=subprocess_env(), capture_output=True, timeout=timeout, input=input)
     proc.stderr = proc.stderr.decode("utf-8", "replace")
     return proc
+
+
+def ffmpeg_yuv(inputs: list, args: list[str]) -> bytes:
+    """ffmpeg's own raw yuv420p output for ``-i`` each of ``inputs`` followed by ``args``."""
+    cmd = ["ffmpeg", "-nostdin", "-v", "error"]
+    for path in inputs:
+        cmd += ["-i", str(path)]
+    return subprocess.run(cmd + list(args) + ["-pix_fmt", "yuv420p", "-f", "rawvideo", "-"],
+                          capture_output=True, check=True, timeout=120).stdout
