@@ -136,7 +136,7 @@ def _negated(text: str) -> str:
     """``text`` for ffmpeg with input 1 negated first (as the test's second stream is)."""
     body = {"hstack": "[0][n]hstack"}.get(text, text.replace("[1:v]", "[n]").replace("[1]", "[n]"))
     body = body.replace("[v]", "")  # an output label ffmpeg would want -map for
-    return "[1]lutyuv=y=negval[n];" + body
+    return "[1]lutyuv=y=255-val[n];" + body
 
 
 def test_output_numbering_follows_first_input():
