@@ -7,7 +7,8 @@
   picture for picture, with the same frames of one decode of the whole input; a chunk that differs
   (an open GOP, an edit list) and a stretch whose key frames are more than 2 chunks apart are
   decoded instead and cut into raw Y4M chunks. Y4M and VP8 IVF inputs are decoded and cut into
-  Y4M chunks of ``frames_per_chunk`` (the last may be shorter). So the chunks' frame counts add up
+  Y4M chunks. Raw chunks have ``frames_per_chunk`` frames, the last of a decoded stretch up to
+  twice that less one (only an input shorter than one chunk gives fewer). So the chunks' frame counts add up
   to the whole decode's, and decoding them gives exactly its pictures.
 * ``read_image(path)``: one picture of an image file (PyAV, else Pillow), as yuv420p.
 * ``check_output(path, port_type)`` / ``write_output(path, port_type, values)``: the extension
@@ -93,20 +94,28 @@ def _cut_decoded(path: str, frames_per_chunk: int | None) -> Iterator[EncodedChu
         raise MediaError(f"{path}: {e}") from None
     with video:
         n = _per_chunk(frames_per_chunk, video.rate)
-        images, start = [], 0
+        start = 0
         try:
-            for im in video:
-                images.append(im)
-                if len(images) == n:
-                    yield _y4m_chunk(images, start, video.rate)
-                    start += n
-                    images = []
+            for images in _pieces(video, n):
+                yield _y4m_chunk(images, start, video.rate)
+                start += len(images)
         except VP8Error as e:
             raise MediaError(f"{path}: {e}") from None
-        if images:
-            yield _y4m_chunk(images, start, video.rate)
-        elif start == 0:
+        if start == 0:
             raise MediaError(f"{path}: no picture in the input")
+
+
+def _pieces(images, n: int) -> Iterator[list]:
+    """Consecutive lists of ``n`` pictures; the last takes the remainder (up to 2n - 1), so
+    only a run shorter than ``n`` gives a shorter piece."""
+    buf: list = []
+    for im in images:
+        buf.append(im)
+        if len(buf) == 2 * n:
+            yield buf[:n]
+            buf = buf[n:]
+    if buf:
+        yield buf
 
 
 def _gops(packets: list) -> list[list]:
@@ -206,14 +215,8 @@ class _Cutter:
 
     def decoded(self, last_pts: int | None) -> Iterator[EncodedChunk]:
         """Raw chunks of ``n`` pictures (the last up to 2n - 1) until ``last_pts``."""
-        buf: list = []
-        for im in self.frames_until(last_pts):
-            buf.append(im)
-            if len(buf) == 2 * self.n:
-                yield self.emit_raw(buf[:self.n])
-                buf = buf[self.n:]
-        if buf:
-            yield self.emit_raw(buf)
+        for images in _pieces(self.frames_until(last_pts), self.n):
+            yield self.emit_raw(images)
 
     def remuxed(self, packets: list) -> Iterator[EncodedChunk]:
         data = _remux(self.stream, packets)
@@ -224,13 +227,8 @@ class _Cutter:
             self.start += len(want)
             yield chunk
             return
-        for a in range(0, len(want), self.n):  # decodes differently on its own: raw instead
-            piece = want[a:a + self.n]
-            if a + 2 * self.n > len(want):
-                piece = want[a:]
-                yield self.emit_raw(piece)
-                return
-            yield self.emit_raw(piece)
+        for images in _pieces(want, self.n):  # decodes differently on its own: raw instead
+            yield self.emit_raw(images)
 
 
 def _remux(template, packets: list) -> bytes:
