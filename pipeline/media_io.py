@@ -10,6 +10,7 @@
   Y4M chunks. Raw chunks have ``frames_per_chunk`` frames, the last of a decoded stretch up to
   twice that less one (only an input shorter than one chunk gives fewer). So the chunks' frame counts add up
   to the whole decode's, and decoding them gives exactly its pictures.
+* ``frames_of(chunk)``: the pictures of a chunk (the ``decode`` stage's reader).
 * ``read_image(path)``: one picture of an image file (PyAV, else Pillow), as yuv420p.
 * ``check_output(path, port_type)`` / ``write_output(path, port_type, values)``: the extension
   picks the form. ``.webm``/``.ivf``: one VP8 stream (frames are encoded first with the ``encode``
@@ -262,6 +263,12 @@ def _decoded_md5s(data: bytes) -> list[str] | None:
             return [_frame_to_image(f, i).md5() for i, f in enumerate(c.decode(video))]
     except (av.error.FFmpegError, ValueError):
         return None
+
+
+def frames_of(chunk: EncodedChunk) -> FrameBatch:
+    """The pictures of a chunk of any container (``pipeline.stages.video.decode_chunk``)."""
+    from pipeline.stages.video import decode_chunk
+    return decode_chunk(chunk)
 
 
 def read_image(path: str) -> FrameBatch:

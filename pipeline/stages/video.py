@@ -273,10 +273,11 @@ def encode(ctx: StageContext, inputs: dict, config: dict) -> dict:
 def excamera_encode(ctx: StageContext, inputs: dict, config: dict) -> dict:
     """Pictures -> one ExCamera[N, x] stream per task (``excamera.encode.encode_frames``).
 
-    Its delivery function regroups the pictures into groups of N·x frames (``chunk_frames`` ×
-    ``batch_chunks``), so each task's chunk starts with a key frame and the pipeline's output
-    keeps one key frame every N·x frames, the rest coded by ExCamera's encode-given-state and
-    rebase. Any number of frames works: fewer than N become one shorter chunk, more than N·x
+    Its delivery function (``serialized_frames``) regroups the pictures in frame order into
+    groups of its ``frames_per_chunk`` option: set that to N·x (``chunk_frames`` ×
+    ``batch_chunks``, e.g. 96 for 6 × 16, as ``pipelines/excamera_gray.json`` does), so each
+    task's chunk starts with a key frame and the pipeline's output keeps one key frame every N·x
+    frames, the rest coded by ExCamera's encode-given-state and rebase. Any number of frames works: fewer than N become one shorter chunk, more than N·x
     begin a new key frame every N·x."""
     from codec.chunks import presentation_times
     from excamera.encode import EncodeSettings, encode_frames
