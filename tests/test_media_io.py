@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 
@@ -171,6 +172,12 @@ def test_write_vp8_stream(tmp_path, ext):
     out = tmp_path / f"out{ext}"
     write_output(str(out), "chunks", chunks[::-1])  # any order: placed by start
     assert _decode_raw(out) == _concat(chunks)  # the chunks' own frames, not re-encoded
+    if shutil.which("vpxdec"):
+        vp = subprocess.run(["vpxdec", "--i420", "-o", str(tmp_path / "v.yuv"), str(out)],
+                            capture_output=True, timeout=60)
+        assert vp.returncode == 0 and vp.stderr == b"", vp.stderr
+        assert (tmp_path / "v.yuv").read_bytes() == _concat(chunks)
+        (tmp_path / "v.yuv").unlink()
     probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
                             "packet=pts_time,flags", "-of", "csv=p=0", str(out)],
                            capture_output=True, text=True, check=True).stdout.split()

@@ -114,8 +114,8 @@ def encode_vp8(batch: FrameBatch, cq_level: int = 20, encoder: str = "libvpx",
     """``batch`` as one VP8 chunk (IVF): a key frame, then interframes.
 
     ``libvpx``: libvpx through PyAV in constant-quality mode at ``cq_level`` (``crf`` with an
-    unlimited bit rate, as ``excamera.firstpass``), deadline "good", ``cpu-used=speed``, one
-    thread, no look-ahead, no automatic key frames: deterministic. ``native``: our encoder at the
+    unlimited bit rate, as ``excamera.firstpass``; ffmpeg's quantizer range), deadline "good",
+    ``cpu-used=speed``, one thread, no look-ahead, no automatic key frames: deterministic. ``native``: our encoder at the
     quantizer ``excamera.encode.native_quantizer(cq_level)``, ``speed`` 0..4."""
     if not 0 <= cq_level <= 63:
         raise StageInputError(f"cq_level {cq_level} is outside 0..63")
@@ -159,8 +159,11 @@ def _libvpx(images: list[Image], fps: tuple[int, int], cq_level: int, speed: int
     ctx.framerate = rate
     ctx.thread_count = 1
     ctx.bit_rate = TARGET_KBPS * 1000
-    ctx.options = {"deadline": "good", "cpu-used": str(speed), "crf": str(cq_level), "qmin": "0",
-                   "qmax": "63", "lag-in-frames": "0", "auto-alt-ref": "0",
+    # qmin/qmax are ffmpeg's defaults (2..31, widened to take cq_level), as `ffmpeg -c:v libvpx -crf C -b:v <large>` encodes: with
+    # 0..63 libvpx's key-frame boost reaches q 0 and a chunk grows by half for +0.001 SSIM.
+    ctx.options = {"deadline": "good", "cpu-used": str(speed), "crf": str(cq_level),
+                   "qmin": str(min(2, cq_level)), "qmax": str(max(31, cq_level)),
+                   "lag-in-frames": "0", "auto-alt-ref": "0",
                    "g": str(KEY_FRAME_DISTANCE), "keyint_min": str(KEY_FRAME_DISTANCE)}
     out: list[bytes] = []
     try:
