@@ -286,7 +286,8 @@ class FilterGraph:
                 for i in range(batch.count):
                     ctx.push(_av_frame(av, batch.image(i), batch.start + i, tb))
                 ctx.push(None)
-            pictures = _drain(av, sinks)
+            limit = MAX_GROWTH * sum(b.count for b in batches) + MAX_EXTRA
+            pictures = _drain(av, sinks, limit, self.text)
         except av.error.FFmpegError as e:
             raise FilterGraphError(f"filtergraph {self.text!r}: ffmpeg failed: {_ffmpeg(e)}") from None
         first = batches[0]
@@ -303,7 +304,13 @@ class FilterGraph:
         return out
 
 
-def _drain(av, sinks) -> list[list]:
+#: A graph may make at most this many pictures per input picture, plus MAX_EXTRA (a guard
+#: against ``loop=-1`` and friends, which never end).
+MAX_GROWTH = 16
+MAX_EXTRA = 1024
+
+
+def _drain(av, sinks, limit: int, text: str) -> list[list]:
     """Pull every sink until EOF, round robin (a sink may wait on another's progress)."""
     from excamera.video import _frame_to_image
     pictures: list[list] = [[] for _ in sinks]
@@ -321,6 +328,9 @@ def _drain(av, sinks) -> list[list]:
                 continue
             pictures[k].append(_frame_to_image(frame, len(pictures[k])))
             progress = True
+            if len(pictures[k]) > limit:
+                raise FilterGraphError(f"filtergraph {text!r} made more than {limit} pictures "
+                                       "from its input; it looks endless")
         if not progress:
             raise FilterGraphError("the filtergraph stalled with its inputs at end of stream")
     return pictures
@@ -416,6 +426,8 @@ class _Builder:
                                  f"{'is' if n == 1 else 'are'} {n}")
             uses.setdefault(index, []).extend(pads)
         free = [i for i in range(n) if i not in uses]
+        if not uses and not unlabelled_in:
+            raise self.error("it reads none of its input streams (a source filter alone never ends)")
         if len(unlabelled_in) > len(free):
             raise self.error(f"{len(unlabelled_in)} unlabelled input pad(s) but only {len(free)} "
                              "input stream(s) left for them")

@@ -96,6 +96,8 @@ def test_unknown_filter():
     ("hflip[a][b]", 1, "has 1 output, given 2 labels"),
     ("[0][1]hflip", 2, "has 1 input, given 2"),
     ("crop=w=nonsense_option_value:q=1", 1, "ffmpeg refuses crop"),
+    ("testsrc", 1, "reads none of its input streams"),
+    ("loop=loop=-1:size=5", 1, "looks endless"),
 ])
 def test_graph_errors_are_one_line(text, n, match):
     b = batch(CISCO)
