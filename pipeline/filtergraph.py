@@ -113,7 +113,7 @@ def _token(text: str, i: int, term: str) -> tuple[str, str]:
     return out, text[i:]
 
 
-def _scan(text: str, i: int, term: str, source: str | None = None, base: int = 0) -> tuple[str, int]:
+def _scan(text: str, i: int, term: str, source: str | None = None) -> tuple[str, int]:
     n = len(text)
     while i < n and text[i] in WHITESPACE:
         i += 1
@@ -129,7 +129,7 @@ def _scan(text: str, i: int, term: str, source: str | None = None, base: int = 0
         elif c == "'":
             end = text.find("'", i)
             if end < 0:
-                raise FilterSyntaxError(source if source is not None else text, base + i - 1,
+                raise FilterSyntaxError(source if source is not None else text, i - 1,
                                         "unterminated quote")
             out.extend(text[i:end])
             i = end + 1
