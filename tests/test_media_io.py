@@ -252,3 +252,13 @@ def test_failed_dash_move_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         write_output(str(tmp_path / "x.mpd"), "chunks", _vp8_chunks()[1])
     assert os.listdir(tmp_path) == []
+
+
+@requires_tool("ffmpeg")
+def test_write_non_vp8_chunks_encodes_them(tmp_path):
+    """Chunks straight from the input (raw Y4M, remuxed H.264) are decoded and encoded."""
+    for clip, n, frames in ((FOREMAN, 4, 10), (BIKES, 25, 100)):
+        out = tmp_path / f"{clip.stem}.ivf"
+        write_output(str(out), "chunks", list(cut_input(str(clip), n)))
+        w, h = (176, 144) if clip == FOREMAN else (640, 272)
+        assert len(_decode_raw(out)) == frames * (w * h * 3 // 2)
