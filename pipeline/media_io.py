@@ -32,8 +32,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from fractions import Fraction
-from typing import Iterator
 
 from pipeline.values import EncodedChunk, FrameBatch, Records
 

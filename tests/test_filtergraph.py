@@ -4,11 +4,17 @@ compared picture for picture with the ffmpeg binary's."""
 from __future__ import annotations
 
 import pytest
-
 from common import CLIPS_DIR, ffmpeg_yuv, requires_tool
+
 from codec.y4m import read_y4m
-from pipeline.filtergraph import (FilterGraph, FilterGraphError, FilterSyntaxError, UnknownFilterError,
-                                  parse, run_filter)
+from pipeline.filtergraph import (
+    FilterGraph,
+    FilterGraphError,
+    FilterSyntaxError,
+    UnknownFilterError,
+    parse,
+    run_filter,
+)
 from pipeline.values import FrameBatch
 
 FOREMAN = CLIPS_DIR / "foreman_qcif_176x144_10f.y4m"

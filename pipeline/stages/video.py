@@ -145,7 +145,12 @@ def encode_vp8(batch: FrameBatch, cq_level: int = 20, encoder: str = "libvpx",
 def _libvpx(images: list[Image], fps: tuple[int, int], cq_level: int, speed: int) -> list[bytes]:
     import av
 
-    from excamera.firstpass import KEY_FRAME_DISTANCE, TARGET_KBPS, _av_frame, _zero_libvpx_heap
+    from excamera.firstpass import (
+        KEY_FRAME_DISTANCE,
+        TARGET_KBPS,
+        _av_frame,
+        _zero_libvpx_heap,
+    )
     if not -16 <= speed <= 16:
         raise StageInputError(f"speed {speed} is outside -16..16 for libvpx")
     _zero_libvpx_heap()
