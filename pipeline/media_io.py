@@ -6,9 +6,10 @@
   ``frames_per_chunk`` frames but the last). Each such chunk is decoded on its own and compared,
   picture for picture, with the same frames of one decode of the whole input; a chunk that differs
   (an open GOP, an edit list) and a stretch whose key frames are more than 2 chunks apart are
-  decoded instead and cut into raw Y4M chunks. Y4M and VP8 IVF inputs are decoded and cut into
-  Y4M chunks. Raw chunks have ``frames_per_chunk`` frames, the last of a decoded stretch up to
-  twice that less one (only an input shorter than one chunk gives fewer). So the chunks' frame counts add up
+  decoded instead and cut into raw Y4M chunks of ``frames_per_chunk`` frames, the last of such a
+  stretch taking the remainder (up to twice that less one). Y4M and VP8 IVF inputs, and
+  compressed ones whose key frames are all too sparse, are decoded and cut into Y4M chunks of
+  ``frames_per_chunk`` frames, the last one shorter. So the chunks' frame counts add up
   to the whole decode's, and decoding them gives exactly its pictures.
 * ``frames_of(chunk)``: the pictures of a chunk (the ``decode`` stage's reader).
 * ``read_image(path)``: one picture of an image file (PyAV, else Pillow), as yuv420p.
@@ -106,13 +107,15 @@ def _cut_decoded(path: str, frames_per_chunk: int | None) -> Iterator[EncodedChu
             raise MediaError(f"{path}: no picture in the input")
 
 
-def _pieces(images, n: int) -> Iterator[list]:
-    """Consecutive lists of ``n`` pictures; the last takes the remainder (up to 2n - 1), so
-    only a run shorter than ``n`` gives a shorter piece."""
+def _pieces(images, n: int, merge: bool = False) -> Iterator[list]:
+    """Consecutive lists of ``n`` pictures, the last one shorter; with ``merge`` the last takes
+    the remainder instead (up to 2n - 1 pictures), so only a run shorter than ``n`` gives a
+    shorter piece."""
+    keep = 2 * n if merge else n
     buf: list = []
     for im in images:
         buf.append(im)
-        if len(buf) == 2 * n:
+        if len(buf) == keep:
             yield buf[:n]
             buf = buf[n:]
     if buf:
@@ -216,7 +219,7 @@ class _Cutter:
 
     def decoded(self, last_pts: int | None) -> Iterator[EncodedChunk]:
         """Raw chunks of ``n`` pictures (the last up to 2n - 1) until ``last_pts``."""
-        for images in _pieces(self.frames_until(last_pts), self.n):
+        for images in _pieces(self.frames_until(last_pts), self.n, merge=True):
             yield self.emit_raw(images)
 
     def remuxed(self, packets: list) -> Iterator[EncodedChunk]:
@@ -228,7 +231,7 @@ class _Cutter:
             self.start += len(want)
             yield chunk
             return
-        for images in _pieces(want, self.n):  # decodes differently on its own: raw instead
+        for images in _pieces(want, self.n, merge=True):  # decodes differently alone: raw instead
             yield self.emit_raw(images)
 
 
