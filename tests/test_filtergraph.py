@@ -116,7 +116,7 @@ def test_graph_errors_are_one_line(text, n, match):
 
 @requires_tool("ffmpeg")
 @pytest.mark.parametrize("clip", [FOREMAN, PARK], ids=["foreman", "park_joy"])
-@pytest.mark.parametrize("text", ["hue=s=0", "hflip", "crop=iw/2:ih:0:0", "scale=88:72",
+@pytest.mark.parametrize("text", ["hue=s=0", "hflip", "crop=iw/2:ih:0:0", "scale=88:72", "scale=87:71",
                                   "negate,vflip", "[in]hflip,hue=h=90:s=2[out]", MIRROR])
 def test_equals_ffmpeg(clip, text):
     b = batch(clip)
