@@ -361,58 +361,62 @@ class _Builder:
             raise self.error(f"cannot link {a.name} to {b.name}: {_ffmpeg(e)}") from None
 
     def build(self):
-        pending: dict[str, list] = {}        # input label -> [(ctx, pad)] waiting for an output
-        labelled: dict[str, tuple] = {}      # output label -> (order, ctx, pad) not yet read
-        unlabelled_in: list[tuple] = []      # open input pads, in order
-        outs: list[tuple] = []               # (order, ctx, pad) graph outputs
-        order = 0
+        """Every filter added and linked; returns the buffer sources (by input stream) and the
+        buffersinks (one per graph output, in order)."""
+        self.pending: dict[str, list] = {}   # input label -> [(ctx, pad)] waiting for an output
+        self.labelled: dict[str, tuple] = {}  # output label -> (order, ctx, pad) not yet read
+        self.unlabelled_in: list[tuple] = []  # open input pads, in order
+        self.order = 0                        # outputs are numbered as they appear
+        outs: list[tuple] = []                # (order, ctx, pad): graph outputs
         chains = self.fg.graph.chains
         for ci, chain in enumerate(chains):
-            prev: list[tuple] = []           # unlabelled output pads of the previous filter
+            prev: list[tuple] = []            # unlabelled output pads of the previous filter
             for f in chain:
-                where = f"{f.name} at character {f.position}"
-                ctx = self.add(f.name, f.args, where)
-                n_in, n_out = len(ctx.inputs), len(ctx.outputs)
-                feeds = [("pad", p) for p in prev] + [("label", l) for l in f.inputs]
-                if len(feeds) > n_in:
-                    raise self.error(f"{where} has {n_in} input{'s' * (n_in != 1)}, "
-                                     f"given {len(feeds)}")
-                for pad, (kind, x) in enumerate(feeds):
-                    if kind == "pad":
-                        self.link(x[0], x[1], ctx, pad)
-                    elif x in labelled:
-                        _, src, sp = labelled.pop(x)
-                        self.link(src, sp, ctx, pad)
-                    else:
-                        pending.setdefault(x, []).append((ctx, pad))
-                unlabelled_in += [(ctx, pad) for pad in range(len(feeds), n_in)]
-                if len(f.outputs) > n_out:
-                    raise self.error(f"{where} has {n_out} output{'s' * (n_out != 1)}, "
-                                     f"given {len(f.outputs)} labels")
-                for pad, label in enumerate(f.outputs):
-                    if label in pending and label not in labelled:
-                        dst, dp = pending[label].pop(0)
-                        if not pending[label]:
-                            del pending[label]
-                        self.link(ctx, pad, dst, dp)
-                    elif label in labelled:
-                        raise self.error(f"output label [{label}] is defined twice")
-                    else:
-                        labelled[label] = (order, ctx, pad)
-                    order += 1
-                prev = []
-                for pad in range(len(f.outputs), n_out):
-                    prev.append((ctx, pad))
+                prev = self.add_filter(f, prev)
             if prev and ci < len(chains) - 1:
                 raise self.error(f"chain {ci + 1} ends with an unlabelled output before ';'")
             for ctx, pad in prev:
-                outs.append((order, ctx, pad))
-                order += 1
-        outs += list(labelled.values())
-        outs.sort(key=lambda o: o[0])
+                outs.append((self.order, ctx, pad))
+                self.order += 1
+        outs = sorted(outs + list(self.labelled.values()), key=lambda o: o[0])
         if not outs:
             raise self.error("it has no output")
-        return self.sources(pending, unlabelled_in), [self.sink(c, p) for _, c, p in outs]
+        return self.sources(self.pending, self.unlabelled_in), [self.sink(c, p) for _, c, p in outs]
+
+    def add_filter(self, f: FilterSpec, prev: list[tuple]) -> list[tuple]:
+        """Add ``f``: the previous filter's unlabelled outputs, then its input labels, feed its
+        inputs in order; its output labels name its outputs in order. Returns its unlabelled
+        outputs (for the next filter of the chain)."""
+        where = f"{f.name} at character {f.position}"
+        ctx = self.add(f.name, f.args, where)
+        n_in, n_out = len(ctx.inputs), len(ctx.outputs)
+        feeds = [("pad", p) for p in prev] + [("label", label) for label in f.inputs]
+        if len(feeds) > n_in:
+            raise self.error(f"{where} has {n_in} input{'s' * (n_in != 1)}, given {len(feeds)}")
+        for pad, (kind, x) in enumerate(feeds):
+            if kind == "pad":
+                self.link(x[0], x[1], ctx, pad)
+            elif x in self.labelled:
+                _, src, sp = self.labelled.pop(x)
+                self.link(src, sp, ctx, pad)
+            else:
+                self.pending.setdefault(x, []).append((ctx, pad))
+        self.unlabelled_in += [(ctx, pad) for pad in range(len(feeds), n_in)]
+        if len(f.outputs) > n_out:
+            raise self.error(f"{where} has {n_out} output{'s' * (n_out != 1)}, "
+                             f"given {len(f.outputs)} labels")
+        for pad, label in enumerate(f.outputs):
+            if label in self.labelled:
+                raise self.error(f"output label [{label}] is defined twice")
+            if label in self.pending:
+                dst, dp = self.pending[label].pop(0)
+                if not self.pending[label]:
+                    del self.pending[label]
+                self.link(ctx, pad, dst, dp)
+            else:
+                self.labelled[label] = (self.order, ctx, pad)
+            self.order += 1
+        return [(ctx, pad) for pad in range(len(f.outputs), n_out)]
 
     def sources(self, pending: dict, unlabelled_in: list) -> dict:
         n = self.fg.n_inputs
