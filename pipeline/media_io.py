@@ -122,41 +122,70 @@ def _pieces(images, n: int, merge: bool = False) -> Iterator[list]:
         yield buf
 
 
-def _gops(packets: list) -> list[list]:
-    """Packets (decode order) grouped at each key frame."""
-    gops: list[list] = []
-    for p in packets:
-        if p.is_keyframe or not gops:
-            gops.append([])
-        gops[-1].append(p)
-    return gops
-
-
-def _cut_compressed(path: str, frames_per_chunk: int | None) -> Iterator[EncodedChunk]:
+def _open(path: str):
+    """``path`` opened by PyAV, and its first video stream."""
     import av
     try:
         container = av.open(path)
     except av.error.FFmpegError as e:
         raise MediaError(f"{path}: not a video file ffmpeg can read: {_msg(e)}") from None
+    if not container.streams.video:
+        container.close()
+        raise MediaError(f"{path}: no video stream in the file")
+    return container, container.streams.video[0]
+
+
+def _packets(path: str, container, stream) -> Iterator:
+    """The stream's packets with data, in decode order."""
+    import av
     try:
-        if not container.streams.video:
-            raise MediaError(f"{path}: no video stream in the file")
-        stream = container.streams.video[0]
+        for p in container.demux(stream):
+            if p.size:
+                yield p
+    except av.error.FFmpegError as e:
+        raise MediaError(f"{path}: ffmpeg cannot read it: {_msg(e)}") from None
+
+
+def _gops(packets) -> Iterator[list]:
+    """Packets (decode order) grouped at each key frame, one group at a time."""
+    gop: list = []
+    for p in packets:
+        if p.is_keyframe and gop:
+            yield gop
+            gop = []
+        gop.append(p)
+    if gop:
+        yield gop
+
+
+def _cut_compressed(path: str, frames_per_chunk: int | None) -> Iterator[EncodedChunk]:
+    # First a look at the timestamps and key frames only (no packet kept), then the cut, which
+    # holds one run of GOPs at a time.
+    container, stream = _open(path)
+    try:
         r = stream.average_rate or stream.guessed_rate
         fps = (r.numerator, r.denominator) if r else (30, 1)
         n = _per_chunk(frames_per_chunk, fps)
-        try:
-            packets = [p for p in container.demux(stream) if p.size]
-        except av.error.FFmpegError as e:
-            raise MediaError(f"{path}: ffmpeg cannot read it: {_msg(e)}") from None
-        gops = _gops(packets)
-        pts = [p.pts for p in packets]
-        usable = (None not in pts and len(set(pts)) == len(pts) and gops and
-                  gops[0][0].is_keyframe and any(len(g) <= SPARSE * n for g in gops))
-        if not usable:  # no timestamps to place frames by, or key frames too sparse everywhere
-            yield from _cut_decoded(path, n)
-            return
-        yield from _Cutter(path, stream, fps, n).run(gops)
+        pts, lengths, first_key = set(), [], None
+        for p in _packets(path, container, stream):
+            if first_key is None:
+                first_key = p.is_keyframe
+            if p.pts is None or p.pts in pts:
+                pts = None
+                break
+            pts.add(p.pts)
+            if p.is_keyframe or not lengths:
+                lengths.append(0)
+            lengths[-1] += 1
+    finally:
+        container.close()
+    if not (pts and first_key and any(k <= SPARSE * n for k in lengths)):
+        # no timestamps to place frames by, or key frames too sparse everywhere
+        yield from _cut_decoded(path, n)
+        return
+    container, stream = _open(path)
+    try:
+        yield from _Cutter(path, stream, fps, n).run(_gops(_packets(path, container, stream)))
     finally:
         container.close()
 
@@ -197,7 +226,7 @@ class _Cutter:
                 return
             yield item[1]
 
-    def run(self, gops: list[list]) -> Iterator[EncodedChunk]:
+    def run(self, gops) -> Iterator[EncodedChunk]:
         pending: list = []
         for gop in gops:
             if len(gop) > SPARSE * self.n:
