@@ -181,3 +181,12 @@ class S3Server:
 
     def stop(self) -> None:
         self._server.stop()
+
+
+def ffmpeg_yuv(inputs: list, args: list[str]) -> bytes:
+    """ffmpeg's own raw yuv420p output for ``-i`` each of ``inputs`` followed by ``args``."""
+    cmd = ["ffmpeg", "-nostdin", "-v", "error"]
+    for path in inputs:
+        cmd += ["-i", str(path)]
+    return subprocess.run(cmd + list(args) + ["-pix_fmt", "yuv420p", "-f", "rawvideo", "-"],
+                          capture_output=True, check=True, timeout=120).stdout

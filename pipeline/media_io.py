@@ -1,0 +1,510 @@
+"""A pipeline's media at its edges: inputs cut into chunks, images read, outputs written.
+
+* ``cut_input(path, frames_per_chunk)``: consecutive ``EncodedChunk`` values covering the whole
+  input. A compressed input PyAV demuxes is cut at its own key frames without re-encoding (each
+  chunk its packets remuxed into Matroska, from a key frame to just before a later one, at least
+  ``frames_per_chunk`` frames but the last). Each such chunk is decoded on its own and compared,
+  picture for picture, with the same frames of one decode of the whole input; a chunk that differs
+  (an open GOP, an edit list) and a stretch whose key frames are more than 2 chunks apart are
+  decoded instead and cut into raw Y4M chunks of ``frames_per_chunk`` frames, the last of such a
+  stretch taking the remainder (up to twice that less one). Y4M and VP8 IVF inputs, and
+  compressed ones whose key frames are all too sparse, are decoded and cut into Y4M chunks of
+  ``frames_per_chunk`` frames, the last one shorter. So the chunks' frame counts add up
+  to the whole decode's, and decoding them gives exactly its pictures.
+* ``frames_of(chunk)``: the pictures of a chunk (the ``decode`` stage's reader).
+* ``read_image(path)``: one picture of an image file (PyAV, else Pillow), as yuv420p.
+* ``check_output(path, port_type)`` / ``write_output(path, port_type, values)``: the extension
+  picks the form. ``.webm``/``.ivf``: one VP8 stream (frames are encoded first with the ``encode``
+  stage's defaults, chunks that are not VP8 are decoded and encoded), timestamps from each
+  chunk's ``start``/``fps``, key frames flagged. ``.y4m``: the pictures (chunks decoded).
+  ``.mpd``: DASH through ffmpeg's dash muxer, WebM segments ``NAME-init-0.webm``,
+  ``NAME-0-00001.webm``, ... beside the manifest (the VP8 packets remuxed, not re-encoded).
+  ``.json``: the records, in frame order, as one JSON list. Written under temporary names and
+  renamed into place: nothing is left behind on failure.
+
+Errors are one line: ``MediaError`` (a ``ValueError``) for input or output that cannot be used,
+``OSError`` for the file system.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from fractions import Fraction
+
+from pipeline.values import EncodedChunk, FrameBatch, Records
+
+#: Output extension -> the port types that may be written to it.
+FORMS = {".webm": ("chunks", "frames", "frame"), ".ivf": ("chunks", "frames", "frame"),
+         ".y4m": ("chunks", "frames", "frame"), ".mpd": ("chunks", "frames", "frame"),
+         ".json": ("records", "scene_list", "frame_list")}
+#: A stretch whose key frames are further apart than this many chunks is decoded and cut.
+SPARSE = 2
+
+
+class MediaError(ValueError):
+    """An input or output this module cannot use (one line)."""
+
+
+def _msg(e: BaseException) -> str:
+    return " ".join(str(getattr(e, "strerror", None) or e or type(e).__name__).split())
+
+
+# -- input ----------------------------------------------------------------------------------------
+
+def _y4m_chunk(images: list, start: int, fps: tuple[int, int]) -> EncodedChunk:
+    from codec.y4m import FRAME_TAG, Y4mHeader
+    header = Y4mHeader(images[0].width, images[0].height, fps, "p", (1, 1), "420jpeg")
+    parts = [header.to_bytes()]
+    for im in images:
+        parts += [FRAME_TAG + b"\n", im.to_i420()]
+    return EncodedChunk(b"".join(parts), "y4m", start, len(images), fps)
+
+
+def _per_chunk(frames_per_chunk: int | None, fps: tuple[int, int]) -> int:
+    if frames_per_chunk is None:
+        return max(1, round(fps[0] / fps[1]))
+    return frames_per_chunk
+
+
+def cut_input(path: str, frames_per_chunk: int | None) -> Iterator[EncodedChunk]:
+    """The input at ``path`` as consecutive chunks (see the module docstring);
+    ``frames_per_chunk=None``: one second of frames, rounded."""
+    if frames_per_chunk is not None and (not isinstance(frames_per_chunk, int) or frames_per_chunk < 1):
+        raise MediaError(f"frames_per_chunk {frames_per_chunk!r} is not a positive integer")
+    path = os.fspath(path)
+    with open(path, "rb") as f:  # OSError for a missing file, as it is
+        magic = f.read(32)
+    ext = os.path.splitext(path)[1].lower()
+    raw = magic.startswith(b"YUV4MPEG2") or (ext == ".y4m" and not magic.startswith(b"DKIF"))
+    vp8_ivf = magic.startswith(b"DKIF") and magic[8:12] == b"VP80"
+    if raw or vp8_ivf:
+        return _cut_decoded(path, frames_per_chunk)
+    return _cut_compressed(path, frames_per_chunk)
+
+
+def _cut_decoded(path: str, frames_per_chunk: int | None) -> Iterator[EncodedChunk]:
+    from codec.errors import VP8Error
+    from excamera.video import open_video
+    try:
+        video = open_video(path)
+    except VP8Error as e:
+        raise MediaError(f"{path}: {e}") from None
+    with video:
+        n = _per_chunk(frames_per_chunk, video.rate)
+        start = 0
+        try:
+            for images in _pieces(video, n):
+                yield _y4m_chunk(images, start, video.rate)
+                start += len(images)
+        except VP8Error as e:
+            raise MediaError(f"{path}: {e}") from None
+        if start == 0:
+            raise MediaError(f"{path}: no picture in the input")
+
+
+def _pieces(images, n: int, merge: bool = False) -> Iterator[list]:
+    """Consecutive lists of ``n`` pictures, the last one shorter; with ``merge`` the last takes
+    the remainder instead (up to 2n - 1 pictures), so only a run shorter than ``n`` gives a
+    shorter piece."""
+    keep = 2 * n if merge else n
+    buf: list = []
+    for im in images:
+        buf.append(im)
+        if len(buf) == keep:
+            yield buf[:n]
+            buf = buf[n:]
+    if buf:
+        yield buf
+
+
+def _open(path: str):
+    """``path`` opened by PyAV, and its first video stream."""
+    import av
+    try:
+        container = av.open(path)
+    except av.error.FFmpegError as e:
+        raise MediaError(f"{path}: not a video file ffmpeg can read: {_msg(e)}") from None
+    if not container.streams.video:
+        container.close()
+        raise MediaError(f"{path}: no video stream in the file")
+    return container, container.streams.video[0]
+
+
+def _packets(path: str, container, stream) -> Iterator:
+    """The stream's packets with data, in decode order."""
+    import av
+    try:
+        for p in container.demux(stream):
+            if p.size:
+                yield p
+    except av.error.FFmpegError as e:
+        raise MediaError(f"{path}: ffmpeg cannot read it: {_msg(e)}") from None
+
+
+def _gops(packets) -> Iterator[list]:
+    """Packets (decode order) grouped at each key frame, one group at a time."""
+    gop: list = []
+    for p in packets:
+        if p.is_keyframe and gop:
+            yield gop
+            gop = []
+        gop.append(p)
+    if gop:
+        yield gop
+
+
+def _cut_compressed(path: str, frames_per_chunk: int | None) -> Iterator[EncodedChunk]:
+    # First a look at the timestamps and key frames only (no packet kept), then the cut, which
+    # holds one run of GOPs at a time.
+    container, stream = _open(path)
+    try:
+        r = stream.average_rate or stream.guessed_rate
+        fps = (r.numerator, r.denominator) if r else (30, 1)
+        n = _per_chunk(frames_per_chunk, fps)
+        pts, lengths, first_key = set(), [], None
+        for p in _packets(path, container, stream):
+            if first_key is None:
+                first_key = p.is_keyframe
+            if p.pts is None or p.pts in pts:
+                pts = None
+                break
+            pts.add(p.pts)
+            if p.is_keyframe or not lengths:
+                lengths.append(0)
+            lengths[-1] += 1
+    finally:
+        container.close()
+    if not (pts and first_key and any(k <= SPARSE * n for k in lengths)):
+        # no timestamps to place frames by, or key frames too sparse everywhere
+        yield from _cut_decoded(path, n)
+        return
+    container, stream = _open(path)
+    try:
+        yield from _Cutter(path, stream, fps, n).run(_gops(_packets(path, container, stream)))
+    finally:
+        container.close()
+
+
+class _Cutter:
+    """Remuxes runs of GOPs, checked against one decode of the whole input (``reference``)."""
+
+    def __init__(self, path: str, stream, fps: tuple[int, int], n: int):
+        self.path, self.stream, self.fps, self.n = path, stream, fps, n
+        self.start = 0
+        self.reference = self._decode_whole()
+        self.peeked = None
+
+    def _decode_whole(self):
+        import av
+
+        from excamera.video import _frame_to_image
+        container = av.open(self.path)
+        try:
+            video = container.streams.video[0]
+            video.thread_type = "AUTO"
+            for i, frame in enumerate(container.decode(video)):
+                yield frame.pts, _frame_to_image(frame, i)
+        except av.error.FFmpegError as e:
+            raise MediaError(f"{self.path}: frame decode failed: {_msg(e)}") from None
+        finally:
+            container.close()
+
+    def frames_until(self, last_pts: int | None) -> Iterator:
+        """Whole-decode pictures in order while their pts is at most ``last_pts`` (None: all)."""
+        while True:
+            item = self.peeked if self.peeked is not None else next(self.reference, None)
+            self.peeked = None
+            if item is None:
+                return
+            if last_pts is not None and item[0] is not None and item[0] > last_pts:
+                self.peeked = item
+                return
+            yield item[1]
+
+    def run(self, gops) -> Iterator[EncodedChunk]:
+        pending: list = []
+        for gop in gops:
+            if len(gop) > SPARSE * self.n:
+                yield from self.decoded(max(p.pts for p in pending + gop))
+                pending = []
+                continue
+            pending += gop
+            if len(pending) >= self.n:
+                yield from self.remuxed(pending)
+                pending = []
+        if pending:
+            yield from self.remuxed(pending)
+        yield from self.decoded(None)  # anything the packets' timestamps did not claim
+
+    def emit_raw(self, images: list) -> EncodedChunk:
+        chunk = _y4m_chunk(images, self.start, self.fps)
+        self.start += len(images)
+        return chunk
+
+    def decoded(self, last_pts: int | None) -> Iterator[EncodedChunk]:
+        """Raw chunks of ``n`` pictures (the last up to 2n - 1) until ``last_pts``."""
+        for images in _pieces(self.frames_until(last_pts), self.n, merge=True):
+            yield self.emit_raw(images)
+
+    def remuxed(self, packets: list) -> Iterator[EncodedChunk]:
+        data = _remux(self.stream, packets)
+        want = list(self.frames_until(max(p.pts for p in packets)))
+        got = _decoded_md5s(data)
+        if want and got == [im.md5() for im in want]:
+            chunk = EncodedChunk(data, "matroska", self.start, len(want), self.fps)
+            self.start += len(want)
+            yield chunk
+            return
+        for images in _pieces(want, self.n, merge=True):  # decodes differently alone: raw instead
+            yield self.emit_raw(images)
+
+
+def _remux(template, packets: list) -> bytes:
+    """``packets`` (decode order) into an in-memory Matroska file, no re-encoding."""
+    import av
+    buf = io.BytesIO()
+    out = av.open(buf, "w", format="matroska", container_options={"fflags": "+bitexact"})
+    try:
+        s = out.add_stream_from_template(template)
+        for p in packets:
+            q = av.Packet(bytes(p))
+            q.stream = s
+            q.time_base = p.time_base
+            q.pts, q.dts, q.duration = p.pts, p.dts, p.duration
+            q.is_keyframe = p.is_keyframe
+            out.mux(q)
+    finally:
+        out.close()
+    return buf.getvalue()
+
+
+def _decoded_md5s(data: bytes) -> list[str] | None:
+    """MD5 of each picture a chunk decodes to on its own (None if it does not decode)."""
+    import av
+
+    from excamera.video import _frame_to_image
+    try:
+        with av.open(io.BytesIO(data)) as c:
+            video = c.streams.video[0]
+            video.thread_type = "AUTO"
+            return [_frame_to_image(f, i).md5() for i, f in enumerate(c.decode(video))]
+    except (av.error.FFmpegError, ValueError):
+        return None
+
+
+def frames_of(chunk: EncodedChunk) -> FrameBatch:
+    """The pictures of a chunk of any container (``pipeline.stages.video.decode_chunk``)."""
+    from pipeline.stages.video import decode_chunk
+    return decode_chunk(chunk)
+
+
+def read_image(path: str) -> FrameBatch:
+    """One picture of an image file as a one-frame yuv420p batch (PyAV, else Pillow)."""
+    import av
+
+    from excamera.video import _frame_to_image
+    path = os.fspath(path)
+    with open(path, "rb"):
+        pass  # OSError for a missing file, as it is
+    try:
+        with av.open(path) as c:
+            if c.streams.video:
+                for frame in c.decode(c.streams.video[0]):
+                    return FrameBatch.from_images([_frame_to_image(frame, 0)], 0, (30, 1))
+    except (av.error.FFmpegError, ValueError):
+        pass
+    try:
+        import numpy as np
+        from PIL import Image as PILImage
+        with PILImage.open(path) as im:
+            rgb = np.asarray(im.convert("RGB"))
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        return FrameBatch.from_images([_frame_to_image(frame, 0)], 0, (30, 1))
+    except ImportError:
+        raise MediaError(f"{path}: ffmpeg cannot read it as an image (and Pillow is not "
+                         "installed)") from None
+    except Exception as e:  # noqa: BLE001 - Pillow's many error types, as one line
+        raise MediaError(f"{path}: not an image file ffmpeg or Pillow can read ({_msg(e)})") from None
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+def check_output(path: str, port_type: str) -> None:
+    """Raise ``MediaError`` unless ``path`` can take ``port_type`` values (by its extension) in
+    a directory that exists and is writable."""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if port_type not in {t for types in FORMS.values() for t in types}:
+        raise MediaError(f"{path}: a port of type {port_type!r} cannot be written to a file")
+    if ext not in FORMS or port_type not in FORMS[ext]:
+        fits = sorted(e for e, types in FORMS.items() if port_type in types)
+        raise MediaError(f"{path}: a {port_type} port is written as {', '.join(fits)}, "
+                         f"not {ext or 'a file without an extension'}")
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise MediaError(f"{path}: is a directory")
+    if not os.path.isdir(directory):
+        raise MediaError(f"{path}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise MediaError(f"{path}: directory {directory} is not writable")
+
+
+def write_output(path: str, port_type: str, values: list) -> None:
+    """Write ``values`` of ``port_type`` (in any order; sorted by ``start``) to ``path``."""
+    path = os.fspath(path)
+    check_output(path, port_type)
+    values = sorted(values, key=lambda v: v.start)
+    if not values:
+        raise MediaError(f"{path}: nothing to write (the port carried no value)")
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".json":
+        _write_json(path, values)
+    elif ext == ".y4m":
+        _write_y4m(path, values)
+    else:
+        stream = _vp8_stream(path, values)
+        if ext == ".mpd":
+            _write_dash(path, stream)
+        elif ext == ".webm":
+            from excamera.webm import write_webm
+            write_webm(path, stream.frames, stream.pts, stream.keys, stream.shown, stream.width,
+                       stream.height, stream.fps)
+        else:
+            from codec.ivf import IvfHeader, IvfWriter
+            header = IvfHeader(width=stream.width, height=stream.height, rate=stream.fps[0],
+                               scale=stream.fps[1], frame_count=len(stream.frames))
+            with IvfWriter(path, header) as w:
+                for d, t in zip(stream.frames, stream.pts):
+                    w.write(d, t)
+
+
+def _write_json(path: str, values: list) -> None:
+    from codec.ivf import AtomicFile
+    records = [r for v in values for r in (v.records if isinstance(v, Records) else [])]
+    if any(not isinstance(v, Records) for v in values):
+        raise MediaError(f"{path}: only records are written as JSON")
+    with AtomicFile(path) as f:
+        f.write(json.dumps(records, indent=1, sort_keys=True).encode() + b"\n")
+
+
+def _pictures(values: list, tmpdir: str) -> Iterator[FrameBatch]:
+    from pipeline.stages.video import decode_chunk
+    for v in values:
+        yield decode_chunk(v, tmpdir) if isinstance(v, EncodedChunk) else v
+
+
+def _write_y4m(path: str, values: list) -> None:
+    from codec.errors import VP8Error
+    from codec.y4m import Y4mWriter
+    with tempfile.TemporaryDirectory(prefix="excamera-out-") as tmpdir:
+        try:
+            with Y4mWriter(path, rate=tuple(values[0].fps)) as w:
+                for batch in _pictures(values, tmpdir):
+                    for im in batch.images():
+                        w.write(im)
+        except VP8Error as e:
+            raise MediaError(f"{path}: {e}") from None
+
+
+class _Stream:
+    """VP8 frames in decode order with pts (in frames), key and shown flags, size and rate."""
+
+    def __init__(self, fps: tuple[int, int]):
+        self.fps = fps
+        self.frames: list[bytes] = []
+        self.pts: list[int] = []
+        self.keys: list[bool] = []
+        self.shown: list[bool] = []
+        self.width = self.height = 0
+
+
+def _vp8_stream(path: str, values: list) -> _Stream:
+    """The values as one VP8 stream: IVF/VP8 chunks as they are, anything else encoded with the
+    encode stage's defaults; each chunk's frames placed from its ``start``."""
+    from codec.chunks import frame_tag, presentation_times
+    from codec.errors import VP8Error
+    from pipeline.stages.video import StageInputError, encode_vp8, ivf_frames
+    fps = tuple(values[0].fps)
+    origin = values[0].start
+    out = _Stream(fps)
+    with tempfile.TemporaryDirectory(prefix="excamera-out-") as tmpdir:
+        for v in values:
+            if tuple(v.fps) != fps:
+                raise MediaError(f"{path}: the value at frame {v.start} is at {v.fps[0]}/{v.fps[1]} "
+                                 f"fps, the first at {fps[0]}/{fps[1]}")
+            try:
+                if not (isinstance(v, EncodedChunk) and v.container == "ivf" and v.data[8:12] == b"VP80"):
+                    batch = next(_pictures([v], tmpdir))
+                    v = encode_vp8(batch)
+                frames = ivf_frames(v)
+                tags = [frame_tag(d) for d in frames]
+            except (StageInputError, VP8Error) as e:
+                raise MediaError(f"{path}: {e}") from None
+            if not tags or not tags[0].key_frame:
+                raise MediaError(f"{path}: the chunk at frame {v.start} does not start with a key frame")
+            if not out.frames:
+                out.width, out.height = tags[0].width, tags[0].height
+            for t in tags:
+                if t.key_frame and (t.width, t.height) != (out.width, out.height):
+                    raise MediaError(f"{path}: the chunk at frame {v.start} is {t.width}x{t.height}, "
+                                     f"the first {out.width}x{out.height}")
+            out.frames += frames
+            out.pts += [v.start - origin + p for p in presentation_times(tags)]
+            out.keys += [t.key_frame for t in tags]
+            out.shown += [t.show_frame for t in tags]
+    return out
+
+
+def _write_dash(path: str, stream: _Stream) -> None:
+    """DASH: ffmpeg's dash muxer writes WebM segments and the manifest into a private directory
+    beside ``path``; the segments are moved out first, the manifest last."""
+    import av
+
+    from excamera.webm import _template
+    directory, name = os.path.split(os.path.abspath(path))
+    stem = os.path.splitext(name)[0]
+    work = tempfile.mkdtemp(prefix=f".{name}.", dir=directory)
+    moved: list[str] = []
+    try:
+        tb = Fraction(stream.fps[1], stream.fps[0])
+        first_gop = next((i for i, k in enumerate(stream.keys) if k and i), len(stream.keys))
+        seconds = max(float(first_gop * tb), 0.001)
+        options = {"dash_segment_type": "webm", "use_template": "1", "use_timeline": "1",
+                   "seg_duration": f"{seconds:.3f}", "init_seg_name": f"{stem}-init-$RepresentationID$.webm",
+                   "media_seg_name": f"{stem}-$RepresentationID$-$Number%05d$.webm",
+                   "fflags": "+bitexact"}
+        with _template(av, stream.frames[0], stream.width, stream.height, stream.fps) as probe:
+            c = av.open(os.path.join(work, name), "w", format="dash", container_options=options)
+            try:
+                s = c.add_stream_from_template(probe.streams.video[0])
+                for data, t, key, shown in zip(stream.frames, stream.pts, stream.keys, stream.shown):
+                    p = av.Packet(data)
+                    p.stream = s
+                    p.time_base = tb
+                    p.pts = p.dts = t
+                    p.duration = 1 if shown else 0
+                    p.is_keyframe = key
+                    c.mux(p)
+            finally:
+                c.close()
+        for f in sorted(os.listdir(work)):
+            if f != name:
+                os.replace(os.path.join(work, f), os.path.join(directory, f))
+                moved.append(os.path.join(directory, f))
+        os.replace(os.path.join(work, name), path)
+    except BaseException as e:
+        for f in moved:
+            try:
+                os.unlink(f)
+            except OSError:
+                pass
+        shutil.rmtree(work, ignore_errors=True)
+        if isinstance(e, av.error.FFmpegError):
+            raise MediaError(f"{path}: ffmpeg could not write DASH: {_msg(e)}") from None
+        raise
+    shutil.rmtree(work, ignore_errors=True)
