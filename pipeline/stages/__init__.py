@@ -1,1 +1,2 @@
 """The built-in stages; each module registers its own on import (``pipeline.stage``)."""
+from pipeline.stages import vision  # noqa: F401  (imports no vision library until a stage runs)
