@@ -136,8 +136,7 @@ def _detector(kind: str, threshold: float, window: int, luma_only: bool):
 def _scene_run(kind, config, pictures, fps) -> dict[int, tuple[bool, float | None]]:
     """Judge a run of consecutive pictures [(number, batch, index)]: number -> (cut, score). The
     first picture is context only (its score needs a predecessor)."""
-    from scenedetect import FrameTimecode
-
+    FrameTimecode = _import("scenedetect").FrameTimecode
     d = _detector(kind, config["threshold"], config["window"], config["luma_only"])
     rate = Fraction(*fps)
     found, tcs = set(), {}
@@ -366,7 +365,7 @@ def _outline(h: int, w: int, box, thick: int) -> np.ndarray:
         return m
     m[y0:y1, x0:x1] = True
     t = thick
-    m[min(y0 + t, y1):max(y1 - t, y0), min(x0 + t, x1):max(x1 - t, x0)] = False
+    m[max(y + t, 0):max(y + bh - t, 0), max(x + t, 0):max(x + bw - t, 0)] = False
     return m
 
 
@@ -487,6 +486,8 @@ def select(ctx, inputs, config):
             scenes[-1][1] = last
         else:
             scenes.append([first, last, fps])
+    if not scenes:
+        return {"frames": [], "records": [], "scenes": []}
     fps = pictures[0][1].fps
     scene_list = Records([_scene_record(a, b, f) for a, b, f in scenes], pictures[0][0],
                          pictures[-1][0] - pictures[0][0] + 1, fps)
