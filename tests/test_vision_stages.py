@@ -121,7 +121,7 @@ def test_scene_change_finds_exactly_the_hard_cuts(video):
 
 
 @pytest.mark.parametrize("detector", ["content", "adaptive"])
-@pytest.mark.parametrize("size", [8, 5])
+@pytest.mark.parametrize("size", [56, 8, 5])
 def test_scene_change_across_chunks_with_the_previous_frame(video, detector, size):
     # With size 8 every cut is on a chunk's first frame; with 5, cuts 40 is, the others are inside.
     cuts, records = [], []
@@ -252,6 +252,13 @@ def test_reference_photo_must_show_exactly_one_face(video, tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(V.VisionError, match="cannot read photo"):
         V.read_photo(str(tmp_path / "missing.png"))
+
+
+def test_models_and_the_reference_embedding_are_loaded_once_per_process(person):
+    m = V._models()
+    assert V._models() is m and m["encoder"] is V._models()["encoder"]
+    cfg = config("face_match")
+    assert V._reference(person, cfg) is V._reference(V.read_photo(str(PERSON)), cfg)
 
 
 def test_reference_face_passes_the_photo_on(person):

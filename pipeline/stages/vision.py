@@ -168,7 +168,8 @@ def _scene_run(kind, config, pictures, fps) -> dict[int, tuple[bool, float | Non
                               ("content", "adaptive")),
            "threshold": Option(float, 0.0, "cut threshold; 0 = the detector's default "
                                            "(40 content score, 3.0 adaptive ratio)"),
-           "window": Option(int, 2, "adaptive: frames either side of the judged one"),
+           "window": Option(int, 2, "adaptive: frames either side of the judged one (frames "
+                                    "nearer a task's edges are judged by the content score, 40)"),
            "luma_only": Option(bool, False, "score brightness changes only"),
        }, extra=EXTRA, aliases=("scene_detect",))
 def scene_change(ctx, inputs, config):
@@ -446,7 +447,8 @@ def _scene_record(first: int, last: int, fps) -> dict:
 def select(ctx, inputs, config):
     """Keeps the frames whose record meets ``condition`` (or, with ``whole_scenes``, the task's
     whole scene when any does) with their records; ``scenes`` lists each kept run of frames
-    ``{frame, first_frame, last_frame, start_time, end_time}`` (seconds)."""
+    ``{frame, first_frame, last_frame, start_time, end_time}`` (seconds). Each kept run of
+    frames is one output value (one per task with ``whole_scenes``); a dropped task outputs none."""
     test = _CONDITIONS[config["condition"]]
     recs = _records_by_frame(inputs["records"])
     pictures = list(_frames(inputs["frames"]))
