@@ -13,8 +13,8 @@ import pytest
 
 from excamera.video import open_video
 from pipeline.stage import get_stage
-from pipeline.values import FrameBatch, Records
 from pipeline.stages import vision as V
+from pipeline.values import FrameBatch, Records
 
 DATA = Path(__file__).resolve().parent / "data"
 ROOT = Path(__file__).resolve().parent.parent
@@ -265,7 +265,7 @@ def test_reference_face_passes_the_photo_on(person):
     (out,) = run("matchFace", {"image": [person]})["person"]
     assert np.array_equal(out.y, person.y) and out.count == 1
     x, y, w, h = out.meta["face_box"]
-    assert 80 < x < 200 and 40 < y < 160 and w > 80
+    assert 80 < x < 200 and 40 < y < 160 and w > 80 and h > 80
 
 
 def test_read_photo_round_trips_colour(tmp_path):

@@ -221,9 +221,9 @@ def _models():
     if not _MODELS:
         dlib = _import("dlib")
         frm = _import("face_recognition_models")
-        _MODELS["detector"] = dlib.get_frontal_face_detector()
-        _MODELS["shape"] = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
-        _MODELS["encoder"] = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+        _MODELS.update(detector=dlib.get_frontal_face_detector(),
+                       shape=dlib.shape_predictor(frm.pose_predictor_five_point_model_location()),
+                       encoder=dlib.face_recognition_model_v1(frm.face_recognition_model_location()))
     return _MODELS
 
 
@@ -470,7 +470,7 @@ def select(ctx, inputs, config):
         while (j + 1 < len(pictures) and keep[j + 1] and pictures[j + 1][0] == pictures[j][0] + 1
                and pictures[j + 1][1] is pictures[k][1]):
             j += 1
-        n0, b, i0 = pictures[k]
+        _, b, i0 = pictures[k]
         part = b.slice(i0, i0 + j - k + 1)
         part.meta = {key: val for key, val in b.meta.items() if key != "scene_cuts"}
         cuts = [c for c in b.meta.get("scene_cuts", ()) if part.start <= c < part.start + part.count]
