@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,aws,vision]'
 	@echo "compiling the numba kernels once (cached for every later run)..."
 	$(BIN)/python -m excamera decode demo/foreman_cif_60f.ivf > /dev/null
 	$(BIN)/python -m excamera ssim tests/data/clips/RTn23_80x44p15_15f.y4m tests/data/clips/RTn23_80x44p15_15f.y4m > /dev/null
