@@ -1,0 +1,297 @@
+"""Workers on AWS Lambda, against a local Invoke endpoint (``tests/lambda_endpoint.py``) reached
+through boto3 and ``AWS_ENDPOINT_URL_LAMBDA`` exactly as AWS is: every handler is the real one,
+run with the real event in a fresh process."""
+
+import asyncio
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from coordinator.api import JobFailed, embedded_coordinator, run_job
+from coordinator.lambda_launcher import LambdaLauncher, LaunchError, make_event
+from coordinator.shaped import shaped_inputs, shaped_job
+from excamera import tls
+from lambda_endpoint import Endpoint
+from worker.fakecodec import reference_output
+
+FUNCTION = "excamera-worker"
+
+
+def chunks_for(n, seed=0):
+    import random
+
+    rng = random.Random(seed)
+    return [rng.randbytes(rng.randrange(100, 3000)) for _ in range(n)]
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    """Dummy credentials, no instance metadata: what boto3 needs to sign requests."""
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                 "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return monkeypatch
+
+
+def lambda_factory(function=FUNCTION, regions=("us-east-1", "us-west-2"), **kw):
+    made = []
+
+    def factory(bundle):
+        made.append(LambdaLauncher(bundle, function, regions, memory_mb=1024, timeout_s=60, **kw))
+        return made[-1]
+
+    return factory, made
+
+
+def run_lambda_job(tmp_path, ep, chunks, *, workers=2, public="127.0.0.1:0", timeout_s=120, work_s=0.0,
+                   **kw):
+    factory, made = lambda_factory(**kw)
+    t0 = time.monotonic()
+    try:
+        r = run_job(shaped_job(len(chunks), state_bytes=20_000, work_s=work_s), inputs=shaped_inputs(chunks),
+                    workers=workers, storage_dir=str(tmp_path / "s"), timeout_s=timeout_s,
+                    launcher_factory=factory, public_address=public)
+    finally:
+        elapsed = time.monotonic() - t0
+    return r, made[0], elapsed
+
+
+# -- certificates and events ----------------------------------------------------------------------
+
+def test_issued_client_cert_is_short_lived_signed_by_the_ca_and_needs_the_ca_key():
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    bundle = tls.generate()
+    pem, key = tls.issue_client(bundle, 600, label="job-1")
+    cert = x509.load_pem_x509_certificate(pem)
+    ca = x509.load_pem_x509_certificate(bundle.ca_pem)
+    ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
+    life = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert 600 <= life.total_seconds() <= 600 + 301
+    assert "job-1" in cert.subject.rfc4514_string() and tls.CLIENT_CN in cert.subject.rfc4514_string()
+    with pytest.raises(tls.CertError, match="CA key"):
+        tls.issue_client(bundle.for_worker(), 600)
+    with pytest.raises(LaunchError, match="CA key"):
+        LambdaLauncher(bundle.for_worker(), FUNCTION)
+
+
+def test_event_carries_only_the_job_client_key_never_the_server_or_ca_key():
+    bundle = tls.generate()
+    pem, key = tls.issue_client(bundle, 600, label="job-1")
+    payload = make_event(coordinator="203.0.113.5:7000", job_id="job-1", worker_id="w1", worker_token="t" * 43,
+                         ca_pem=bundle.ca_pem, client_pem=pem, client_key=key)
+    event = json.loads(payload)
+    assert set(event) == {"excamera", "coordinator", "job_id", "worker_id", "worker_token", "ca_pem",
+                          "client_pem", "client_key"}
+    assert payload.count(b"PRIVATE KEY-----") == 2  # BEGIN and END of the one job client key
+    assert event["client_key"].encode() == key
+    for secret in (bundle.server_key, bundle.ca_key, bundle.client_key):
+        body = b"".join(secret.splitlines()[1:-1])  # the base64 body, however it is wrapped
+        flat = payload.replace(b"\\n", b"")
+        # (every P-256 PKCS#8 key starts with the same 36 characters; the private scalar follows)
+        assert body not in flat and body[36:76] not in flat
+    with pytest.raises(LaunchError, match="over Lambda's 262144-byte limit"):
+        make_event(coordinator="h:1", job_id="j", worker_id="w", worker_token="t" * 300_000,
+                   ca_pem=bundle.ca_pem, client_pem=pem, client_key=key)
+
+
+def test_handler_refuses_bad_events_without_dialling():
+    from worker.lambda_handler import handler
+
+    for event, why in (([], "not an object"), ({"excamera": 2}, "version 1"),
+                       ({"excamera": 1, "coordinator": "h:1"}, "no job_id")):
+        out = handler(event, None)
+        assert out["ok"] is False and why in out["reason"]
+
+
+def test_numba_cache_goes_to_tmp_and_is_filled_from_the_shipped_one(tmp_path, monkeypatch):
+    from worker.lambda_handler import prepare_numba_cache
+
+    shipped = tmp_path / "shipped"
+    (shipped / "codec").mkdir(parents=True)
+    (shipped / "codec" / "k.nbi").write_bytes(b"index")
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    target = tmp_path / "tmp-cache"
+    assert prepare_numba_cache(str(shipped), str(target)) == str(target)
+    import os
+
+    assert os.environ["NUMBA_CACHE_DIR"] == str(target)
+    assert (target / "codec" / "k.nbi").read_bytes() == b"index"
+    # An explicit NUMBA_CACHE_DIR is kept.
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "mine"))
+    assert prepare_numba_cache(str(shipped), str(target)) == str(tmp_path / "mine")
+
+
+def test_handler_with_too_little_time_left_takes_no_command_and_the_task_goes_elsewhere(tmp_path):
+    """In-process: a handler whose context has 1 s left hangs up on its first command; a local
+    worker then runs the whole job, byte-identical."""
+    from worker.lambda_handler import handler
+
+    class Ctx:
+        aws_request_id = "r-1"
+        function_name = FUNCTION
+
+        def get_remaining_time_in_millis(self):
+            return 1000
+
+    chunks = chunks_for(2, 5)
+
+    async def go():
+        async with embedded_coordinator(str(tmp_path)) as c:
+            job_id, _ = await c.submit(shaped_job(2, state_bytes=1000), inputs=shaped_inputs(chunks), workers=1,
+                                       launch=False)
+            (wid, token), = c.worker_tokens(job_id, 1)
+            pem, key = tls.issue_client(c.bundle, 120, label=job_id)
+            event = json.loads(make_event(coordinator=c.address, job_id=job_id, worker_id=wid, worker_token=token,
+                                          ca_pem=c.bundle.ca_pem, client_pem=pem, client_key=key))
+            summary = await asyncio.to_thread(handler, event, Ctx())
+            # Now a generous local worker takes over.
+            c.engine.jobs[job_id].launcher = True
+            c.wake()
+            outcome = await asyncio.wait_for(c.wait(job_id), 60)
+            return summary, outcome, c.engine.jobs[job_id]
+
+    summary, outcome, rec = asyncio.run(go())
+    assert summary["reason"].startswith("out of time") and summary["commands"] == 0 and not summary["refused"]
+    assert outcome.status == "succeeded", outcome.error
+    assert any(a.status == "lost" for t in rec.tasks.values() for a in t.attempts)
+    ref = outcome.objects["stitch"]["stitch.object"]
+    assert (Path(outcome.storage_root) / outcome.storage_prefix / ref.key).read_bytes() == \
+        reference_output(chunks, 1000)
+
+
+# -- whole jobs through the local Invoke endpoint ------------------------------------------------
+
+def test_whole_job_on_lambda_equals_local_workers_and_reports_its_cost(tmp_path, aws):
+    chunks = chunks_for(4, 1)
+    local = run_job(shaped_job(4, state_bytes=20_000), inputs=shaped_inputs(chunks), workers=2,
+                    storage_dir=str(tmp_path / "local"), timeout_s=120)
+    with Endpoint({FUNCTION: {"timeout_s": 60, "memory_mb": 1024}}) as ep:
+        aws.setenv("AWS_ENDPOINT_URL_LAMBDA", ep.url)
+        r, launcher, _ = run_lambda_job(tmp_path, ep, chunks, work_s=0.3)
+        deadline = time.monotonic() + 20
+        while ep.pids() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        runs = list(ep.runs)
+    assert r.read("stitch") == local.read("stitch") == reference_output(chunks, 20_000)
+    assert sum(launcher.accepted.values()) == len(runs) >= 2
+    # Every event: this job's own client certificate, the CA certificate, no other key.
+    bundle_keys = {run.event for run in runs}
+    assert len(bundle_keys) == len(runs)
+    for run in runs:
+        ev = json.loads(run.event)
+        assert ev["job_id"] == r.job_id and ev["coordinator"].startswith("127.0.0.1:")
+        assert run.event.count(b"PRIVATE KEY-----") == 2
+        assert run.summary is not None, run.stderr
+        # A worker the job no longer needed may come up after the embedded coordinator ended.
+        assert run.summary["ok"] or run.summary["commands"] == 0, run.summary
+    assert sum(1 for run in runs if run.summary["commands"]) >= 2  # late binding over both workers
+    assert sum(run.summary["commands"] for run in runs) >= 4 * 6 + 1
+    cost = r.timeline["cost"]
+    assert cost["backend"] == "lambda" and cost["invocations"] == len(runs) and cost["gb_seconds"] > 0
+    assert cost["usd_estimate"] > 0
+
+
+def test_duplicated_events_are_refused_and_exit_at_once(tmp_path, aws):
+    chunks = chunks_for(3, 2)
+    with Endpoint({FUNCTION: {"timeout_s": 60}}, deliver=2) as ep:
+        aws.setenv("AWS_ENDPOINT_URL_LAMBDA", ep.url)
+        r, launcher, _ = run_lambda_job(tmp_path, ep, chunks, work_s=0.5)
+        for run in list(ep.runs):
+            run.done.wait(20)
+        runs = list(ep.runs)
+    assert r.read("stitch") == reference_output(chunks, 20_000)
+    by_worker = {}
+    for run in runs:
+        by_worker.setdefault(json.loads(run.event)["worker_id"], []).append(run.summary)
+    assert all(len(s) == 2 for s in by_worker.values())
+    refused_pairs = 0
+    for pair in by_worker.values():
+        # Never two connections with one token: at most one of the two deliveries worked.
+        assert sum(1 for s in pair if s["commands"] > 0) <= 1
+        refused = [s for s in pair if s["refused"]]
+        for s in refused:
+            assert s["commands"] == 0 and s["ok"] is False and s["seconds"] < 10
+            assert "connected already" in s["reason"] or "is succeeded" in s["reason"]
+        if refused:
+            assert len(refused) == 1
+            refused_pairs += 1
+        else:  # a worker the job never needed: both deliveries came after the coordinator ended
+            assert all(s["reason"].startswith("coordinator gone") for s in pair), pair
+    assert refused_pairs >= 1
+
+
+def test_a_handler_killed_mid_task_is_replaced_and_the_job_finishes_identically(tmp_path, aws):
+    import os
+    import signal
+
+    chunks = chunks_for(4, 3)
+    killed = []
+    with Endpoint({FUNCTION: {"timeout_s": 60}}) as ep:
+        aws.setenv("AWS_ENDPOINT_URL_LAMBDA", ep.url)
+
+        def killer():
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not killed:
+                # Kill a handler once some handler has connected and the job is under way.
+                if len(ep.runs) >= 2 and ep.pids():
+                    time.sleep(1.5)
+                    pid = ep.pids()[0]
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                time.sleep(0.05)
+
+        import threading
+
+        t = threading.Thread(target=killer)
+        t.start()
+        r, launcher, _ = run_lambda_job(tmp_path, ep, chunks, work_s=0.4)
+        t.join()
+        runs = list(ep.runs)
+    assert killed, "nothing was killed"
+    assert r.read("stitch") == reference_output(chunks, 20_000)
+    assert len(runs) >= 3  # a replacement was invoked
+    lost = [a for attempts in r.timeline["tasks"].values() for a in attempts if a["status"] == "lost"]
+    assert lost, "the kill did not interrupt a task"
+
+
+def test_throttled_invocations_are_retried_and_the_job_completes(tmp_path, aws):
+    chunks = chunks_for(3, 4)
+    with Endpoint({FUNCTION: {"timeout_s": 60}}, throttle_first=8) as ep:
+        aws.setenv("AWS_ENDPOINT_URL_LAMBDA", ep.url)
+        r, launcher, _ = run_lambda_job(tmp_path, ep, chunks, workers=2)
+        throttled = ep.throttled
+    assert r.read("stitch") == reference_output(chunks, 20_000)
+    assert throttled == 8 and sum(launcher.accepted.values()) >= 2
+
+
+def test_a_function_that_does_not_exist_fails_the_job_at_once(tmp_path, aws):
+    with Endpoint({FUNCTION: {}}) as ep:
+        aws.setenv("AWS_ENDPOINT_URL_LAMBDA", ep.url)
+        t0 = time.monotonic()
+        with pytest.raises(JobFailed, match="lambda function nope in us-east-1: ResourceNotFoundException"):
+            run_lambda_job(tmp_path, ep, chunks_for(2), function="nope", regions=("us-east-1",))
+        assert time.monotonic() - t0 < 10
+        assert not ep.runs
+
+
+def test_an_unreachable_public_address_fails_within_the_connect_deadline_naming_it(tmp_path, aws):
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    with Endpoint({FUNCTION: {"timeout_s": 30}}) as ep:
+        aws.setenv("AWS_ENDPOINT_URL_LAMBDA", ep.url)
+        t0 = time.monotonic()
+        with pytest.raises(JobFailed, match=f"can the function reach --public-address {dead}"):
+            run_lambda_job(tmp_path, ep, chunks_for(2), public=dead, connect_deadline_s=4.0)
+        assert time.monotonic() - t0 < 20
+        for run in list(ep.runs):
+            run.done.wait(20)
+        assert ep.runs and all(r.summary and not r.summary["ok"] and "coordinator gone" in r.summary["reason"]
+                               for r in ep.runs), [(r.summary, r.stderr[-300:]) for r in ep.runs]
