@@ -48,6 +48,8 @@ def add_parsers(sub) -> None:
     enc.add_argument("--cq-level", type=int_in(0, 63), default=20, metavar="C")
     enc.add_argument("--first-pass", choices=("libvpx", "native"), default="libvpx")
     enc.add_argument("--speed", type=int_in(0, 4), default=1, help="native encoder speed 0..4")
+    from excamera.lambda_cli import add_backend_args
+    add_backend_args(enc)
     enc.set_defaults(func=cmd_encode)
 
     re = sub.add_parser(
@@ -219,6 +221,13 @@ def cmd_encode(args: argparse.Namespace) -> int:
             return _usage("--timeline is written by an embedded coordinator; a running one keeps its own")
     elif args.certs:
         return _usage("--certs goes with --coordinator")
+    from excamera.lambda_cli import backend_error
+    why = backend_error(args)
+    if why is None and args.backend == "lambda" and (args.workers == 0 or args.coordinator):
+        why = ("--backend lambda runs the job on an embedded coordinator: it needs --workers N and no "
+               "--coordinator (a running one chooses its own backend)")
+    if why is not None:
+        return _usage(why)
     if args.coordinator:  # before reading the video: a bad --certs is the quicker error
         from excamera import tls
         try:
@@ -280,14 +289,26 @@ def _encode_distributed(spooled, settings, args) -> list[bytes]:
     job = encode_job(spooled.n_frames, spooled.width, spooled.height, settings)
     inputs = spooled.pairs()
     progress = _StageProgress(len(job.tasks) - 1)
+    import logging
+    # The embedded coordinator's log lines are not for the terminal: the error below says it in one line.
+    logging.getLogger("excamera").addHandler(logging.NullHandler())
+    backend = {}
+    if args.backend == "lambda":
+        from excamera.lambda_cli import launcher_factory
+        backend = dict(launcher_factory=launcher_factory(args), listen=args.listen,
+                       public_address=args.public_address)
     with tempfile.TemporaryDirectory(prefix="excamera-encode-") as storage:
         try:
             result = run_job(job, inputs=inputs, workers=args.workers, spare=args.spare, storage_dir=storage,
-                             timeline=args.timeline, ops_modules=("worker.codec_ops",), on_event=progress)
+                             timeline=args.timeline, ops_modules=("worker.codec_ops",), on_event=progress,
+                             **backend)
         except JobFailed as e:
             progress.finish()
             raise CliError(f"{args.input}: {e}") from None
         progress.finish()
+        if "cost" in result.timeline:
+            from coordinator.cost import describe
+            print(describe(result.timeline["cost"]), file=sys.stderr)
         return ivf_frames(result.read("stitch"), "the stitched stream")
 
 

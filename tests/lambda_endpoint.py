@@ -49,12 +49,13 @@ class Endpoint:
     """``with Endpoint({"fn": {"timeout_s": 60, "memory_mb": 1024}}) as ep: ep.url``."""
 
     def __init__(self, functions: dict[str, dict], *, throttle_first: int = 0, deliver: int = 1,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, runner_args: tuple[str, ...] = ()):
         self.functions = functions
         self.throttle_left = throttle_first
         self.throttled = 0
         self.deliver = deliver
         self.env = env or {}
+        self.runner_args = list(runner_args)
         self.runs: list[Run] = []
         self.accepted = 0
         self.lock = threading.Lock()
@@ -143,12 +144,17 @@ class Endpoint:
 
     def _start(self, name: str, fn: dict, event: bytes) -> Run:
         request_id = str(uuid.uuid4())
-        env = dict(os.environ, **self.env)
+        env = dict(os.environ)
+        for k, v in self.env.items():  # None: unset, as in a Lambda sandbox
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
         env.update(AWS_LAMBDA_FUNCTION_NAME=name, AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(fn.get("memory_mb", 1024)))
         proc = subprocess.Popen(
             [sys.executable, str(RUNNER), "--function", name, "--timeout-s", str(fn.get("timeout_s", 900)),
-             "--memory", str(fn.get("memory_mb", 1024)), "--request-id", request_id],
+             "--memory", str(fn.get("memory_mb", 1024)), "--request-id", request_id, *self.runner_args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(ROOT))
         run = Run(request_id, name, event, proc, time.monotonic())
         with self.lock:

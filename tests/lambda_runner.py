@@ -6,10 +6,13 @@ remaining time counts down from the function's timeout) and prints the handler's
 as one JSON line on stdout. ``tests/lambda_endpoint.py`` starts one per invocation.
 """
 
-import argparse
-import json
-import sys
 import time
+
+STARTED = time.monotonic()  # as early as this process can tell
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
 
 
 class Context:
@@ -35,11 +38,34 @@ def main() -> int:
     ap.add_argument("--timeout-s", type=float, default=900.0)
     ap.add_argument("--memory", type=int, default=3008)
     ap.add_argument("--request-id", required=True)
+    ap.add_argument("--shipped-cache", help="the image's compiled numba cache (default: the handler's)")
+    ap.add_argument("--fresh-tmp", action="store_true",
+                    help="a new empty directory stands for this sandbox's /tmp numba cache")
     args = ap.parse_args()
     event = json.loads(sys.stdin.buffer.read() or b"null")
-    from worker.lambda_handler import handler
+    import worker.lambda_handler as lh
 
+    if args.shipped_cache:
+        lh.SHIPPED_CACHE = args.shipped_cache
+    if args.fresh_tmp:
+        import tempfile
+
+        lh.TMP_CACHE = tempfile.mkdtemp(prefix="excamera-sandbox-tmp-")
+    handler = lh.handler
+
+    entered = time.monotonic()
     out = handler(event, Context(args.function, args.timeout_s, args.memory, args.request_id))
+    out["process_to_handler_s"] = round(entered - STARTED, 3)
+    if args.fresh_tmp:
+        import os
+        import shutil
+
+        def files(d):
+            return sum(len(f) for _, _, f in os.walk(d)) if os.path.isdir(d) else 0
+
+        # Files numba wrote beyond what the image shipped: kernels it had to compile here.
+        out["cache_files_added"] = files(lh.TMP_CACHE) - files(lh.SHIPPED_CACHE)
+        shutil.rmtree(lh.TMP_CACHE, ignore_errors=True)
     sys.stdout.write(json.dumps(out) + "\n")
     sys.stdout.flush()
     return 0

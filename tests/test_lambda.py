@@ -116,13 +116,18 @@ def test_numba_cache_goes_to_tmp_and_is_filled_from_the_shipped_one(tmp_path, mo
     shipped = tmp_path / "shipped"
     (shipped / "codec").mkdir(parents=True)
     (shipped / "codec" / "k.nbi").write_bytes(b"index")
-    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    for k in ("NUMBA_CACHE_DIR", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"):
+        monkeypatch.delenv(k, raising=False)
     target = tmp_path / "tmp-cache"
     assert prepare_numba_cache(str(shipped), str(target)) == str(target)
     import os
 
     assert os.environ["NUMBA_CACHE_DIR"] == str(target)
     assert (target / "codec" / "k.nbi").read_bytes() == b"index"
+    import platform
+
+    if platform.machine() == "x86_64":  # the target the image's warm-up compiled for
+        assert os.environ["NUMBA_CPU_NAME"] == "haswell" and "+avx2" in os.environ["NUMBA_CPU_FEATURES"]
     # An explicit NUMBA_CACHE_DIR is kept.
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "mine"))
     assert prepare_numba_cache(str(shipped), str(target)) == str(tmp_path / "mine")
@@ -295,3 +300,157 @@ def test_an_unreachable_public_address_fails_within_the_connect_deadline_naming_
             run.done.wait(20)
         assert ep.runs and all(r.summary and not r.summary["ok"] and "coordinator gone" in r.summary["reason"]
                                for r in ep.runs), [(r.summary, r.stderr[-300:]) for r in ep.runs]
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIP = str(ROOT / "tests" / "data" / "clips" / "foreman_qcif_176x144_10f.y4m")
+SHIPPED = "/tmp/excamera-test-shipped-cache"  # kept between runs: numba recompiles only what changed
+
+
+def excamera(*args, env=None, timeout=300):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "excamera", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=timeout)
+
+
+def one_line_error(p, text):
+    assert p.returncode == 1, (p.returncode, p.stderr[-2000:])
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("excamera: error: ") and text in lines[0], p.stderr
+
+
+@pytest.fixture(scope="module")
+def shipped_cache():
+    """What the image's warm-up step ships: the kernels compiled into a cache directory."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=SHIPPED)
+    env.pop("NUMBA_CPU_NAME", None)
+    env.pop("NUMBA_CPU_FEATURES", None)
+    subprocess.run([sys.executable, "-m", "worker.lambda_warmup"], env=env, cwd=ROOT, check=True, timeout=900,
+                   capture_output=True)
+    return SHIPPED
+
+
+@pytest.mark.slow
+def test_encode_on_lambda_same_bytes_as_in_process_no_compile_in_sandboxes(tmp_path, aws, shipped_cache):
+    import os
+
+    ref, out, tl = tmp_path / "ref.ivf", tmp_path / "lambda.ivf", tmp_path / "t.json"
+    p = excamera("encode", CLIP, "-o", ref, "--chunk-frames", 2)
+    assert p.returncode == 0, p.stderr
+    with Endpoint({FUNCTION: {"timeout_s": 300, "memory_mb": 2048}},
+                  env={"NUMBA_CACHE_DIR": None, "NUMBA_CPU_NAME": None, "NUMBA_CPU_FEATURES": None},
+                  runner_args=("--shipped-cache", shipped_cache, "--fresh-tmp")) as ep:
+        env = dict(os.environ, AWS_ENDPOINT_URL_LAMBDA=ep.url)
+        p = excamera("encode", CLIP, "-o", out, "--chunk-frames", 2, "--workers", 2, "--backend", "lambda",
+                     "--function", FUNCTION, "--region", "us-east-1,eu-west-1", "--public-address", "127.0.0.1:0",
+                     "--listen", "127.0.0.1:0", "--memory", 2048, "--timeline", tl, env=env, timeout=600)
+        for run in list(ep.runs):
+            run.done.wait(30)
+        runs = list(ep.runs)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert out.read_bytes() == ref.read_bytes()
+    assert "cost: " in p.stderr and "Lambda invocation" in p.stderr
+    cost = json.loads(tl.read_text())["cost"]
+    assert cost["invocations"] == len(runs) and cost["memory_mb"] == 2048
+    served = [r.summary for r in runs if r.summary and r.summary["commands"]]
+    assert len(served) >= 1
+    for s in served:  # the sandboxes found every kernel in the shipped cache
+        assert s["cache_files_added"] == 0, s
+    cold = sorted(s["first_command_s"] + s["process_to_handler_s"] for s in served)
+    print(f"\ncold start (process start to first command): {cold}")
+
+
+def test_cli_backend_usage_and_errors(tmp_path, aws):
+    out = tmp_path / "o.ivf"
+    p = excamera("encode", CLIP, "-o", out, "--workers", 1, "--backend", "lambda")
+    assert p.returncode == 2 and "--backend lambda needs --function" in p.stderr
+    p = excamera("encode", CLIP, "-o", out, "--workers", 1, "--backend", "lambda", "--function", "f")
+    assert p.returncode == 2 and "--public-address" in p.stderr
+    p = excamera("encode", CLIP, "-o", out, "--workers", 1, "--function", "f")
+    assert p.returncode == 2 and "--function goes with --backend lambda" in p.stderr
+    with Endpoint({FUNCTION: {}}) as ep:
+        import os
+
+        env = dict(os.environ, AWS_ENDPOINT_URL_LAMBDA=ep.url)
+        t0 = time.monotonic()
+        p = excamera("encode", CLIP, "-o", out, "--workers", 1, "--chunk-frames", 5, "--backend", "lambda",
+                     "--function", "nope", "--region", "us-east-1", "--public-address", "127.0.0.1:0",
+                     "--listen", "127.0.0.1:0", env=env)
+        assert time.monotonic() - t0 < 30
+        one_line_error(p, "lambda function nope in us-east-1: ResourceNotFoundException")
+        assert not out.exists() and not ep.runs
+    certs = tmp_path / "certs"
+    assert excamera("certs", "init", certs).returncode == 0
+    p = excamera("coordinator", "serve", "--listen", "127.0.0.1:0", "--certs", certs, "--backend", "lambda",
+                 "--function", "f", "--region", "us-east-1", "--public-address", "203.0.113.7:7000")
+    one_line_error(p, "server.pem does not name 203.0.113.7")
+
+
+def test_lambda_deploy_against_motos_lambda_api(tmp_path, aws):
+    """Create, then update, against moto's Lambda API on loopback (no docker: image functions are
+    created and read back). moto keeps EphemeralStorage and an existing event-invoke config as
+    first set on update, so those are checked after create only."""
+    import os
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        url = f"http://{host}:{port}"
+        role = boto3.client("iam", endpoint_url=url).create_role(
+            RoleName="excamera-worker", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        env = dict(os.environ, AWS_ENDPOINT_URL_LAMBDA=url)
+        image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/excamera-worker:1"
+        p = excamera("lambda", "deploy", "--function", FUNCTION, "--role", role, "--image", image, "--memory", 2048,
+                     "--timeout", 300, "--ephemeral-mb", 4096, "--max-event-age", 90, "--region", "us-east-1", env=env)
+        assert p.returncode == 0 and "created" in p.stderr, p.stderr
+        lam = boto3.client("lambda", endpoint_url=url, region_name="us-east-1")
+        conf = lam.get_function(FunctionName=FUNCTION)["Configuration"]
+        assert (conf["PackageType"], conf["MemorySize"], conf["Timeout"], conf["EphemeralStorage"]["Size"],
+                conf["State"]) == ("Image", 2048, 300, 4096, "Active")
+        inv = lam.get_function_event_invoke_config(FunctionName=FUNCTION)
+        assert (inv["MaximumRetryAttempts"], inv["MaximumEventAgeInSeconds"]) == (0, 90)
+        p = excamera("lambda", "deploy", "--function", FUNCTION, "--role", role, "--image", image[:-1] + "2",
+                     "--memory", 4096, "--timeout", 600, "--region", "us-east-1", env=env)
+        assert p.returncode == 0 and "updated" in p.stderr, p.stderr
+        got = lam.get_function(FunctionName=FUNCTION)
+        assert (got["Configuration"]["MemorySize"], got["Configuration"]["Timeout"]) == (4096, 600)
+        assert got["Code"]["ImageUri"].endswith(":2")
+        p = excamera("lambda", "deploy", "--function", "bad", "--role", "not-an-arn", "--image", image,
+                     "--region", "us-east-1", env=env)
+        one_line_error(p, "lambda deploy bad: ")
+    finally:
+        server.stop()
+
+
+def test_lambda_package_writes_a_build_context(tmp_path):
+    out = tmp_path / "ctx"
+    p = excamera("lambda", "package", "-o", out)
+    assert p.returncode == 0, p.stderr
+    docker = (out / "Dockerfile").read_text()
+    assert docker.startswith("# The excamera worker") and "FROM public.ecr.aws/lambda/python:3.11" in docker
+    assert "python -m worker.lambda_warmup" in docker and "/opt/excamera/numba-cache" in docker
+    assert 'CMD ["worker.lambda_handler.handler"]' in docker
+    reqs = (out / "requirements.txt").read_text().split()
+    names = {r.split("==")[0] for r in reqs}
+    assert all("==" in r for r in reqs) and {"numba", "numpy", "av", "grpcio", "boto3"} <= names
+    assert not names & {"pytest", "moto", "flask"}
+    (wheel,) = list((out / "wheels").iterdir())
+    import zipfile
+
+    members = zipfile.ZipFile(wheel).namelist()
+    assert "worker/lambda_handler.py" in members and "coordinator/lambda_launcher.py" in members
+    assert not any(m.startswith("tests/") or m.endswith((".nbi", ".nbc")) for m in members)
+    p = excamera("lambda", "package", "-o", out)
+    one_line_error(p, "not empty")

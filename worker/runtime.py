@@ -60,7 +60,8 @@ async def run_worker(coordinator: str, bundle: tls.Bundle, job_id: str, worker_i
     asked before each command (with the command's state timeout): when it says no, the worker
     hangs up without running it (a cloud function about to reach its own time limit), and the
     coordinator re-issues the task elsewhere. ``stats`` (a dict), if given, counts the commands
-    run under ``"commands"``."""
+    run under ``"commands"`` and notes when the first one came (``time.monotonic()``) under
+    ``"first_command"``."""
     from rendezvous.client import CHANNEL_OPTIONS as RDV_OPTIONS
     from rendezvous.client import RendezvousClient
 
@@ -135,6 +136,7 @@ async def run_worker(coordinator: str, bundle: tls.Bundle, job_id: str, worker_i
                 busy.set()
                 if stats is not None:
                     stats["commands"] = stats.get("commands", 0) + 1
+                    stats.setdefault("first_command", time.monotonic())
                 running = asyncio.create_task(execute(cmd, ctx))
         except grpc.aio.AioRpcError as e:
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
