@@ -61,10 +61,14 @@ def main() -> int:
         import shutil
 
         def files(d):
-            return sum(len(f) for _, _, f in os.walk(d)) if os.path.isdir(d) else 0
+            return {os.path.relpath(os.path.join(r, n), d) for r, _, f in os.walk(d) for n in f} \
+                if os.path.isdir(d) else set()
 
         # Files numba wrote beyond what the image shipped: kernels it had to compile here.
-        out["cache_files_added"] = files(lh.TMP_CACHE) - files(lh.SHIPPED_CACHE)
+        added = sorted(files(lh.TMP_CACHE) - files(lh.SHIPPED_CACHE))
+        out["cache_files_added"] = len(added)
+        if added:
+            out["cache_added"] = added[:10]
         shutil.rmtree(lh.TMP_CACHE, ignore_errors=True)
     sys.stdout.write(json.dumps(out) + "\n")
     sys.stdout.flush()

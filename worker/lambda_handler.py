@@ -6,7 +6,7 @@ Lambda; the kernels compiled when the image was built are copied there from ``SH
 on a fresh sandbox), then dials the coordinator over mutual TLS exactly as ``excamera worker``
 does (``worker.runtime.run_worker``), with the job's own short-lived client certificate from the
 event. It stops taking commands when the time Lambda has left is below the next state's timeout
-(the coordinator re-issues that task elsewhere) and returns a short summary. A duplicate or late
+(capped at ``RESERVE_S``; the coordinator re-issues that task elsewhere) and returns a short summary. A duplicate or late
 event (its token spent, or its job over) is refused by the coordinator: the handler returns at
 once with ``refused: true``. Nothing runs at import time.
 """
@@ -22,6 +22,11 @@ SHIPPED_CACHE = "/opt/excamera/numba-cache"
 TMP_CACHE = "/tmp/excamera-numba-cache"
 #: Seconds kept in hand beyond a state's timeout before taking its command.
 TIME_MARGIN_S = 2.0
+#: A state's timeout is an upper bound (stragglers are re-issued past it), and a state that waits
+#: for another chunk may be given longer than any function runs (ExCamera's receive waits cover a
+#: batch of rebases). So a command is taken when the time left covers its state's timeout or at
+#: least this much (the floor of a working state's timeout in an encode job).
+RESERVE_S = 60.0
 #: The CPU numba compiles for, at image build and in every sandbox: one that every x86-64 Lambda
 #: host runs (AVX2), so the kernels compiled on the build machine are the ones found in the cache
 #: (numba keys its cache on the CPU name and features).
@@ -106,7 +111,7 @@ def handler(event, context):
     remaining = getattr(context, "get_remaining_time_in_millis", None)
 
     def can_take(timeout_s: float) -> bool:
-        return remaining is None or remaining() / 1000.0 > timeout_s + TIME_MARGIN_S
+        return remaining is None or remaining() / 1000.0 > min(timeout_s, RESERVE_S) + TIME_MARGIN_S
 
     bundle = tls.Bundle(ca_pem=fields["ca_pem"].encode(), client_pem=fields["client_pem"].encode(),
                         client_key=fields["client_key"].encode())
