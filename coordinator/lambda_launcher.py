@@ -108,19 +108,14 @@ class LambdaLauncher:
             return
         try:
             pem, key = self._job_cert(job_id)
-            payloads = [make_event(coordinator=self.coordinator, job_id=job_id, worker_id=wid,
-                                   worker_token=token, ca_pem=self.bundle.ca_pem, client_pem=pem,
-                                   client_key=key) for wid, token in workers]
-        except (LaunchError, ValueError) as e:
+        except ValueError as e:
             self._fail_job(job_id, str(e))
             with self._lock:
                 self._failed[job_id] += len(workers)
             return
-        pool = self._executor()
-        for payload in payloads:
-            region = self.regions[self._next_region % len(self.regions)]
-            self._next_region += 1
-            pool.submit(self._invoke, region, job_id, payload)
+        # Hand the list to a thread that feeds the pool: the coordinator's loop goes on at once.
+        threading.Thread(target=self._dispatch, args=(job_id, list(workers), pem, key), daemon=True,
+                         name="lambda-dispatch").start()
         log.info("coordinator: job %s: invoking %s for %d worker(s) in %s", job_id, self.function,
                  len(workers), ",".join(self.regions))
 
@@ -182,6 +177,12 @@ class LambdaLauncher:
         return held[0], held[1]
 
     def _executor(self):
+        with self._lock:
+            return self._executor_locked()
+
+    def _executor_locked(self):
+        if self._closing:
+            raise RuntimeError("the launcher is stopping")
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -207,9 +208,33 @@ class LambdaLauncher:
                 log.error("coordinator: job %s: %s", job_id, why)
                 self._fatal[job_id] = why
 
-    def _invoke(self, region: str, job_id: str, payload: bytes) -> None:
+    def _dispatch(self, job_id: str, workers: list[tuple[str, str]], pem: bytes, key: bytes) -> None:
+        try:
+            pool = self._executor()
+        except RuntimeError:
+            return
+        for wid, token in workers:
+            with self._lock:
+                region = self.regions[self._next_region % len(self.regions)]
+                self._next_region += 1
+            try:
+                pool.submit(self._invoke, region, job_id, dict(
+                    coordinator=self.coordinator, job_id=job_id, worker_id=wid, worker_token=token,
+                    ca_pem=self.bundle.ca_pem, client_pem=pem, client_key=key))
+            except RuntimeError:  # the pool was shut down (the coordinator is stopping)
+                with self._lock:
+                    self._failed[job_id] += 1
+
+    def _invoke(self, region: str, job_id: str, fields: dict) -> None:
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+        try:
+            payload = make_event(**fields)
+        except LaunchError as e:
+            self._fail_job(job_id, str(e))
+            with self._lock:
+                self._failed[job_id] += 1
+            return
         delay, deadline = 0.05, time.monotonic() + self.throttle_deadline_s
         while not self._closing:
             if job_id in self._fatal:

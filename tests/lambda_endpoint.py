@@ -7,7 +7,8 @@
   waits for it and answers 200 with the handler's return value.
 * an unknown function: 404 ``ResourceNotFoundException``;
 * ``throttle_first=K``: the first K invocations are answered 429 ``TooManyRequestsException``;
-* ``deliver=2``: every accepted event runs twice (Lambda delivers asynchronous events at least once).
+* ``deliver=2``: every accepted event runs twice (Lambda delivers asynchronous events at least once);
+* ``run=False``: events are accepted and kept (``events``), no handler runs (the launch-rate bench).
 
 ``Endpoint.runs`` records every handler run (request id, pid, the process, its summary);
 ``Endpoint.pids()`` the handler processes alive now, so tests can kill one mid-task.
@@ -49,13 +50,15 @@ class Endpoint:
     """``with Endpoint({"fn": {"timeout_s": 60, "memory_mb": 1024}}) as ep: ep.url``."""
 
     def __init__(self, functions: dict[str, dict], *, throttle_first: int = 0, deliver: int = 1,
-                 env: dict[str, str] | None = None, runner_args: tuple[str, ...] = ()):
+                 env: dict[str, str] | None = None, runner_args: tuple[str, ...] = (), run: bool = True):
         self.functions = functions
         self.throttle_left = throttle_first
         self.throttled = 0
         self.deliver = deliver
         self.env = env or {}
         self.runner_args = list(runner_args)
+        self.run = run  # False: accept events and keep them, run no handler (launch-rate benchmark)
+        self.events: list[bytes] = []
         self.runs: list[Run] = []
         self.accepted = 0
         self.lock = threading.Lock()
@@ -134,6 +137,10 @@ class Endpoint:
         if throttle:
             return self._error(h, 429, "TooManyRequestsException", "Rate Exceeded.")
         kind = h.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+        if kind == "Event" and not self.run:
+            with self.lock:
+                self.events.append(body)
+            return self._answer(h, 202, b"")
         if kind == "Event":
             for _ in range(self.deliver):
                 self._start(name, fn, body)

@@ -474,3 +474,82 @@ def test_prices_are_overridable(monkeypatch):
     assert base["invocations"] == 10 and base["gb_seconds"] == pytest.approx(15.0)
     monkeypatch.setenv("EXCAMERA_PRICES", json.dumps({"lambda_gb_second": 1.0, "lambda_request": 0.0}))
     assert lambda_cost(10, [1.0] * 10, 1024)["usd_estimate"] == pytest.approx(15.0)
+
+
+def test_launch_returns_at_once_and_every_event_is_accepted(aws):
+    """1000 workers: launch() hands them to a thread (the coordinator's loop is not held) and
+    every invocation is accepted by the endpoint (which keeps the events and runs no handler)."""
+    with Endpoint({FUNCTION: {}}, run=False) as ep:
+        aws.setenv("AWS_ENDPOINT_URL_LAMBDA", ep.url)
+        launcher = LambdaLauncher(tls.generate(), FUNCTION, ["us-east-1", "us-west-2"], concurrency=32)
+        launcher.coordinator = "203.0.113.10:7000"
+        t0 = time.monotonic()
+        launcher.launch("job-a", [(f"w{i}", "t" * 43) for i in range(1000)])
+        assert time.monotonic() - t0 < 0.1
+        deadline = time.monotonic() + 60
+        while launcher.accepted["job-a"] < 1000 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        asyncio.run(launcher.stop())
+    assert launcher.accepted["job-a"] == 1000 and launcher.reap() == [] and launcher.errors() == []
+    ids = sorted(json.loads(e)["worker_id"] for e in ep.events)
+    assert ids == sorted(f"w{i}" for i in range(1000))  # each worker once
+    assert len({json.loads(e)["client_pem"] for e in ep.events}) == 1  # one certificate for the job
+
+
+def test_coordinator_serve_with_lambda_workers(tmp_path, aws):
+    """`excamera coordinator serve --backend lambda`: a job submitted over the Jobs service runs on
+    handler processes started by the local endpoint; SIGTERM, exit 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from coordinator.api import run_job
+
+    certs, client = tmp_path / "certs", tmp_path / "client"
+    assert excamera("certs", "init", certs).returncode == 0
+    client.mkdir()
+    for name in ("ca.pem", "client.pem", "client.key"):
+        (client / name).write_bytes((certs / name).read_bytes())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    chunks = chunks_for(3, 11)
+    with Endpoint({FUNCTION: {"timeout_s": 60}}) as ep:
+        env = dict(os.environ, AWS_ENDPOINT_URL_LAMBDA=ep.url)
+        coord = subprocess.Popen([sys.executable, "-m", "excamera", "coordinator", "serve", "--listen",
+                                  f"127.0.0.1:{port}", "--certs", str(certs), "--storage", str(tmp_path / "store"),
+                                  "--backend", "lambda", "--function", FUNCTION, "--region", "us-east-1",
+                                  "--public-address", f"127.0.0.1:{port}"],
+                                 cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                assert coord.poll() is None, coord.stderr.read()
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            r = run_job(shaped_job(3, state_bytes=5000, work_s=0.3), inputs=shaped_inputs(chunks), workers=2,
+                        coordinator=f"127.0.0.1:{port}", certs=str(client))
+            (ref,) = r.objects[""].values()
+            assert (tmp_path / "store" / r.storage_prefix / ref.key).read_bytes() == reference_output(chunks, 5000)
+            assert any(run.summary and run.summary["commands"] for run in ep.runs if run.done.wait(20))
+        finally:
+            coord.send_signal(signal.SIGTERM)
+            code = coord.wait(timeout=30)
+    assert code == 0
+
+
+def test_no_credentials_fails_the_job_in_one_line(tmp_path, aws):
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        aws.delenv(k, raising=False)
+    aws.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    aws.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with Endpoint({FUNCTION: {}}) as ep:
+        aws.setenv("AWS_ENDPOINT_URL_LAMBDA", ep.url)
+        t0 = time.monotonic()
+        with pytest.raises(JobFailed, match="no AWS credentials found"):
+            run_lambda_job(tmp_path, ep, chunks_for(2))
+        assert time.monotonic() - t0 < 15 and not ep.runs
