@@ -1,6 +1,7 @@
 """The runtime's subcommands, registered into ``excamera``'s parser by ``register(sub)``::
 
     excamera coordinator serve --listen HOST:PORT --certs DIR [--storage DIR] [--rendezvous HOST:PORT]
+                               [--backend lambda --function NAME --region R[,R...] --public-address HOST:PORT]
     excamera rendezvous serve --listen HOST:PORT --certs DIR
     excamera worker --coordinator HOST:PORT --certs DIR --job ID [--ops MODULE]...  (tokens in $EXCAMERA_WORKER_TOKENS)
     excamera certs init DIR [--host NAME]... [--force]
