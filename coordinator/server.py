@@ -346,9 +346,14 @@ class Coordinator:
             self._publish(action)
         elif isinstance(action, eng.JobEnded):
             h = self.handles[action.job_id]
+            tl = self.timeline(action.job_id) if h.timeline_path or hasattr(self.launcher, "cost") else None
+            if tl is not None and "cost" in tl:
+                from coordinator.cost import describe
+
+                log.info("coordinator: job %s: %s", action.job_id, describe(tl["cost"]))
             if h.timeline_path:
                 try:
-                    write_timeline(h.timeline_path, self.timeline(action.job_id))
+                    write_timeline(h.timeline_path, tl)
                 except OSError as e:
                     log.error("coordinator: timeline %s: %s", h.timeline_path, e)
             self._spawn(self._close_rendezvous(action.job_id))

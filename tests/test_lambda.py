@@ -540,6 +540,7 @@ def test_coordinator_serve_with_lambda_workers(tmp_path, aws):
             coord.send_signal(signal.SIGTERM)
             code = coord.wait(timeout=30)
     assert code == 0
+    assert "Lambda invocation(s)" in coord.stderr.read()  # the job's cost, in the daemon's log
 
 
 def test_no_credentials_fails_the_job_in_one_line(tmp_path, aws):
