@@ -554,3 +554,48 @@ def test_no_credentials_fails_the_job_in_one_line(tmp_path, aws):
         with pytest.raises(JobFailed, match="no AWS credentials found"):
             run_lambda_job(tmp_path, ep, chunks_for(2))
         assert time.monotonic() - t0 < 15 and not ep.runs
+
+
+def test_a_late_event_for_a_finished_job_is_refused_at_once(tmp_path):
+    """An invocation that arrives after its job ended (an unspent token) is refused; the handler
+    returns at once, having run nothing."""
+    from worker.lambda_handler import handler
+
+    chunks = chunks_for(2, 6)
+
+    async def go():
+        async with embedded_coordinator(str(tmp_path)) as c:
+            job_id, _ = await c.submit(shaped_job(2, state_bytes=1000), inputs=shaped_inputs(chunks), workers=1)
+            outcome = await asyncio.wait_for(c.wait(job_id), 60)
+            (wid, token), = c.worker_tokens(job_id, 1)  # a token nobody has used
+            pem, key = tls.issue_client(c.bundle, 120, label=job_id)
+            event = json.loads(make_event(coordinator=c.address, job_id=job_id, worker_id=wid, worker_token=token,
+                                          ca_pem=c.bundle.ca_pem, client_pem=pem, client_key=key))
+            t0 = time.monotonic()
+            summary = await asyncio.to_thread(handler, event, None)
+            return outcome, summary, time.monotonic() - t0
+
+    outcome, summary, took = asyncio.run(go())
+    assert outcome.status == "succeeded"
+    assert summary["refused"] and summary["commands"] == 0 and "is succeeded" in summary["reason"], summary
+    assert took < 10
+
+
+def test_an_expired_job_certificate_is_refused_in_the_handshake(tmp_path):
+    from worker.lambda_handler import handler
+
+    async def go():
+        async with embedded_coordinator(str(tmp_path), launch_workers=False) as c:
+            job_id, _ = await c.submit(shaped_job(1, state_bytes=100), inputs=shaped_inputs([b"x"]), workers=1,
+                                       launch=False)
+            (wid, token), = c.worker_tokens(job_id, 1)
+            pem, key = tls.issue_client(c.bundle, 1, label=job_id)
+            await asyncio.sleep(2.5)
+            event = json.loads(make_event(coordinator=c.address, job_id=job_id, worker_id=wid, worker_token=token,
+                                          ca_pem=c.bundle.ca_pem, client_pem=pem, client_key=key))
+            summary = await asyncio.to_thread(handler, event, None)
+            return summary, wid in c.handles[job_id].connected
+
+    summary, connected = asyncio.run(go())
+    assert not summary["ok"] and summary["commands"] == 0 and not connected, summary
+    assert summary["reason"].startswith("coordinator gone: UNAVAILABLE"), summary  # the TLS handshake failed
