@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/decode_bench.py
 	$(BIN)/python bench/encode_bench.py $(BENCH_ENCODE_ARGS)
 	$(BIN)/python bench/excamera_bench.py $(BENCH_EXCAMERA_ARGS)
+	$(BIN)/python bench/lambda_launch_bench.py
+	$(BIN)/python bench/lambda_cold_start_bench.py
 	$(BIN)/excamera bench runtime --workers 1000
 	$(BIN)/python bench/distributed_bench.py --workers 2
 

@@ -72,10 +72,15 @@ def _pick(refs: dict[str, ObjectRef], name: str | None, whose: str) -> ObjectRef
 async def embedded_coordinator(storage_dir: str | None = None, *, storage: str | None = None,
                                ops_modules: tuple[str, ...] = (),
                                launch_workers: bool = True, quiet_workers: bool = True,
-                               rendezvous_limits: dict | None = None, speculation=None):
+                               rendezvous_limits: dict | None = None, speculation=None,
+                               launcher_factory=None, listen: str = "127.0.0.1:0",
+                               public_address: str | None = None):
     """A started in-process coordinator and rendezvous on loopback with an ephemeral CA, and a
-    local launcher whose workers get only the CA certificate and the client pair. Its storage:
-    ``storage`` (a directory or ``s3://BUCKET/PREFIX``), else the directory ``storage_dir``."""
+    local launcher whose workers get only the CA certificate and the client pair; or, with
+    ``launcher_factory(bundle)``, that launcher (e.g. ``LambdaLauncher``, which issues per-job
+    client certificates with the ephemeral CA) and workers dialling ``public_address``. Its
+    storage: ``storage`` (a directory or ``s3://BUCKET/PREFIX``), else the directory
+    ``storage_dir``."""
     root = storage or storage_dir
     if not root:
         raise ValueError("embedded_coordinator: give storage (a directory or s3://BUCKET/PREFIX)")
@@ -83,12 +88,18 @@ async def embedded_coordinator(storage_dir: str | None = None, *, storage: str |
     from coordinator.server import Coordinator
     from excamera import tls
 
-    bundle = tls.generate()
+    hosts = list(tls.DEFAULT_HOSTS)
+    if public_address and public_address.rpartition(":")[0] not in hosts:
+        hosts.append(public_address.rpartition(":")[0])
+    bundle = tls.generate(hosts)
     with tempfile.TemporaryDirectory(prefix="excamera-certs-") as certs:
         tls.write(bundle.for_worker(), certs, overwrite=True)
-        launcher = LocalLauncher(certs, ops_modules=ops_modules, quiet=quiet_workers) if launch_workers else None
+        if launcher_factory is not None:
+            launcher = launcher_factory(bundle)
+        else:
+            launcher = LocalLauncher(certs, ops_modules=ops_modules, quiet=quiet_workers) if launch_workers else None
         c = Coordinator(bundle, root, launcher=launcher, rendezvous_limits=rendezvous_limits,
-                        speculation=speculation)
+                        speculation=speculation, listen=listen, public_address=public_address)
         await c.start()
         try:
             yield c
@@ -100,9 +111,12 @@ async def run_job_async(job: Job, *, inputs: Inputs = None, workers: int = 4,
                         spare: int = 0, max_attempts: int = 3, storage_dir: str | None = None,
                         timeline: str | None = None, ops_modules: tuple[str, ...] = (),
                         timeout_s: float | None = None, on_event=None, planner=None,
-                        storage: str | None = None, job_id: str | None = None) -> JobResult:
+                        storage: str | None = None, job_id: str | None = None,
+                        launcher_factory=None, listen: str = "127.0.0.1:0",
+                        public_address: str | None = None) -> JobResult:
     root = storage or storage_dir or tempfile.mkdtemp(prefix="excamera-storage-")
-    async with embedded_coordinator(root, ops_modules=ops_modules) as c:
+    async with embedded_coordinator(root, ops_modules=ops_modules, launcher_factory=launcher_factory,
+                                    listen=listen, public_address=public_address) as c:
         job_id, _ = await c.submit(job, workers=workers, spare=spare, max_attempts=max_attempts,
                                    inputs=inputs, timeline=timeline, planner=planner, job_id=job_id)
         pump = None
@@ -118,7 +132,7 @@ async def run_job_async(job: Job, *, inputs: Inputs = None, workers: int = 4,
             if pump is not None:
                 await asyncio.wait([pump], timeout=1.0)
                 pump.cancel()
-        tl = c.engine.timeline(job_id)
+        tl = c.timeline(job_id)
     if outcome.status != "succeeded":
         raise JobFailed(f"job {job_id} {outcome.status}: {outcome.error}", outcome.status, job_id)
     return JobResult(job_id, outcome.objects, outcome.storage_root, outcome.storage_prefix, tl)
@@ -225,7 +239,8 @@ def run_job(job: Job, *, inputs: Inputs = None, workers: int = 4, spare: int = 0
             max_attempts: int = 3, storage_dir: str | None = None, timeline: str | None = None,
             ops_modules: tuple[str, ...] = (), timeout_s: float | None = None,
             coordinator: str | None = None, certs: str | None = None, on_event=None,
-            storage: str | None = None, job_id: str | None = None) -> JobResult:
+            storage: str | None = None, job_id: str | None = None,
+            launcher_factory=None, listen: str = "127.0.0.1:0", public_address: str | None = None) -> JobResult:
     """Run ``job`` to the end and return its verified results (``JobFailed`` otherwise).
 
     Embedded (default): a coordinator, a rendezvous and ``workers + spare`` local worker
@@ -239,6 +254,9 @@ def run_job(job: Job, *, inputs: Inputs = None, workers: int = 4, spare: int = 0
     ``certs``, the job goes to that coordinator instead (its storage is the coordinator's).
     ``on_event`` is called with each of the job's events (``jobs_pb2.JobEvent``: task and attempt
     changes, FSM transitions, stragglers, the job's end) as they happen, in either mode.
+    ``launcher_factory(bundle)`` replaces the local worker processes with another launcher
+    (``coordinator.lambda_launcher.LambdaLauncher``), whose workers dial ``public_address``
+    while the coordinator listens on ``listen``.
     """
     if coordinator:
         if not certs:
@@ -249,7 +267,9 @@ def run_job(job: Job, *, inputs: Inputs = None, workers: int = 4, spare: int = 0
     return asyncio.run(run_job_async(job, inputs=inputs, workers=workers, spare=spare,
                                      max_attempts=max_attempts, storage_dir=storage_dir,
                                      timeline=timeline, ops_modules=ops_modules, timeout_s=timeout_s,
-                                     on_event=on_event, storage=storage, job_id=job_id))
+                                     on_event=on_event, storage=storage, job_id=job_id,
+                                     launcher_factory=launcher_factory, listen=listen,
+                                     public_address=public_address))
 
 
 __all__ = ["JobFailed", "JobResult", "embedded_coordinator", "run_job", "run_job_async",

@@ -378,6 +378,10 @@ class Engine:
     def observe_launch_failed(self, job_id: str, count: int = 1) -> None:
         self._inbox.append(("launch-failed", job_id, count))
 
+    def observe_fail(self, job_id: str, why: str) -> None:
+        """The job cannot go on (its launcher cannot start workers): it fails with ``why``."""
+        self._inbox.append(("fail", job_id, why))
+
     # -- the cycle ------------------------------------------------------------------------------
 
     def step(self) -> list:
@@ -426,6 +430,11 @@ class Engine:
         job = self.jobs.get(job_id)
         if job is not None and job.status == "running":
             self._end_job(job, "cancelled", "cancelled by a client", now)
+
+    def _on_fail(self, now: float, job_id: str, why: str) -> None:
+        job = self.jobs.get(job_id)
+        if job is not None and job.status == "running":
+            self._end_job(job, "failed", why, now)
 
     def _on_launch_failed(self, now: float, job_id: str, count: int) -> None:
         job = self.jobs.get(job_id)

@@ -41,6 +41,8 @@ class LocalLauncher:
         self.coordinator = ""            # set by the coordinator when it has bound its port
         self.procs: dict[int, tuple[str, subprocess.Popen, float]] = {}
         self.connected_pids: set[int] = set()
+        self.cpu: dict[int, tuple[str, float]] = {}   # pid -> (job id, CPU-seconds seen)
+        self._sampled = 0.0
 
     def launch(self, job_id: str, workers: list[tuple[str, str]]) -> None:
         """One process per (worker id, worker token) in ``workers``."""
@@ -65,10 +67,34 @@ class LocalLauncher:
     def reap(self) -> list[tuple[str, int]]:
         """Collect exited workers. (The engine notices lost connections itself; a worker that
         dies before connecting is covered by the launch deadline.)"""
+        sample = time.monotonic() - self._sampled > 1.0  # CPU time: once a second is plenty
+        if sample:
+            self._sampled = time.monotonic()
         for pid, (job_id, p, _) in list(self.procs.items()):
             if p.poll() is not None:
                 del self.procs[pid]
+            elif sample:
+                self._sample(pid, job_id)
         return []
+
+    def _sample(self, pid: int, job_id: str) -> None:
+        """Note a live worker's CPU time so far (user + system, from /proc where there is one)."""
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            self.cpu[pid] = (job_id, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+        except (OSError, ValueError, IndexError):
+            pass
+
+    def cost(self, job_id: str, timeline: dict) -> dict:
+        """CPU-seconds of the job's worker processes, as last seen (sampled as the loop runs)."""
+        from coordinator.cost import local_cost
+
+        for pid, (j, p, _) in list(self.procs.items()):
+            if j == job_id and p.poll() is None:
+                self._sample(pid, j)
+        seen = [cpu for j, cpu in self.cpu.values() if j == job_id]
+        return local_cost(sum(seen), len(seen))
 
     def pids(self, job_id: str | None = None) -> list[int]:
         return [pid for pid, (j, p, _) in self.procs.items()

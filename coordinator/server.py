@@ -112,12 +112,14 @@ class Coordinator:
     def __init__(self, bundle: tls.Bundle, storage_root: "str | Storage", *, listen: str = "127.0.0.1:0",
                  rendezvous: str | None = None, launcher=None, rendezvous_limits: dict | None = None,
                  max_input_bytes: int = MAX_INPUT_BYTES, max_input_object_bytes: int = MAX_INPUT_OBJECT_BYTES,
-                 keep: bool = True, speculation: eng.Speculation | None = None):
+                 keep: bool = True, speculation: eng.Speculation | None = None,
+                 public_address: str | None = None):
         """``storage_root``: a directory, ``s3://BUCKET/PREFIX`` (``open_storage``) or a Storage;
         workers are told its URL. ``keep=False`` removes each job's objects once nobody can use
         them: a failed or cancelled job's when it ends, a succeeded job's inputs and intermediates
         when it ends and its results once each has been fetched (or when the coordinator stops).
-        ``speculation`` tunes speculative execution (``coordinator.engine.Speculation``)."""
+        ``speculation`` tunes speculative execution (``coordinator.engine.Speculation``);
+        ``public_address`` is where workers elsewhere (cloud functions) dial."""
         self.bundle = bundle
         self.secret = tokens.new_secret()
         self.max_input_bytes = max_input_bytes
@@ -127,6 +129,9 @@ class Coordinator:
         self.keep = keep
         self.listen = listen
         self.rendezvous_address = rendezvous
+        # Where workers elsewhere (cloud functions) dial; port 0 means the port bound here.
+        self.public_address = public_address
+        self.worker_rendezvous = ""
         self.launcher = launcher
         self.rendezvous_limits = rendezvous_limits or {}
         self.engine = eng.Engine(speculation=speculation)
@@ -168,8 +173,15 @@ class Coordinator:
         self._server = server
         host = self.listen.rsplit(":", 1)[0]
         self.address = f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{self.port}"
+        self.worker_rendezvous = self.rendezvous_address
+        if self.public_address:
+            phost, _, pport = self.public_address.rpartition(":")
+            if pport in ("", "0"):
+                self.public_address = f"{phost}:{self.port}"
+            if self._rendezvous_server is not None:  # in-process: reached at the public host too
+                self.worker_rendezvous = f"{phost}:{self._rendezvous_server.port}"
         if self.launcher is not None:
-            self.launcher.coordinator = self.address
+            self.launcher.coordinator = self.public_address or self.address
         self._loop_task = asyncio.create_task(self._loop())
         log.info("coordinator: serving on %s, rendezvous %s", self.address, self.rendezvous_address)
         return self
@@ -275,7 +287,21 @@ class Coordinator:
             return f"job {job_id!r}: unknown job, or not a token for worker {worker_id!r}"
         if worker_id in h.connected or worker_id in self.engine.workers:
             return f"job {job_id!r}: worker {worker_id!r} has connected already (a token is good for one connection)"
+        job = self.engine.jobs.get(job_id)
+        if job is not None and job.status != "running":  # a late (cloud) invocation: nothing to do
+            return f"job {job_id!r} is {job.status}; worker {worker_id!r} is not needed"
         return None
+
+    def timeline(self, job_id: str) -> dict:
+        """The engine's timeline of the job, with its cost where the launcher can tell it."""
+        tl = self.engine.timeline(job_id)
+        cost = getattr(self.launcher, "cost", None)
+        if cost is not None:
+            try:
+                tl["cost"] = cost(job_id, tl)
+            except Exception as e:  # noqa: BLE001 - a report must not fail the job
+                log.warning("coordinator: job %s: cost: %s", job_id, e)
+        return tl
 
     def check_job_key(self, job_id: str, key: str) -> JobHandle | None:
         h = self.handles.get(job_id)
@@ -302,6 +328,9 @@ class Coordinator:
                 if self.launcher is not None:
                     for job_id, count in self.launcher.reap():
                         self.engine.observe_launch_failed(job_id, count)
+                    for job_id, why in getattr(self.launcher, "errors", tuple)():
+                        self.engine.observe_fail(job_id, why)
+                        self._wake.set()
             except Exception:  # noqa: BLE001 - a bug must not silently stop every job
                 log.exception("coordinator: internal error in the loop")
                 for h in self.handles.values():
@@ -335,9 +364,14 @@ class Coordinator:
             self._publish(action)
         elif isinstance(action, eng.JobEnded):
             h = self.handles[action.job_id]
+            tl = self.timeline(action.job_id) if h.timeline_path or hasattr(self.launcher, "cost") else None
+            if tl is not None and "cost" in tl:
+                from coordinator.cost import describe
+
+                log.info("coordinator: job %s: %s", action.job_id, describe(tl["cost"]))
             if h.timeline_path:
                 try:
-                    write_timeline(h.timeline_path, self.engine.timeline(action.job_id))
+                    write_timeline(h.timeline_path, tl)
                 except OSError as e:
                     log.error("coordinator: timeline %s: %s", h.timeline_path, e)
             self._spawn(self._close_rendezvous(action.job_id))
@@ -446,6 +480,9 @@ class _CoordinatorServicer(cpb_grpc.CoordinatorServicer):
             await context.abort(code, why)
         handle = c.handles[job_id]
         handle.connected.add(worker_id)  # before any await: a second stream with this id is refused
+        note = getattr(c.launcher, "note_connected", None)
+        if note is not None:
+            note(job_id, worker_id)
         first = await context.read()
         if first is grpc.aio.EOF or first.WhichOneof("kind") != "hello":
             log.warning("coordinator: job %s: worker %s opened without hello; refused", job_id, worker_id)
@@ -457,7 +494,7 @@ class _CoordinatorServicer(cpb_grpc.CoordinatorServicer):
         c.wake()
         await context.write(cpb.CoordinatorMessage(welcome=cpb.Welcome(
             worker_id=worker_id, job_id=job_id, storage_root=c.storage.url,
-            storage_prefix=f"jobs/{job_id}", rendezvous=c.rendezvous_address)))
+            storage_prefix=f"jobs/{job_id}", rendezvous=c.worker_rendezvous or c.rendezvous_address)))
         reader = asyncio.create_task(self._read(worker_id, context, outq))
         try:
             while True:

@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     ssim.set_defaults(func=cmd_ssim)
     from excamera import runtime_cli  # argparse only; the runtime loads when a command runs
     runtime_cli.register(sub)
+    from excamera import lambda_cli  # argparse only
+    lambda_cli.register(sub)
 
     enc = sub.add_parser(
         "vp8enc", help="encode a video to VP8 (IVF) with the native encoder",

@@ -55,6 +55,8 @@ def add_parsers(sub) -> None:
     enc.add_argument("--cq-level", type=int_in(0, 63), default=20, metavar="C")
     enc.add_argument("--first-pass", choices=("libvpx", "native"), default="libvpx")
     enc.add_argument("--speed", type=int_in(0, 4), default=1, help="native encoder speed 0..4")
+    from excamera.lambda_cli import add_backend_args
+    add_backend_args(enc)
     enc.set_defaults(func=cmd_encode)
 
     re = sub.add_parser(
@@ -222,6 +224,13 @@ def cmd_encode(args: argparse.Namespace) -> int:
         return _usage("--storage is an embedded coordinator's; a running one has its own")
     if args.keep and not args.storage:
         return _usage("--keep needs --storage (the default temporary directory always goes)")
+    from excamera.lambda_cli import backend_error
+    why = backend_error(args)
+    if why is None and args.backend == "lambda" and (args.workers == 0 or args.coordinator):
+        why = ("--backend lambda runs the job on an embedded coordinator: it needs --workers N and no "
+               "--coordinator (a running one chooses its own backend)")
+    if why is not None:
+        return _usage(why)
     if args.storage:  # before reading the video: a wrong bucket or no credentials fail in seconds
         from excamera.storage import StorageError, open_storage
         try:
@@ -289,20 +298,37 @@ def _encode_distributed(spooled, settings, args) -> list[bytes]:
     job = encode_job(spooled.n_frames, spooled.width, spooled.height, settings)
     inputs = spooled.pairs()
     progress = _StageProgress(len(job.tasks) - 1)
+    import logging
+    # The embedded coordinator's log lines are not for the terminal: the error below says it in one line.
+    logging.getLogger("excamera").addHandler(logging.NullHandler())
+    backend = {}
+    if args.backend == "lambda":
+        from excamera.lambda_cli import launcher_factory
+        backend = dict(launcher_factory=launcher_factory(args), listen=args.listen,
+                       public_address=args.public_address)
     if args.storage:
-        return _encode_in(args.storage, job, inputs, progress, args)
+        return _encode_in(args.storage, job, inputs, progress, args, backend)
     with tempfile.TemporaryDirectory(prefix="excamera-encode-") as storage:
         try:
             result = run_job(job, inputs=inputs, workers=args.workers, spare=args.spare, storage_dir=storage,
-                             timeline=args.timeline, ops_modules=("worker.codec_ops",), on_event=progress)
+                             timeline=args.timeline, ops_modules=("worker.codec_ops",), on_event=progress,
+                             **backend)
         except JobFailed as e:
             progress.finish()
             raise CliError(f"{args.input}: {e}") from None
         progress.finish()
+        _report_cost(result)
         return ivf_frames(result.read("stitch"), "the stitched stream")
 
 
-def _encode_in(url: str, job, inputs, progress, args) -> list[bytes]:
+def _report_cost(result) -> None:
+    """The job's cost on stderr (Lambda: invocations, GB-seconds, dollars; local: CPU-seconds)."""
+    if "cost" in result.timeline:
+        from coordinator.cost import describe
+        print(describe(result.timeline["cost"]), file=sys.stderr)
+
+
+def _encode_in(url: str, job, inputs, progress, args, backend: dict) -> list[bytes]:
     """The embedded job with its objects in ``--storage`` under ``jobs/JOB_ID``: removed when
     it ends, however it ends (success, failure, Ctrl-C), unless ``--keep``."""
     from coordinator.api import JobFailed, run_job
@@ -316,7 +342,9 @@ def _encode_in(url: str, job, inputs, progress, args) -> list[bytes]:
         try:
             result = run_job(job, inputs=inputs, workers=args.workers, spare=args.spare, storage=url,
                              job_id=job_id, timeline=args.timeline, ops_modules=("worker.codec_ops",),
-                             on_event=progress)
+                             on_event=progress, **backend)
+            progress.finish()
+            _report_cost(result)
             return ivf_frames(result.read("stitch"), "the stitched stream")
         except JobFailed as e:
             raise CliError(f"{args.input}: {e}") from None

@@ -2,6 +2,7 @@
 
     excamera coordinator serve --listen HOST:PORT --certs DIR [--storage DIR|s3://BUCKET/PREFIX] [--keep]
                                [--rendezvous HOST:PORT]
+                               [--backend lambda --function NAME --region R[,R...] --public-address HOST:PORT]
     excamera rendezvous serve --listen HOST:PORT --certs DIR
     excamera worker --coordinator HOST:PORT --certs DIR --job ID [--ops MODULE]...  (tokens in $EXCAMERA_WORKER_TOKENS)
     excamera certs init DIR [--host NAME]... [--force]
@@ -58,6 +59,8 @@ def register(sub) -> None:
                        help="use this rendezvous instead of starting one in-process")
     serve.add_argument("--no-launch", action="store_true",
                        help="do not start local worker processes; workers are started elsewhere")
+    from excamera.lambda_cli import add_backend_args
+    add_backend_args(serve, listen=False)
     serve.set_defaults(func=cmd_coordinator_serve)
 
     rv = sub.add_parser("rendezvous", help="the rendezvous relay",
@@ -153,9 +156,24 @@ def cmd_coordinator_serve(args: argparse.Namespace) -> int:
     from excamera import tls
     from excamera.cli import CliError
 
+    from excamera import lambda_cli
     from excamera.storage import StorageError, open_storage
 
-    bundle = _load_certs(args.certs, tls.FILES[:1] + tls.FILES[2:])
+    why = lambda_cli.backend_error(args)
+    if why is None and args.backend == "lambda" and args.no_launch:
+        why = "--no-launch and --backend lambda do not go together"
+    if why is not None:
+        print(f"excamera coordinator serve: error: {why}", file=sys.stderr)
+        return 2
+    lam = args.backend == "lambda"
+    # With Lambda workers the coordinator issues each job's client certificate: it needs ca.key.
+    bundle = _load_certs(args.certs, tls.FILES if lam else tls.FILES[:1] + tls.FILES[2:])
+    if lam:
+        public_host = args.public_address.rpartition(":")[0]
+        if public_host not in tls.server_names(bundle):
+            raise CliError(f"--public-address {args.public_address}: {args.certs}/server.pem does not name "
+                           f"{public_host}; make the certificates with excamera certs init --host {public_host}")
+        factory = lambda_cli.launcher_factory(args)
     try:  # before serving: a wrong bucket or no credentials fail now, in seconds
         storage = open_storage(args.storage)
         storage.check()
@@ -170,18 +188,25 @@ def cmd_coordinator_serve(args: argparse.Namespace) -> int:
         from coordinator.server import Coordinator
 
         launcher = None
-        if not args.no_launch:
+        if lam:
+            launcher = factory(bundle)
+        elif not args.no_launch:
             certs = tempfile.mkdtemp(prefix="excamera-worker-certs-")
             tls.write(bundle.for_worker(), certs, overwrite=True)
             launcher = LocalLauncher(certs)
         try:
             c = Coordinator(bundle, storage, listen=args.listen, rendezvous=args.rendezvous,
-                            launcher=launcher, keep=args.keep)
+                            launcher=launcher, keep=args.keep,
+                            public_address=args.public_address if lam else None)
             await c.start()
         except OSError as e:
             raise CliError(f"coordinator: {e.strerror or e}") from None
         print(f"excamera coordinator: serving on {c.address}, rendezvous {c.rendezvous_address}, "
               f"storage {c.storage.url}{' (kept)' if args.keep else ''}", file=sys.stderr, flush=True)
+        if lam:
+            print(f"excamera coordinator: workers are invocations of {args.function} "
+                  f"({', '.join(launcher.regions)}), dialling {c.public_address} and rendezvous "
+                  f"{c.worker_rendezvous}", file=sys.stderr, flush=True)
         return c
 
     return _run_forever(start)

@@ -179,3 +179,50 @@ def peer_common_name(context) -> str:
     except Exception:  # noqa: BLE001 - no auth context means no identity
         return ""
     return names[0].decode("utf-8", "replace") if names else ""
+
+
+def issue_client(bundle: Bundle, lifetime_s: float, *, label: str = "") -> tuple[bytes, bytes]:
+    """A client certificate and its key (PEM), signed by the bundle's CA (which needs its key)
+    and valid for ``lifetime_s`` seconds from now (and five minutes back, for clock skew): what a
+    cloud worker of one job presents. ``label`` (the job id) goes into the subject's OU, so the
+    certificate says which job it was issued for. The CA key stays with the caller."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    if not bundle.ca_key:
+        raise CertError("issuing a client certificate needs the CA key (ca.key)")
+    if lifetime_s <= 0:
+        raise CertError(f"a certificate lifetime must be positive, not {lifetime_s}")
+    ca_key = serialization.load_pem_private_key(bundle.ca_key, password=None)
+    ca_cert = x509.load_pem_x509_certificate(bundle.ca_pem)
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "excamera")]
+    if label:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, label[:64]))
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, CLIENT_CN))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name(attrs)).issuer_name(ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(seconds=lifetime_s))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def server_names(bundle: Bundle) -> list[str]:
+    """The names and addresses in the server certificate's subjectAltName (what clients may dial)."""
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(bundle.server_pem)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(n) for n in san.get_values_for_type(x509.DNSName)] + \
+        [str(a) for a in san.get_values_for_type(x509.IPAddress)]

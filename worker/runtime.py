@@ -54,9 +54,15 @@ def _one_line(exc: BaseException) -> str:
 
 
 async def run_worker(coordinator: str, bundle: tls.Bundle, job_id: str, worker_id: str, token: str, *,
-                     registry: Registry = DEFAULT, name: str | None = None) -> str:
+                     registry: Registry = DEFAULT, name: str | None = None,
+                     can_take=None, stats: dict | None = None) -> str:
     """Serve one job as worker ``worker_id`` (``token`` is its worker token) until told to stop
-    or the coordinator goes away; returns why it ended."""
+    or the coordinator goes away; returns why it ended. ``can_take(timeout_s)``, if given, is
+    asked before each command (with the command's state timeout): when it says no, the worker
+    hangs up without running it (a cloud function about to reach its own time limit), and the
+    coordinator re-issues the task elsewhere. ``stats`` (a dict), if given, counts the commands
+    run under ``"commands"`` and notes when the first one came (``time.monotonic()``) under
+    ``"first_command"``."""
     from rendezvous.client import CHANNEL_OPTIONS as RDV_OPTIONS
     from rendezvous.client import RendezvousClient
 
@@ -117,6 +123,8 @@ async def run_worker(coordinator: str, bundle: tls.Bundle, job_id: str, worker_i
                     log.warning("worker %s: unexpected %s message ignored", name, kind)
                     continue
                 cmd = msg.command
+                if can_take is not None and not busy.is_set() and not can_take(cmd.timeout_s or 60.0):
+                    return f"out of time: not enough left for {cmd.operation} ({cmd.timeout_s or 60.0:g} s)"
                 if busy.is_set():
                     log.warning("worker %s: command %d while busy; refused", name, cmd.seq)
                     async with write_lock:
@@ -132,6 +140,9 @@ async def run_worker(coordinator: str, bundle: tls.Bundle, job_id: str, worker_i
                                 storage=storage, rendezvous=rendezvous, scratch=scratch,
                                 timeout_s=cmd.timeout_s or 60.0)
                 busy.set()
+                if stats is not None:
+                    stats["commands"] = stats.get("commands", 0) + 1
+                    stats.setdefault("first_command", time.monotonic())
                 running = asyncio.create_task(execute(cmd, ctx))
         except grpc.aio.AioRpcError as e:
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):

@@ -1,0 +1,80 @@
+"""Cold start of a Lambda worker, as close as this machine gets to a fresh sandbox: each run is a
+new process (``tests/lambda_runner.py`` via the local Invoke endpoint) with an empty stand-in for
+``/tmp``, the image's shipped numba cache (made here by the image's warm-up step,
+``worker.lambda_warmup``, if absent), read-only code, no NUMBA_* variables. It times, for the first
+worker of a small ExCamera encode (native first pass, so the first command runs numba kernels),
+process start to its first command, and to the end of that command's first task state; and
+checks no kernel was compiled in the sandbox. Median of 5.
+
+    python bench/lambda_cold_start_bench.py [--runs 5]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+SHIPPED = "/tmp/excamera-shipped-cache"
+CLIP = ROOT / "tests" / "data" / "clips" / "foreman_qcif_176x144_10f.y4m"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "worker.lambda_warmup"], cwd=ROOT, check=True,
+                   env=dict(env, NUMBA_CACHE_DIR=SHIPPED), capture_output=True)
+    print(f"image warm-up step (cache {SHIPPED}): {time.monotonic() - t0:.1f} s", file=sys.stderr)
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                 "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        os.environ[k] = v
+    from coordinator.api import run_job
+    from coordinator.excamera_job import SpooledInput, encode_job
+    from coordinator.lambda_launcher import LambdaLauncher
+    from excamera.encode import EncodeSettings
+    from excamera.video import open_video
+    from lambda_endpoint import Endpoint
+
+    settings = EncodeSettings(chunk_frames=5, batch_chunks=2, first_pass="native")
+    to_command, to_state, added = [], [], []
+    for _ in range(args.runs):
+        with tempfile.TemporaryDirectory() as d, Endpoint(
+                {"excamera-worker": {"timeout_s": 300, "memory_mb": 3008}},
+                env={"NUMBA_CACHE_DIR": None, "NUMBA_CPU_NAME": None, "NUMBA_CPU_FEATURES": None},
+                runner_args=("--shipped-cache", SHIPPED, "--fresh-tmp")) as ep:
+            os.environ["AWS_ENDPOINT_URL_LAMBDA"] = ep.url
+            with open_video(str(CLIP)) as video:
+                spooled = SpooledInput(video, video.rate, settings, d)
+            job = encode_job(spooled.n_frames, spooled.width, spooled.height, settings)
+            r = run_job(job, inputs=spooled.pairs(), workers=1, storage_dir=os.path.join(d, "s"), timeout_s=600,
+                        launcher_factory=lambda b: LambdaLauncher(b, "excamera-worker", ["us-east-1"]),
+                        public_address="127.0.0.1:0")
+            ep.runs[0].done.wait(30)
+            s = ep.runs[0].summary
+            # The worker's first state change after its first command (from the job's timeline).
+            first = min(a["history"][1][0] for attempts in r.timeline["tasks"].values() for a in attempts
+                        if len(a["history"]) > 1)
+            connect = min(w["history"][0][0] for w in r.timeline["workers"])
+            to_command.append(s["process_to_handler_s"] + s["first_command_s"])
+            to_state.append(s["process_to_handler_s"] + s["first_command_s"] + (first - connect))
+            added.append(s["cache_files_added"])
+    print(f"lambda cold start (median of {args.runs}): process start to first command "
+          f"{statistics.median(to_command):.2f} s, to the end of its first state "
+          f"{statistics.median(to_state):.2f} s; kernels compiled in the sandbox: {max(added)} "
+          f"(runs: {', '.join(f'{x:.2f}' for x in to_command)})")
+    print(json.dumps({"to_first_command_s": to_command, "to_first_state_s": to_state}), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
