@@ -215,7 +215,8 @@ async def submit_remote(job: Job, coordinator: str, certs: str, *, inputs: Input
 def run_job(job: Job, *, inputs: Inputs = None, workers: int = 4, spare: int = 0,
             max_attempts: int = 3, storage_dir: str | None = None, timeline: str | None = None,
             ops_modules: tuple[str, ...] = (), timeout_s: float | None = None,
-            coordinator: str | None = None, certs: str | None = None, on_event=None) -> JobResult:
+            coordinator: str | None = None, certs: str | None = None, on_event=None,
+            planner=None) -> JobResult:
     """Run ``job`` to the end and return its verified results (``JobFailed`` otherwise).
 
     Embedded (default): a coordinator, a rendezvous and ``workers + spare`` local worker
@@ -227,8 +228,12 @@ def run_job(job: Job, *, inputs: Inputs = None, workers: int = 4, spare: int = 0
     ``certs``, the job goes to that coordinator instead (its storage is the coordinator's).
     ``on_event`` is called with each of the job's events (``jobs_pb2.JobEvent``: task and attempt
     changes, FSM transitions, stragglers, the job's end) as they happen, in either mode.
+    A ``planner`` (``coordinator.engine.Planner``) makes the job dynamic; embedded only (the Jobs
+    service cannot carry one).
     """
     if coordinator:
+        if planner is not None:
+            raise ValueError("run_job: a dynamic job (planner) cannot go to a remote coordinator yet")
         if not certs:
             raise ValueError("run_job: a remote coordinator needs certs (a directory with ca.pem, "
                              "client.pem, client.key)")
@@ -237,7 +242,7 @@ def run_job(job: Job, *, inputs: Inputs = None, workers: int = 4, spare: int = 0
     return asyncio.run(run_job_async(job, inputs=inputs, workers=workers, spare=spare,
                                      max_attempts=max_attempts, storage_dir=storage_dir,
                                      timeline=timeline, ops_modules=ops_modules, timeout_s=timeout_s,
-                                     on_event=on_event))
+                                     on_event=on_event, planner=planner))
 
 
 __all__ = ["JobFailed", "JobResult", "embedded_coordinator", "run_job", "run_job_async",
