@@ -160,10 +160,11 @@ def _option_value(node: str, name: str, opt: Option, value: Any) -> Any:
         try:
             tree = arith.parse(value)
         except arith.ArithError as e:
-            raise SpecError(f"{where}: {e}") from None
+            raise SpecError(f"{where} must be {opt.type.__name__} or arithmetic on {{fps}}: {e}") from None
         unknown = arith.names(tree) - {"fps"}
         if unknown:
-            raise SpecError(f"{where}: {value!r} uses {', '.join(sorted(unknown))}; only fps is known")
+            raise SpecError(f"{where} must be {opt.type.__name__} or arithmetic on {{fps}}: {value!r} "
+                            f"uses {', '.join(sorted(unknown))}, and only fps is known")
         expr = FpsExpr(value, tree, opt.type)
         if arith.names(tree):
             return expr

@@ -38,7 +38,7 @@ def t_dup(ctx, inputs, config):
 
 
 @stage("t_blend", inputs={"frames_0": "frames", "frames_1": "frames"}, outputs={"frames": "frames"},
-       delivery="pair")
+       delivery="pair", aliases=("t_mix",))
 def t_blend(ctx, inputs, config):
     out = []
     for a, b in zip(inputs["frames_0"], inputs["frames_1"]):
