@@ -140,3 +140,9 @@ def user_pairs(node, waiting, end):
 
 
 user_pairs.ports = 1
+
+
+@stage("t_drop", inputs={"frames": "frames"}, outputs={"frames": "frames"},
+       options={"at": Option(int, 0, "drop the batch starting at this frame")})
+def t_drop(ctx, inputs, config):
+    return {"frames": [b for b in inputs["frames"] if b.start != config["at"]]}
