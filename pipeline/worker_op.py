@@ -4,9 +4,9 @@ Arguments (the planner's task params, ``pipeline.planner``): ``node``, ``stage``
 (JSON: option -> value), ``inputs`` (JSON: port -> list of ``{key, sha256, size, type, a, b,
 count}``: an object and the frames ``a`` .. ``b`` of it to keep), ``lineage`` and ``prefix``
 (where the outputs go). Each input object is read from the job's storage, checked against its
-digest, decoded (``pipeline.values.decode``) and sliced; the stage function runs in a private
-temporary directory; each output value is encoded and stored as ``<prefix>/<port>.<i>``. The
-result: an ``ObjectRef`` per output (``o0``, ``o1``, ...: the coordinator re-verifies each) and
+digest, decoded (``pipeline.values.decode``) and sliced; the stage function runs with a private
+scratch directory (``ctx.tmpdir``, made only if the stage asks for it, removed after); each output
+value is encoded and stored as ``<prefix>.<port>.<i>``. The result: an ``ObjectRef`` per output (``o0``, ``o1``, ...: the coordinator re-verifies each) and
 ``items``, a JSON list saying which port, frames and metadata each carries.
 
 ``run_stage`` is the same work without a worker, for ``--workers 0``; both write the same bytes.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 
 from excamera.storage import Storage
 from pipeline.stage import StageContext, get_stage
@@ -55,12 +54,13 @@ def run_stage(storage: Storage, *, node: str, stage: str, config: str, inputs: s
         values = {port: [_load(storage, d) for d in ds] for port, ds in json.loads(inputs).items()}
     except (ValueError, KeyError, TypeError, OSError) as e:
         raise OperationError(f"{where}: inputs: {_line(e)}") from None
-    with tempfile.TemporaryDirectory(prefix="excamera-stage-") as tmp:
-        ctx = StageContext(node, task_id, lineage, attempt, tmp)
-        try:
-            produced = st.fn(ctx, values, cfg) or {}
-        except Exception as e:  # noqa: BLE001 - a stage's failure is the task's, in one line
-            raise OperationError(f"{where}: stage {st.name}: {_line(e)}") from None
+    ctx = StageContext(node, task_id, lineage, attempt)
+    try:
+        produced = st.fn(ctx, values, cfg) or {}
+    except Exception as e:  # noqa: BLE001 - a stage's failure is the task's, in one line
+        raise OperationError(f"{where}: stage {st.name}: {_line(e)}") from None
+    finally:
+        ctx.cleanup()
     if not isinstance(produced, dict):
         raise OperationError(f"{where}: stage {st.name} returned {type(produced).__name__}, not a dict")
     out: dict = {}
@@ -74,7 +74,7 @@ def run_stage(storage: Storage, *, node: str, stage: str, config: str, inputs: s
                 raise OperationError(f"{where}: stage {st.name} port {port}: value {i} is a "
                                      f"{type(v).__name__}, not {cls.__name__}")
             name = f"o{len(items)}"
-            out[name] = storage.put(f"{prefix}/{port}.{i}", v.to_bytes())
+            out[name] = storage.put(f"{prefix}.{port}.{i}", v.to_bytes())
             items.append({"ref": name, "port": port, "start": v.start, "count": v.count,
                           "fps": list(v.fps), "meta": v.meta})
     out["items"] = json.dumps(items, sort_keys=True, separators=(",", ":"))
