@@ -243,3 +243,16 @@ def test_cli_errors_are_one_line_exit_1(tmp_path, capsys):
         cli("pipeline", "run", str(sp), "-i", "input_0")
     assert e.value.code == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+
+
+def test_dispatch_bench_smoke(monkeypatch, capsys):
+    """The dispatch benchmark runs (tiny sizes; its figures are not asserted)."""
+    import sys
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))   # it adds bench/ for its workers
+    monkeypatch.syspath_prepend(str(TESTS.parent / "bench"))
+    import pipeline_bench
+    assert pipeline_bench.main(["--dispatch", "--tasks", "20", "--workers", "2", "--chain", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "dispatch: 20 tasks of no-op stages on 2 local workers" in out and "node b: median" in out
+    assert "latency: one item through 3 chained no-op nodes" in out
+    assert "pipeline_bench" in sys.modules
