@@ -25,7 +25,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -33,8 +32,8 @@ for p in (ROOT, HERE):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from pipeline.stage import stage  # noqa: E402
-from pipeline.values import Records  # noqa: E402
+from pipeline.stage import stage
+from pipeline.values import Records
 
 
 @stage("bench_noop", inputs={"records": "records"}, outputs={"records": "records"})

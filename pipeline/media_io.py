@@ -13,7 +13,7 @@ import json
 import os
 from typing import Iterator
 
-from pipeline.values import EncodedChunk, FrameBatch, Records
+from pipeline.values import EncodedChunk, FrameBatch
 
 
 def cut_input(path: str, frames_per_chunk: int | None) -> Iterator[EncodedChunk]:

@@ -98,7 +98,7 @@ def test_serialized_frames_takes_fps_arithmetic_and_waits_for_the_next_frame():
 def test_serialized_scenes_cut_at_flags_across_chunk_boundaries_and_at_max_length(seed):
     # Cuts before frames 8 (inside the first item), 10 (on a boundary) and 13; max 4 frames.
     items = [item(0, 10, cuts=[8]), item(10, 10, cuts=[10, 13]), item(20, 3)]
-    nd = lambda: node({"max_scene_frames": 4})  # noqa: E731
+    nd = lambda: node({"max_scene_frames": 4})
     reference = shape(run_all(serialized_scenes, nd(), items))
     assert reference == [
         (0, [("k/frames/0", 0, 4)]), (1, [("k/frames/0", 4, 8)]),     # max length

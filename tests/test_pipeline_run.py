@@ -256,3 +256,18 @@ def test_dispatch_bench_smoke(monkeypatch, capsys):
     assert "dispatch: 20 tasks of no-op stages on 2 local workers" in out and "node b: median" in out
     assert "latency: one item through 3 chained no-op nodes" in out
     assert "pipeline_bench" in sys.modules
+
+
+def test_progress_bars_on_a_terminal_only(capsys):
+    from excamera.pipeline_cli import NodeProgress
+    p = NodeProgress(["decode", "gray"], tty=True)
+    p("decode", 1, 3, False)
+    p("decode", 3, 3, True)
+    p("gray", 0, 2, False)
+    p.close()
+    err = capsys.readouterr().err
+    assert "decode" in err and "3/3" in err and "finished" in err and "0/2" in err
+    quiet = NodeProgress(["decode"], tty=False)
+    quiet("decode", 1, 1, True)
+    quiet.close()
+    assert capsys.readouterr().err == ""
