@@ -146,3 +146,20 @@ user_pairs.ports = 1
        options={"at": Option(int, 0, "drop the batch starting at this frame")})
 def t_drop(ctx, inputs, config):
     return {"frames": [b for b in inputs["frames"] if b.start != config["at"]]}
+
+
+def two_chunks(node, waiting, end):
+    """The README's example: chunks 2k and 2k+1 together (a lone last one at the end)."""
+    from pipeline.delivery import Batch
+
+    (port,) = node.ports
+    groups = {}
+    for i in waiting[port]:
+        groups.setdefault(i.lineage // 2, []).append(i)
+    out = []
+    for k, group in sorted(groups.items()):
+        if len(group) == 2 or end:
+            for i in group:
+                waiting[port].remove(i)
+            out.append(Batch({port: sorted(group, key=lambda i: i.start)}, lineage=k))
+    return out

@@ -138,3 +138,14 @@ def test_unknown_delivery_names():
         get_delivery("x")
     with pytest.raises(DeliveryError, match="'os:sep' is not callable"):
         get_delivery("os:sep")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_readme_delivery_function_is_arrival_order_free(seed):
+    d = get_delivery("pipeline_test_stages:two_chunks")
+    items = [item(10 * k, 10, lineage=k) for k in range(5)]
+    shuffled = items[:]
+    random.Random(seed).shuffle(shuffled)
+    out = run_all(d.fn, node(), shuffled)
+    assert sorted((b.lineage, [i.start for i in b.inputs["frames"]]) for b in out) == \
+        [(0, [0, 10]), (1, [20, 30]), (2, [40])]
