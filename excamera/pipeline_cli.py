@@ -44,7 +44,9 @@ def add_parsers(sub) -> None:
     run.add_argument("--coordinator", metavar="HOST:PORT", help="a running coordinator (not supported yet "
                                                                  "for pipelines)")
     run.add_argument("--certs", metavar="DIR", help="with --coordinator")
-    run.add_argument("--timeline", metavar="T.json", help="write every worker's state history")
+    run.add_argument("--timeline", metavar="T.json",
+                     help="write every worker's state history and the tasks the DAG became "
+                          "(excamera timeline T.json -o T.svg; excamera pipeline draw --timeline)")
     run.add_argument("--stages", action="append", default=[], metavar="MODULE",
                      help="import MODULE (here and in every worker) to register more stages")
     run.add_argument("--frames-per-chunk", type=int_in(1, 100000), default=None, metavar="N",
@@ -59,6 +61,8 @@ def add_parsers(sub) -> None:
     draw = psub.add_parser("draw", help="draw a pipespec's DAG (SVG or PNG)")
     draw.add_argument("spec", metavar="SPEC.json")
     draw.add_argument("-o", "--output", required=True, metavar="DAG.svg|DAG.png")
+    draw.add_argument("--timeline", metavar="T.json",
+                      help="draw the tasks a run became instead (from pipeline run --timeline T.json)")
     draw.add_argument("--stages", action="append", default=[], metavar="MODULE")
     draw.set_defaults(func=cmd_draw)
 
@@ -97,7 +101,7 @@ def cmd_draw(args: argparse.Namespace) -> int:
 
     spec = _spec(args)
     try:
-        draw_file(spec, args.output)
+        draw_file(spec, args.output, args.timeline)
     except (ValueError, OSError) as e:
         raise CliError(f"{args.output}: {getattr(e, 'strerror', None) or e}") from None
     return 0

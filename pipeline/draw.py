@@ -1,8 +1,12 @@
 """Draw a pipespec's logical DAG as SVG (written by hand) or PNG (drawn with Pillow).
 
 Columns by depth (sources left, sinks right), one box per node with its stage and delivery
-function, an arrow per stream labelled with its ports (dashed when durable). ``layout`` places
-everything once as shapes; both renderers draw the same shapes, as ``excamera.timeline`` does.
+function, an arrow per stream labelled with its ports (dashed when durable). With a run's
+timeline (``--timeline``, to which ``run_pipeline`` adds the tasks the DAG became), the physical
+DAG instead: a column per node, a box per task (its lineage; orange when it took more than one
+attempt), an edge from each task to the tasks that took its items. ``layout`` and
+``layout_tasks`` place everything once as shapes; both renderers draw the same shapes, as
+``excamera.timeline`` does.
 """
 
 from __future__ import annotations
@@ -65,8 +69,65 @@ def layout(spec: Spec) -> tuple[int, int, list[tuple]]:
     return width, height, shapes
 
 
-def render_svg(spec: Spec) -> str:
-    width, height, shapes = layout(spec)
+#: At most this many task boxes per column; the rest are counted.
+MAX_TASKS_SHOWN = 300
+T_W, T_H, T_ROW, T_COL = 120, 18, 24, 190
+
+
+def layout_tasks(timeline: dict) -> tuple[int, int, list[tuple]]:
+    """The physical DAG from a timeline's ``pipeline`` part (``PipelinePlanner.physical``)."""
+    phys = timeline.get("pipeline") if isinstance(timeline, dict) else None
+    if not isinstance(phys, dict) or not isinstance(phys.get("tasks"), dict):
+        raise ValueError("the timeline has no pipeline tasks (write it with excamera pipeline run --timeline)")
+    attempts = {tid: len(a) for tid, a in (timeline.get("tasks") or {}).items()}
+    columns: dict[str, list[str]] = {n: [] for n in phys.get("nodes", [])}
+    for tid, t in sorted(phys["tasks"].items(), key=lambda kv: (kv[1]["lineage"], kv[0])):
+        columns.setdefault(t["node"], []).append(tid)
+    for name in phys.get("sinks", {}):
+        columns[name] = [name]
+    for name in list(columns):
+        if not columns[name]:
+            columns[name] = [name]          # a source: one box
+    pos, shapes = {}, []
+    tall = 0
+    for c, (name, tids) in enumerate(columns.items()):
+        x = MARGIN + c * T_COL
+        shapes.append(("text", x + T_W / 2, MARGIN + 30, name, "middle", 12))
+        shown = tids[:MAX_TASKS_SHOWN]
+        for r, tid in enumerate(shown):
+            pos[tid] = (x, MARGIN + 44 + r * T_ROW)
+        if len(tids) > len(shown):
+            shapes.append(("text", x + T_W / 2, MARGIN + 44 + len(shown) * T_ROW + 12,
+                           f"... {len(tids) - len(shown)} more", "middle", 10))
+        tall = max(tall, len(shown) + 1)
+    edges = [(src, tid) for tid, t in phys["tasks"].items() for src in t.get("from", [])]
+    edges += [(src, name) for name, srcs in phys.get("sinks", {}).items() for src in srcs]
+    for src, dst in edges:
+        if src in pos and dst in pos:
+            (x1, y1), (x2, y2) = pos[src], pos[dst]
+            shapes.append(("line", x1 + T_W, y1 + T_H / 2, x2, y2 + T_H / 2, False))
+    n_tasks = len(phys["tasks"])
+    retried = sum(1 for t in phys["tasks"] if attempts.get(t, 1) > 1)
+    shapes.insert(0, ("text", MARGIN, MARGIN, f"{n_tasks} tasks in {len(columns)} columns; "
+                      f"{retried} took more than one attempt (orange)", "start", 13))
+    for name, tids in columns.items():
+        for tid in tids[:MAX_TASKS_SHOWN]:
+            x, y = pos[tid]
+            if tid in phys["tasks"]:
+                fill = "#f6b26b" if attempts.get(tid, 1) > 1 else FILL["stage"]
+                label = f"lineage {phys['tasks'][tid]['lineage']}"
+            else:
+                fill = FILL["sink"] if name in phys.get("sinks", {}) else FILL["source"]
+                label = name
+            shapes.append(("rect", x, y, T_W, T_H, fill))
+            shapes.append(("text", x + T_W / 2, y + 13, label, "middle", 10))
+    width = MARGIN * 2 + len(columns) * T_COL
+    height = MARGIN * 2 + 44 + tall * T_ROW
+    return width, height, shapes
+
+
+def render_svg(spec: Spec, timeline: dict | None = None) -> str:
+    width, height, shapes = layout(spec) if timeline is None else layout_tasks(timeline)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>']
     for s in shapes:
@@ -88,10 +149,10 @@ def render_svg(spec: Spec) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_png(spec: Spec) -> bytes:
+def render_png(spec: Spec, timeline: dict | None = None) -> bytes:
     from PIL import Image, ImageDraw, ImageFont
 
-    width, height, shapes = layout(spec)
+    width, height, shapes = layout(spec) if timeline is None else layout_tasks(timeline)
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     fonts: dict[int, object] = {}
@@ -122,13 +183,23 @@ def render_png(spec: Spec) -> bytes:
     return out.getvalue()
 
 
-def draw_file(spec: Spec, path: str) -> None:
-    """The DAG to ``path`` (.svg or .png), under a temporary name then renamed."""
+def draw_file(spec: Spec, path: str, timeline: str | None = None) -> None:
+    """The DAG (or, with a run's ``timeline`` file, the tasks it became) to ``path`` (.svg or
+    .png), under a temporary name then renamed."""
+    import json
+
     from codec.ivf import AtomicFile
 
     lower = path.lower()
     if not lower.endswith((".svg", ".png")):
         raise ValueError(f"{path}: the picture must end in .svg or .png")
-    data = render_png(spec) if lower.endswith(".png") else render_svg(spec).encode()
+    doc = None
+    if timeline is not None:
+        try:
+            with open(timeline) as f:
+                doc = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{timeline}: not JSON: {e}") from None
+    data = render_png(spec, doc) if lower.endswith(".png") else render_svg(spec, doc).encode()
     with AtomicFile(path) as out:
         out.write(data)

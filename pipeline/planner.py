@@ -159,6 +159,27 @@ class PipelinePlanner:
         """The items of sink ``name`` in frame order."""
         return sorted(self.sinks[name], key=lambda i: (i.start, i.lineage, i.key))
 
+    def physical(self) -> dict:
+        """The tasks the DAG became: task -> node, lineage and what fed it (the tasks, or
+        sources, whose items it took), and sink -> what fed it; for drawing (``pipeline.draw``)."""
+        producer = {}
+        for tid, (node, _) in self.tasks.items():
+            producer[f"n/{node}/{tid.split('.', 1)[1]}"] = tid
+
+        def origin(key: str) -> str:
+            if key.startswith("in/"):
+                return key.split("/")[1]             # in/<source>/<port>/<n>
+            return producer.get(key.rsplit(".", 2)[0], "?")   # n/<node>/<group>.<port>.<i>
+
+        tasks = {}
+        for tid, (node, batch) in sorted(self.tasks.items()):
+            keys = [x.item.key if isinstance(x, Part) else x.key for xs in batch.inputs.values() for x in xs]
+            keys += [i.key for items in self.nodes[node].durable.values() for i in items]
+            tasks[tid] = {"node": node, "lineage": batch.lineage, "from": sorted({origin(k) for k in keys})}
+        sinks = {name: sorted({origin(i.key) for i in items}) for name, items in self.sinks.items()}
+        return {"nodes": list(self.spec.inputs) + list(self.spec.nodes) + list(self.spec.outputs),
+                "tasks": tasks, "sinks": sinks}
+
     def progress(self) -> dict[str, tuple[int, int, bool]]:
         """node -> (tasks done, tasks planned, finished)."""
         return {n: (r.done, r.planned, r.finished) for n, r in self.nodes.items()}

@@ -278,6 +278,8 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], *,
             storage = LocalStorage(result.storage_root).scoped(result.storage_prefix)
             ran = len(planner.tasks)
         _write_outputs(spec, planner, storage, outputs, media_io, decode, (BadValue, StorageError))
+        if timeline:
+            _add_to_timeline(timeline, planner, time.monotonic() - t0)
     finally:
         if storage_dir is None:
             shutil.rmtree(root, ignore_errors=True)
@@ -310,6 +312,27 @@ def _write_outputs(spec, planner, storage, outputs, media_io, decode, bad) -> No
     except BaseException:
         _remove(written)
         raise
+
+
+def _add_to_timeline(path: str, planner, seconds: float) -> None:
+    """Add the tasks the DAG became (``planner.physical()``) to the timeline the coordinator
+    wrote (or write one, for ``workers=0``), so ``excamera pipeline draw --timeline`` can draw them."""
+    import json
+
+    from codec.ivf import AtomicFile
+
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        doc = {"job": "local", "name": "pipeline", "status": "succeeded", "duration": round(seconds, 6),
+               "workers": [], "tasks": {}}
+    doc["pipeline"] = planner.physical()
+    try:
+        with AtomicFile(path) as out:
+            out.write(json.dumps(doc, indent=1).encode())
+    except OSError as e:
+        raise PipelineError(f"--timeline {path}: {_line(e)}") from None
 
 
 def _remove(paths) -> None:

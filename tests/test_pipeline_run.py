@@ -142,6 +142,16 @@ def test_kill_9_workers_mid_run_same_bytes(tmp_path, reference, monkeypatch):
     timeline = json.loads((tmp_path / "t.json").read_text())
     statuses = [a["status"] for attempts in timeline["tasks"].values() for a in attempts]
     assert statuses.count("lost") >= 2, statuses      # the kills really interrupted tasks
+    # The timeline also holds the tasks the DAG became; drawn, the re-issued ones are orange.
+    phys = timeline["pipeline"]
+    assert len(phys["tasks"]) == 16 and phys["sinks"]["output_1"] == sorted(
+        t for t in phys["tasks"] if t.startswith("grp."))
+    assert all(src.startswith("inv.") for t, v in phys["tasks"].items() if t.startswith("grp.") for src in v["from"])
+    from pipeline.draw import draw_file
+    from pipeline.spec import validate
+    draw_file(validate(spec()), str(tmp_path / "tasks.svg"), str(tmp_path / "t.json"))
+    svg = (tmp_path / "tasks.svg").read_text()
+    assert "16 tasks in 8 columns" in svg and svg.count('fill="#f6b26b"') >= 1
 
 
 # -- errors: one line, nothing written ----------------------------------------------------------------
@@ -219,6 +229,18 @@ def test_cli_run_check_draw(tmp_path, capsys, reference):
     assert svg.startswith("<svg") and ">ovl</text>" in svg and "stroke-dasharray" in svg   # durable: dashed
     assert cli("pipeline", "draw", str(sp), "-o", str(tmp_path / "d.png"), "--stages", STAGES[0]) == 0
     assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # --workers 0 with --timeline: the tasks the DAG became, drawn.
+    t = tmp_path / "t.json"
+    assert cli("pipeline", "run", str(sp), "-i", f"input_0={CLIP}", "-i", f"input_1={CLIP}", "-o", f"output_0={o0}",
+               "-o", f"output_1={o1}", "--workers", "0", "--stages", STAGES[0], "--frames-per-chunk", "2",
+               "--timeline", str(t)) == 0
+    assert set(json.loads(t.read_text())["pipeline"]["nodes"]) == {"input_0", "input_1", "unpack", "inv", "grp", "ovl",
+                                                                   "output_0", "output_1"}
+    assert cli("pipeline", "draw", str(sp), "--timeline", str(t), "-o", str(tmp_path / "p.png"),
+               "--stages", STAGES[0]) == 0
+    assert cli("pipeline", "draw", str(sp), "--timeline", str(sp), "-o", str(tmp_path / "q.png"),
+               "--stages", STAGES[0]) == 1
+    assert "has no pipeline tasks" in capsys.readouterr().err
 
 
 def test_cli_errors_are_one_line_exit_1(tmp_path, capsys):
