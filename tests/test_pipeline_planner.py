@@ -160,3 +160,15 @@ def test_the_planner_under_the_engine(tmp_path):
     assert set(end.objects) == set(planner.result_tasks())
     assert {t.split(".")[0] for t in end.objects} == {"ovl", "grp"}   # the tasks feeding sinks
     assert sum(i.count for i in planner.sink_items("output_0")) == 9
+
+
+def test_worker_slices_frame_batches_and_records():
+    from pipeline.values import Records
+    from pipeline.worker_op import _slice
+    b = batches(6, 6)[0]
+    part = _slice(b, 2, 5, 6)
+    assert (part.start, part.count) == (2, 3) and np.array_equal(part.y, b.y[2:5])
+    assert _slice(b, 0, 6, 6) is b
+    r = Records([{"frame": f, "x": f * f} for f in range(10, 16)], 10, 6, (10, 1))
+    cut = _slice(r, 1, 3, 6)
+    assert (cut.start, cut.count, [x["frame"] for x in cut.records]) == (11, 2, [11, 12])
