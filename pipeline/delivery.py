@@ -228,20 +228,31 @@ def pair(node: NodeState, waiting: dict[str, list[Item]], end: bool) -> list[Bat
 
 def _in_order(node: NodeState, port: str, waiting: dict[str, list[Item]], end: bool):
     """The frames of ``port``'s items in frame order, one Part at a time: those that continue
-    where the last one ended (``state['next']``), and at the end everything left, in order."""
+    where the last one ended (``state['next']``), and at the end everything left, in order.
+    Taken items leave ``waiting`` when the generator ends."""
     items = waiting.get(port, [])
     st = node.state
-    while items:
-        nxt = st.setdefault("next", 0)
-        found = next((i for i in items if i.start == nxt), None)
-        if found is None:
-            if not end:
-                return
-            found = min(items, key=lambda i: (i.start, i.key))  # a gap (frames dropped upstream)
-        items.remove(found)
-        st["next"] = found.end
-        if found.count:
-            yield whole(found)
+    by_start: dict[int, Item] = {}
+    for i in sorted(items, key=lambda i: (i.start, i.key)):
+        by_start.setdefault(i.start, i)
+    taken: set[int] = set()
+    try:
+        while len(taken) < len(items):
+            found = by_start.pop(st.setdefault("next", 0), None)
+            if found is None:
+                if not end:
+                    return
+                # A gap (frames dropped upstream) or a second item at one start: the end takes them.
+                found = min((i for i in items if id(i) not in taken), key=lambda i: (i.start, i.key))
+                if by_start.get(found.start) is found:
+                    del by_start[found.start]
+            taken.add(id(found))
+            st["next"] = found.end
+            if found.count:
+                yield whole(found)
+    finally:
+        if taken:
+            items[:] = [i for i in items if id(i) not in taken]
 
 
 def _frame_groups(node: NodeState, port: str, parts, limit_of, cut_before) -> list[Batch]:

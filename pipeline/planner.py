@@ -111,6 +111,7 @@ class PipelinePlanner:
     def start(self) -> list[Task]:
         """Close the sources and return the first tasks."""
         self.inputs_closed = True
+        self._dirty.update(self.nodes)
         return self._pump()
 
     # -- the engine's Planner -------------------------------------------------------------------
@@ -205,7 +206,8 @@ class PipelinePlanner:
         return self.inputs_closed and all(s not in self.nodes or self.nodes[s].finished for s in srcs)
 
     def _pump(self) -> list[Task]:
-        """Run the delivery functions of nodes with news, until nothing changes."""
+        """Run the delivery functions of the nodes with news (new items, or a node feeding them
+        finished), until nothing changes; a node waiting on nothing new costs nothing."""
         new: list[Task] = []
         changed = True
         while changed:
@@ -213,7 +215,7 @@ class PipelinePlanner:
             for name, run in self.nodes.items():   # topological order
                 if run.finished:
                     continue
-                if name in self._dirty or not run.flushed:
+                if name in self._dirty:
                     self._dirty.discard(name)
                     new.extend(self._plan_node(name, run))
                 if run.flushed and not run.open_tasks and not run.finished:
