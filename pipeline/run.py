@@ -178,8 +178,9 @@ def run_here(planner, first_tasks: list, storage) -> int:
         queue = [r for r in queue if r.spec is not task]
         try:
             outputs = run_stage(storage, task_id=task.task_id, **task.params)
-        except OperationError as e:
-            raise PipelineError(f"task {task.task_id} failed: {e}") from None
+        except (OperationError, OSError, ValueError) as e:
+            # In this process a task is not retried: a deterministic stage fails the same way again.
+            raise PipelineError(f"task {task.task_id} failed: {_line(e)}") from None
         ran += 1
         try:
             queue.extend(_Ready(t) for t in planner.on_done(task.task_id, {"run": outputs}))
