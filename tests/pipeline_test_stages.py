@@ -14,9 +14,19 @@ from pipeline.values import FrameBatch, Records
 
 @stage("t_unpack", inputs={"chunks": "chunks"}, outputs={"frames": "frames"})
 def t_unpack(ctx, inputs, config):
-    """Y4M chunks to frames (the stand-in for ``decode``)."""
-    from pipeline.media_io import frames_of
-    return {"frames": [frames_of(c) for c in inputs["chunks"]]}
+    """Chunks to frames (a stand-in for ``decode``): Y4M pieces directly, any other container
+    through ``excamera.video`` (PyAV) from a scratch file."""
+    from excamera.video import open_video
+
+    out = []
+    for c in inputs["chunks"]:
+        path = os.path.join(ctx.tmpdir, f"chunk.{'y4m' if c.container == 'y4m' else c.container}")
+        with open(path, "wb") as f:
+            f.write(c.data)
+        with open_video(path) as video:
+            images = list(video)
+        out.append(FrameBatch.from_images(images, c.start, c.fps, c.meta))
+    return {"frames": out}
 
 
 @stage("t_invert", inputs={"frames": "frames"}, outputs={"frames": "frames"},
