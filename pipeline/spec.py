@@ -15,7 +15,8 @@ A node names a registered stage (or a Sprocket alias), its ``config`` (checked a
 options the stage and its delivery function declare; a numeric option may be a ``"{fps}/4"``
 expression, evaluated per task once the frame rate is known: ``pipeline.arith``), an optional
 ``delivery_function`` (built in, a Sprocket alias, or ``module:function``) and, our extension,
-``timeout_s`` for its tasks. Streams join ``node:port`` to ``node:port``; ``input_N`` nodes are
+``timeout_s`` for its tasks. Sprocket's spellings are accepted: ``null`` for unset values, options
+without underscores (``framesperchunk``), a ``lambda_function`` per node (ignored). Streams join ``node:port`` to ``node:port``; ``input_N`` nodes are
 the pipeline's sources (a port's type is the type of what it feeds), ``output_N`` its sinks
 (one stream each); ``"durable": true`` marks a side input every task of the node sees.
 
@@ -37,7 +38,8 @@ from pipeline.stage import Option, StageDef, StageError, get_stage
 DEFAULT_TIMEOUT_S = 300.0
 _NODE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _IO_NAME = re.compile(r"(input|output)_(\d+)")
-_NODE_KEYS = {"name", "stage", "config", "delivery_function", "timeout_s"}
+_NODE_KEYS = {"name", "stage", "config", "delivery_function", "timeout_s",
+              "lambda_function"}   # Sprocket's per-node Lambda function name: not ours, ignored
 _STREAM_KEYS = {"src", "dst", "durable"}
 
 
@@ -206,7 +208,7 @@ def _node(i: int, raw: Any) -> tuple[str, StageDef, dict, DeliveryDef, float]:
     except StageError as e:
         raise SpecError(f"node {name}: {e}") from None
     try:
-        dl = get_delivery(raw.get("delivery_function", st.delivery))
+        dl = get_delivery(raw.get("delivery_function") or st.delivery)   # Sprocket writes null
     except DeliveryError as e:
         raise SpecError(f"node {name}: {e}") from None
     config = raw.get("config", {})
@@ -215,10 +217,7 @@ def _node(i: int, raw: Any) -> tuple[str, StageDef, dict, DeliveryDef, float]:
     if not isinstance(config, dict):
         raise SpecError(f"node {name}: config must be an object")
     declared = {**dl.options, **st.options}
-    for key in sorted(config):
-        if key not in declared:
-            raise SpecError(f"node {name}: stage {st.name} has no option {key!r} "
-                            f"(options: {', '.join(sorted(declared)) or 'none'})")
+    config = _sprocket_config(name, st, config, declared)
     options = {}
     for key, opt in sorted(declared.items()):
         if key in config:
@@ -231,6 +230,25 @@ def _node(i: int, raw: Any) -> tuple[str, StageDef, dict, DeliveryDef, float]:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 24 * 3600:
         raise SpecError(f"node {name}: timeout_s must be seconds in (0, 86400], got {json.dumps(timeout)}")
     return name, st, options, dl, float(timeout)
+
+
+def _sprocket_config(node: str, st: StageDef, config: dict, declared: dict) -> dict:
+    """The config with Sprocket's spellings mapped to ours: ``null`` means not given, and an
+    option may be written without its underscores (``framesperchunk``); anything else unknown is
+    an error."""
+    plain = {k.replace("_", "").lower(): k for k in declared}
+    out = {}
+    for key in sorted(config):
+        if config[key] is None:
+            continue
+        ours = key if key in declared else plain.get(key.replace("_", "").lower())
+        if ours is None:
+            raise SpecError(f"node {node}: stage {st.name} has no option {key!r} "
+                            f"(options: {', '.join(sorted(declared)) or 'none'})")
+        if ours in out:
+            raise SpecError(f"node {node}: option {ours} is given twice (as {key!r} too)")
+        out[ours] = config[key]
+    return out
 
 
 def _endpoint(i: int, raw: dict, key: str) -> tuple[str, str]:

@@ -207,3 +207,19 @@ def test_arith_limits_and_names():
     assert arith.names(arith.parse("{fps} * 2 + x")) == {"fps", "x"}
     with pytest.raises(arith.ArithError, match="not a string"):
         arith.parse(3)
+
+
+def test_sprocket_spellings_are_accepted():
+    """Sprocket writes null for what it leaves unset, options without underscores, and a
+    lambda_function per node."""
+    doc = copy.deepcopy(GOOD)
+    doc["nodes"][2] = {"name": "grp", "stage": "t_regroup", "delivery_function": None, "lambda_function": None,
+                       "config": {"framesperchunk": "{fps}", "chunklimit": None, "nworkers": None, "cmd": None}}
+    node = validate(doc).nodes["grp"]
+    assert node.delivery.name == "serialized_frames" and node.options["frames_per_chunk"].at((24, 1)) == 24
+    doc["nodes"][2]["config"] = {"framesperchunk": 3, "frames_per_chunk": 4}
+    with pytest.raises(SpecError, match="node grp: option frames_per_chunk is given twice"):
+        validate(doc)
+    doc["nodes"][2]["config"] = {"nworkers": 3}
+    with pytest.raises(SpecError, match="node grp: stage t_regroup has no option 'nworkers'"):
+        validate(doc)
