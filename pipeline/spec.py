@@ -15,10 +15,11 @@ A node names a registered stage (or a Sprocket alias), its ``config`` (checked a
 options the stage and its delivery function declare; a numeric option may be a ``"{fps}/4"``
 expression, evaluated per task once the frame rate is known: ``pipeline.arith``), an optional
 ``delivery_function`` (built in, a Sprocket alias, or ``module:function``) and, our extension,
-``timeout_s`` for its tasks. Sprocket's spellings are accepted: ``null`` for unset values, options
-without underscores (``framesperchunk``), a ``lambda_function`` per node (ignored). Streams join ``node:port`` to ``node:port``; ``input_N`` nodes are
-the pipeline's sources (a port's type is the type of what it feeds), ``output_N`` its sinks
-(one stream each); ``"durable": true`` marks a side input every task of the node sees.
+``timeout_s`` for its tasks. Sprocket's spellings are accepted: ``null`` for unset values,
+options without underscores (``framesperchunk``), a ``lambda_function`` per node (ignored).
+Streams join ``node:port`` to ``node:port``; ``input_N`` nodes are the pipeline's sources (a
+port's type is the type of what it feeds), ``output_N`` its sinks (one stream each);
+``"durable": true`` marks a side input every task of the node sees.
 
 Every error is one ``SpecError`` line naming the node or stream and what is wrong.
 """
