@@ -17,9 +17,7 @@ from codec.y4m import read_y4m
 from pipeline.run import PipelineError, run_pipeline
 
 TESTS = Path(__file__).resolve().parent
-CLIP = Path("/work/shared/testdata/clips/CiscoVT2people_320x192_12fps_9f.y4m")
-if not CLIP.exists():
-    CLIP = TESTS / "data" / "clips" / "CiscoVT2people_320x192_12fps_9f.y4m"
+CLIP = TESTS / "data" / "clips" / "RTn23_80x44p15_15f.y4m"     # 15 frames at 15 fps, bundled
 STAGES = ("pipeline_test_stages",)
 
 
@@ -69,23 +67,23 @@ def test_workers_0_computes_the_pipeline(reference):
     summary, y4m, records = reference
     _, images = read_y4m(__import__("io").BytesIO(y4m))
     want = expected_pictures()
-    assert len(images) == 9
+    assert len(images) == 15
     for im, (y, u, v) in zip(images, want):
         assert np.array_equal(im.y, y) and np.array_equal(im.u, u) and np.array_equal(im.v, v)
     groups = json.loads(records)
-    # 12 fps / 3 = 4 frames per group, across the 2-frame input chunks, in order.
+    # 15 fps / 3 = 5 frames per group, across the 2-frame input chunks, in order.
     assert [(g["frame"], g["count"], g["parts"]) for g in groups] == [
-        (0, 4, [[0, 2], [2, 2]]), (4, 4, [[4, 2], [6, 2]]), (8, 1, [[8, 1]])]
-    assert summary["nodes"] == {"unpack": (5, 5, True), "inv": (5, 5, True), "grp": (3, 3, True),
+        (0, 5, [[0, 2], [2, 2], [4, 1]]), (5, 5, [[5, 1], [6, 2], [8, 2]]), (10, 5, [[10, 2], [12, 2], [14, 1]])]
+    assert summary["nodes"] == {"unpack": (8, 8, True), "inv": (8, 8, True), "grp": (3, 3, True),
                                 "ovl": (3, 3, True)}
-    assert summary["outputs"] == {"output_0": 9, "output_1": 9}
+    assert summary["outputs"] == {"output_0": 15, "output_1": 15}
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_workers_n_write_the_same_bytes(tmp_path, reference, workers):
     summary, y4m, records = run(tmp_path, "w", workers)
     assert (y4m, records) == reference[1:]
-    assert summary["tasks"] == 16
+    assert summary["tasks"] == 22
 
 
 def _busy_worker_pids(c, node: str) -> list[int]:
@@ -144,14 +142,14 @@ def test_kill_9_workers_mid_run_same_bytes(tmp_path, reference, monkeypatch):
     assert statuses.count("lost") >= 2, statuses      # the kills really interrupted tasks
     # The timeline also holds the tasks the DAG became; drawn, the re-issued ones are orange.
     phys = timeline["pipeline"]
-    assert len(phys["tasks"]) == 16 and phys["sinks"]["output_1"] == sorted(
+    assert len(phys["tasks"]) == 22 and phys["sinks"]["output_1"] == sorted(
         t for t in phys["tasks"] if t.startswith("grp."))
     assert all(src.startswith("inv.") for t, v in phys["tasks"].items() if t.startswith("grp.") for src in v["from"])
     from pipeline.draw import draw_file
     from pipeline.spec import validate
     draw_file(validate(spec()), str(tmp_path / "tasks.svg"), str(tmp_path / "t.json"))
     svg = (tmp_path / "tasks.svg").read_text()
-    assert "16 tasks in 8 columns" in svg and svg.count('fill="#f6b26b"') >= 1
+    assert "22 tasks in 8 columns" in svg and svg.count('fill="#f6b26b"') >= 1
 
 
 # -- errors: one line, nothing written ----------------------------------------------------------------
@@ -203,7 +201,7 @@ def test_progress_reports_every_node_finished(tmp_path):
     out = {"output_0": str(tmp_path / "o.y4m"), "output_1": str(tmp_path / "o.json")}
     run_pipeline(spec(), {"input_0": str(CLIP), "input_1": str(CLIP)}, out, workers=0, stage_modules=STAGES,
                  on_progress=lambda n, done, planned, fin: seen.__setitem__(n, (done, planned, fin)))
-    # One-second input chunks (12 frames): one unpack and inv task; grp regroups into 4-frame tasks.
+    # One-second input chunks (15 frames): one unpack and inv task; grp regroups into 5-frame tasks.
     assert seen == {"unpack": (1, 1, True), "inv": (1, 1, True), "grp": (3, 3, True), "ovl": (3, 3, True)}
 
 
