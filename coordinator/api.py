@@ -240,7 +240,8 @@ def run_job(job: Job, *, inputs: Inputs = None, workers: int = 4, spare: int = 0
             ops_modules: tuple[str, ...] = (), timeout_s: float | None = None,
             coordinator: str | None = None, certs: str | None = None, on_event=None,
             storage: str | None = None, job_id: str | None = None,
-            launcher_factory=None, listen: str = "127.0.0.1:0", public_address: str | None = None) -> JobResult:
+            launcher_factory=None, listen: str = "127.0.0.1:0", public_address: str | None = None,
+            planner=None) -> JobResult:
     """Run ``job`` to the end and return its verified results (``JobFailed`` otherwise).
 
     Embedded (default): a coordinator, a rendezvous and ``workers + spare`` local worker
@@ -256,9 +257,12 @@ def run_job(job: Job, *, inputs: Inputs = None, workers: int = 4, spare: int = 0
     changes, FSM transitions, stragglers, the job's end) as they happen, in either mode.
     ``launcher_factory(bundle)`` replaces the local worker processes with another launcher
     (``coordinator.lambda_launcher.LambdaLauncher``), whose workers dial ``public_address``
-    while the coordinator listens on ``listen``.
+    while the coordinator listens on ``listen``. A ``planner`` (``coordinator.engine.Planner``)
+    makes the job dynamic; embedded only (the Jobs service cannot carry one).
     """
     if coordinator:
+        if planner is not None:
+            raise ValueError("run_job: a dynamic job (planner) cannot go to a remote coordinator yet")
         if not certs:
             raise ValueError("run_job: a remote coordinator needs certs (a directory with ca.pem, "
                              "client.pem, client.key)")
@@ -269,7 +273,7 @@ def run_job(job: Job, *, inputs: Inputs = None, workers: int = 4, spare: int = 0
                                      timeline=timeline, ops_modules=ops_modules, timeout_s=timeout_s,
                                      on_event=on_event, storage=storage, job_id=job_id,
                                      launcher_factory=launcher_factory, listen=listen,
-                                     public_address=public_address))
+                                     public_address=public_address, planner=planner))
 
 
 __all__ = ["JobFailed", "JobResult", "embedded_coordinator", "run_job", "run_job_async",

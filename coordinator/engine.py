@@ -230,6 +230,7 @@ class TaskRec:
     winner: AttemptRec | None = None
     last_error: str = ""
     resume: tuple[str, dict] | None = None  # (state, outputs) where the next attempt starts
+    seq: int = 0                            # the order it was added to its job
 
     def running(self) -> list[AttemptRec]:
         return [a for a in self.attempts if a.status == "running"]
@@ -271,9 +272,22 @@ class JobRec:
     # (fsm, state) -> seconds its finished attempts spent in it, and the median when last asked
     durations: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     medians: dict[tuple[str, str], float] = field(default_factory=dict)
-    # The tasks not yet done, failed or cancelled, in the order they were added: each step scans
-    # these, not every task the job ever had (a pipeline may have tens of thousands).
+    # The tasks not yet done, failed or cancelled, in the order they were added; and the same
+    # tasks by status (waiting, ready, running), so that each step looks only at the tasks that
+    # can change (a pipeline may have tens of thousands waiting for a worker).
     live: dict[str, TaskRec] = field(default_factory=dict)
+    by_status: dict[str, dict[str, TaskRec]] = field(
+        default_factory=lambda: {"waiting": {}, "ready": {}, "running": {}})
+    added: int = 0
+    ready_seq: int = 0            # the highest seq that became ready; ready is in seq order below it
+    ready_sorted: bool = True
+
+    def track(self, task: TaskRec) -> None:
+        """A new task (waiting)."""
+        self.added += 1
+        task.seq = self.added
+        self.tasks[task.spec.task_id] = self.live[task.spec.task_id] = task
+        self.by_status[task.status][task.spec.task_id] = task
 
     def unfinished(self) -> int:
         return len(self.live)
@@ -309,8 +323,16 @@ class Engine:
     def _task_move(self, job: JobRec, task: TaskRec, new: str, detail: str = "") -> None:
         old = task.status
         self._move("task", task, new)
+        tid = task.spec.task_id
+        job.by_status[old].pop(tid, None)
+        if new in job.by_status:
+            job.by_status[new][tid] = task
+        if new == "ready":  # keep note of whether the ready tasks are still in the order added
+            if task.seq < job.ready_seq:
+                job.ready_sorted = False
+            job.ready_seq = max(job.ready_seq, task.seq)
         if new in ("done", "failed", "cancelled"):
-            job.live.pop(task.spec.task_id, None)
+            job.live.pop(tid, None)
         self._event(job.job_id, "task", task_id=task.spec.task_id, from_state=old, to_state=new,
                     detail=detail)
 
@@ -322,7 +344,7 @@ class Engine:
                 if t.task_id in job.tasks:
                     raise FsmError(f"task id {t.task_id!r} is taken")
                 job.job.check_task(t, job.tasks)
-                job.tasks[t.task_id] = job.live[t.task_id] = TaskRec(t, "waiting")
+                job.track(TaskRec(t, "waiting"))
                 job.launch_budget += 2
         except (PlanError, FsmError) as e:
             self._end_job(job, "failed", f"planning after task {task.spec.task_id}: {e}", now)
@@ -348,7 +370,7 @@ class Engine:
                      launcher=launcher, planner=planner)
         rec.launch_budget = 3 * (workers + spare) + 2 * len(job.tasks)
         for t in job.tasks:
-            rec.tasks[t.task_id] = rec.live[t.task_id] = TaskRec(t, "waiting")
+            rec.track(TaskRec(t, "waiting"))
         self.jobs[job_id] = rec
         self._event(job_id, "job", to_state="running", detail=f"{len(job.tasks)} tasks")
         return rec
@@ -509,7 +531,7 @@ class Engine:
             if job.status != "running":
                 continue
             job.pending_launches = [d for d in job.pending_launches if d >= now]
-            for task in list(job.live.values()):
+            for task in list(job.by_status["running"].values()):
                 for a in task.running():
                     fsm = job.job.fsm(task.spec.fsm)
                     timeout = fsm.state(a.state).timeout_s
@@ -599,12 +621,16 @@ class Engine:
     # act ----------------------------------------------------------------------------------------
 
     def _act(self, job: JobRec, now: float) -> None:
-        for task in list(job.live.values()):
-            if task.status == "waiting" and all(job.tasks[d].status == "done" for d in task.spec.after):
+        for task in list(job.by_status["waiting"].values()):
+            if all(job.tasks[d].status == "done" for d in task.spec.after):
                 self._task_move(job, task, "ready")
         idle = [self.workers[w] for w in job.worker_ids if self.workers[w].status == "idle"]
-        if idle:
-            ready = [t for t in job.live.values() if t.status == "ready"]
+        if idle and job.by_status["ready"]:
+            # In the order the tasks were added (re-sorted only when one came back out of order).
+            if not job.ready_sorted:
+                job.by_status["ready"] = dict(sorted(job.by_status["ready"].items(), key=lambda kv: kv[1].seq))
+                job.ready_sorted = True
+            ready = list(job.by_status["ready"].values())
             if job.planner is not None and len(ready) > 1:
                 ready = job.planner.order(ready, now)
             for task in ready:
@@ -612,10 +638,10 @@ class Engine:
                     break
                 self._task_move(job, task, "running")
                 self._start_attempt(job, task, idle.pop(0), now)
-        for task in list(job.live.values()):
+        for task in list(job.by_status["running"].values()) if idle else ():
             if not idle:
                 break
-            if task.status == "running" and task.wants_duplicate and len(task.running()) < 2:
+            if task.wants_duplicate and len(task.running()) < 2:
                 task.wants_duplicate = False
                 self._start_attempt(job, task, idle.pop(0), now)
         if job.status != "running":

@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     stitch.set_defaults(func=cmd_stitch)
     from excamera.encode_cli import add_parsers as add_encode_parsers  # light: argparse only
     add_encode_parsers(sub)
+    from excamera.pipeline_cli import add_parsers as add_pipeline_parsers  # light: argparse only
+    add_pipeline_parsers(sub)
     return parser
 
 

@@ -138,12 +138,29 @@ def all_stages() -> dict[str, StageDef]:
     return dict(_STAGES)
 
 
-@dataclass
 class StageContext:
-    """What a stage function gets besides its inputs and config."""
+    """What a stage function gets besides its inputs and config: the pipespec node's name, the
+    task's id, the lineage (chunk or group number) it descends from, the attempt, and ``tmpdir``,
+    a private scratch directory made on first use and removed after the call."""
 
-    node: str            # the pipespec node's name
-    task_id: str
-    lineage: int         # the chunk number this task descends from
-    attempt: int = 1
-    tmpdir: str = ""     # a private scratch directory for this call, removed after it
+    def __init__(self, node: str, task_id: str, lineage: int, attempt: int = 1, tmpdir: str = ""):
+        self.node, self.task_id, self.lineage, self.attempt = node, task_id, lineage, attempt
+        self._tmpdir = tmpdir
+        self._made = ""
+
+    @property
+    def tmpdir(self) -> str:
+        if not self._tmpdir:   # most stages never touch the disk: make it only when asked
+            import tempfile
+            self._tmpdir = self._made = tempfile.mkdtemp(prefix="excamera-stage-")
+        return self._tmpdir
+
+    def cleanup(self) -> None:
+        """Remove the scratch directory if this context made it."""
+        if self._made:
+            import shutil
+            shutil.rmtree(self._made, ignore_errors=True)
+            self._made = self._tmpdir = ""
+
+    def __repr__(self) -> str:
+        return f"StageContext(node={self.node!r}, task_id={self.task_id!r}, lineage={self.lineage})"

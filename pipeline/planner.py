@@ -1,0 +1,282 @@
+"""The pipeline planner: the logical DAG of a pipespec becomes tasks as data arrives.
+
+DESIGN.md, "Pipelines". ``PipelinePlanner`` is the coordinator engine's ``Planner`` for a
+pipeline job (``coordinator.engine``): items (an object in storage and its place in the video,
+``pipeline.delivery.Item``) wait on each node's input ports; the node's delivery function turns
+them into ``Batch``\\ es; each batch is one task running the ``pipeline-stage`` worker operation
+(``pipeline.worker_op``) under the node's one-state FSM. When a task is done its outputs become
+items on the downstream ports at once, so there are no stage barriers.
+
+A node is *finished* when every node feeding it is finished, its delivery function has been
+called with ``end=True`` (and left nothing waiting), and its tasks are done; a pipeline is
+complete when every node is. Durable side inputs are held back until their upstream finished,
+then given to every task of the node.
+
+Determinism: a task's id and its output keys are a function of the data only (the node, the
+batch's lineage and a digest of its input objects and frame ranges), never of completion order,
+so re-issued work and any worker count write identical objects. The ready tasks are ordered by a
+pluggable ``scheduler`` (``FifoScheduler``: as they became ready).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from coordinator.engine import PlanError
+from coordinator.fsm import DONE, FSM, State, Task
+from excamera.storage import ObjectRef
+from pipeline.delivery import Batch, DeliveryError, Item, NodeState, Part
+from pipeline.spec import Node, Spec, SpecError
+
+OPERATION = "pipeline-stage"
+STATE = "run"
+ARGS = ("node", "stage", "config", "inputs", "lineage", "prefix")
+
+
+class FifoScheduler:
+    """Ready tasks in the order they became ready (the engine's order)."""
+
+    name = "fifo"
+
+    def order(self, ready: list, now: float) -> list:
+        return ready
+
+
+def make_scheduler(spec_value: Any):
+    """The scheduler a pipespec's ``"scheduler"`` names (only ``fifo`` for now)."""
+    if spec_value in (None, "fifo") or (isinstance(spec_value, dict) and spec_value.get("name", "fifo") == "fifo"):
+        return FifoScheduler()
+    raise SpecError(f"pipespec: scheduler {json.dumps(spec_value)} is not available (known: fifo)")
+
+
+def describe_input(x: Item | Part) -> dict:
+    """What a worker needs to load one input: the object, its type, and the frames to keep."""
+    item, a, b = (x.item, x.a, x.b) if isinstance(x, Part) else (x, 0, x.count)
+    return {"key": item.key, "sha256": item.sha256, "size": item.size, "type": item.port_type,
+            "a": a, "b": b, "count": item.count}
+
+
+@dataclass
+class _NodeRun:
+    node: Node
+    view: NodeState
+    waiting: dict[str, list[Item]]
+    durable: dict[str, list[Item]]
+    open_tasks: set[str] = field(default_factory=set)
+    planned: int = 0
+    done: int = 0
+    flushed: bool = False
+    finished: bool = False
+
+
+class PipelinePlanner:
+    """Items on ports, delivery functions, tasks; see the module docstring."""
+
+    def __init__(self, spec: Spec, *, scheduler=None, clock: Callable[[], float] = time.monotonic,
+                 on_progress: Callable[[str, int, int, bool], None] | None = None):
+        self.spec = spec
+        self.scheduler = scheduler or make_scheduler(spec.scheduler)
+        self.clock = clock
+        self.on_progress = on_progress
+        self.nodes = {name: _NodeRun(n, NodeState(name, dict(n.options), n.streaming_ports),
+                                     {p: [] for p in n.streaming_ports}, {p: [] for p in n.durable})
+                      for name, n in spec.nodes.items()}
+        self.tasks: dict[str, tuple[str, Batch]] = {}       # task id -> (node, batch)
+        self.sinks: dict[str, list[Item]] = {name: [] for name in spec.outputs}
+        self.sink_tasks: set[str] = set()
+        self.created: dict[str, float] = {}                  # task id -> when it was planned
+        self.inputs_closed = False
+        self._dirty: set[str] = set()
+
+    # -- the job --------------------------------------------------------------------------------
+
+    def fsms(self) -> tuple[FSM, ...]:
+        """One FSM per node: state ``run`` issues ``pipeline-stage`` with the task's params."""
+        return tuple(FSM(f"node-{name}", STATE, (State(
+            STATE, OPERATION, {a: "${" + a + "}" for a in ARGS}, {"ok": DONE}, timeout_s=n.timeout_s),))
+            for name, n in self.spec.nodes.items())
+
+    def add_input(self, name: str, port: str, items: list[Item]) -> None:
+        """The items of source ``name:port`` (all of them; sources are read before the job)."""
+        if self.inputs_closed:
+            raise PlanError("inputs were already closed")
+        if port not in self.spec.inputs.get(name, {}):
+            raise PlanError(f"{name}:{port} is not a source of this pipeline")
+        self._deliver(name, port, items)
+
+    def start(self) -> list[Task]:
+        """Close the sources and return the first tasks."""
+        self.inputs_closed = True
+        self._dirty.update(self.nodes)
+        return self._pump()
+
+    # -- the engine's Planner -------------------------------------------------------------------
+
+    def on_done(self, task_id: str, outputs: dict[str, dict[str, Any]]) -> list[Task]:
+        node_name, batch = self.tasks[task_id]
+        run = self.nodes[node_name]
+        if task_id not in run.open_tasks:
+            return []       # a duplicate report: already counted
+        run.open_tasks.discard(task_id)
+        run.done += 1
+        out = outputs.get(STATE, {})
+        try:
+            described = json.loads(out.get("items", "[]"))
+        except (TypeError, ValueError):
+            raise PlanError(f"task {task_id}: unreadable items output") from None
+        by_port: dict[str, list[Item]] = {}
+        for d in described:
+            ref = out.get(d.get("ref", ""))
+            port = d.get("port")
+            if not isinstance(ref, ObjectRef) or port not in run.node.stage.outputs:
+                raise PlanError(f"task {task_id}: item {d!r} names no verified object or no output port")
+            by_port.setdefault(port, []).append(Item(
+                ref.key, ref.sha256, ref.size, run.node.stage.outputs[port], batch.lineage,
+                int(d["start"]), int(d["count"]), tuple(d["fps"]), dict(d.get("meta") or {}),
+                f"{node_name}:{port}"))
+        for port, items in by_port.items():
+            if port in run.node.outputs:
+                self._deliver(node_name, port, items, task_id)
+        self._progress(node_name)
+        self._dirty.add(node_name)
+        return self._pump()
+
+    def complete(self) -> bool:
+        return self.inputs_closed and all(r.finished for r in self.nodes.values())
+
+    def result_tasks(self) -> tuple[str, ...]:
+        return tuple(sorted(self.sink_tasks))
+
+    def order(self, ready: list, now: float) -> list:
+        return self.scheduler.order(ready, now)
+
+    # -- results --------------------------------------------------------------------------------
+
+    def sink_items(self, name: str) -> list[Item]:
+        """The items of sink ``name`` in frame order."""
+        return sorted(self.sinks[name], key=lambda i: (i.start, i.lineage, i.key))
+
+    def physical(self) -> dict:
+        """The tasks the DAG became: task -> node, lineage and what fed it (the tasks, or
+        sources, whose items it took), and sink -> what fed it; for drawing (``pipeline.draw``)."""
+        producer = {}
+        for tid, (node, _) in self.tasks.items():
+            producer[f"n/{node}/{tid.split('.', 1)[1]}"] = tid
+
+        def origin(key: str) -> str:
+            if key.startswith("in/"):
+                return key.split("/")[1]             # in/<source>/<port>/<n>
+            return producer.get(key.rsplit(".", 2)[0], "?")   # n/<node>/<group>.<port>.<i>
+
+        tasks = {}
+        for tid, (node, batch) in sorted(self.tasks.items()):
+            keys = [x.item.key if isinstance(x, Part) else x.key for xs in batch.inputs.values() for x in xs]
+            keys += [i.key for items in self.nodes[node].durable.values() for i in items]
+            tasks[tid] = {"node": node, "lineage": batch.lineage, "from": sorted({origin(k) for k in keys})}
+        sinks = {name: sorted({origin(i.key) for i in items}) for name, items in self.sinks.items()}
+        return {"nodes": list(self.spec.inputs) + list(self.spec.nodes) + list(self.spec.outputs),
+                "tasks": tasks, "sinks": sinks}
+
+    def progress(self) -> dict[str, tuple[int, int, bool]]:
+        """node -> (tasks done, tasks planned, finished)."""
+        return {n: (r.done, r.planned, r.finished) for n, r in self.nodes.items()}
+
+    # -- inside ---------------------------------------------------------------------------------
+
+    def _deliver(self, src: str, port: str, items: list[Item], task_id: str = "") -> None:
+        """Put items from ``src:port`` on the port its stream feeds."""
+        stream = self.spec.nodes[src].outputs[port] if src in self.spec.nodes else next(
+            s for s in self.spec.streams if s.src == src and s.src_port == port)
+        if stream.dst in self.sinks:
+            self.sinks[stream.dst].extend(items)
+            if task_id:
+                self.sink_tasks.add(task_id)
+            return
+        run = self.nodes[stream.dst]
+        (run.durable if stream.durable else run.waiting)[stream.dst_port].extend(items)
+        self._dirty.add(stream.dst)
+
+    def _upstream_finished(self, name: str, ports=None) -> bool:
+        n = self.spec.nodes[name]
+        srcs = {s.src for p, ss in n.inputs.items() if ports is None or p in ports for s in ss}
+        return self.inputs_closed and all(s not in self.nodes or self.nodes[s].finished for s in srcs)
+
+    def _pump(self) -> list[Task]:
+        """Run the delivery functions of the nodes with news (new items, or a node feeding them
+        finished), until nothing changes; a node waiting on nothing new costs nothing."""
+        new: list[Task] = []
+        changed = True
+        while changed:
+            changed = False
+            for name, run in self.nodes.items():   # topological order
+                if run.finished:
+                    continue
+                if name in self._dirty:
+                    self._dirty.discard(name)
+                    new.extend(self._plan_node(name, run))
+                if run.flushed and not run.open_tasks and not run.finished:
+                    run.finished = True
+                    changed = True
+                    self._progress(name)
+                    for other in self.nodes:
+                        if name in self.spec.upstream[other]:
+                            self._dirty.add(other)
+        return new
+
+    def _plan_node(self, name: str, run: _NodeRun) -> list[Task]:
+        if run.flushed or not self._upstream_finished(name, run.node.durable):
+            return []
+        end = self._upstream_finished(name)
+        if not end and not any(run.waiting.values()):
+            return []
+        try:
+            batches = run.node.delivery.fn(run.view, run.waiting, end)
+        except (DeliveryError, SpecError) as e:
+            raise PlanError(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - a user's delivery function: one line, naming it
+            raise PlanError(f"node {name}: delivery function {run.node.delivery.name} failed: "
+                            f"{type(e).__name__}: {e}") from None
+        tasks = [self._task(name, run, b) for b in batches]
+        if end:
+            left = [i for items in run.waiting.values() for i in items]
+            if left:
+                raise PlanError(f"node {name}: delivery function {run.node.delivery.name} left "
+                                f"{len(left)} item(s) undelivered at the end: {left[0].describe()}")
+            run.flushed = True
+        if tasks:
+            self._progress(name)
+        return tasks
+
+    def _task(self, name: str, run: _NodeRun, batch: Batch) -> Task:
+        inputs = {p: [describe_input(x) for x in xs] for p, xs in sorted(batch.inputs.items())}
+        for p, items in sorted(run.durable.items()):
+            inputs[p] = [describe_input(i) for i in sorted(items, key=lambda i: (i.start, i.key))]
+        fps = next((x.fps for xs in batch.inputs.values() for x in xs), None)
+        try:
+            config = run.node.stage_config(fps)
+        except SpecError as e:
+            raise PlanError(str(e)) from None
+        ident = json.dumps([[p, [[d["key"], d["a"], d["b"]] for d in ds]] for p, ds in inputs.items()])
+        digest = hashlib.sha256(ident.encode()).hexdigest()[:10]
+        group = f"{batch.lineage:06d}-{digest}"
+        task_id = f"{name}.{group}"
+        if task_id in self.tasks:
+            raise PlanError(f"node {name}: two tasks with the same inputs (lineage {batch.lineage})")
+        self.tasks[task_id] = (name, batch)
+        run.open_tasks.add(task_id)
+        run.planned += 1
+        self.created[task_id] = self.clock()
+        params = {"node": name, "stage": run.node.stage.name,
+                  "config": json.dumps(config, sort_keys=True, separators=(",", ":")),
+                  "inputs": json.dumps(inputs, sort_keys=True, separators=(",", ":")),
+                  "lineage": batch.lineage, "prefix": f"n/{name}/{group}"}
+        return Task(task_id, f"node-{name}", params)
+
+    def _progress(self, name: str) -> None:
+        if self.on_progress is not None:
+            r = self.nodes[name]
+            self.on_progress(name, r.done, r.planned, r.finished)
