@@ -22,6 +22,7 @@ def _assignment(flag: str):
 
 
 def add_parsers(sub) -> None:
+    from excamera import lambda_cli
     from excamera.cli import int_in
 
     pl = sub.add_parser("pipeline", help="run, check or draw a pipeline (a Sprocket pipespec)",
@@ -51,6 +52,16 @@ def add_parsers(sub) -> None:
                      help="import MODULE (here and in every worker) to register more stages")
     run.add_argument("--frames-per-chunk", type=int_in(1, 100000), default=None, metavar="N",
                      help="frames per input chunk (default: one second)")
+    run.add_argument("--scheduler", choices=("fifo", "priority", "streaming"), default=None,
+                     help="which ready task goes first (default: the pipespec's, else fifo): priority = "
+                          "the video's earliest frames first; streaming = just in time for --deadline")
+    run.add_argument("--deadline", type=float, default=None, metavar="S",
+                     help="with --scheduler streaming: the output plays in real time from S seconds "
+                          "after the start")
+    run.add_argument("--storage", metavar="DIR|s3://BUCKET/PREFIX",
+                     help="where the job's objects live (default: a temporary directory)")
+    run.add_argument("--keep", action="store_true", help="keep the job's objects in --storage")
+    lambda_cli.add_backend_args(run)
     run.set_defaults(func=cmd_run)
 
     check = psub.add_parser("check", help="validate a pipespec and print its DAG as text")
@@ -108,29 +119,22 @@ def cmd_draw(args: argparse.Namespace) -> int:
 
 
 class NodeProgress:
-    """Tasks done per node, one tqdm bar each, on a terminal only (stderr)."""
+    """Tasks done per node, one bar each on a terminal only (stderr, ``excamera.progress``)."""
 
     def __init__(self, nodes, tty: bool | None = None):
-        self.tty = sys.stderr.isatty() if tty is None else tty
-        self.bars = {}
-        if self.tty:
-            from tqdm import tqdm
-            width = max(len(n) for n in nodes)
-            self.bars = {n: tqdm(total=0, desc=n.ljust(width), unit="task", position=i, leave=True,
-                                 file=sys.stderr, dynamic_ncols=True) for i, n in enumerate(nodes)}
+        from excamera.progress import Progress
+
+        self.progress = Progress({n: 0 for n in nodes}, unit="tasks", enabled=tty)
+        self.tty = self.progress.enabled
 
     def __call__(self, node: str, done: int, planned: int, finished: bool) -> None:
-        bar = self.bars.get(node)
-        if bar is not None:
-            bar.total = planned
-            bar.n = done
-            if finished:
-                bar.set_postfix_str("finished", refresh=False)
-            bar.refresh()
+        self.progress.total(node, planned)
+        self.progress.set(node, done)
+        if finished:
+            self.progress.note(node, f"{node} finished")
 
     def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
+        self.progress.close()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -141,13 +145,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     outputs = _pairs("-o", args.outputs)
     spec = _spec(args)
     progress = NodeProgress(list(spec.nodes))
+    from excamera import lambda_cli
+
+    why = lambda_cli.backend_error(args)
+    if why is None and args.backend == "lambda" and (args.workers == 0 or args.coordinator):
+        why = "--backend lambda runs the job on an embedded coordinator: it needs --workers N (N > 0)"
+    if why is None and args.keep and not args.storage:
+        why = "--keep needs --storage"
+    if why is None and args.deadline is not None and args.scheduler != "streaming":
+        why = "--deadline goes with --scheduler streaming"
+    if why is not None:
+        print(f"excamera pipeline run: error: {why}", file=sys.stderr)
+        return 2
+    scheduler = None
+    if args.scheduler == "streaming":
+        scheduler = {"name": "streaming", "deadline": args.deadline}
+        if args.deadline is None:
+            print("excamera pipeline run: error: --scheduler streaming needs --deadline S", file=sys.stderr)
+            return 2
+    elif args.scheduler:
+        scheduler = args.scheduler
+    backend = None
+    if args.backend == "lambda":
+        backend = dict(launcher_factory=lambda_cli.launcher_factory(args), listen=args.listen,
+                       public_address=args.public_address)
     try:
-        run_pipeline(spec, inputs, outputs, workers=args.workers, spare=args.spare,
-                     coordinator=args.coordinator, certs=args.certs, timeline=args.timeline,
-                     stage_modules=tuple(args.stages), on_progress=progress,
-                     frames_per_chunk=args.frames_per_chunk)
+        summary = run_pipeline(spec, inputs, outputs, workers=args.workers, spare=args.spare,
+                               coordinator=args.coordinator, certs=args.certs, timeline=args.timeline,
+                               stage_modules=tuple(args.stages), on_progress=progress,
+                               frames_per_chunk=args.frames_per_chunk, scheduler=scheduler,
+                               storage=args.storage, keep=args.keep, backend=backend)
     except PipelineError as e:
         raise CliError(str(e)) from None
     finally:
         progress.close()
+    written = ", ".join(f"{outputs[name]} ({n} frames)" for name, n in summary["outputs"].items())
+    print(f"excamera: {summary['tasks']} tasks in {summary['seconds']:.1f} s; wrote {written}", file=sys.stderr)
+    sched = summary.get("schedule", {})
+    if sched.get("scheduler") == "streaming":
+        misses = sched["misses"]
+        print(f"excamera: streaming at a {sched['deadline_s']:g} s deadline: {len(misses)} of "
+              f"{sched['outputs']} output pieces late", file=sys.stderr)
+        for m in misses:
+            print(f"excamera:   {m['sink']} frame {m['frame']}: due at {m['due_s']:.2f} s, "
+                  f"{m['late_s']:.2f} s late", file=sys.stderr)
     return 0

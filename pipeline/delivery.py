@@ -341,3 +341,26 @@ def serialized_scenes(node: NodeState, waiting: dict[str, list[Item]], end: bool
 
 def as_fraction(fps: tuple[int, int]) -> Fraction:
     return Fraction(fps[0], fps[1])
+
+
+@delivery("with_previous", ports=1)
+def with_previous(node: NodeState, waiting: dict[str, list[Item]], end: bool) -> list[Batch]:
+    """One item, one task, given also the last frame before it on the port ``previous`` (for
+    stages that compare a frame with the one before, e.g. ``scene_change``: a cut on a chunk's
+    first frame is found). An item waits until the one ending where it starts has arrived; the
+    first (frame 0) and, at the end of the stream, any left without one go alone."""
+    (port,) = node.ports
+    seen: dict[int, Item] = node.state.setdefault("by_end", {})
+    items = waiting.get(port, [])
+    for i in items:
+        seen[i.end] = i
+    out = []
+    for i in sorted(items, key=lambda i: (i.start, i.key)):
+        prev = seen.get(i.start) if i.start else None
+        if i.start == 0 or prev is not None or end:
+            items.remove(i)
+            inputs = {port: [i]}
+            if prev is not None and prev.count:
+                inputs["previous"] = [Part(prev, prev.count - 1, prev.count)]
+            out.append(Batch(inputs, i.lineage))
+    return out

@@ -15,7 +15,8 @@ then given to every task of the node.
 Determinism: a task's id and its output keys are a function of the data only (the node, the
 batch's lineage and a digest of its input objects and frame ranges), never of completion order,
 so re-issued work and any worker count write identical objects. The ready tasks are ordered by a
-pluggable ``scheduler`` (``FifoScheduler``: as they became ready).
+pluggable scheduler (``pipeline.schedulers``: fifo, priority, streaming), which also hears of
+every finished task and every output item.
 """
 
 from __future__ import annotations
@@ -30,27 +31,12 @@ from coordinator.engine import PlanError
 from coordinator.fsm import DONE, FSM, State, Task
 from excamera.storage import ObjectRef
 from pipeline.delivery import Batch, DeliveryError, Item, NodeState, Part
+from pipeline.schedulers import make_scheduler
 from pipeline.spec import Node, Spec, SpecError
 
 OPERATION = "pipeline-stage"
 STATE = "run"
 ARGS = ("node", "stage", "config", "inputs", "lineage", "prefix")
-
-
-class FifoScheduler:
-    """Ready tasks in the order they became ready (the engine's order)."""
-
-    name = "fifo"
-
-    def order(self, ready: list, now: float) -> list:
-        return ready
-
-
-def make_scheduler(spec_value: Any):
-    """The scheduler a pipespec's ``"scheduler"`` names (only ``fifo`` for now)."""
-    if spec_value in (None, "fifo") or (isinstance(spec_value, dict) and spec_value.get("name", "fifo") == "fifo"):
-        return FifoScheduler()
-    raise SpecError(f"pipespec: scheduler {json.dumps(spec_value)} is not available (known: fifo)")
 
 
 def describe_input(x: Item | Part) -> dict:
@@ -80,6 +66,7 @@ class PipelinePlanner:
                  on_progress: Callable[[str, int, int, bool], None] | None = None):
         self.spec = spec
         self.scheduler = scheduler or make_scheduler(spec.scheduler)
+        self.scheduler.bind(spec, clock)
         self.clock = clock
         self.on_progress = on_progress
         self.nodes = {name: _NodeRun(n, NodeState(name, dict(n.options), n.streaming_ports),
@@ -111,6 +98,7 @@ class PipelinePlanner:
     def start(self) -> list[Task]:
         """Close the sources and return the first tasks."""
         self.inputs_closed = True
+        self.scheduler.start(self.clock())
         self._dirty.update(self.nodes)
         return self._pump()
 
@@ -123,6 +111,7 @@ class PipelinePlanner:
             return []       # a duplicate report: already counted
         run.open_tasks.discard(task_id)
         run.done += 1
+        self.scheduler.task_done(node_name, self.clock() - self.created[task_id])
         out = outputs.get(STATE, {})
         try:
             described = json.loads(out.get("items", "[]"))
@@ -193,6 +182,8 @@ class PipelinePlanner:
             s for s in self.spec.streams if s.src == src and s.src_port == port)
         if stream.dst in self.sinks:
             self.sinks[stream.dst].extend(items)
+            for i in items:
+                self.scheduler.output(stream.dst, i)
             if task_id:
                 self.sink_tasks.add(task_id)
             return
@@ -270,7 +261,10 @@ class PipelinePlanner:
         run.open_tasks.add(task_id)
         run.planned += 1
         self.created[task_id] = self.clock()
-        params = {"node": name, "stage": run.node.stage.name,
+        first = min((x.start for xs in batch.inputs.values() for x in xs), default=0)
+        rate = fps or (1, 1)
+        params = {"node": name, "stage": run.node.stage.name, "first_frame": first,
+                  "first_time": first * rate[1] / rate[0],
                   "config": json.dumps(config, sort_keys=True, separators=(",", ":")),
                   "inputs": json.dumps(inputs, sort_keys=True, separators=(",", ":")),
                   "lineage": batch.lineage, "prefix": f"n/{name}/{group}"}

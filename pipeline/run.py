@@ -167,17 +167,19 @@ def _worker_path(modules):
 def run_here(planner, first_tasks: list, storage) -> int:
     """Run every task in this process (``--workers 0``); returns how many ran."""
     from coordinator.engine import PlanError
+    from pipeline.planner import ARGS
     from pipeline.worker_op import run_stage
     from worker.ops import OperationError
 
     queue = [_Ready(t) for t in first_tasks]
     ran = 0
     while queue:
-        ordered = planner.order(queue, time.monotonic()) if len(queue) > 1 else queue
+        # One worker here: a streaming scheduler holding everything back does not make it wait.
+        ordered = (planner.order(queue, time.monotonic()) if len(queue) > 1 else queue) or queue
         task = ordered[0].spec
         queue = [r for r in queue if r.spec is not task]
         try:
-            outputs = run_stage(storage, task_id=task.task_id, **task.params)
+            outputs = run_stage(storage, task_id=task.task_id, **{a: task.params[a] for a in ARGS})
         except (OperationError, OSError, ValueError) as e:
             # In this process a task is not retried: a deterministic stage fails the same way again.
             raise PipelineError(f"task {task.task_id} failed: {_line(e)}") from None
@@ -197,18 +199,26 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], *,
                  certs: str | None = None, timeline: str | None = None, stage_modules=(),
                  on_progress: Callable[[str, int, int, bool], None] | None = None,
                  frames_per_chunk: int | None = None, max_attempts: int = 3,
-                 storage_dir: str | None = None, timeout_s: float | None = None) -> dict[str, Any]:
+                 storage_dir: str | None = None, timeout_s: float | None = None,
+                 scheduler=None, storage: str | None = None, keep: bool = False,
+                 backend: dict | None = None) -> dict[str, Any]:
     """Run the pipeline ``spec`` (a path, a parsed JSON object or a ``Spec``) on ``inputs``
     (source name -> file) and write ``outputs`` (sink name -> file). ``workers=None`` uses one
     worker per CPU; 0 runs in this process. ``on_progress(node, done, planned, finished)`` is
-    called as tasks are planned and done. Returns a summary (tasks per node, seconds).
+    called as tasks are planned and done. ``scheduler`` (a name or ``{"name": "streaming",
+    "deadline": S}``, ``pipeline.schedulers``) overrides the pipespec's. ``storage`` puts the
+    job's objects in a directory or ``s3://BUCKET/PREFIX`` (removed at the end unless ``keep``);
+    ``backend`` is passed to ``run_job`` (``launcher_factory``, ``listen``, ``public_address``:
+    Lambda workers). Returns a summary (tasks per node, seconds, the scheduler's report).
     ``PipelineError`` (one line) for anything wrong."""
     from coordinator.api import JobFailed, run_job
     from coordinator.engine import PlanError
     from coordinator.fsm import Job
-    from excamera.storage import LocalStorage, StorageError
+    from coordinator.server import Coordinator
+    from excamera.storage import LocalStorage, StorageError, open_storage
     from pipeline import media_io
     from pipeline.planner import PipelinePlanner
+    from pipeline.schedulers import make_scheduler
     from pipeline.stage import StageError, load_modules
     from pipeline.values import BadValue, decode
 
@@ -228,15 +238,23 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], *,
                             "carry a pipeline's planner); leave out --coordinator")
     _check_files(spec, inputs, outputs)
     try:
-        planner = PipelinePlanner(spec, on_progress=on_progress)
+        sched = make_scheduler(scheduler if scheduler is not None else spec.scheduler)
+        planner = PipelinePlanner(spec, on_progress=on_progress, scheduler=sched)
     except SpecError as e:
         raise PipelineError(str(e)) from None
+    if storage and workers == 0:
+        raise PipelineError("--storage is for the workers' job (--workers N); --workers 0 runs here")
+    if storage:
+        try:
+            open_storage(storage).check()
+        except StorageError as e:
+            raise PipelineError(f"--storage {storage}: {_line(e)}") from None
 
     root = storage_dir or tempfile.mkdtemp(prefix="excamera-pipeline-")
     try:
         if workers == 0:
-            storage = LocalStorage(root).scoped("jobs/local")
-            sources = _read_sources(spec, inputs, frames_per_chunk, storage.put)
+            here = LocalStorage(root).scoped("jobs/local")
+            sources = _read_sources(spec, inputs, frames_per_chunk, here.put)
         else:
             spool = os.path.join(root, "spool")
             os.makedirs(spool, exist_ok=True)
@@ -257,7 +275,7 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], *,
         if not first:
             raise PipelineError("the pipeline planned no task for its inputs")
         if workers == 0:
-            ran = run_here(planner, first, storage)
+            ran = run_here(planner, first, here)
         else:
             def pairs():
                 for key in keys:
@@ -268,24 +286,46 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], *,
                     yield key, data
 
             job = Job("pipeline", planner.fsms(), tuple(first))
+            job_id = Coordinator.new_job_id()
+            where = storage or os.path.join(root, "store")
             try:
                 with _worker_path(stage_modules):
                     result = run_job(job, inputs=pairs(), workers=workers, spare=spare,
-                                     max_attempts=max_attempts, storage_dir=os.path.join(root, "store"),
+                                     max_attempts=max_attempts, storage=where, job_id=job_id,
                                      timeline=timeline, timeout_s=timeout_s, planner=planner,
-                                     ops_modules=("pipeline.worker_op", *stage_modules))
+                                     ops_modules=("pipeline.worker_op", *stage_modules), **(backend or {}))
             except JobFailed as e:
+                _drop(storage, job_id, keep)
                 raise PipelineError(_line(e)) from None
-            storage = LocalStorage(result.storage_root).scoped(result.storage_prefix)
+            except BaseException:
+                _drop(storage, job_id, keep)
+                raise
+            job_storage = open_storage(result.storage_root).scoped(result.storage_prefix)
             ran = len(planner.tasks)
-        _write_outputs(spec, planner, storage, outputs, media_io, decode, (BadValue, StorageError))
+        try:
+            _write_outputs(spec, planner, here if workers == 0 else job_storage, outputs, media_io, decode,
+                           (BadValue, StorageError))
+        finally:
+            if workers:
+                _drop(storage, job_id, keep)
         if timeline:
             _add_to_timeline(timeline, planner, time.monotonic() - t0)
     finally:
         if storage_dir is None:
             shutil.rmtree(root, ignore_errors=True)
     return {"tasks": ran, "nodes": planner.progress(), "seconds": round(time.monotonic() - t0, 3),
-            "outputs": {name: sum(i.count for i in planner.sink_items(name)) for name in outputs}}
+            "outputs": {name: sum(i.count for i in planner.sink_items(name)) for name in outputs},
+            "schedule": planner.scheduler.report()}
+
+
+def _drop(storage: str | None, job_id: str, keep: bool) -> None:
+    """Remove a job's objects from ``--storage`` (the default temporary directory goes anyway)."""
+    if storage and not keep:
+        from excamera.storage import StorageError, open_storage
+        try:
+            open_storage(storage).delete_prefix(f"jobs/{job_id}")
+        except StorageError as e:
+            print(f"excamera: warning: could not remove {storage}/jobs/{job_id}: {_line(e)}", file=sys.stderr)
 
 
 def _write_outputs(spec, planner, storage, outputs, media_io, decode, bad) -> None:

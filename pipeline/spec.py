@@ -225,8 +225,13 @@ def _node(i: int, raw: Any) -> tuple[str, StageDef, dict, DeliveryDef, float]:
             options[key] = _option_value(name, key, opt, config[key])
         elif opt.required:
             raise SpecError(f"node {name}: option {key} is required ({opt.help or opt.type.__name__})")
+        elif key in st.delivery_defaults and key not in st.options:
+            continue    # from the stage's options, below
         else:
             options[key] = _option_value(name, key, opt, opt.default)
+    for key, default in st.delivery_defaults.items():
+        if key in dl.options and key not in options:
+            options[key] = _option_value(name, key, dl.options[key], default(options))
     timeout = raw.get("timeout_s", DEFAULT_TIMEOUT_S)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 24 * 3600:
         raise SpecError(f"node {name}: timeout_s must be seconds in (0, 86400], got {json.dumps(timeout)}")

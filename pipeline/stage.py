@@ -74,6 +74,9 @@ class StageDef:
     aliases: tuple[str, ...] = ()
     extra: str = ""                           # the pip extra its libraries come from, if any
     doc: str = ""
+    # delivery option -> its default as a function of this stage's options (when the pipespec
+    # does not set it): excamera_encode groups N*x frames per task
+    delivery_defaults: dict[str, Callable] = field(default_factory=dict)
 
 
 _STAGES: dict[str, StageDef] = {}
@@ -83,8 +86,11 @@ _loaded = False
 
 def stage(name: str, *, inputs: dict[str, str], outputs: dict[str, str],
           options: dict[str, Option] | None = None, delivery: str = "default",
-          optional_inputs: tuple[str, ...] = (), aliases: tuple[str, ...] = (), extra: str = ""):
-    """Register the decorated function as stage ``name`` (and under each of ``aliases``)."""
+          optional_inputs: tuple[str, ...] = (), aliases: tuple[str, ...] = (), extra: str = "",
+          delivery_defaults: dict[str, Callable] | None = None):
+    """Register the decorated function as stage ``name`` (and under each of ``aliases``).
+    ``delivery_defaults`` gives a delivery option (e.g. ``frames_per_chunk``) a default computed
+    from the stage's own options, used when the pipespec leaves it out."""
 
     def register(fn: Callable) -> Callable:
         for port, t in {**inputs, **outputs}.items():
@@ -98,7 +104,8 @@ def stage(name: str, *, inputs: dict[str, str], outputs: dict[str, str],
             if n in _STAGES or n in _ALIASES:
                 raise StageError(f"stage {n!r} is already registered")
         d = StageDef(name, fn, dict(inputs), dict(outputs), dict(options or {}), delivery,
-                     tuple(optional_inputs), tuple(aliases), extra, (fn.__doc__ or "").strip())
+                     tuple(optional_inputs), tuple(aliases), extra, (fn.__doc__ or "").strip(),
+                     dict(delivery_defaults or {}))
         _STAGES[name] = d
         for a in aliases:
             _ALIASES[a] = name

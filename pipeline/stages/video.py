@@ -274,6 +274,7 @@ def encode(ctx: StageContext, inputs: dict, config: dict) -> dict:
 
 @stage("excamera_encode", inputs={"frames": "frames"}, outputs={"chunks": "chunks"},
        delivery="serialized_frames",
+       delivery_defaults={"frames_per_chunk": lambda o: o["chunk_frames"] * o["batch_chunks"]},
        options={"chunk_frames": Option(int, 6, "N: frames per ExCamera chunk"),
                 "batch_chunks": Option(int, 16, "x: chunks per key frame"),
                 "cq_level": Option(int, 20, "constant quality, libvpx's 0..63 scale"),
@@ -282,10 +283,10 @@ def excamera_encode(ctx: StageContext, inputs: dict, config: dict) -> dict:
     """Pictures -> one ExCamera[N, x] stream per task (``excamera.encode.encode_frames``).
 
     Its delivery function (``serialized_frames``) regroups the pictures in frame order into
-    groups of its ``frames_per_chunk`` option: set that to N·x (``chunk_frames`` ×
-    ``batch_chunks``, e.g. 96 for 6 × 16, as ``pipelines/excamera_gray.json`` does), so each
-    task's chunk starts with a key frame and the pipeline's output keeps one key frame every N·x
-    frames, the rest coded by ExCamera's encode-given-state and rebase. Any number of frames works: fewer than N become one shorter chunk, more than N·x
+    groups of its ``frames_per_chunk`` option, which defaults to N·x (``chunk_frames`` ×
+    ``batch_chunks``, 96 for 6 × 16), so each task's chunk starts with a key frame and the
+    pipeline's output keeps one key frame every N·x frames, the rest coded by ExCamera's
+    encode-given-state and rebase. Any number of frames works: fewer than N become one shorter chunk, more than N·x
     begin a new key frame every N·x."""
     from codec.chunks import presentation_times
     from excamera.encode import EncodeSettings, encode_frames

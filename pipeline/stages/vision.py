@@ -161,7 +161,7 @@ def _scene_run(kind, config, pictures, fps) -> dict[int, tuple[bool, float | Non
     return out
 
 
-@stage("scene_change", inputs={"frames": "frames", "previous": "frame"},
+@stage("scene_change", inputs={"frames": "frames", "previous": "frame"}, delivery="with_previous",
        outputs={"frames": "frames", "records": "records"}, optional_inputs=("previous",),
        options={
            "detector": Option(str, "content", "PySceneDetect's ContentDetector or AdaptiveDetector",

@@ -1,0 +1,172 @@
+"""Schedulers: which ready pipeline task the next free worker takes.
+
+The planner (``pipeline.planner``) hands its scheduler the ready tasks each engine step
+(``order``: the tasks to start, in order — a task left out waits) and tells it of every task
+done (``task_done``: its node and seconds from planned to done) and every output item
+(``output``). Every scheduler works under the engine's concurrency limit (the workers there are).
+
+* ``fifo``: in the order tasks became ready.
+* ``priority``: earliest video first across all stages — the task whose first frame is earliest,
+  and among equals the one nearest the output — so the video's first seconds finish first.
+* ``streaming`` (``deadline`` S seconds): the output must play at real-time speed from S seconds
+  after the job starts, so the output frame at time t is due at start + S + t. A ready task is
+  held back until its output's due time minus the time the rest of the pipeline takes from its
+  node (the sum of the medians of the node's and its downstream nodes' task times, times a safety
+  ``margin``); among released tasks the earliest deadline goes first. Held-back work leaves
+  workers idle instead of running ahead. Each output item that arrives after its due time is a
+  miss, reported with its lateness. Before a node has finished ``min_sample`` tasks its time is
+  unknown and its tasks are released at once.
+
+A pipespec names its scheduler with ``"scheduler": "priority"`` or ``{"name": "streaming",
+"deadline": 5}``; ``excamera pipeline run --scheduler`` overrides it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pipeline.spec import SpecError
+
+NAMES = ("fifo", "priority", "streaming")
+
+
+class Scheduler:
+    """fifo: the base every scheduler extends (see the module docstring)."""
+
+    name = "fifo"
+
+    def __init__(self):
+        self.t0 = 0.0
+        self.depth: dict[str, int] = {}
+        self.downstream: dict[str, list[str]] = {}
+        self.times: dict[str, list[float]] = {}
+
+    def bind(self, spec, clock) -> None:
+        """Learn the DAG: each node's distance to the nearest output, and what it feeds."""
+        self.clock = clock
+        feeds: dict[str, set[str]] = {n: set() for n in spec.nodes}
+        for other, ups in spec.upstream.items():
+            for u in ups:
+                if u in feeds:
+                    feeds[u].add(other)
+        self.downstream = {n: sorted(v) for n, v in feeds.items()}
+        depth: dict[str, int] = {}
+        for n in reversed(list(spec.nodes)):          # nodes are in topological order
+            depth[n] = 1 + min((depth[d] for d in self.downstream[n] if d in depth), default=0)
+        self.depth = depth
+
+    def start(self, now: float) -> None:
+        self.t0 = now
+
+    def task_done(self, node: str, seconds: float) -> None:
+        self.times.setdefault(node, []).append(seconds)
+
+    def output(self, sink: str, item) -> None:
+        pass
+
+    def order(self, ready: list, now: float) -> list:
+        return ready
+
+    def report(self) -> dict:
+        return {"scheduler": self.name}
+
+
+FifoScheduler = Scheduler
+
+
+def first_time(task) -> float:
+    return float(task.spec.params.get("first_time", 0.0))
+
+
+class PriorityScheduler(Scheduler):
+    name = "priority"
+
+    def order(self, ready: list, now: float) -> list:
+        return sorted(ready, key=lambda t: (first_time(t), self.depth.get(t.spec.params.get("node"), 0)))
+
+
+class StreamingScheduler(PriorityScheduler):
+    name = "streaming"
+
+    def __init__(self, deadline: float, margin: float = 1.5, min_sample: int = 2):
+        super().__init__()
+        if not isinstance(deadline, (int, float)) or isinstance(deadline, bool) or not 0 < deadline <= 86400:
+            raise SpecError(f"scheduler streaming: deadline {deadline!r} must be a number of seconds "
+                            f"in (0, 86400]")
+        self.deadline, self.margin, self.min_sample = float(deadline), margin, min_sample
+        self.misses: list[dict] = []
+        self.outputs = 0
+        self.held = 0
+
+    def due(self, t: float) -> float:
+        return self.t0 + self.deadline + t
+
+    def _median(self, node: str) -> float | None:
+        times = self.times.get(node, [])
+        if len(times) < self.min_sample:
+            return None
+        ordered = sorted(times)
+        return ordered[len(ordered) // 2]
+
+    def lead(self, node: str) -> float | None:
+        """Seconds from a task of ``node`` being started to its output reaching a sink: the
+        longest path of median task times from it (None while any on the way is unknown)."""
+        memo: dict[str, float | None] = {}
+
+        def walk(n: str) -> float | None:
+            if n not in memo:
+                m = self._median(n)
+                rest = [walk(d) for d in self.downstream.get(n, [])]
+                memo[n] = None if m is None or None in rest else m + max(rest, default=0.0)
+            return memo[n]
+
+        return walk(node)
+
+    def order(self, ready: list, now: float) -> list:
+        released = []
+        for t in super().order(ready, now):
+            lead = self.lead(t.spec.params.get("node", ""))
+            if lead is None or now >= self.due(first_time(t)) - self.margin * lead:
+                released.append(t)
+        self.held = len(ready) - len(released)
+        return released
+
+    def output(self, sink: str, item) -> None:
+        self.outputs += 1
+        t = item.start * item.fps[1] / item.fps[0]
+        late = self.clock() - self.due(t)
+        if late > 0:
+            self.misses.append({"sink": sink, "frame": item.start, "due_s": round(self.deadline + t, 3),
+                                "late_s": round(late, 3)})
+
+    def report(self) -> dict:
+        return {"scheduler": self.name, "deadline_s": self.deadline, "outputs": self.outputs,
+                "misses": self.misses}
+
+
+def make_scheduler(value: Any) -> Scheduler:
+    """The scheduler ``value`` names: None or ``"fifo"``, ``"priority"``, ``"streaming"`` (needs a
+    deadline), or an object ``{"name": ..., "deadline": S}``. SpecError in one line otherwise."""
+    if value is None:
+        return Scheduler()
+    spec = {"name": value} if isinstance(value, str) else value
+    if not isinstance(spec, dict) or not isinstance(spec.get("name", "fifo"), str):
+        raise SpecError(f"pipespec: scheduler {json.dumps(value)} is not a name or an object with one")
+    name = spec.get("name", "fifo")
+    extra = sorted(set(spec) - {"name", "deadline", "margin"})
+    if extra:
+        raise SpecError(f"pipespec: scheduler {name}: unknown option(s) {', '.join(extra)}")
+    if name == "fifo":
+        return Scheduler()
+    if name == "priority":
+        return PriorityScheduler()
+    if name == "streaming":
+        if "deadline" not in spec:
+            raise SpecError("pipespec: scheduler streaming needs a deadline (seconds until the output "
+                            "must start playing)")
+        margin = spec.get("margin", 1.5)
+        if not isinstance(margin, (int, float)) or isinstance(margin, bool) or not 1 <= margin <= 100:
+            raise SpecError(f"pipespec: scheduler streaming: margin {margin!r} must be in [1, 100]")
+        return StreamingScheduler(spec["deadline"], float(margin))
+    raise SpecError(f"pipespec: scheduler {name!r} is not available (known: {', '.join(NAMES)})")
