@@ -27,6 +27,19 @@ def chunks_for(n, seed=0):
     return [rng.randbytes(rng.randrange(100, 3000)) for _ in range(n)]
 
 
+@pytest.fixture(autouse=True)
+def _numba_env(monkeypatch):
+    """An in-process handler points numba at /tmp and a pinned CPU (as in a sandbox): undo that
+    after each test, or every later subprocess would compile every kernel again for that target."""
+    import os
+
+    for k in ("NUMBA_CACHE_DIR", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"):
+        if k in os.environ:
+            monkeypatch.setenv(k, os.environ[k])
+        else:
+            monkeypatch.delenv(k, raising=False)
+
+
 @pytest.fixture
 def aws(monkeypatch):
     """Dummy credentials, no instance metadata: what boto3 needs to sign requests."""
