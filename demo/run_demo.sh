@@ -4,6 +4,10 @@
 # 2. Encode the same 60 pictures with `excamera encode` (ExCamera[6,16], every step in this
 #    process) and check the result: one picture per input frame, a key frame exactly every N*x
 #    frames, vpxdec's pictures equal to ours (when vpxdec is installed), a sane SSIM.
+# 3. Run two pipelines (Sprocket pipespecs from pipelines/) on bundled real clips: the mirror
+#    effect on the bikes clip, and "find the scenes this person appears in" on bundled footage.
+#    The WebM files they write, and the ExCamera encode as WebM, are left in out/demo/ to open
+#    in any browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stream=demo/foreman_cif_60f.ivf
@@ -38,7 +42,7 @@ N=6
 X=16
 out="$work/foreman_excamera.ivf"
 start=$(now)
-excamera encode "$stream" -o "$out" 2> "$work/encode.log" || { cat "$work/encode.log" >&2; exit 1; }
+excamera encode "$stream" -o "$out" --workers 0 2> "$work/encode.log" || { cat "$work/encode.log" >&2; exit 1; }
 secs=$(since "$start")
 bytes=$(stat -c %s "$out")
 
@@ -99,3 +103,34 @@ if ! cmp -s "$out" "$work/w2.ivf"; then
     exit 1
 fi
 echo "excamera encode --workers 2: byte-identical to --workers 0 ($(stat -c %s "$work/w2.ivf") bytes, in ${secs}s)"
+
+# -- 3. pipelines ---------------------------------------------------------------------------------
+mkdir -p out/demo
+excamera encode "$stream" -o out/demo/foreman_excamera.webm --workers 2 2> /dev/null
+
+mirror=out/demo/bikes_mirror.webm
+start=$(now)
+excamera pipeline run pipelines/mirror.json -i input_0=tests/data/clips/compressed/bikes_640x272_100f.mp4 \
+    -o output_0=$mirror --workers 2 2> "$work/mirror.log" || { cat "$work/mirror.log" >&2; exit 1; }
+secs=$(since "$start")
+count() { python3 -c "
+import sys
+from excamera.video import open_video
+with open_video(sys.argv[1]) as v:
+    print(sum(1 for _ in v), f'{v.width}x{v.height}')" "$1"; }
+read -r n size <<< "$(count $mirror)"
+[ "$n" = 100 ] || { echo "MISMATCH: the mirror pipeline wrote $n frames, not 100" >&2; exit 1; }
+echo "excamera pipeline run pipelines/mirror.json: $n frames, $size (left half beside its mirror image), in ${secs}s"
+
+found=out/demo/found_person.webm
+start=$(now)
+excamera pipeline run pipelines/find_person.json -i input_0=tests/data/vision/scenes.mp4 \
+    -i input_1=tests/data/vision/person.png -o output_0=$found --workers 2 2> "$work/find.log" \
+    || { cat "$work/find.log" >&2; exit 1; }
+secs=$(since "$start")
+read -r n size <<< "$(count $found)"
+[ "$n" = 16 ] || { echo "MISMATCH: find_person kept $n frames, not the person's 2 scenes of 8" >&2; exit 1; }
+echo "excamera pipeline run pipelines/find_person.json: kept the person's 2 scenes of 7 ($n frames, boxes drawn), in ${secs}s"
+echo
+echo "Open these in a browser or any video player:"
+for f in out/demo/foreman_excamera.webm $mirror $found; do echo "  $(pwd)/$f"; done
