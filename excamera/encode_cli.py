@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -24,15 +25,16 @@ def add_parsers(sub) -> None:
         description="Encode INPUT (y4m or anything PyAV opens) to VP8 the ExCamera way: chunks of N "
                     "frames encoded independently, each chunk's first frame re-encoded against the "
                     "previous chunk's state and the rest rebased onto it, one key frame every N*x "
-                    "frames. --workers 0 runs every step in this process; --workers N runs them on N local "
-                    "worker processes through an embedded coordinator and rendezvous, or, with "
-                    "--coordinator, on N workers a running coordinator launches; the same output bytes.")
+                    "frames. --workers N (default: one per CPU) runs the steps on N local worker "
+                    "processes through an embedded coordinator and rendezvous, or, with --coordinator, "
+                    "on N workers a running coordinator launches; --workers 0 runs every step in this "
+                    "process; the same output bytes every way.")
     enc.add_argument("input", metavar="INPUT")
     enc.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT.ivf or OUT.webm")
-    enc.add_argument("--workers", type=int_in(0, 100000), default=0, metavar="N",
-                     help="0: run every step in this process (default); N > 0: run the job on the "
-                          "distributed runtime (an embedded coordinator and rendezvous, N local "
-                          "worker processes)")
+    enc.add_argument("--workers", type=int_in(0, 100000), default=None, metavar="N",
+                     help="N > 0: run the job on the distributed runtime (an embedded coordinator and "
+                          "rendezvous, N local worker processes; default: one per CPU); 0: run every "
+                          "step in this process")
     enc.add_argument("--spare", type=int_in(0, 100000), default=0, metavar="K",
                      help="K more workers for re-issued and straggling chunks (with --workers N)")
     enc.add_argument("--timeline", metavar="T.json",
@@ -203,6 +205,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     out = args.output
     if not out.lower().endswith((".ivf", ".webm")):
         raise CliError(f"-o {out}: the output must end in .ivf or .webm")
+    if args.workers is None:  # the machine's cores, through the embedded runtime
+        args.workers = os.cpu_count() or 1
     if args.workers == 0:
         for flag, value in (("--spare", args.spare), ("--timeline", args.timeline),
                             ("--coordinator", args.coordinator), ("--storage", args.storage)):

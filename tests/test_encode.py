@@ -75,7 +75,7 @@ def test_batches_of_chunks_save_bits_over_independent_chunks(frames):
 @requires_tool("vpxdec")
 def test_cli_output_decodes_in_vpxdec_like_ours(tmp_path):
     out = tmp_path / "out.ivf"
-    res = run("encode", CLIP, "-o", out, "--chunk-frames", 3, "--batch-chunks", 2)
+    res = run("encode", CLIP, "-o", out, "--chunk-frames", 3, "--batch-chunks", 2, "--workers", 0)
     assert res.returncode == 0, res.stderr
     ours = run("decode", out, "--frame-md5").stdout.split()[::2]
     assert len(ours) == 10
@@ -90,7 +90,7 @@ def test_cli_output_decodes_in_vpxdec_like_ours(tmp_path):
 @requires_tool("ffmpeg")
 def test_webm_output_decodes_in_ffmpeg_without_warnings(tmp_path):
     out = tmp_path / "out.webm"
-    res = run("encode", CLIP, "-o", out, "--chunk-frames", 5, "--first-pass", "native")
+    res = run("encode", CLIP, "-o", out, "--chunk-frames", 5, "--first-pass", "native", "--workers", 0)
     assert res.returncode == 0, res.stderr
     res = subprocess.run(["ffmpeg", "-v", "warning", "-i", str(out), "-f", "framemd5", "-"],
                          capture_output=True, text=True)
@@ -100,21 +100,21 @@ def test_webm_output_decodes_in_ffmpeg_without_warnings(tmp_path):
 
 def test_bad_input_one_line_and_nothing_written(tmp_path):
     out = tmp_path / "out.ivf"
-    res = run("encode", CLIP, "-o", out, "--chunk-frames", 12)
+    res = run("encode", CLIP, "-o", out, "--chunk-frames", 12, "--workers", 0)
     assert res.returncode == 1 and res.stderr.count("\n") == 1
     assert "fewer than one chunk of 12" in res.stderr and not out.exists()
     garbage = tmp_path / "garbage.y4m"
     garbage.write_bytes(b"YUV4MPEG2 nonsense\n")
-    res = run("encode", garbage, "-o", out)
+    res = run("encode", garbage, "-o", out, "--workers", 0)
     assert res.returncode == 1 and res.stderr.startswith("excamera: error:") and not out.exists()
     # Cut inside picture 7: batches before it are coded as it is read, yet nothing is written.
     data = CLIP.read_bytes()
     cut = tmp_path / "cut.y4m"
     cut.write_bytes(data[:len(data) * 75 // 100])
-    res = run("encode", cut, "-o", out, "--chunk-frames", 2, "--batch-chunks", 2, "--first-pass", "native")
+    res = run("encode", cut, "-o", out, "--chunk-frames", 2, "--batch-chunks", 2, "--first-pass", "native", "--workers", 0)
     assert res.returncode == 1 and res.stderr.count("\n") == 1 and "frame 7" in res.stderr, res.stderr
-    assert run("encode", CLIP, "-o", tmp_path / "out.mp4").returncode == 1
-    assert run("encode", CLIP, "-o", out, "--cq-level", 64).returncode == 2
+    assert run("encode", CLIP, "-o", tmp_path / "out.mp4", "--workers", 0).returncode == 1
+    assert run("encode", CLIP, "-o", out, "--cq-level", 64, "--workers", 0).returncode == 2
     assert sorted(tmp_path.iterdir()) == sorted([garbage, cut])
 
 
@@ -169,7 +169,7 @@ def _write_y4m(path, images):
 def test_webm_output_repeats_byte_for_byte(tmp_path):
     outs = []
     for name in ("a.webm", "b.webm"):
-        res = run("encode", CLIP, "-o", tmp_path / name, "--chunk-frames", 5, "--first-pass", "native")
+        res = run("encode", CLIP, "-o", tmp_path / name, "--chunk-frames", 5, "--first-pass", "native", "--workers", 0)
         assert res.returncode == 0, res.stderr
         outs.append((tmp_path / name).read_bytes())
     assert outs[0] == outs[1]

@@ -299,7 +299,7 @@ def test_cli_workers_2_same_bytes_as_workers_0_ivf_and_webm(tmp_path):
     common = ["--chunk-frames", 4, "--batch-chunks", 2, "--cq-level", 28, "--first-pass", "native"]
     for ext in ("ivf", "webm"):
         zero, two = tmp_path / f"w0.{ext}", tmp_path / f"w2.{ext}"
-        res = run("encode", CLIP, "-o", zero, *common)
+        res = run("encode", CLIP, "-o", zero, "--workers", 0, *common)
         assert res.returncode == 0, res.stderr
         res = run("encode", CLIP, "-o", two, "--workers", 2, "--timeline", tmp_path / "t.json", *common)
         assert res.returncode == 0, res.stderr
@@ -316,7 +316,7 @@ def test_cli_workers_2_same_bytes_as_workers_0_ivf_and_webm(tmp_path):
 
 def test_cli_errors(tmp_path):
     out = tmp_path / "o.ivf"
-    res = run("encode", CLIP, "-o", out, "--spare", 1)
+    res = run("encode", CLIP, "-o", out, "--workers", 0, "--spare", 1)
     assert res.returncode == 2 and "--spare needs --workers N" in res.stderr
     res = run("encode", CLIP, "-o", out, "--workers", 2, "--coordinator", "localhost:1", "--certs", tmp_path)
     assert res.returncode == 1 and res.stderr.count("\n") == 1
@@ -408,3 +408,16 @@ def test_job_shape_and_timeouts():
     assert 60 <= small.state("rebase").timeout_s < large.state("rebase").timeout_s < 3600
     assert large.state("receive-final").timeout_s > 4 * large.state("rebase").timeout_s
     assert big.fsm("excamera-encode-stitch").state("stitch").timeout_s == 24 * 3600
+
+
+def test_default_workers_are_the_cpus_through_the_runtime(tmp_path):
+    """Without --workers, excamera encode uses one worker process per CPU (the embedded runtime:
+    a timeline is written, with that many workers), and the same bytes as --workers 0."""
+    common = ["--chunk-frames", 5, "--batch-chunks", 2, "--cq-level", 28, "--first-pass", "native"]
+    zero, default = tmp_path / "w0.ivf", tmp_path / "default.ivf"
+    assert run("encode", CLIP, "-o", zero, "--workers", 0, *common).returncode == 0
+    res = run("encode", CLIP, "-o", default, "--timeline", tmp_path / "t.json", *common)
+    assert res.returncode == 0, res.stderr
+    assert default.read_bytes() == zero.read_bytes()
+    workers = json.loads((tmp_path / "t.json").read_text())["workers"]
+    assert len(workers) == min(os.cpu_count(), 4)   # no more workers than its 4 tasks (3 chunks, stitch) need

@@ -87,7 +87,7 @@ def jobs(address, client):
 def test_remote_encode_same_bytes_as_workers_0(daemon, tmp_path, ext):
     address, client, _ = daemon
     zero, remote = tmp_path / f"w0.{ext}", tmp_path / f"remote.{ext}"
-    res = excamera("encode", CLIP, "-o", zero, *SETTINGS)
+    res = excamera("encode", CLIP, "-o", zero, "--workers", 0, *SETTINGS)
     assert res.returncode == 0, res.stderr
     before = set(jobs(address, client))
     res = excamera("encode", CLIP, "-o", remote, "--workers", 2, "--coordinator", address, "--certs", client,
@@ -140,7 +140,7 @@ def test_remote_encode_usage_errors(tmp_path):
     assert res.returncode == 2 and "--certs goes with --coordinator" in res.stderr
     res = excamera("encode", CLIP, "-o", out, "--workers", 2, "--coordinator", "nowhere", "--certs", tmp_path)
     assert res.returncode == 2 and "HOST:PORT" in res.stderr
-    res = excamera("encode", CLIP, "-o", out, "--coordinator", "127.0.0.1:1", "--certs", tmp_path)
+    res = excamera("encode", CLIP, "-o", out, "--workers", 0, "--coordinator", "127.0.0.1:1", "--certs", tmp_path)
     assert res.returncode == 2 and "--coordinator needs --workers N" in res.stderr
     assert not out.exists()
 

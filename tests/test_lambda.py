@@ -356,7 +356,7 @@ def test_encode_on_lambda_same_bytes_as_in_process_no_compile_in_sandboxes(tmp_p
     import os
 
     ref, out, tl = tmp_path / "ref.ivf", tmp_path / "lambda.ivf", tmp_path / "t.json"
-    p = excamera("encode", CLIP, "-o", ref, "--chunk-frames", 2)
+    p = excamera("encode", CLIP, "-o", ref, "--chunk-frames", 2, "--workers", 0)
     assert p.returncode == 0, p.stderr
     with Endpoint({FUNCTION: {"timeout_s": 300, "memory_mb": 2048}},
                   env={"NUMBA_CACHE_DIR": None, "NUMBA_CPU_NAME": None, "NUMBA_CPU_FEATURES": None},
