@@ -194,10 +194,12 @@ async def fetch_remote(stub, job_id: str, job_key: str, key: str, max_bytes: int
 
 
 async def submit_remote(job: Job, coordinator: str, certs: str, *, inputs: Inputs = None, workers: int = 4,
-                        spare: int = 0, max_attempts: int = 3, on_event=None, on_submitted=None) -> JobResult:
+                        spare: int = 0, max_attempts: int = 3, on_event=None, on_submitted=None,
+                        pipeline: str = "") -> JobResult:
     """Submit ``job`` to a running coordinator over the Jobs service (inputs streamed in chunks),
     watch it to the end and fetch its result objects. ``on_submitted(job_id)`` is called once
-    the coordinator has accepted the job. If this coroutine is cancelled (Ctrl-C under
+    the coordinator has accepted the job; ``pipeline`` makes it a dynamic job (``pipeline.remote``).
+    If this coroutine is cancelled (Ctrl-C under
     ``asyncio.run``) after that, the job is cancelled on the coordinator before it returns."""
     import grpc
 
@@ -208,6 +210,7 @@ async def submit_remote(job: Job, coordinator: str, certs: str, *, inputs: Input
 
     bundle = tls.load(certs, need=tls.WORKER_FILES)
     spec = job_to_proto(job, workers=workers, spare=spare, max_attempts=max_attempts)
+    spec.pipeline = pipeline  # a dynamic job's planner (pipeline.remote), rebuilt by the coordinator
     async with grpc.aio.secure_channel(coordinator, tls.client_credentials(bundle), options=CLIENT_OPTIONS) as ch:
         stub = jpb_grpc.JobsStub(ch)
         ref = await stub.SubmitStream(_submit_parts(spec, inputs))

@@ -113,13 +113,15 @@ class Coordinator:
                  rendezvous: str | None = None, launcher=None, rendezvous_limits: dict | None = None,
                  max_input_bytes: int = MAX_INPUT_BYTES, max_input_object_bytes: int = MAX_INPUT_OBJECT_BYTES,
                  keep: bool = True, speculation: eng.Speculation | None = None,
-                 public_address: str | None = None):
+                 public_address: str | None = None, planner_factory=None):
         """``storage_root``: a directory, ``s3://BUCKET/PREFIX`` (``open_storage``) or a Storage;
         workers are told its URL. ``keep=False`` removes each job's objects once nobody can use
         them: a failed or cancelled job's when it ends, a succeeded job's inputs and intermediates
         when it ends and its results once each has been fetched (or when the coordinator stops).
         ``speculation`` tunes speculative execution (``coordinator.engine.Speculation``);
-        ``public_address`` is where workers elsewhere (cloud functions) dial."""
+        ``public_address`` is where workers elsewhere (cloud functions) dial.
+        ``planner_factory(json) -> (planner, first tasks)`` lets clients submit dynamic jobs
+        (pipelines: ``pipeline.remote.planner_from_json``)."""
         self.bundle = bundle
         self.secret = tokens.new_secret()
         self.max_input_bytes = max_input_bytes
@@ -127,6 +129,7 @@ class Coordinator:
         self._next_worker = 1
         self.storage = storage_root if isinstance(storage_root, Storage) else open_storage(storage_root)
         self.keep = keep
+        self.planner_factory = planner_factory
         self.listen = listen
         self.rendezvous_address = rendezvous
         # Where workers elsewhere (cloud functions) dial; port 0 means the port bound here.
@@ -302,6 +305,21 @@ class Coordinator:
             except Exception as e:  # noqa: BLE001 - a report must not fail the job
                 log.warning("coordinator: job %s: cost: %s", job_id, e)
         return tl
+
+    def planner_for(self, spec, job: Job):
+        """The planner of a submitted dynamic job (``JobSpec.pipeline``), made by the
+        ``planner_factory`` this coordinator was given; its first tasks must be the job's."""
+        if not spec.pipeline:
+            return None
+        if self.planner_factory is None:
+            raise InputError("this coordinator runs no pipelines (it was started without a planner factory)")
+        try:
+            planner, first = self.planner_factory(spec.pipeline)
+        except ValueError as e:
+            raise InputError(f"pipeline: {e}") from None
+        if sorted(t.task_id for t in first) != sorted(t.task_id for t in job.tasks):
+            raise InputError("pipeline: its planner's first tasks are not the job's")
+        return planner
 
     def check_job_key(self, job_id: str, key: str) -> JobHandle | None:
         h = self.handles.get(job_id)
@@ -609,10 +627,11 @@ class _JobsServicer(jpb_grpc.JobsServicer):
             job = job_from_proto(request)
             for key in request.inputs:
                 check_key(key)
+            planner = self.c.planner_for(request, job)
             job_id, key = await self.c.submit(
                 job, workers=request.workers or 1, spare=request.spare,
-                max_attempts=request.max_attempts or 3, inputs=dict(request.inputs))
-        except (FsmError, StorageError) as e:
+                max_attempts=request.max_attempts or 3, inputs=dict(request.inputs), planner=planner)
+        except (FsmError, StorageError, InputError) as e:
             log.warning("coordinator: refused a job: %s", e)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         return jpb.JobRef(job_id=job_id, job_key=key)
@@ -632,6 +651,7 @@ class _JobsServicer(jpb_grpc.JobsServicer):
                         if kind != "spec":
                             raise InputError("the first part of a streamed submission must be the job spec")
                         spec, job = part.spec, job_from_proto(part.spec)
+                        planner = c.planner_for(spec, job)
                         upload = _Upload(storage, c.max_input_bytes, c.max_input_object_bytes)
                         for key, data in spec.inputs.items():  # small inline inputs count too
                             upload.add(jpb.InputChunk(key=key, size=len(data),
@@ -644,7 +664,7 @@ class _JobsServicer(jpb_grpc.JobsServicer):
                     raise InputError("an empty submission (no job spec)")
                 upload.finish()
                 job_id, key = await c.submit(job, workers=spec.workers or 1, spare=spec.spare,
-                                             max_attempts=spec.max_attempts or 3, job_id=job_id)
+                                             max_attempts=spec.max_attempts or 3, job_id=job_id, planner=planner)
                 submitted = True
 
                 def orphaned(ctx, job_id=job_id):

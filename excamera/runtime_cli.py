@@ -195,9 +195,12 @@ def cmd_coordinator_serve(args: argparse.Namespace) -> int:
             tls.write(bundle.for_worker(), certs, overwrite=True)
             launcher = LocalLauncher(certs)
         try:
+            from pipeline.remote import planner_from_json
+
             c = Coordinator(bundle, storage, listen=args.listen, rendezvous=args.rendezvous,
                             launcher=launcher, keep=args.keep,
-                            public_address=args.public_address if lam else None)
+                            public_address=args.public_address if lam else None,
+                            planner_factory=planner_from_json)  # clients may submit pipelines
             await c.start()
         except OSError as e:
             raise CliError(f"coordinator: {e.strerror or e}") from None
@@ -252,6 +255,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _setup_logging("WARNING")
     import worker.codec_ops  # noqa: F401 - registers the real codec operations (imports no codec yet)
     import worker.fakecodec  # noqa: F401 - registers the fake codec operations
+    import pipeline.worker_op  # noqa: F401 - registers pipeline-stage (a pipeline task)
     for module in args.ops:
         try:
             importlib.import_module(module)

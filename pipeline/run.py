@@ -226,6 +226,7 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], *,
     stage_modules = tuple(stage_modules)
     try:
         load_modules(stage_modules)
+        doc = _spec_doc(spec) if coordinator else None
         spec = _load_spec(spec)
     except (SpecError, StageError) as e:
         raise PipelineError(str(e)) from None
@@ -233,9 +234,13 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], *,
         workers = os.cpu_count() or 1
     if workers < 0 or spare < 0:
         raise PipelineError(f"workers {workers} and spare {spare} must be 0 or more")
-    if coordinator:
-        raise PipelineError("pipelines cannot run on a remote coordinator yet (the Jobs service cannot "
-                            "carry a pipeline's planner); leave out --coordinator")
+    if coordinator and (workers == 0 or not certs):
+        raise PipelineError("--coordinator needs --workers N (N > 0) and --certs DIR")
+    if coordinator and timeline:
+        raise PipelineError("--timeline is written by an embedded coordinator; a running one keeps its own")
+    if coordinator and (storage or backend):
+        raise PipelineError("a running coordinator has its own storage and workers: leave out --storage "
+                            "and --backend")
     _check_files(spec, inputs, outputs)
     try:
         sched = make_scheduler(scheduler if scheduler is not None else spec.scheduler)
@@ -276,21 +281,20 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], *,
             raise PipelineError("the pipeline planned no task for its inputs")
         if workers == 0:
             ran = run_here(planner, first, here)
-        else:
-            def pairs():
-                for key in keys:
-                    path = os.path.join(spool, key.replace("/", "__"))
-                    with open(path, "rb") as f:
-                        data = f.read()
-                    os.unlink(path)
-                    yield key, data
+        elif coordinator:
+            from pipeline.remote import planner_json
 
+            text = planner_json(doc, sources, scheduler if scheduler is not None else spec.scheduler,
+                                stage_modules)
+            ran, frames_out = _run_remote(spec, planner, first, text, pairs(spool, keys), outputs, coordinator,
+                                          certs, workers, spare, max_attempts, media_io, decode)
+        else:
             job = Job("pipeline", planner.fsms(), tuple(first))
             job_id = Coordinator.new_job_id()
             where = storage or os.path.join(root, "store")
             try:
                 with _worker_path(stage_modules):
-                    result = run_job(job, inputs=pairs(), workers=workers, spare=spare,
+                    result = run_job(job, inputs=pairs(spool, keys), workers=workers, spare=spare,
                                      max_attempts=max_attempts, storage=where, job_id=job_id,
                                      timeline=timeline, timeout_s=timeout_s, planner=planner,
                                      ops_modules=("pipeline.worker_op", *stage_modules), **(backend or {}))
@@ -303,10 +307,11 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], *,
             job_storage = open_storage(result.storage_root).scoped(result.storage_prefix)
             ran = len(planner.tasks)
         try:
-            _write_outputs(spec, planner, here if workers == 0 else job_storage, outputs, media_io, decode,
-                           (BadValue, StorageError))
+            if not coordinator:
+                _write_outputs(spec, planner, here if workers == 0 else job_storage, outputs, media_io, decode,
+                               (BadValue, StorageError))
         finally:
-            if workers:
+            if workers and not coordinator:
                 _drop(storage, job_id, keep)
         if timeline:
             _add_to_timeline(timeline, planner, time.monotonic() - t0)
@@ -314,8 +319,82 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], *,
         if storage_dir is None:
             shutil.rmtree(root, ignore_errors=True)
     return {"tasks": ran, "nodes": planner.progress(), "seconds": round(time.monotonic() - t0, 3),
-            "outputs": {name: sum(i.count for i in planner.sink_items(name)) for name in outputs},
+            "outputs": frames_out if coordinator else {name: sum(i.count for i in planner.sink_items(name))
+                                                       for name in outputs},
             "schedule": planner.scheduler.report()}
+
+
+def pairs(spool: str, keys: list[str]):
+    """The spooled source objects, (key, bytes) one at a time, each file removed once read."""
+    for key in keys:
+        path = os.path.join(spool, key.replace("/", "__"))
+        with open(path, "rb") as f:
+            data = f.read()
+        os.unlink(path)
+        yield key, data
+
+
+def _spec_doc(spec) -> dict:
+    """The pipespec as JSON (a remote coordinator rebuilds the planner from it)."""
+    import json
+
+    if isinstance(spec, Mapping):
+        return dict(spec)
+    if isinstance(spec, Spec):
+        if spec.doc is None:
+            raise PipelineError("a remote coordinator needs the pipespec as JSON; this Spec was not made from it")
+        return spec.doc
+    try:
+        with open(os.fspath(spec)) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise PipelineError(f"{spec}: {_line(e)}") from None
+
+
+def _run_remote(spec, planner, first, text, inputs, outputs, coordinator, certs, workers, spare,
+                max_attempts, media_io, decode) -> tuple[int, dict[str, int]]:
+    """Submit the pipeline to a running coordinator, fetch the sink objects, write the outputs."""
+    import asyncio
+
+    from coordinator.api import JobFailed, submit_remote
+    from coordinator.fsm import Job
+    from excamera.storage import StorageError
+    from pipeline.remote import sink_of
+    from pipeline.values import BadValue
+
+    job = Job("pipeline", planner.fsms(), tuple(first))
+    try:
+        result = asyncio.run(submit_remote(job, coordinator, certs, inputs=inputs, workers=workers, spare=spare,
+                                           max_attempts=max_attempts, pipeline=text))
+    except JobFailed as e:
+        raise PipelineError(_line(e)) from None
+    except (OSError, ValueError, StorageError) as e:
+        raise PipelineError(f"--coordinator {coordinator}: {_line(e)}") from None
+    except Exception as e:  # noqa: BLE001 - grpc's errors: one line
+        raise PipelineError(f"--coordinator {coordinator}: {_line(e)}") from None
+    by_sink: dict[str, list] = {name: [] for name in outputs}
+    try:
+        for key, data in result.data.items():
+            sink = sink_of(spec, key)
+            if sink in by_sink:
+                by_sink[sink].append((key, decode(spec.outputs[sink].port_type, data)))
+    except BadValue as e:
+        raise PipelineError(_line(e)) from None
+    written = []
+    try:
+        for name, path in outputs.items():
+            values = [v for _, v in sorted(by_sink[name], key=lambda kv: (kv[1].start, kv[0]))]
+            if not values:
+                raise PipelineError(f"{name}: the pipeline produced nothing for this output")
+            try:
+                media_io.write_output(path, spec.outputs[name].port_type, values)
+            except (ValueError, OSError) as e:
+                raise PipelineError(f"{name}: {_line(e)}") from None
+            written.append(path)
+    except BaseException:
+        _remove(written)
+        raise
+    return len(planner.tasks), {name: sum(v.count for _, v in by_sink[name]) for name in outputs}
 
 
 def _drop(storage: str | None, job_id: str, keep: bool) -> None:

@@ -118,6 +118,7 @@ class Spec:
     outputs: dict[str, Stream]                 # output_N -> the stream into it
     scheduler: Any = None
     upstream: dict[str, set[str]] = field(default_factory=dict)  # node -> nodes feeding it
+    doc: Any = None                            # the JSON object it was made from
 
     @property
     def fsm_names(self) -> dict[str, str]:
@@ -371,7 +372,7 @@ def validate(doc: Any) -> Spec:
     if scheduler is not None and not isinstance(scheduler, (str, dict)):
         raise SpecError("pipespec: scheduler must be a name or an object")
     return Spec({n: nodes[n] for n in order}, streams, dict(sorted(inputs.items())),
-                dict(sorted(outputs.items())), scheduler, upstream)
+                dict(sorted(outputs.items())), scheduler, upstream, doc)
 
 
 def _topological(nodes: dict[str, Node], upstream: dict[str, set[str]]) -> list[str]:

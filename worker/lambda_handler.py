@@ -106,6 +106,7 @@ def handler(event, context):
     from excamera import tls
     import worker.codec_ops  # noqa: F401 - registers the codec operations (imports no codec yet)
     import worker.fakecodec  # noqa: F401 - registers the fake codec operations
+    import pipeline.worker_op  # noqa: F401 - registers pipeline-stage (a pipeline task)
     from worker.runtime import run_worker
 
     remaining = getattr(context, "get_remaining_time_in_millis", None)

@@ -1,0 +1,77 @@
+"""A pipeline submitted to a running coordinator (``excamera pipeline run --coordinator``).
+
+A pipeline is a dynamic job: its planner lives where the engine runs. The client reads the
+sources into items as for a local run, plans the first tasks, and sends the Jobs service the job
+(those tasks and every node's FSM), the source objects, and the planner as JSON
+(``JobSpec.pipeline``): the pipespec as written, the source items, the scheduler and the stage
+modules. The coordinator rebuilds the planner from it (``planner_from_json``, its
+``planner_factory``) and checks that it plans the same first tasks: planning depends on the data
+only, so both sides agree. The sink objects come back as the job's result; each value carries
+its place in the video, so the client puts them in order and writes the outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pipeline.delivery import Item
+
+#: Format of the JSON (bumped when it changes).
+VERSION = 1
+
+
+def _item(i: Item) -> dict:
+    return {"key": i.key, "sha256": i.sha256, "size": i.size, "type": i.port_type, "lineage": i.lineage,
+            "start": i.start, "count": i.count, "fps": list(i.fps), "meta": i.meta, "source": i.source}
+
+
+def planner_json(doc: dict, sources: dict[tuple[str, str], list[Item]], scheduler: Any = None,
+                 stage_modules: tuple[str, ...] = ()) -> str:
+    """What the coordinator needs to plan the pipeline ``doc`` (the pipespec's JSON object)."""
+    return json.dumps({"version": VERSION, "spec": doc, "scheduler": scheduler, "stages": list(stage_modules),
+                       "sources": [{"name": n, "port": p, "items": [_item(i) for i in items]}
+                                   for (n, p), items in sorted(sources.items())]},
+                      sort_keys=True, separators=(",", ":"))
+
+
+def planner_from_json(text: str):
+    """(a started ``PipelinePlanner``, its first tasks) from ``planner_json``'s output; ValueError
+    in one line when it is not one (the Jobs service answers INVALID_ARGUMENT)."""
+    from coordinator.engine import PlanError
+    from pipeline.planner import PipelinePlanner
+    from pipeline.schedulers import make_scheduler
+    from pipeline.spec import validate
+    from pipeline.stage import load_modules
+
+    try:
+        doc = json.loads(text)
+        if not isinstance(doc, dict) or doc.get("version") != VERSION:
+            raise ValueError(f"not a pipeline of format {VERSION}")
+        load_modules(doc.get("stages") or ())
+        spec = validate(doc["spec"])
+        planner = PipelinePlanner(spec, scheduler=make_scheduler(doc.get("scheduler")))
+        for src in doc["sources"]:
+            items = [Item(d["key"], d["sha256"], int(d["size"]), d["type"], int(d["lineage"]), int(d["start"]),
+                          int(d["count"]), tuple(d["fps"]), dict(d.get("meta") or {}), d.get("source", ""))
+                     for d in src["items"]]
+            planner.add_input(src["name"], src["port"], items)
+        return planner, planner.start()
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"malformed pipeline JSON ({type(e).__name__}: {e})") from None
+    except PlanError as e:
+        raise ValueError(str(e)) from None
+
+
+def sink_of(spec, key: str) -> str | None:
+    """The sink an object of a node's output goes to, from its key (``n/<node>/<group>.<port>.<i>``,
+    ``pipeline.worker_op``), or None."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] != "n":
+        return None
+    node, name = parts[1], parts[2]
+    fields = name.split(".")
+    if len(fields) < 3 or node not in spec.nodes:
+        return None
+    stream = spec.nodes[node].outputs.get(fields[-2])
+    return stream.dst if stream is not None and stream.dst in spec.outputs else None
