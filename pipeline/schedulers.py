@@ -41,6 +41,7 @@ class Scheduler:
         self.depth: dict[str, int] = {}
         self.downstream: dict[str, list[str]] = {}
         self.times: dict[str, list[float]] = {}
+        self.first_output: float | None = None
 
     def bind(self, spec, clock) -> None:
         """Learn the DAG: each node's distance to the nearest output, and what it feeds."""
@@ -63,13 +64,15 @@ class Scheduler:
         self.times.setdefault(node, []).append(seconds)
 
     def output(self, sink: str, item) -> None:
-        pass
+        if self.first_output is None:
+            self.first_output = self.clock() - self.t0
 
     def order(self, ready: list, now: float) -> list:
         return ready
 
     def report(self) -> dict:
-        return {"scheduler": self.name}
+        """The scheduler's name and the seconds from the start to the first output piece."""
+        return {"scheduler": self.name, "first_output_s": self.first_output}
 
 
 FifoScheduler = Scheduler
@@ -133,6 +136,7 @@ class StreamingScheduler(PriorityScheduler):
         return released
 
     def output(self, sink: str, item) -> None:
+        super().output(sink, item)
         self.outputs += 1
         t = item.start * item.fps[1] / item.fps[0]
         late = self.clock() - self.due(t)
@@ -141,7 +145,7 @@ class StreamingScheduler(PriorityScheduler):
                                 "late_s": round(late, 3)})
 
     def report(self) -> dict:
-        return {"scheduler": self.name, "deadline_s": self.deadline, "outputs": self.outputs,
+        return {**super().report(), "deadline_s": self.deadline, "outputs": self.outputs,
                 "misses": self.misses}
 
 

@@ -1,0 +1,142 @@
+"""The grayscale pipeline against ffmpeg, side by side in one run (issue 11's benchmark), and the
+schedulers' figures (issue 12).
+
+Input: the bundled 720p bigbuckbunny clip (30 frames) looped by ffmpeg's stream copy to >= 600
+frames. Then, each timed as a whole process (wall time):
+
+* ``excamera pipeline run pipelines/grayscale.json --workers W`` (decode, grayscale, encode with
+  libvpx at cq-level 20 through PyAV, joined into one WebM);
+* ``ffmpeg -threads W -i IN -vf hue=s=0 -c:v libvpx -crf 20 -b:v 1G -deadline good -cpu-used 1``
+  (the same libvpx settings; ``-b:v`` only lets ``-crf`` act as VP8's constant quality).
+
+Both outputs are scored with SSIM against ffmpeg's own raw grayscale pictures, and their sizes
+reported. ``--schedulers`` also runs the pipeline under fifo, priority and streaming (deadline
+``--deadline``) and reports the time to the first output piece, the streaming misses, and the
+workers' busy seconds (from the timeline) against priority.
+
+    python bench/grayscale_bench.py [--workers 2] [--frames 600] [--schedulers] [--deadline 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+CLIP = os.path.join(ROOT, "tests", "data", "clips", "compressed", "bigbuckbunny_1280x720_30f.mp4")
+
+
+def sh(cmd: list[str], **kw) -> float:
+    """Run ``cmd``; its wall time in seconds (it must succeed)."""
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if p.returncode:
+        sys.exit(f"bench: {' '.join(cmd[:4])}... failed:\n{p.stderr[-2000:]}")
+    return time.perf_counter() - t0
+
+
+def looped(work: str, frames: int) -> str:
+    loops = -(-frames // 30)
+    out = os.path.join(work, f"bbb_{loops * 30}f.mp4")
+    sh(["ffmpeg", "-nostdin", "-v", "error", "-stream_loop", str(loops - 1), "-i", CLIP, "-c", "copy", out])
+    return out
+
+
+def ssim_against(raw_yuv: str, video: str, width: int, height: int) -> float:
+    import numpy as np
+
+    from codec.image import Image
+    from codec.ssim import mean_ssim
+    from excamera.video import open_video
+
+    frame = width * height * 3 // 2
+
+    def reference():
+        with open(raw_yuv, "rb") as f:
+            while data := f.read(frame):
+                a = np.frombuffer(data, np.uint8)
+                cw, ch = width // 2, height // 2
+                yield Image(a[:width * height].reshape(height, width),
+                            a[width * height:width * height + cw * ch].reshape(ch, cw),
+                            a[width * height + cw * ch:].reshape(ch, cw))
+
+    with open_video(video) as v:
+        return mean_ssim(reference(), iter(v)).all
+
+
+def busy_seconds(timeline: dict) -> float:
+    """Seconds the workers spent in tasks (their state histories)."""
+    total = 0.0
+    for w in timeline.get("workers", []):
+        hist = w["history"]
+        for (t, label), nxt in zip(hist, hist[1:] + [[timeline["duration"], "end"]]):
+            if ":" in label:
+                total += nxt[0] - t
+    return total
+
+
+def schedulers(src: str, work: str, workers: int, deadline: float) -> None:
+    from pipeline.run import run_pipeline
+
+    rows = {}
+    for name in ("fifo", "priority", "streaming"):
+        sched = {"name": "streaming", "deadline": deadline} if name == "streaming" else name
+        tl = os.path.join(work, f"{name}.json")
+        t0 = time.perf_counter()
+        summary = run_pipeline(os.path.join(ROOT, "pipelines", "grayscale.json"), {"input_0": src},
+                               {"output_0": os.path.join(work, f"{name}.webm")}, workers=workers,
+                               scheduler=sched, timeline=tl)
+        wall = time.perf_counter() - t0
+        with open(tl) as f:
+            timeline = json.load(f)
+        rows[name] = (wall, summary["schedule"], busy_seconds(timeline), timeline["duration"] * workers)
+    print(f"\nschedulers, {workers} workers (first output = the first encoded piece reaching the sink):")
+    for name, (wall, sched, busy, held) in rows.items():
+        extra = ""
+        if name == "streaming":
+            extra = (f", deadline {deadline:g} s: {len(sched['misses'])} of {sched['outputs']} pieces late; "
+                     f"busy worker-seconds {busy / rows['priority'][2]:.2f}x priority's")
+        print(f"  {name:9} wall {wall:6.1f} s, first output at {sched.get('first_output_s', float('nan')):6.2f} s, "
+              f"busy {busy:6.1f} worker-s, held {held:6.1f} worker-s{extra}")
+    print(f"  time to the first output, priority / fifo: "
+          f"{rows['priority'][1]['first_output_s'] / rows['fifo'][1]['first_output_s']:.2f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--frames", type=int, default=600)
+    ap.add_argument("--schedulers", action="store_true")
+    ap.add_argument("--deadline", type=float, default=20.0)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="excamera-graybench-") as work:
+        src = looped(work, args.frames)
+        raw = os.path.join(work, "raw.yuv")
+        sh(["ffmpeg", "-nostdin", "-v", "error", "-i", src, "-vf", "hue=s=0", "-pix_fmt", "yuv420p", "-f", "rawvideo",
+            raw])
+        ours, theirs = os.path.join(work, "ours.webm"), os.path.join(work, "ffmpeg.webm")
+        t_ours = sh([sys.executable, "-m", "excamera", "pipeline", "run", os.path.join(ROOT, "pipelines", "grayscale.json"),
+                     "-i", f"input_0={src}", "-o", f"output_0={ours}", "--workers", str(args.workers)], cwd=ROOT)
+        t_ff = sh(["ffmpeg", "-nostdin", "-v", "error", "-threads", str(args.workers), "-i", src, "-vf", "hue=s=0",
+                   "-c:v", "libvpx", "-crf", "20", "-b:v", "1G", "-deadline", "good", "-cpu-used", "1",
+                   "-threads", str(args.workers), theirs])
+        n = os.path.getsize(raw) // (1280 * 720 * 3 // 2)
+        print(f"grayscale pipeline, {n} frames of 1280x720, {args.workers} workers / threads, whole-process wall time:")
+        for label, t, path in (("excamera pipeline run", t_ours, ours), ("ffmpeg hue=s=0 + libvpx", t_ff, theirs)):
+            print(f"  {label:24} {t:7.2f} s  {os.path.getsize(path):>10,} bytes  "
+                  f"SSIM {ssim_against(raw, path, 1280, 720):.4f}")
+        print(f"  excamera / ffmpeg: {t_ours / t_ff:.2f}x wall (target <= 1.5x)")
+        if args.schedulers:
+            schedulers(src, work, args.workers, args.deadline)
+
+
+if __name__ == "__main__":
+    main()
