@@ -36,8 +36,9 @@ def _numba_env(monkeypatch):
     for k in ("NUMBA_CACHE_DIR", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"):
         if k in os.environ:
             monkeypatch.setenv(k, os.environ[k])
-        else:
-            monkeypatch.delenv(k, raising=False)
+        else:  # (delenv of an absent key records nothing to undo: set it first, so undo removes it)
+            monkeypatch.setenv(k, "")
+            monkeypatch.delenv(k)
 
 
 @pytest.fixture
