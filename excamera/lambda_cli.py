@@ -206,7 +206,7 @@ def cmd_package(args: argparse.Namespace) -> int:
         for name in ("setup.cfg", "pyproject.toml", "README.md", "LICENSE"):
             if os.path.exists(os.path.join(root, name)):
                 shutil.copy(os.path.join(root, name), src)
-        for package in _packages(root):
+        for package in sorted({p.split(".")[0] for p in _packages(root)}):  # subpackages come along
             shutil.copytree(os.path.join(root, package), os.path.join(src, package),
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.nbi", "*.nbc"))
         build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
