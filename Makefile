@@ -40,6 +40,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/excamera_bench.py $(BENCH_EXCAMERA_ARGS)
 	$(BIN)/python bench/lambda_launch_bench.py
 	$(BIN)/python bench/lambda_cold_start_bench.py
+	$(BIN)/python bench/lambda_projection.py
+	$(BIN)/python bench/pipeline_bench.py --dispatch
+	$(BIN)/python bench/grayscale_bench.py --workers 2 --schedulers
 	$(BIN)/excamera bench runtime --workers 1000
 	$(BIN)/python bench/distributed_bench.py --workers 2
 
