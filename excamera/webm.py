@@ -21,6 +21,20 @@ from codec.errors import ContainerError
 from codec.ivf import FRAME_HEADER_SIZE, AtomicFile, IvfHeader
 
 
+def mux_vp8(av, container, probe, frames, pts, key_frames, shown, time_base) -> None:
+    """Mux VP8 ``frames`` into an open PyAV ``container`` (WebM, or DASH's WebM segments) as one
+    stream copied from ``probe``'s (``_template``): no re-encode; hidden frames last no time."""
+    stream = container.add_stream_from_template(probe.streams.video[0])
+    for data, t, key, visible in zip(frames, pts, key_frames, shown):
+        packet = av.Packet(data)
+        packet.stream = stream
+        packet.time_base = time_base
+        packet.pts = packet.dts = t
+        packet.duration = 1 if visible else 0
+        packet.is_keyframe = key
+        container.mux(packet)
+
+
 def write_webm(path: str | os.PathLike, frames: list[bytes], pts: list[int], key_frames: list[bool],
                shown: list[bool], width: int, height: int, rate: tuple[int, int]) -> None:
     """Mux VP8 ``frames`` (decode order) into a WebM file at ``path``.
@@ -42,15 +56,7 @@ def write_webm(path: str | os.PathLike, frames: list[bytes], pts: list[int], key
             # bitexact: no random segment UID or writing-application string, so the bytes repeat.
             container = av.open(out.file, "w", format="webm", container_options={"fflags": "+bitexact"})
             try:
-                stream = container.add_stream_from_template(probe.streams.video[0])
-                for data, t, key, visible in zip(frames, pts, key_frames, shown):
-                    packet = av.Packet(data)
-                    packet.stream = stream
-                    packet.time_base = time_base
-                    packet.pts = packet.dts = t
-                    packet.duration = 1 if visible else 0
-                    packet.is_keyframe = key
-                    container.mux(packet)
+                mux_vp8(av, container, probe, frames, pts, key_frames, shown, time_base)
             finally:
                 container.close()
     except av.error.FFmpegError as e:

@@ -465,7 +465,7 @@ def _write_dash(path: str, stream: _Stream) -> None:
     beside ``path``; the segments are moved out first, the manifest last."""
     import av
 
-    from excamera.webm import _template
+    from excamera.webm import _template, mux_vp8
     directory, name = os.path.split(os.path.abspath(path))
     stem = os.path.splitext(name)[0]
     work = tempfile.mkdtemp(prefix=f".{name}.", dir=directory)
@@ -481,15 +481,7 @@ def _write_dash(path: str, stream: _Stream) -> None:
         with _template(av, stream.frames[0], stream.width, stream.height, stream.fps) as probe:
             c = av.open(os.path.join(work, name), "w", format="dash", container_options=options)
             try:
-                s = c.add_stream_from_template(probe.streams.video[0])
-                for data, t, key, shown in zip(stream.frames, stream.pts, stream.keys, stream.shown):
-                    p = av.Packet(data)
-                    p.stream = s
-                    p.time_base = tb
-                    p.pts = p.dts = t
-                    p.duration = 1 if shown else 0
-                    p.is_keyframe = key
-                    c.mux(p)
+                mux_vp8(av, c, probe, stream.frames, stream.pts, stream.keys, stream.shown, tb)
             finally:
                 c.close()
         for f in sorted(os.listdir(work)):
