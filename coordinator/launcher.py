@@ -101,9 +101,13 @@ class LocalLauncher:
                 if p.poll() is None and (job_id is None or j == job_id)]
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Wait for workers to exit after their shutdown; terminate stragglers, then kill."""
+        """Wait for workers to exit after their shutdown; terminate stragglers, then kill. A worker
+        frozen by a signal (stopped: it can neither exit nor handle SIGTERM) is killed at once."""
         deadline = time.monotonic() + grace
         while self.pids() and time.monotonic() < deadline:
+            for pid in self.pids():
+                if _stopped(pid):
+                    self.procs[pid][1].kill()
             await asyncio.sleep(0.05)
         for _, p, _ in self.procs.values():
             if p.poll() is None:
@@ -116,3 +120,12 @@ class LocalLauncher:
                 p.kill()
                 p.wait()
         self.procs.clear()
+
+
+def _stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP, a debugger): state T or t in /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"T", b"t")
+    except (OSError, IndexError):
+        return False

@@ -115,7 +115,7 @@ def test_encode_storage_bad_input_one_line_in_seconds(s3_server, env, bucket, tm
         assert took < 15, (url, took)
     assert s3_server.keys(bucket) == [] and not out.exists()
     # Usage: --keep without --storage, --storage without workers or with --coordinator.
-    for args in (["--workers", 2, "--keep"], ["--storage", f"s3://{bucket}/x"],
+    for args in (["--workers", 2, "--keep"], ["--workers", 0, "--storage", f"s3://{bucket}/x"],
                  ["--workers", 2, "--storage", f"s3://{bucket}/x", "--coordinator", "127.0.0.1:1", "--certs", tmp_path]):
         p = excamera("encode", CLIP, "-o", out, *args, *ARGS, env=env, timeout=60)
         assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr

@@ -533,7 +533,7 @@ def test_coordinator_serve_with_lambda_workers(tmp_path, aws):
         env = dict(os.environ, AWS_ENDPOINT_URL_LAMBDA=ep.url)
         coord = subprocess.Popen([sys.executable, "-m", "excamera", "coordinator", "serve", "--listen",
                                   f"127.0.0.1:{port}", "--certs", str(certs), "--storage", str(tmp_path / "store"),
-                                  "--backend", "lambda", "--function", FUNCTION, "--region", "us-east-1",
+                                  "--keep", "--backend", "lambda", "--function", FUNCTION, "--region", "us-east-1",
                                   "--public-address", f"127.0.0.1:{port}"],
                                  cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
         try:

@@ -13,7 +13,7 @@ from coordinator.engine import Engine, PlanError, Result
 from coordinator.fsm import Job
 from excamera.storage import LocalStorage
 from pipeline.delivery import Item
-from pipeline.planner import PipelinePlanner
+from pipeline.planner import ARGS, PipelinePlanner
 from pipeline.spec import validate
 from pipeline.values import FrameBatch
 from pipeline.worker_op import run_stage
@@ -66,7 +66,7 @@ def drive(planner, storage, rng, log=None, tasks=None):
         task = ready.pop(rng.randrange(len(ready)))
         if tasks is not None:
             tasks.append(task)
-        out = run_stage(storage, task_id=task.task_id, **task.params)
+        out = run_stage(storage, task_id=task.task_id, **{a: task.params[a] for a in ARGS})
         ran.append(task.task_id)
         new = planner.on_done(task.task_id, {"run": out})
         if log is not None:

@@ -28,6 +28,7 @@ previous.count == frames.start``). Without it, a batch's first frame (other than
 from __future__ import annotations
 
 import hashlib
+import os
 from fractions import Fraction
 
 import numpy as np
@@ -215,15 +216,28 @@ _MODELS: dict[str, object] = {}
 _REFERENCES: dict[tuple, np.ndarray] = {}
 
 
+def _model_dir() -> str:
+    """Where ``face-recognition-models`` keeps dlib's model files. Found, not imported: that
+    package's ``__init__`` needs ``pkg_resources``, which setuptools 81 and later no longer ship."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingExtra("the vision stages need face-recognition-models (dlib's face models); "
+                           "install them with: pip install 'excamera[vision]'")
+    return os.path.join(list(spec.submodule_search_locations)[0], "models")
+
+
 def _models():
     """dlib's HOG face detector, 5-point shape predictor and ResNet face encoder, loaded once per
     process (a worker runs many tasks)."""
     if not _MODELS:
         dlib = _import("dlib")
-        frm = _import("face_recognition_models")
+        models = _model_dir()
         _MODELS.update(detector=dlib.get_frontal_face_detector(),
-                       shape=dlib.shape_predictor(frm.pose_predictor_five_point_model_location()),
-                       encoder=dlib.face_recognition_model_v1(frm.face_recognition_model_location()))
+                       shape=dlib.shape_predictor(os.path.join(models, "shape_predictor_5_face_landmarks.dat")),
+                       encoder=dlib.face_recognition_model_v1(
+                           os.path.join(models, "dlib_face_recognition_resnet_model_v1.dat")))
     return _MODELS
 
 
