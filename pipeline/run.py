@@ -244,6 +244,7 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], *,
     _check_files(spec, inputs, outputs)
     try:
         sched = make_scheduler(scheduler if scheduler is not None else spec.scheduler)
+        sched.workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
         planner = PipelinePlanner(spec, on_progress=on_progress, scheduler=sched)
     except SpecError as e:
         raise PipelineError(str(e)) from None

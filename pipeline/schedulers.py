@@ -11,8 +11,9 @@ done (``task_done``: its node and seconds from planned to done) and every output
 * ``streaming`` (``deadline`` S seconds): the output must play at real-time speed from S seconds
   after the job starts, so the output frame at time t is due at start + S + t. A ready task is
   held back until its output's due time minus the time the rest of the pipeline takes from its
-  node (the sum of the medians of the node's and its downstream nodes' task times, times a safety
-  ``margin``); among released tasks the earliest deadline goes first. Held-back work leaves
+  node (the sum of the medians of the node's and its downstream nodes' task times) and minus the
+  queue ahead of it (the ready tasks due earlier, spread over the workers), both times a safety
+  ``margin``; among released tasks the earliest deadline goes first. Held-back work leaves
   workers idle instead of running ahead. Each output item that arrives after its due time is a
   miss, reported with its lateness. Before a node has finished ``min_sample`` tasks its time is
   unknown and its tasks are released at once.
@@ -101,6 +102,7 @@ class StreamingScheduler(PriorityScheduler):
         self.misses: list[dict] = []
         self.outputs = 0
         self.held = 0
+        self.workers = 1      # how many run at once (run_pipeline sets it)
 
     def due(self, t: float) -> float:
         return self.t0 + self.deadline + t
@@ -127,11 +129,16 @@ class StreamingScheduler(PriorityScheduler):
         return walk(node)
 
     def order(self, ready: list, now: float) -> list:
-        released = []
+        """Earliest deadline first; a task is released once its deadline, less the time the rest
+        of the pipeline takes from its node and less the queue ahead of it (the work of the
+        ready tasks due before it, spread over the workers), is near."""
+        released, ahead = [], 0.0
         for t in super().order(ready, now):
-            lead = self.lead(t.spec.params.get("node", ""))
-            if lead is None or now >= self.due(first_time(t)) - self.margin * lead:
+            node = t.spec.params.get("node", "")
+            lead = self.lead(node)
+            if lead is None or now >= self.due(first_time(t)) - self.margin * (lead + ahead / self.workers):
                 released.append(t)
+            ahead += self._median(node) or 0.0
         self.held = len(ready) - len(released)
         return released
 

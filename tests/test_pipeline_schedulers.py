@@ -53,10 +53,15 @@ def test_streaming_holds_back_work_until_its_deadline_needs_it():
     for node in ("a", "a", "b", "b"):
         s.task_done(node, 0.5)
     assert s.lead("a") == 1.0 and s.lead("b") == 0.5
-    # due(t) = 100 + 2 + t; released when now >= due - 1.5 * lead(a) = 100.5 + t
+    # Many workers (no queue): due(t) = 100 + 2 + t; released when now >= due - 1.5 * lead(a),
+    # i.e. at 100.5 + t (less 1.5 * the work due earlier / 100 workers: 0.0075 s a task).
+    s.workers = 100
     assert names(s.order(ready, 100.6)) == ["a.0.0", "a.0.1"]
     assert len(s.order(ready, 101.0)) == 6 and s.held == 4
     assert len(s.order(ready, 102.0)) == 10
+    # One worker: ten tasks of 0.5 s queue up behind each other, so every one must start now.
+    s.workers = 1
+    assert len(s.order(ready, 100.6)) == 10 and s.held == 0
 
 
 def test_streaming_reports_each_late_output():
