@@ -120,8 +120,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="excamera-graybench-") as work:
         src = looped(work, args.frames)
         raw = os.path.join(work, "raw.yuv")
-        sh(["ffmpeg", "-nostdin", "-v", "error", "-i", src, "-vf", "hue=s=0", "-pix_fmt", "yuv420p", "-f", "rawvideo",
-            raw])
+        # -fps_mode passthrough: one picture per decoded frame (else ffmpeg may drop or repeat some
+        # on a stream-copied loop's timestamps, and the pictures would not line up).
+        sh(["ffmpeg", "-nostdin", "-v", "error", "-i", src, "-vf", "hue=s=0", "-fps_mode", "passthrough",
+            "-pix_fmt", "yuv420p", "-f", "rawvideo", raw])
         ours, theirs = os.path.join(work, "ours.webm"), os.path.join(work, "ffmpeg.webm")
         t_ours = sh([sys.executable, "-m", "excamera", "pipeline", "run", os.path.join(ROOT, "pipelines", "grayscale.json"),
                      "-i", f"input_0={src}", "-o", f"output_0={ours}", "--workers", str(args.workers)], cwd=ROOT)
@@ -132,7 +134,7 @@ def main() -> None:
         # ffmpeg at the same quality: the highest -crf whose SSIM is at least ours.
         for crf in (20, 14, 10, 6, 4):
             t_ff = sh(["ffmpeg", "-nostdin", "-y", "-v", "error", "-threads", str(args.workers), "-i", src, "-vf",
-                       "hue=s=0", "-c:v", "libvpx", "-crf", str(crf), "-b:v", "1G", "-deadline", "good", "-cpu-used",
+                       "hue=s=0", "-fps_mode", "passthrough", "-c:v", "libvpx", "-crf", str(crf), "-b:v", "1G", "-deadline", "good", "-cpu-used",
                        "1", "-threads", str(args.workers), theirs])
             ssim_ff = ssim_against(raw, theirs, 1280, 720)
             print(f"  {'ffmpeg hue=s=0 libvpx crf ' + str(crf):28} {t_ff:7.2f} s  {os.path.getsize(theirs):>11,} bytes  "
