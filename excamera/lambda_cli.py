@@ -38,6 +38,10 @@ def _range(lo: int, hi: int):
     return int_in(lo, hi)
 
 
+#: Seconds after the first accepted invocation by which some worker must have connected.
+CONNECT_DEADLINE_S = 60
+
+
 def add_backend_args(p, *, listen: bool = True) -> None:
     """``--backend`` and its Lambda options on a command that launches workers."""
     g = p.add_argument_group("workers on AWS Lambda")
@@ -54,6 +58,10 @@ def add_backend_args(p, *, listen: bool = True) -> None:
                        help="with --backend lambda: where the coordinator listens (default 0.0.0.0:0)")
     g.add_argument("--memory", type=_range(128, 10240), default=MEMORY_MB, metavar="MB",
                    help=f"with --backend lambda: the function's memory, for the cost (default {MEMORY_MB})")
+    g.add_argument("--connect-deadline", type=_range(1, 900), default=CONNECT_DEADLINE_S, metavar="S",
+                   help="with --backend lambda: fail the job when no worker has connected S seconds after "
+                        f"the first accepted invocation (a --public-address they cannot reach; default "
+                        f"{CONNECT_DEADLINE_S}: a container image's first cold start can take tens of seconds)")
 
 
 def backend_error(args) -> str | None:
@@ -92,7 +100,8 @@ def launcher_factory(args):
     chosen = regions(args)
 
     def factory(bundle):
-        return LambdaLauncher(bundle, args.function, chosen, memory_mb=args.memory)
+        return LambdaLauncher(bundle, args.function, chosen, memory_mb=args.memory,
+                              connect_deadline_s=float(getattr(args, "connect_deadline", CONNECT_DEADLINE_S)))
 
     return factory
 

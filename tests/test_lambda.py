@@ -613,3 +613,22 @@ def test_an_expired_job_certificate_is_refused_in_the_handshake(tmp_path):
     summary, connected = asyncio.run(go())
     assert not summary["ok"] and summary["commands"] == 0 and not connected, summary
     assert summary["reason"].startswith("coordinator gone: UNAVAILABLE"), summary  # the TLS handshake failed
+
+
+def test_cli_unreachable_public_address_is_one_line_within_seconds(tmp_path, aws):
+    """Workers that cannot dial --public-address: the job fails once --connect-deadline passes
+    with no worker connected, in one line naming the address; no output."""
+    import os
+
+    out = tmp_path / "o.ivf"
+    with Endpoint({FUNCTION: {"timeout_s": 60}}) as ep:
+        env = dict(os.environ, AWS_ENDPOINT_URL_LAMBDA=ep.url)
+        t0 = time.monotonic()
+        p = excamera("encode", CLIP, "-o", out, "--workers", 1, "--chunk-frames", 5, "--backend", "lambda",
+                     "--function", FUNCTION, "--region", "us-east-1", "--public-address", "127.0.0.1:1",
+                     "--listen", "127.0.0.1:0", "--connect-deadline", 4, env=env, timeout=120)
+        elapsed = time.monotonic() - t0
+        for run in list(ep.runs):
+            run.done.wait(30)
+    one_line_error(p, "--public-address 127.0.0.1:1")
+    assert elapsed < 30 and not out.exists(), elapsed
