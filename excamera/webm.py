@@ -21,10 +21,12 @@ from codec.errors import ContainerError
 from codec.ivf import FRAME_HEADER_SIZE, AtomicFile, IvfHeader
 
 
-def mux_vp8(av, container, probe, frames, pts, key_frames, shown, time_base) -> None:
+def mux_vp8(av, container, probe, frames, pts, key_frames, shown, time_base, stream=None) -> None:
     """Mux VP8 ``frames`` into an open PyAV ``container`` (WebM, or DASH's WebM segments) as one
-    stream copied from ``probe``'s (``_template``): no re-encode; hidden frames last no time."""
-    stream = container.add_stream_from_template(probe.streams.video[0])
+    stream copied from ``probe``'s (``_template``), or into ``stream`` when it was added already
+    (a stream muxed piece by piece): no re-encode; hidden frames last no time."""
+    if stream is None:
+        stream = container.add_stream_from_template(probe.streams.video[0])
     for data, t, key, visible in zip(frames, pts, key_frames, shown):
         packet = av.Packet(data)
         packet.stream = stream

@@ -500,3 +500,92 @@ def _write_dash(path: str, stream: _Stream) -> None:
             raise MediaError(f"{path}: ffmpeg could not write DASH: {_msg(e)}") from None
         raise
     shutil.rmtree(work, ignore_errors=True)
+
+
+class DashWriter:
+    """DASH written while the pipeline runs, so a player can start before the run ends: encoded
+    VP8 chunks are handed to ``add`` in any order and muxed in frame order as soon as each one
+    follows the last; ffmpeg's dash muxer writes each WebM segment beside ``path`` and rewrites the
+    manifest (``type="dynamic"``) as it goes. ``close`` writes the final (static) manifest;
+    ``abort`` removes everything written. ``first_manifest_s`` is when the manifest first
+    appeared (seconds after construction)."""
+
+    def __init__(self, path: str, clock=None):
+        import time
+
+        self.path = os.path.abspath(path)
+        self.directory, self.name = os.path.split(self.path)
+        self.stem = os.path.splitext(self.name)[0]
+        self.clock = clock or time.monotonic
+        self.t0 = self.clock()
+        self.pending: dict[int, EncodedChunk] = {}
+        self.next: int | None = None
+        self.before = set(os.listdir(self.directory))
+        self.container = self.probe = self.stream = None
+        self.first_manifest_s: float | None = None
+        self.frames = 0
+
+    def add(self, chunk: EncodedChunk) -> None:
+        self.pending[chunk.start] = chunk
+        if self.next is None:
+            self.next = min(self.pending)   # the sink's first piece starts the stream (frame 0)
+            if self.next != 0:
+                self.next = None
+                return
+        while self.next in self.pending:
+            c = self.pending.pop(self.next)
+            self._mux(c)
+            self.next = c.start + c.count
+        if self.first_manifest_s is None and os.path.exists(self.path):
+            self.first_manifest_s = self.clock() - self.t0
+
+    def _mux(self, chunk: EncodedChunk) -> None:
+        import av
+
+        from excamera.webm import _template, mux_vp8
+        from pipeline.stages.video import ivf_frames
+        from codec.chunks import frame_tag, presentation_times
+
+        frames = ivf_frames(chunk)
+        tags = [frame_tag(d) for d in frames]
+        if not tags or not tags[0].key_frame:
+            raise MediaError(f"{self.path}: the chunk at frame {chunk.start} does not start with a key frame")
+        tb = Fraction(chunk.fps[1], chunk.fps[0])
+        if self.container is None:
+            options = {"dash_segment_type": "webm", "use_template": "1", "use_timeline": "1",
+                       "seg_duration": f"{max(float(chunk.count * tb), 0.001):.3f}",
+                       "init_seg_name": f"{self.stem}-init-$RepresentationID$.webm",
+                       "media_seg_name": f"{self.stem}-$RepresentationID$-$Number%05d$.webm",
+                       "fflags": "+bitexact"}
+            self._probe_cm = _template(av, frames[0], tags[0].width, tags[0].height, tuple(chunk.fps))
+            self.probe = self._probe_cm.__enter__()
+            self.container = av.open(self.path, "w", format="dash", container_options=options)
+        pts = [chunk.start + p for p in presentation_times(tags)]
+        mux_vp8(av, self.container, self.probe, frames, pts, [t.key_frame for t in tags],
+                [t.show_frame for t in tags], tb, stream=self.stream)
+        self.stream = self.container.streams.video[0]
+        self.frames += chunk.count
+
+    def close(self) -> None:
+        """Finish: every piece must have been muxed (a gap would be a bug upstream)."""
+        if self.pending or self.container is None:
+            missing = sorted(self.pending)[:3]
+            self.abort()
+            raise MediaError(f"{self.path}: pieces never followed on (waiting at frame {self.next}: {missing})")
+        self.container.close()
+        self._probe_cm.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        if self.container is not None:
+            try:
+                self.container.close()
+            except Exception:  # noqa: BLE001 - already failing: remove what was written
+                pass
+            self._probe_cm.__exit__(None, None, None)
+            self.container = None
+        for f in set(os.listdir(self.directory)) - self.before:
+            if f == self.name or f.startswith(self.stem + "-"):
+                try:
+                    os.unlink(os.path.join(self.directory, f))
+                except OSError:
+                    pass

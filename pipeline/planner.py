@@ -77,6 +77,8 @@ class PipelinePlanner:
         self.sink_tasks: set[str] = set()
         self.created: dict[str, float] = {}                  # task id -> when it was planned
         self.inputs_closed = False
+        # on_output(sink, items): told of each sink's items as they arrive (a streaming writer)
+        self.on_output: Callable[[str, list[Item]], None] | None = None
         self._dirty: set[str] = set()
 
     # -- the job --------------------------------------------------------------------------------
@@ -182,6 +184,8 @@ class PipelinePlanner:
             s for s in self.spec.streams if s.src == src and s.src_port == port)
         if stream.dst in self.sinks:
             self.sinks[stream.dst].extend(items)
+            if self.on_output is not None:
+                self.on_output(stream.dst, items)
             for i in items:
                 self.scheduler.output(stream.dst, i)
             if task_id:

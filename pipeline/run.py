@@ -257,6 +257,7 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], *,
             raise PipelineError(f"--storage {storage}: {_line(e)}") from None
 
     root = storage_dir or tempfile.mkdtemp(prefix="excamera-pipeline-")
+    streamed: dict[str, float] = {}
     try:
         if workers == 0:
             here = LocalStorage(root).scoped("jobs/local")
@@ -293,8 +294,9 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], *,
             job = Job("pipeline", planner.fsms(), tuple(first))
             job_id = Coordinator.new_job_id()
             where = storage or os.path.join(root, "store")
+            live = _LiveDash(spec, outputs, planner, where, job_id)
             try:
-                with _worker_path(stage_modules):
+                with _worker_path(stage_modules), live:
                     result = run_job(job, inputs=pairs(spool, keys), workers=workers, spare=spare,
                                      max_attempts=max_attempts, storage=where, job_id=job_id,
                                      timeline=timeline, timeout_s=timeout_s, planner=planner,
@@ -307,9 +309,11 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], *,
                 raise
             job_storage = open_storage(result.storage_root).scoped(result.storage_prefix)
             ran = len(planner.tasks)
+            streamed = live.finish()
         try:
             if not coordinator:
-                _write_outputs(spec, planner, here if workers == 0 else job_storage, outputs, media_io, decode,
+                rest = {n: p for n, p in outputs.items() if not (workers and n in streamed)}
+                _write_outputs(spec, planner, here if workers == 0 else job_storage, rest, media_io, decode,
                                (BadValue, StorageError))
         finally:
             if workers and not coordinator:
@@ -322,7 +326,77 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], *,
     return {"tasks": ran, "nodes": planner.progress(), "seconds": round(time.monotonic() - t0, 3),
             "outputs": frames_out if coordinator else {name: sum(i.count for i in planner.sink_items(name))
                                                        for name in outputs},
-            "schedule": planner.scheduler.report()}
+            "schedule": planner.scheduler.report(),
+            "streamed": {n: round(s, 3) for n, s in streamed.items()}}
+
+
+class _LiveDash:
+    """The ``.mpd`` outputs of encoded chunks written while the job runs (``media_io.DashWriter``):
+    the planner tells of each sink item as it arrives; a thread reads it from the job's storage
+    and muxes it in frame order, so a player can start before the run ends. A piece that cannot be
+    streamed (not VP8) drops that output back to being written at the end. ``finish`` returns
+    output -> seconds until its manifest first appeared."""
+
+    def __init__(self, spec, outputs, planner, where: str, job_id: str):
+        import queue
+
+        from pipeline import media_io
+
+        self.writers = {n: media_io.DashWriter(p) for n, p in outputs.items()
+                        if p.lower().endswith(".mpd") and spec.outputs[n].port_type == "chunks"}
+        self.where, self.job_id = where, job_id
+        self.queue: queue.Queue = queue.Queue()
+        self.failed: set[str] = set()
+        self.thread = None
+        if self.writers:
+            planner.on_output = lambda sink, items: [self.queue.put((sink, i)) for i in items
+                                                     if sink in self.writers]
+
+    def __enter__(self):
+        import threading
+
+        if self.writers:
+            self.thread = threading.Thread(target=self._drain, name="excamera-dash", daemon=True)
+            self.thread.start()
+        return self
+
+    def _drain(self) -> None:
+        from excamera.storage import open_storage
+        from pipeline.values import decode
+
+        store = None
+        while (x := self.queue.get()) is not None:
+            sink, item = x
+            if sink in self.failed:
+                continue
+            try:
+                store = store or open_storage(self.where).scoped(f"jobs/{self.job_id}")
+                self.writers[sink].add(decode("chunks", store.get(item.key)))
+            except Exception:  # noqa: BLE001 - not streamable: written whole at the end instead
+                self.failed.add(sink)
+                self.writers[sink].abort()
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.thread is not None:
+            self.queue.put(None)
+            self.thread.join()
+            self.thread = None
+        if exc_type is not None:
+            for w in self.writers.values():
+                w.abort()
+        return False
+
+    def finish(self) -> dict[str, float]:
+        out = {}
+        for name, w in self.writers.items():
+            if name in self.failed:
+                continue
+            try:
+                w.close()
+            except ValueError:
+                continue          # written whole at the end instead
+            out[name] = w.first_manifest_s if w.first_manifest_s is not None else float("nan")
+        return out
 
 
 def pairs(spool: str, keys: list[str]):

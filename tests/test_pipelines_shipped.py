@@ -141,3 +141,24 @@ def test_find_person_keeps_exactly_the_persons_scenes(tmp_path):
                  {"output_0": str(video)}, workers=0, frames_per_chunk=5)
     with open_video(video) as v:
         assert sum(1 for _ in v) == 16
+
+
+@requires_tool("ffmpeg")
+def test_dash_is_written_while_the_pipeline_runs(tmp_path):
+    """.mpd output: the manifest appears beside its first segments before the run ends (a player
+    can start), and at the end the segments hold every frame, the same pictures as the .ivf."""
+    mpd, ivf = tmp_path / "out.mpd", tmp_path / "out.ivf"
+    clip = str(CLIPS_DIR / "RTn23_80x44p15_15f.y4m")
+    summary = run_pipeline(shipped("grayscale"), {"input_0": clip}, {"output_0": str(mpd)}, workers=2,
+                           frames_per_chunk=3)
+    first = summary["streamed"]["output_0"]
+    assert 0 < first < summary["seconds"], summary
+    run_pipeline(shipped("grayscale"), {"input_0": clip}, {"output_0": str(ivf)}, workers=0, frames_per_chunk=3)
+    p = subprocess.run(["ffmpeg", "-nostdin", "-v", "warning", "-i", str(mpd), "-f", "framemd5", "-"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    q = subprocess.run(["ffmpeg", "-nostdin", "-v", "warning", "-i", str(ivf), "-f", "framemd5", "-"],
+                       capture_output=True, text=True, timeout=120)
+    md5 = lambda out: [line.split(",")[-1] for line in out.splitlines() if line and not line.startswith("#")]  # noqa: E731
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    assert md5(p.stdout) == md5(q.stdout) and len(md5(p.stdout)) == 15
+    assert "type=\"static\"" in mpd.read_text()
