@@ -75,3 +75,51 @@ def sink_of(spec, key: str) -> str | None:
         return None
     stream = spec.nodes[node].outputs.get(fields[-2])
     return stream.dst if stream is not None and stream.dst in spec.outputs else None
+
+
+def run_remote(spec, planner, first, text, inputs, outputs, coordinator, certs, workers, spare,
+               max_attempts) -> tuple[int, dict[str, int]]:
+    """Submit the pipeline to a running coordinator, fetch the sink objects, write the outputs."""
+    import asyncio
+
+    from coordinator.api import JobFailed, submit_remote
+    from coordinator.fsm import Job
+    from excamera.storage import StorageError
+    from pipeline.remote import sink_of
+    from pipeline import media_io
+    from pipeline.run import PipelineError, _line, _remove
+    from pipeline.values import BadValue, decode
+
+    job = Job("pipeline", planner.fsms(), tuple(first))
+    try:
+        result = asyncio.run(submit_remote(job, coordinator, certs, inputs=inputs, workers=workers, spare=spare,
+                                           max_attempts=max_attempts, pipeline=text))
+    except JobFailed as e:
+        raise PipelineError(_line(e)) from None
+    except (OSError, ValueError, StorageError) as e:
+        raise PipelineError(f"--coordinator {coordinator}: {_line(e)}") from None
+    except Exception as e:  # noqa: BLE001 - grpc's errors: one line
+        raise PipelineError(f"--coordinator {coordinator}: {_line(e)}") from None
+    by_sink: dict[str, list] = {name: [] for name in outputs}
+    try:
+        for key, data in result.data.items():
+            sink = sink_of(spec, key)
+            if sink in by_sink:
+                by_sink[sink].append((key, decode(spec.outputs[sink].port_type, data)))
+    except BadValue as e:
+        raise PipelineError(_line(e)) from None
+    written = []
+    try:
+        for name, path in outputs.items():
+            values = [v for _, v in sorted(by_sink[name], key=lambda kv: (kv[1].start, kv[0]))]
+            if not values:
+                raise PipelineError(f"{name}: the pipeline produced nothing for this output")
+            try:
+                media_io.write_output(path, spec.outputs[name].port_type, values)
+            except (ValueError, OSError) as e:
+                raise PipelineError(f"{name}: {_line(e)}") from None
+            written.append(path)
+    except BaseException:
+        _remove(written)
+        raise
+    return len(planner.tasks), {name: sum(v.count for _, v in by_sink[name]) for name in outputs}

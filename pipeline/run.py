@@ -12,8 +12,9 @@ plans the tasks, and:
   processes (``coordinator.api.run_job``): late binding, every object re-verified, lost work
   re-issued; the task ids and object keys depend on the data only, so the output is identical.
 
-Each sink's items, in frame order, go to ``media_io.write_output``. A remote ``coordinator`` is
-not supported yet: the Jobs service cannot carry a planner.
+Each sink's items, in frame order, go to ``media_io.write_output`` (``.mpd`` outputs are written
+while the job runs: ``pipeline.live``). With ``coordinator`` the job and its planner go to a
+running coordinator instead (``pipeline.remote``).
 """
 
 from __future__ import annotations
@@ -217,6 +218,7 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], *,
     from coordinator.server import Coordinator
     from excamera.storage import LocalStorage, StorageError, open_storage
     from pipeline import media_io
+    from pipeline.live import LiveDash
     from pipeline.planner import PipelinePlanner
     from pipeline.schedulers import make_scheduler
     from pipeline.stage import StageError, load_modules
@@ -284,17 +286,17 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], *,
         if workers == 0:
             ran = run_here(planner, first, here)
         elif coordinator:
-            from pipeline.remote import planner_json
+            from pipeline.remote import planner_json, run_remote
 
             text = planner_json(doc, sources, scheduler if scheduler is not None else spec.scheduler,
                                 stage_modules)
-            ran, frames_out = _run_remote(spec, planner, first, text, pairs(spool, keys), outputs, coordinator,
-                                          certs, workers, spare, max_attempts, media_io, decode)
+            ran, frames_out = run_remote(spec, planner, first, text, pairs(spool, keys), outputs, coordinator,
+                                         certs, workers, spare, max_attempts)
         else:
             job = Job("pipeline", planner.fsms(), tuple(first))
             job_id = Coordinator.new_job_id()
             where = storage or os.path.join(root, "store")
-            live = _LiveDash(spec, outputs, planner, where, job_id)
+            live = LiveDash(spec, outputs, planner, where, job_id)
             try:
                 with _worker_path(stage_modules), live:
                     result = run_job(job, inputs=pairs(spool, keys), workers=workers, spare=spare,
@@ -330,75 +332,6 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], *,
             "streamed": {n: round(s, 3) for n, s in streamed.items()}}
 
 
-class _LiveDash:
-    """The ``.mpd`` outputs of encoded chunks written while the job runs (``media_io.DashWriter``):
-    the planner tells of each sink item as it arrives; a thread reads it from the job's storage
-    and muxes it in frame order, so a player can start before the run ends. A piece that cannot be
-    streamed (not VP8) drops that output back to being written at the end. ``finish`` returns
-    output -> seconds until its manifest first appeared."""
-
-    def __init__(self, spec, outputs, planner, where: str, job_id: str):
-        import queue
-
-        from pipeline import media_io
-
-        self.writers = {n: media_io.DashWriter(p) for n, p in outputs.items()
-                        if p.lower().endswith(".mpd") and spec.outputs[n].port_type == "chunks"}
-        self.where, self.job_id = where, job_id
-        self.queue: queue.Queue = queue.Queue()
-        self.failed: set[str] = set()
-        self.thread = None
-        if self.writers:
-            planner.on_output = lambda sink, items: [self.queue.put((sink, i)) for i in items
-                                                     if sink in self.writers]
-
-    def __enter__(self):
-        import threading
-
-        if self.writers:
-            self.thread = threading.Thread(target=self._drain, name="excamera-dash", daemon=True)
-            self.thread.start()
-        return self
-
-    def _drain(self) -> None:
-        from excamera.storage import open_storage
-        from pipeline.values import decode
-
-        store = None
-        while (x := self.queue.get()) is not None:
-            sink, item = x
-            if sink in self.failed:
-                continue
-            try:
-                store = store or open_storage(self.where).scoped(f"jobs/{self.job_id}")
-                self.writers[sink].add(decode("chunks", store.get(item.key)))
-            except Exception:  # noqa: BLE001 - not streamable: written whole at the end instead
-                self.failed.add(sink)
-                self.writers[sink].abort()
-
-    def __exit__(self, exc_type, exc, tb):
-        if self.thread is not None:
-            self.queue.put(None)
-            self.thread.join()
-            self.thread = None
-        if exc_type is not None:
-            for w in self.writers.values():
-                w.abort()
-        return False
-
-    def finish(self) -> dict[str, float]:
-        out = {}
-        for name, w in self.writers.items():
-            if name in self.failed:
-                continue
-            try:
-                w.close()
-            except ValueError:
-                continue          # written whole at the end instead
-            out[name] = w.first_manifest_s if w.first_manifest_s is not None else float("nan")
-        return out
-
-
 def pairs(spool: str, keys: list[str]):
     """The spooled source objects, (key, bytes) one at a time, each file removed once read."""
     for key in keys:
@@ -424,52 +357,6 @@ def _spec_doc(spec) -> dict:
             return json.load(f)
     except (OSError, ValueError) as e:
         raise PipelineError(f"{spec}: {_line(e)}") from None
-
-
-def _run_remote(spec, planner, first, text, inputs, outputs, coordinator, certs, workers, spare,
-                max_attempts, media_io, decode) -> tuple[int, dict[str, int]]:
-    """Submit the pipeline to a running coordinator, fetch the sink objects, write the outputs."""
-    import asyncio
-
-    from coordinator.api import JobFailed, submit_remote
-    from coordinator.fsm import Job
-    from excamera.storage import StorageError
-    from pipeline.remote import sink_of
-    from pipeline.values import BadValue
-
-    job = Job("pipeline", planner.fsms(), tuple(first))
-    try:
-        result = asyncio.run(submit_remote(job, coordinator, certs, inputs=inputs, workers=workers, spare=spare,
-                                           max_attempts=max_attempts, pipeline=text))
-    except JobFailed as e:
-        raise PipelineError(_line(e)) from None
-    except (OSError, ValueError, StorageError) as e:
-        raise PipelineError(f"--coordinator {coordinator}: {_line(e)}") from None
-    except Exception as e:  # noqa: BLE001 - grpc's errors: one line
-        raise PipelineError(f"--coordinator {coordinator}: {_line(e)}") from None
-    by_sink: dict[str, list] = {name: [] for name in outputs}
-    try:
-        for key, data in result.data.items():
-            sink = sink_of(spec, key)
-            if sink in by_sink:
-                by_sink[sink].append((key, decode(spec.outputs[sink].port_type, data)))
-    except BadValue as e:
-        raise PipelineError(_line(e)) from None
-    written = []
-    try:
-        for name, path in outputs.items():
-            values = [v for _, v in sorted(by_sink[name], key=lambda kv: (kv[1].start, kv[0]))]
-            if not values:
-                raise PipelineError(f"{name}: the pipeline produced nothing for this output")
-            try:
-                media_io.write_output(path, spec.outputs[name].port_type, values)
-            except (ValueError, OSError) as e:
-                raise PipelineError(f"{name}: {_line(e)}") from None
-            written.append(path)
-    except BaseException:
-        _remove(written)
-        raise
-    return len(planner.tasks), {name: sum(v.count for _, v in by_sink[name]) for name in outputs}
 
 
 def _drop(storage: str | None, job_id: str, keep: bool) -> None:
