@@ -137,7 +137,7 @@ def render(timeline: dict) -> str:
 def render_png(timeline: dict) -> bytes:
     """The chart as PNG bytes (drawn with Pillow, at the SVG's size)."""
     try:
-        from PIL import Image, ImageDraw, ImageFont
+        from PIL import Image, ImageDraw
     except ImportError:
         raise TimelineError("drawing a PNG needs Pillow (pip install pillow); or write .svg") from None
     width, height, items = layout(timeline)
@@ -153,15 +153,22 @@ def render_png(timeline: dict) -> bytes:
             _, x, y, w, h, color, _ = item
             draw.rectangle([x, y, x + max(w, 1) - 1, y + h - 1], fill=color)
         else:
-            _, x, y, text, anchor, size = item
-            if size not in fonts:
-                fonts[size] = ImageFont.load_default(size)
-            # Pillow's anchors: l/m/r horizontally, "s" on the baseline, as SVG places text.
-            draw.text((x, y), text, fill="black", font=fonts[size],
-                      anchor={"start": "ls", "middle": "ms", "end": "rs"}[anchor])
+            png_text(draw, fonts, item)
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()
+
+
+def png_text(draw, fonts: dict, item: tuple) -> None:
+    """Draw a ``("text", x, y, text, anchor, size)`` item with Pillow where SVG would put it
+    (``fonts`` caches Pillow's default font per size)."""
+    from PIL import ImageFont
+
+    _, x, y, text, anchor, size = item
+    if size not in fonts:
+        fonts[size] = ImageFont.load_default(size)
+    # Pillow's anchors: l/m/r horizontally, "s" on the baseline, as SVG places text.
+    draw.text((x, y), text, fill="black", font=fonts[size], anchor={"start": "ls", "middle": "ms", "end": "rs"}[anchor])
 
 
 FORMATS = (".svg", ".png")

@@ -150,7 +150,9 @@ def render_svg(spec: Spec, timeline: dict | None = None) -> str:
 
 
 def render_png(spec: Spec, timeline: dict | None = None) -> bytes:
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
+
+    from excamera.timeline import png_text
 
     width, height, shapes = layout(spec) if timeline is None else layout_tasks(timeline)
     image = Image.new("RGB", (width, height), "white")
@@ -173,11 +175,7 @@ def render_png(spec: Spec, timeline: dict | None = None) -> bytes:
         elif s[0] == "poly":
             draw.polygon(s[1], fill=s[2])
         else:
-            _, x, y, text, anchor, size = s
-            if size not in fonts:
-                fonts[size] = ImageFont.load_default(size)
-            draw.text((x, y), text, fill="black", font=fonts[size],
-                      anchor={"start": "ls", "middle": "ms", "end": "rs"}[anchor])
+            png_text(draw, fonts, s)
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()
