@@ -46,15 +46,19 @@ def layout(spec: Spec) -> tuple[int, int, list[tuple]]:
     height = MARGIN * 2 + 24 + max(len(v) for v in columns.values()) * ROW
     shapes: list[tuple] = [("text", MARGIN, MARGIN, f"pipeline: {len(spec.nodes)} stage node(s), "
                             f"{len(spec.streams)} stream(s)", "start", 13)]
+    between: dict[tuple[str, str], int] = {}
     for s in spec.streams:
         (x1, y1), (x2, y2) = pos[s.src], pos[s.dst]
-        ax, ay, bx, by = x1 + BOX_W, y1 + BOX_H / 2, x2, y2 + BOX_H / 2
+        # Several streams between the same two nodes: each its own line, a few pixels apart.
+        k = between[s.src, s.dst] = between.get((s.src, s.dst), -1) + 1
+        off = 12 * k - 6 if sum(1 for t in spec.streams if (t.src, t.dst) == (s.src, s.dst)) > 1 else 0
+        ax, ay, bx, by = x1 + BOX_W, y1 + BOX_H / 2 + off, x2, y2 + BOX_H / 2 + off
         shapes.append(("line", ax, ay, bx - 8, by, s.durable))
         angle = math.atan2(by - ay, bx - ax)
         tip = [(bx, by)] + [(bx - 10 * math.cos(angle + k), by - 10 * math.sin(angle + k)) for k in (0.4, -0.4)]
         shapes.append(("poly", tip, "#444444"))
         label = f"{s.src_port} -> {s.dst_port}" + (" (durable)" if s.durable else "")
-        shapes.append(("text", (ax + bx) / 2, (ay + by) / 2 - 4, label, "middle", 10))
+        shapes.append(("text", (ax + bx) / 2, (ay + by) / 2 + (12 if off > 0 else -4), label, "middle", 10))
     for name, (x, y) in pos.items():
         if name in spec.inputs:
             kind, sub = "source", ", ".join(f"{p}: {t}" for p, t in spec.inputs[name].items())
