@@ -12,7 +12,8 @@ done (``task_done``: its node and seconds from planned to done) and every output
   after the job starts, so the output frame at time t is due at start + S + t. A ready task is
   held back until its output's due time minus the time the rest of the pipeline takes from its
   node (the sum of the medians of the node's and its downstream nodes' task times) and minus the
-  queue ahead of it (the ready tasks due earlier, spread over the workers), both times a safety
+  queue ahead of it (the rest of the pipeline for each ready task due earlier, spread over the
+  workers), both times a safety
   ``margin``; among released tasks the earliest deadline goes first. Held-back work leaves
   workers idle instead of running ahead. Each output item that arrives after its due time is a
   miss, reported with its lateness. Before a node has finished ``min_sample`` tasks its time is
@@ -138,7 +139,7 @@ class StreamingScheduler(PriorityScheduler):
             lead = self.lead(node)
             if lead is None or now >= self.due(first_time(t)) - self.margin * (lead + ahead / self.workers):
                 released.append(t)
-            ahead += self._median(node) or 0.0
+            ahead += lead or self._median(node) or 0.0   # all the work this item still needs
         self.held = len(ready) - len(released)
         return released
 
