@@ -18,6 +18,7 @@ job's key).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -495,6 +496,10 @@ class _CoordinatorServicer(cpb_grpc.CoordinatorServicer):
         if why is not None:
             log.warning("coordinator: refused a worker: %s", why)
             code = grpc.StatusCode.ALREADY_EXISTS if "connected already" in why else grpc.StatusCode.PERMISSION_DENIED
+            # Take its hello first: aborting while the worker is still sending it can reach the
+            # worker as a bare INTERNAL error instead of this reason.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(context.read(), 5.0)
             await context.abort(code, why)
         handle = c.handles[job_id]
         handle.connected.add(worker_id)  # before any await: a second stream with this id is refused
