@@ -165,6 +165,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
     elif args.scheduler:
         scheduler = args.scheduler
+    import logging
+    # The embedded coordinator's log lines are not for the terminal: a failure ends in one line below.
+    logging.getLogger("excamera").addHandler(logging.NullHandler())
     backend = None
     if args.backend == "lambda":
         backend = dict(launcher_factory=lambda_cli.launcher_factory(args), listen=args.listen,

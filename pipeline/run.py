@@ -134,7 +134,9 @@ def _read_sources(spec: Spec, inputs: Mapping[str, str], frames_per_chunk: int |
             except PipelineError:
                 raise
             except (OSError, ValueError, EOFError) as e:
-                raise PipelineError(f"{name}: {inputs[name]}: {_line(e)}") from None
+                why = _line(e)
+                where = inputs[name] if why.startswith(inputs[name]) else f"{inputs[name]}: {why}"
+                raise PipelineError(f"{name}: {where if where != inputs[name] else why}") from None
             if not items:
                 raise PipelineError(f"{name}: {inputs[name]}: no pictures")
             out[name, port] = items

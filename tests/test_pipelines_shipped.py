@@ -162,3 +162,27 @@ def test_dash_is_written_while_the_pipeline_runs(tmp_path):
     assert p.returncode == 0 and p.stderr == "", p.stderr
     assert md5(p.stdout) == md5(q.stdout) and len(md5(p.stdout)) == 15
     assert "type=\"static\"" in mpd.read_text()
+
+
+@pytest.mark.parametrize("photo", ["no_face", "unreadable"])
+def test_find_person_bad_reference_photo_is_one_line_and_writes_nothing(photo, tmp_path):
+    """A photo with no face in it (found by the workers: their retries and the coordinator's log
+    stay off the terminal), or a file that is no image: one line naming it, exit 1, no output."""
+    from PIL import Image
+
+    path = tmp_path / "person.png"
+    if photo == "no_face":   # a picture of a park: no face anywhere
+        first = read_y4m(CLIPS_DIR / "park_joy_90p_8_420.y4m")[1][0]
+        Image.fromarray(first.y).save(path)
+    else:
+        path.write_bytes(b"not an image at all")
+    out = tmp_path / "found.webm"
+    p = subprocess.run([__import__("sys").executable, "-m", "excamera", "pipeline", "run",
+                        str(PIPELINES / "find_person.json"), "-i", f"input_0={FOOTAGE}", "-i", f"input_1={path}",
+                        "-o", f"output_0={out}", "--workers", "2" if photo == "no_face" else "0",
+                        "--frames-per-chunk", "8"],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 1 and len(lines) == 1 and lines[0].startswith("excamera: error:"), p.stderr
+    assert ("no face" in lines[0]) if photo == "no_face" else ("input_1" in lines[0]), lines[0]
+    assert not out.exists() and sorted(x.name for x in tmp_path.iterdir()) == ["person.png"]
