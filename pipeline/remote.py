@@ -85,9 +85,7 @@ def run_remote(spec, planner, first, text, inputs, outputs, coordinator, certs, 
     from coordinator.api import JobFailed, submit_remote
     from coordinator.fsm import Job
     from excamera.storage import StorageError
-    from pipeline.remote import sink_of
-    from pipeline import media_io
-    from pipeline.run import PipelineError, _line, _remove
+    from pipeline.run import PipelineError, _line, write_outputs
     from pipeline.values import BadValue, decode
 
     job = Job("pipeline", planner.fsms(), tuple(first))
@@ -108,18 +106,5 @@ def run_remote(spec, planner, first, text, inputs, outputs, coordinator, certs, 
                 by_sink[sink].append((key, decode(spec.outputs[sink].port_type, data)))
     except BadValue as e:
         raise PipelineError(_line(e)) from None
-    written = []
-    try:
-        for name, path in outputs.items():
-            values = [v for _, v in sorted(by_sink[name], key=lambda kv: (kv[1].start, kv[0]))]
-            if not values:
-                raise PipelineError(f"{name}: the pipeline produced nothing for this output")
-            try:
-                media_io.write_output(path, spec.outputs[name].port_type, values)
-            except (ValueError, OSError) as e:
-                raise PipelineError(f"{name}: {_line(e)}") from None
-            written.append(path)
-    except BaseException:
-        _remove(written)
-        raise
+    write_outputs(spec, outputs, lambda name: [v for _, v in sorted(by_sink[name], key=lambda kv: (kv[1].start, kv[0]))])
     return len(planner.tasks), {name: sum(v.count for _, v in by_sink[name]) for name in outputs}

@@ -219,12 +219,11 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], *,
     from coordinator.fsm import Job
     from coordinator.server import Coordinator
     from excamera.storage import LocalStorage, StorageError, open_storage
-    from pipeline import media_io
     from pipeline.live import LiveDash
     from pipeline.planner import PipelinePlanner
     from pipeline.schedulers import make_scheduler
     from pipeline.stage import StageError, load_modules
-    from pipeline.values import BadValue, decode
+    from pipeline.values import decode
 
     t0 = time.monotonic()
     stage_modules = tuple(stage_modules)
@@ -317,8 +316,8 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], *,
         try:
             if not coordinator:
                 rest = {n: p for n, p in outputs.items() if not (workers and n in streamed)}
-                _write_outputs(spec, planner, here if workers == 0 else job_storage, rest, media_io, decode,
-                               (BadValue, StorageError))
+                write_outputs(spec, rest, _stored_values(spec, planner, here if workers == 0 else job_storage,
+                                                         decode))
         finally:
             if workers and not coordinator:
                 _drop(storage, job_id, keep)
@@ -371,31 +370,44 @@ def _drop(storage: str | None, job_id: str, keep: bool) -> None:
             print(f"excamera: warning: could not remove {storage}/jobs/{job_id}: {_line(e)}", file=sys.stderr)
 
 
-def _write_outputs(spec, planner, storage, outputs, media_io, decode, bad) -> None:
-    """Each sink's values in frame order to its file; on any failure none is left behind."""
+def write_outputs(spec, outputs, values_of) -> None:
+    """Each sink's values (``values_of(name)``, in frame order) to its file; on any failure none
+    of the outputs is left behind."""
+    from excamera.storage import StorageError
+    from pipeline import media_io
+    from pipeline.values import BadValue
+
     written = []
     try:
         for name, path in outputs.items():
-            port_type = spec.outputs[name].port_type
-            values = []
-            for item in planner.sink_items(name):
-                data = storage.get(item.key)
-                if hashlib.sha256(data).hexdigest() != item.sha256:
-                    raise PipelineError(f"{name}: object {item.key} does not match its digest")
-                values.append(decode(port_type, data))
+            values = values_of(name)
             if not values:
                 raise PipelineError(f"{name}: the pipeline produced nothing for this output")
             try:
-                media_io.write_output(path, port_type, values)
+                media_io.write_output(path, spec.outputs[name].port_type, values)
             except (ValueError, OSError) as e:
                 raise PipelineError(f"{name}: {_line(e)}") from None
             written.append(path)
-    except bad as e:
+    except (BadValue, StorageError) as e:
         _remove(written)
         raise PipelineError(_line(e)) from None
     except BaseException:
         _remove(written)
         raise
+
+
+def _stored_values(spec, planner, storage, decode):
+    """``values_of`` for ``write_outputs``: a sink's items read from the job's storage, each
+    checked against its digest."""
+    def values_of(name: str) -> list:
+        values = []
+        for item in planner.sink_items(name):
+            data = storage.get(item.key)
+            if hashlib.sha256(data).hexdigest() != item.sha256:
+                raise PipelineError(f"{name}: object {item.key} does not match its digest")
+            values.append(decode(spec.outputs[name].port_type, data))
+        return values
+    return values_of
 
 
 def _add_to_timeline(path: str, planner, seconds: float) -> None:
