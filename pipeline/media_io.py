@@ -3,8 +3,10 @@
 * ``cut_input(path, frames_per_chunk)``: consecutive ``EncodedChunk`` values covering the whole
   input. A compressed input PyAV demuxes is cut at its own key frames without re-encoding (each
   chunk its packets remuxed into Matroska, from a key frame to just before a later one, at least
-  ``frames_per_chunk`` frames but the last). Each such chunk is decoded on its own and compared,
-  picture for picture, with the same frames of one decode of the whole input; a chunk that differs
+  ``frames_per_chunk`` frames but the last). An H.264 or HEVC input whose key frames are all IDR
+  pictures with no leading pictures is remuxed with no decode: the standards guarantee such GOPs
+  decode alone as they do in the whole (``_IdrCheck``). Otherwise each chunk is decoded on its
+  own and compared, picture for picture, with the same frames of one decode of the whole input; a chunk that differs
   (an open GOP, an edit list) and a stretch whose key frames are more than 2 chunks apart are
   decoded instead and cut into raw Y4M chunks of ``frames_per_chunk`` frames, the last of such a
   stretch taking the remainder (up to twice that less one). Y4M and VP8 IVF inputs, and
@@ -167,6 +169,7 @@ def _cut_compressed(path: str, frames_per_chunk: int | None) -> Iterator[Encoded
         fps = (r.numerator, r.denominator) if r else (30, 1)
         n = _per_chunk(frames_per_chunk, fps)
         pts, lengths, first_key = set(), [], None
+        closed = _IdrCheck(stream)
         for p in _packets(path, container, stream):
             if first_key is None:
                 first_key = p.is_keyframe
@@ -177,6 +180,7 @@ def _cut_compressed(path: str, frames_per_chunk: int | None) -> Iterator[Encoded
             if p.is_keyframe or not lengths:
                 lengths.append(0)
             lengths[-1] += 1
+            closed.see(p)
     finally:
         container.close()
     if not (pts and first_key and any(k <= SPARSE * n for k in lengths)):
@@ -185,9 +189,81 @@ def _cut_compressed(path: str, frames_per_chunk: int | None) -> Iterator[Encoded
         return
     container, stream = _open(path)
     try:
-        yield from _Cutter(path, stream, fps, n).run(_gops(_packets(path, container, stream)))
+        gops = _gops(_packets(path, container, stream))
+        if closed.ok and max(lengths) <= SPARSE * n:
+            yield from _remux_closed(stream, fps, n, gops)
+        else:
+            yield from _Cutter(path, stream, fps, n).run(gops)
     finally:
         container.close()
+
+
+class _IdrCheck:
+    """Whether every GOP of an H.264 or HEVC stream is closed by the standard's own guarantee, so
+    that a run of GOPs remuxed alone decodes to exactly the pictures a whole decode gives, with
+    no decode to compare: each key packet is an IDR access unit (H.264 8.2.5.1, H.265 8.3.2: an
+    IDR picture marks every earlier reference picture unused, so nothing after it in decode
+    order refers back), no later packet of its GOP is shown before it (no leading pictures), and
+    every packet is one picture (none marked discard, as an edit list does)."""
+
+    def __init__(self, stream):
+        ctx = stream.codec_context
+        extra = bytes(ctx.extradata or b"")
+        # The length of each NAL unit's size prefix (ISO/IEC 14496-15: avcC byte 4, hvcC byte 21).
+        self.codec, self.prefix = ctx.name, None
+        if self.codec == "h264" and len(extra) > 4 and extra[0] == 1:
+            self.prefix = (extra[4] & 3) + 1
+        elif self.codec == "hevc" and len(extra) > 21 and extra[0] == 1:
+            self.prefix = (extra[21] & 3) + 1
+        self.ok = self.prefix is not None
+        self.key_pts = None
+
+    def see(self, p) -> None:
+        if not self.ok:
+            return
+        if p.is_discard or p.is_corrupt or (p.is_keyframe and not self._idr(bytes(p))):
+            self.ok = False
+        elif p.is_keyframe:
+            self.key_pts = p.pts
+        elif self.key_pts is None or p.pts < self.key_pts:
+            self.ok = False
+
+    def _idr(self, data: bytes) -> bool:
+        """Every VCL NAL unit of the access unit is an IDR slice (H.264 type 5; H.265 19, 20)."""
+        at, vcl, n = 0, 0, self.prefix
+        while at + n <= len(data):
+            size = int.from_bytes(data[at:at + n], "big")
+            if size == 0 or at + n + size > len(data):
+                return False
+            head = data[at + n]
+            if self.codec == "h264":
+                kind = head & 0x1F
+                if 1 <= kind <= 5:
+                    if kind != 5:
+                        return False
+                    vcl += 1
+            else:
+                kind = (head >> 1) & 0x3F
+                if kind <= 31:
+                    if kind not in (19, 20):
+                        return False
+                    vcl += 1
+            at += n + size
+        return vcl > 0 and at == len(data)
+
+
+def _remux_closed(stream, fps: tuple[int, int], n: int, gops) -> Iterator[EncodedChunk]:
+    """Runs of closed GOPs (``_IdrCheck``) of at least ``n`` pictures remuxed, one picture per
+    packet; the last run takes whatever remains."""
+    start, pending = 0, []
+    for gop in gops:
+        pending += gop
+        if len(pending) >= n:
+            yield EncodedChunk(_remux(stream, pending), "matroska", start, len(pending), fps)
+            start += len(pending)
+            pending = []
+    if pending:
+        yield EncodedChunk(_remux(stream, pending), "matroska", start, len(pending), fps)
 
 
 class _Cutter:

@@ -83,6 +83,21 @@ def test_cut_at_key_frames_without_reencoding(tmp_path):
     assert [c.count for c in round_trip(BIKES, 40, tmp_path)] == [76, 24]  # 30 < 40, then 30 + 46
 
 
+def test_cut_idr_gops_without_a_decode(tmp_path, monkeypatch):
+    """bikes and bigbuckbunny key frames are all H.264 IDR pictures: remuxed with no decode at
+    all (a decode here would fail the test), and still exactly a whole decode's pictures."""
+    import pipeline.media_io as media_io
+
+    def no_decode(*a, **k):
+        raise AssertionError("decoded an IDR-only input")
+    monkeypatch.setattr(media_io, "_Cutter", no_decode)
+    monkeypatch.setattr(media_io, "_decoded_md5s", no_decode)
+    assert [c.count for c in round_trip(BIKES, 25, tmp_path)] == [30, 46, 24]
+    assert [c.count for c in round_trip(BUNNY, None, tmp_path)] == [30]
+    with pytest.raises(AssertionError, match="decoded an IDR-only input"):
+        list(cut_input(str(BIKES), 15))  # a GOP of 46 > 2 x 15: that stretch must be decoded
+
+
 def test_cut_single_gop(tmp_path):
     """bigbuckbunny: one key frame in 30 frames of 720p."""
     chunks = round_trip(BUNNY, None, tmp_path)  # 25 fps: a 30-frame GOP fits (<= 2 chunks)
@@ -98,6 +113,13 @@ def test_cut_open_gop_falls_back_to_raw(tmp_path):
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(BIKES), "-frames:v", "40",
                     "-c:v", "libx264", "-g", "12", "-bf", "3", "-x264-params", "open-gop=1",
                     str(path)], check=True, timeout=120)
+    from pipeline.media_io import _IdrCheck, _open, _packets
+    container, stream = _open(str(path))
+    check = _IdrCheck(stream)
+    for p in _packets(str(path), container, stream):
+        check.see(p)
+    container.close()
+    assert check.prefix == 4 and not check.ok  # its I pictures are not IDR: checked by decoding
     chunks = round_trip(path, 12, tmp_path)
     assert sum(c.count for c in chunks) == 40
     assert "y4m" in {c.container for c in chunks}
