@@ -26,6 +26,9 @@ Policies:
   the median time its FSM state took in the job's finished attempts (after a minimum sample, and
   at least a floor of seconds) is marked straggling and gets a duplicate attempt the same way, long
   before the fixed timeout; states that wait on other tasks (``Speculation.waits``) are exempt;
+* a pair task (``Task.pair``: work stealing, ``pipeline.steal``) starts two attempts at once
+  that split its work; the first to finish wins and the other, a moment from done, is left to
+  finish and go idle (stopped if it is not done ``PAIR_DRAIN_S`` later);
 * a task fails after ``max_attempts`` failed attempts (or ``max_lost`` lost ones); the job then
   fails. A job succeeds only when every task is done and every result object re-verifies.
 
@@ -97,6 +100,8 @@ TABLES = {"task": TASK_TRANSITIONS, "attempt": ATTEMPT_TRANSITIONS,
 
 STRAGGLER_FACTOR_ABANDON = 4.0
 LAUNCH_TIMEOUT_S = 60.0
+#: Seconds the losing attempt of a pair task may take to finish after its peer won.
+PAIR_DRAIN_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -281,6 +286,7 @@ class JobRec:
     added: int = 0
     ready_seq: int = 0            # the highest seq that became ready; ready is in seq order below it
     ready_sorted: bool = True
+    draining: dict[str, float] = field(default_factory=dict)  # worker -> deadline (PAIR_DRAIN_S)
 
     def track(self, task: TaskRec) -> None:
         """A new task (waiting)."""
@@ -443,6 +449,8 @@ class Engine:
         a = w.attempt
         self._worker_move(w, "gone")
         w.attempt = None
+        if w.job_id in self.jobs:
+            self.jobs[w.job_id].draining.pop(worker_id, None)
         if a is not None and a.status == "running":
             log.warning("coordinator: job %s: worker %s (%s) lost during task %s, state %s",
                         w.job_id, worker_id, w.name, a.task.spec.task_id, a.state)
@@ -476,6 +484,14 @@ class Engine:
             log.debug("coordinator: late result from stopping worker %s ignored", worker_id)
             return
         a = w.attempt
+        job = self.jobs.get(w.job_id)
+        if a is not None and a.status == "superseded" and job is not None and \
+                job.draining.pop(worker_id, None) is not None:
+            log.debug("coordinator: %s: the losing attempt of pair task %s finished", worker_id,
+                      a.task.spec.task_id)
+            w.attempt = None
+            self._worker_move(w, "idle")
+            return
         if a is None or a.status != "running":
             return self._reject(worker_id, f"result for a task not given (seq {r.seq}, task "
                                            f"{r.task_id!r}); the worker has no command outstanding")
@@ -531,6 +547,10 @@ class Engine:
             if job.status != "running":
                 continue
             job.pending_launches = [d for d in job.pending_launches if d >= now]
+            for wid, until in list(job.draining.items()):
+                if now > until:
+                    del job.draining[wid]
+                    self._stop_worker(wid, f"the losing attempt of a pair ran {PAIR_DRAIN_S:g} s past its peer's win")
             for task in list(job.by_status["running"].values()):
                 for a in task.running():
                     fsm = job.job.fsm(task.spec.fsm)
@@ -638,6 +658,11 @@ class Engine:
                     break
                 self._task_move(job, task, "running")
                 self._start_attempt(job, task, idle.pop(0), now)
+                if task.spec.pair:   # its peer now if a worker is free, else as soon as one is
+                    task.wants_duplicate = True
+                    if idle:
+                        task.wants_duplicate = False
+                        self._start_attempt(job, task, idle.pop(0), now)
         for task in list(job.by_status["running"].values()) if idle else ():
             if not idle:
                 break
@@ -722,8 +747,13 @@ class Engine:
                 self._task_move(job, task, "done", f"attempt {a.number} on {a.worker_id}")
                 task.wants_duplicate = False
                 for other in task.running():
-                    self._stop_worker(other.worker_id, f"task {task.spec.task_id} done by another attempt")
                     self._move("attempt", other, "superseded")
+                    if task.spec.pair:
+                        # a pair's peer is a unit away from done: let it finish and go idle
+                        # rather than stop a worker that is fine (stopped if it does not)
+                        job.draining[other.worker_id] = now + PAIR_DRAIN_S
+                    else:
+                        self._stop_worker(other.worker_id, f"task {task.spec.task_id} done by another attempt")
                 self._actions.append(ReleaseMailbox(job.job_id, task.spec.task_id))
                 if job.planner is not None:
                     self._plan(job, task, now)
@@ -798,8 +828,15 @@ class Engine:
         tasks = {}
         for tid, task in job.tasks.items():
             tasks[tid] = [{"attempt": a.number, "worker": a.worker_id, "status": a.status,
-                           "history": [[round(t - t0, 6), s] for t, s in a.history]}
+                           "history": [[round(t - t0, 6), s] for t, s in a.history],
+                           **({"pair": True} if task.spec.pair else {}), **_steal_note(a)}
                           for a in task.attempts]
         end = (job.ended or self.clock()) - t0
         return {"job": job_id, "name": job.job.name, "status": job.status, "duration": round(end, 6),
                 "workers": workers, "tasks": tasks}
+
+
+def _steal_note(a: AttemptRec) -> dict:
+    """What a work-stealing attempt said it did (its ``steal`` output), for the timeline."""
+    said = [o["steal"] for o in a.outputs.values() if "steal" in o]
+    return {"steal": said[-1]} if said else {}

@@ -150,6 +150,9 @@ class Task:
     fsm: str
     params: Mapping[str, Any] = field(default_factory=dict)
     after: tuple[str, ...] = ()
+    # Start two attempts at once that split the work between them (work stealing: the
+    # operation looks at its attempt number); the first to finish wins, as with a duplicate.
+    pair: bool = False
 
 
 @dataclass(frozen=True)

@@ -66,17 +66,28 @@ def outcomes(timeline: dict) -> dict[tuple[str, str], str]:
     return out
 
 
+def steals(timeline: dict) -> dict[tuple[str, str], str]:
+    """(worker id, task) -> what the winning attempt of a work-stealing pair did (``pipeline.steal``)."""
+    out = {}
+    for task, attempts in (timeline.get("tasks") or {}).items():
+        for a in attempts if isinstance(attempts, list) else ():
+            if isinstance(a, dict) and "worker" in a and a.get("steal"):
+                out[(str(a["worker"]), str(task))] = str(a["steal"])
+    return out
+
+
 def layout(timeline: dict) -> tuple[int, int, list[tuple]]:
     """(width, height, items) of the chart. Items, in drawing order: ("line", x1, y1, x2, y2,
     color), ("rect", x, y, w, h, color, tooltip or None), ("text", x, y, text, anchor, size), with
     y of a text its baseline and anchor "start", "middle" or "end"."""
     rows = segments(timeline)
     ended = outcomes(timeline)
+    stole = steals(timeline)
     workers = [str(w.get("worker", "")) for w in timeline["workers"]]
     duration = max([float(timeline.get("duration", 0))] + [s[1] for _, segs in rows for s in segs] + [1e-9])
     scale = WIDTH / duration
     states = sorted({s[3] for _, segs in rows for s in segs})
-    height = TOP + ROW * len(rows) + 56 + 16 * ((len(states) + 3) // 4)
+    height = TOP + ROW * len(rows) + 72 + 16 * ((len(states) + 3) // 4)
     items: list[tuple] = [("text", LEFT, 16, f'{timeline.get("name", "")} {timeline.get("job", "")}: '
                            f'{timeline.get("status", "")}, {duration:.2f} s, {len(rows)} workers', "start", 13)]
     step = _tick(duration)  # about ten ticks
@@ -86,7 +97,7 @@ def layout(timeline: dict) -> tuple[int, int, list[tuple]]:
         items.append(("line", x, TOP - 6, x, TOP + ROW * len(rows), "#dddddd"))
         items.append(("text", x, TOP - 8, f"{t:g}", "middle", 11))
         t += step
-    struck = False
+    struck = ticked = False
     for i, (label, segs) in enumerate(rows):
         y = TOP + i * ROW
         items.append(("text", LEFT - 6, y + BAR - 3, label[:24], "end", 11))
@@ -94,7 +105,12 @@ def layout(timeline: dict) -> tuple[int, int, list[tuple]]:
             how = ended.get((workers[i], task), "")
             note = {"superseded": " (superseded: another attempt won)", "lost": " (lost)"}.get(how, "")
             x, w = LEFT + start * scale, max((end - start) * scale, 0.5)
-            items.append(("rect", x, y + 1, w, BAR, _color(state), f"{task} {state}: {start:.3f}-{end:.3f} s{note}"))
+            won = f" (won; {stole[(workers[i], task)]})" if (workers[i], task) in stole else ""
+            items.append(("rect", x, y + 1, w, BAR, _color(state),
+                          f"{task} {state}: {start:.3f}-{end:.3f} s{note}{won}"))
+            if won and ", 0 of them" not in won:   # it stole: a white tick at its end
+                items.append(("line", x + w - 1, y + 1, x + w - 1, y + 1 + BAR, "#ffffff"))
+                ticked = True
             if note:  # an attempt that did not win: struck through
                 items.append(("line", x, y + 1 + BAR / 2, x + w, y + 1 + BAR / 2, "#000000"))
                 struck = True
@@ -108,6 +124,12 @@ def layout(timeline: dict) -> tuple[int, int, list[tuple]]:
         items.append(("line", LEFT, yy - 4, LEFT + 12, yy - 4, "#000000"))
         items.append(("text", LEFT + 16, yy, "struck through: an attempt that lost to a duplicate, or was lost",
                       "start", 11))
+    if ticked:
+        yy = y + ((len(states) + 3) // 4) * 16 + (16 if struck else 0)
+        items.append(("rect", LEFT, yy - 10, 12, 12, "#888888", None))
+        items.append(("line", LEFT + 11, yy - 10, LEFT + 11, yy + 2, "#ffffff"))
+        items.append(("text", LEFT + 16, yy, "white tick at the end: a work-stealing pair's winner "
+                      "that also did units of its peer's half", "start", 11))
     return LEFT + WIDTH + 20, height, items
 
 

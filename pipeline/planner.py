@@ -36,7 +36,7 @@ from pipeline.spec import Node, Spec, SpecError
 
 OPERATION = "pipeline-stage"
 STATE = "run"
-ARGS = ("node", "stage", "config", "inputs", "lineage", "prefix")
+ARGS = ("node", "stage", "config", "inputs", "lineage", "prefix", "steal")
 
 
 def describe_input(x: Item | Part) -> dict:
@@ -271,8 +271,8 @@ class PipelinePlanner:
                   "first_time": first * rate[1] / rate[0],
                   "config": json.dumps(config, sort_keys=True, separators=(",", ":")),
                   "inputs": json.dumps(inputs, sort_keys=True, separators=(",", ":")),
-                  "lineage": batch.lineage, "prefix": f"n/{name}/{group}"}
-        return Task(task_id, f"node-{name}", params)
+                  "lineage": batch.lineage, "prefix": f"n/{name}/{group}", "steal": int(run.node.steal)}
+        return Task(task_id, f"node-{name}", params, pair=run.node.steal)
 
     def _progress(self, name: str) -> None:
         if self.on_progress is not None:

@@ -182,7 +182,7 @@ def run_here(planner, first_tasks: list, storage) -> int:
         task = ordered[0].spec
         queue = [r for r in queue if r.spec is not task]
         try:
-            outputs = run_stage(storage, task_id=task.task_id, **{a: task.params[a] for a in ARGS})
+            outputs = run_stage(storage, task_id=task.task_id, **{a: task.params[a] for a in ARGS if a != "steal"})
         except (OperationError, OSError, ValueError) as e:
             # In this process a task is not retried: a deterministic stage fails the same way again.
             raise PipelineError(f"task {task.task_id} failed: {_line(e)}") from None

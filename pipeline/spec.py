@@ -14,8 +14,9 @@ DESIGN.md, "Pipelines"::
 A node names a registered stage (or a Sprocket alias), its ``config`` (checked against the
 options the stage and its delivery function declare; a numeric option may be a ``"{fps}/4"``
 expression, evaluated per task once the frame rate is known: ``pipeline.arith``), an optional
-``delivery_function`` (built in, a Sprocket alias, or ``module:function``) and, our extension,
-``timeout_s`` for its tasks. Sprocket's spellings are accepted: ``null`` for unset values,
+``delivery_function`` (built in, a Sprocket alias, or ``module:function``) and, our extensions,
+``timeout_s`` for its tasks and ``"steal": true`` to run each task as a work-stealing pair of
+attempts (``pipeline.steal``; for stages that declare they can split). Sprocket's spellings are accepted: ``null`` for unset values,
 options without underscores (``framesperchunk``), a ``lambda_function`` per node (ignored).
 Streams join ``node:port`` to ``node:port``; ``input_N`` nodes are the pipeline's sources (a
 port's type is the type of what it feeds), ``output_N`` its sinks (one stream each);
@@ -34,12 +35,12 @@ from typing import Any
 
 from pipeline import arith
 from pipeline.delivery import DeliveryDef, DeliveryError, get_delivery
-from pipeline.stage import Option, StageDef, StageError, get_stage
+from pipeline.stage import Option, StageDef, StageError, all_stages, get_stage
 
 DEFAULT_TIMEOUT_S = 300.0
 _NODE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _IO_NAME = re.compile(r"(input|output)_(\d+)")
-_NODE_KEYS = {"name", "stage", "config", "delivery_function", "timeout_s",
+_NODE_KEYS = {"name", "stage", "config", "delivery_function", "timeout_s", "steal",
               "lambda_function"}   # Sprocket's per-node Lambda function name: not ours, ignored
 _STREAM_KEYS = {"src", "dst", "durable"}
 
@@ -97,6 +98,7 @@ class Node:
     options: dict[str, Any]            # every option of the stage and the delivery function
     delivery: DeliveryDef
     timeout_s: float
+    steal: bool = False
     inputs: dict[str, list[Stream]] = field(default_factory=dict)   # connected input ports
     durable: set[str] = field(default_factory=set)
     outputs: dict[str, Stream] = field(default_factory=dict)        # connected output ports
@@ -189,7 +191,7 @@ def _option_value(node: str, name: str, opt: Option, value: Any) -> Any:
     return value
 
 
-def _node(i: int, raw: Any) -> tuple[str, StageDef, dict, DeliveryDef, float]:
+def _node(i: int, raw: Any) -> tuple[str, StageDef, dict, DeliveryDef, float, bool]:
     if not isinstance(raw, dict):
         raise SpecError(f"nodes[{i}]: not an object")
     name = raw.get("name")
@@ -236,7 +238,14 @@ def _node(i: int, raw: Any) -> tuple[str, StageDef, dict, DeliveryDef, float]:
     timeout = raw.get("timeout_s", DEFAULT_TIMEOUT_S)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 24 * 3600:
         raise SpecError(f"node {name}: timeout_s must be seconds in (0, 86400], got {json.dumps(timeout)}")
-    return name, st, options, dl, float(timeout)
+    steal = raw.get("steal", False)
+    if not isinstance(steal, bool):
+        raise SpecError(f"node {name}: steal must be true or false, got {json.dumps(steal)}")
+    if steal and not st.steal:
+        stealers = sorted(n for n, d in all_stages().items() if d.steal)
+        raise SpecError(f"node {name}: stage {st.name} cannot split a task between a pair of "
+                        f"attempts (steal works with: {', '.join(stealers)})")
+    return name, st, options, dl, float(timeout), steal
 
 
 def _sprocket_config(node: str, st: StageDef, config: dict, declared: dict) -> dict:
@@ -275,10 +284,10 @@ def validate(doc: Any) -> Spec:
             raise SpecError(f"pipespec: {key!r} must be a list")
     nodes: dict[str, Node] = {}
     for i, raw in enumerate(doc["nodes"]):
-        name, st, options, dl, timeout = _node(i, raw)
+        name, st, options, dl, timeout, steal = _node(i, raw)
         if name in nodes:
             raise SpecError(f"node {name}: the name is used twice")
-        nodes[name] = Node(name, st, options, dl, timeout)
+        nodes[name] = Node(name, st, options, dl, timeout, steal)
 
     inputs: dict[str, dict[str, str]] = {}
     outputs: dict[str, Stream] = {}

@@ -77,6 +77,9 @@ class StageDef:
     # delivery option -> its default as a function of this stage's options (when the pipespec
     # does not set it): excamera_encode groups N*x frames per task
     delivery_defaults: dict[str, Callable] = field(default_factory=dict)
+    # how a pair of attempts may split a task (a node's "steal": true; pipeline.steal):
+    # "frames" for a stage that maps each picture on its own, "decode" for decode; "" for none
+    steal: str = ""
 
 
 _STAGES: dict[str, StageDef] = {}
@@ -87,10 +90,15 @@ _loaded = False
 def stage(name: str, *, inputs: dict[str, str], outputs: dict[str, str],
           options: dict[str, Option] | None = None, delivery: str = "default",
           optional_inputs: tuple[str, ...] = (), aliases: tuple[str, ...] = (), extra: str = "",
-          delivery_defaults: dict[str, Callable] | None = None):
+          delivery_defaults: dict[str, Callable] | None = None, steal: str = ""):
     """Register the decorated function as stage ``name`` (and under each of ``aliases``).
     ``delivery_defaults`` gives a delivery option (e.g. ``frames_per_chunk``) a default computed
-    from the stage's own options, used when the pipespec leaves it out."""
+    from the stage's own options, used when the pipespec leaves it out. ``steal``: ``"frames"``
+    when the stage maps each picture on its own (its output for any run of pictures is the run
+    of its outputs for each), so a pair of attempts may split a task (``pipeline.steal``)."""
+
+    if steal not in ("", "frames", "decode"):
+        raise StageError(f"stage {name}: steal must be 'frames' or 'decode', not {steal!r}")
 
     def register(fn: Callable) -> Callable:
         for port, t in {**inputs, **outputs}.items():
@@ -105,7 +113,7 @@ def stage(name: str, *, inputs: dict[str, str], outputs: dict[str, str],
                 raise StageError(f"stage {n!r} is already registered")
         d = StageDef(name, fn, dict(inputs), dict(outputs), dict(options or {}), delivery,
                      tuple(optional_inputs), tuple(aliases), extra, (fn.__doc__ or "").strip(),
-                     dict(delivery_defaults or {}))
+                     dict(delivery_defaults or {}), steal)
         _STAGES[name] = d
         for a in aliases:
             _ALIASES[a] = name

@@ -20,6 +20,7 @@ import json
 
 from excamera.storage import Storage
 from pipeline.stage import StageContext, get_stage
+from pipeline.steal import Prebuilt, run_pair
 from pipeline.values import PORT_TYPES, Records, decode
 from worker.ops import OpContext, OperationError, operation
 
@@ -45,8 +46,10 @@ def _load(storage: Storage, d: dict):
 
 
 def run_stage(storage: Storage, *, node: str, stage: str, config: str, inputs: str, lineage: int,
-              prefix: str, task_id: str = "", attempt: int = 1) -> dict:
-    """Run one task: load, call the stage, store; returns the operation's outputs."""
+              prefix: str, task_id: str = "", attempt: int = 1, steal: int = 0) -> dict:
+    """Run one task: load, call the stage, store; returns the operation's outputs. ``steal``: the
+    task is one of a work-stealing pair of attempts (``pipeline.steal``); the attempt number's
+    parity picks the end it starts from."""
     where = f"node {node} lineage {lineage}"
     try:
         st = get_stage(stage)
@@ -55,8 +58,12 @@ def run_stage(storage: Storage, *, node: str, stage: str, config: str, inputs: s
     except (ValueError, KeyError, TypeError, OSError) as e:
         raise OperationError(f"{where}: inputs: {_line(e)}") from None
     ctx = StageContext(node, task_id, lineage, attempt)
+    stole = ""
     try:
-        produced = st.fn(ctx, values, cfg) or {}
+        if steal:
+            produced, stole = run_pair(storage, st, ctx, values, cfg, prefix, (attempt - 1) % 2)
+        else:
+            produced = st.fn(ctx, values, cfg) or {}
     except Exception as e:  # noqa: BLE001 - a stage's failure is the task's, in one line
         raise OperationError(f"{where}: stage {st.name}: {_line(e)}") from None
     finally:
@@ -70,7 +77,7 @@ def run_stage(storage: Storage, *, node: str, stage: str, config: str, inputs: s
             raise OperationError(f"{where}: stage {st.name} returned port {port!r}, which it does not declare")
         cls = PORT_TYPES[st.outputs[port]]
         for i, v in enumerate(produced[port]):
-            if not isinstance(v, cls):
+            if not isinstance(v, (cls, Prebuilt)):
                 raise OperationError(f"{where}: stage {st.name} port {port}: value {i} is a "
                                      f"{type(v).__name__}, not {cls.__name__}")
             name = f"o{len(items)}"
@@ -78,6 +85,8 @@ def run_stage(storage: Storage, *, node: str, stage: str, config: str, inputs: s
             items.append({"ref": name, "port": port, "start": v.start, "count": v.count,
                           "fps": list(v.fps), "meta": v.meta})
     out["items"] = json.dumps(items, sort_keys=True, separators=(",", ":"))
+    if stole:
+        out["steal"] = stole
     return out
 
 
@@ -88,7 +97,7 @@ def _line(e: BaseException) -> str:
 
 @operation("pipeline-stage")
 def op_pipeline_stage(ctx: OpContext, *, node: str, stage: str, config: str, inputs: str, lineage: int,
-                      prefix: str) -> dict:
+                      prefix: str, steal: int = 0) -> dict:
     """One task of pipeline node ``node`` (see the module docstring)."""
     return run_stage(ctx.storage, node=node, stage=stage, config=config, inputs=inputs, lineage=lineage,
-                     prefix=prefix, task_id=ctx.task_id, attempt=ctx.attempt)
+                     prefix=prefix, task_id=ctx.task_id, attempt=ctx.attempt, steal=steal)

@@ -144,3 +144,57 @@ def test_a_sigstopped_worker_costs_a_pipeline_at_most_half_again(tmp_path):
           f"superseded, {statuses.count('lost')} lost")
     assert frozen and out == base
     assert t_frozen <= 1.5 * t_base + 5.0
+
+
+@pytest.mark.slow
+def test_a_sigstopped_worker_in_a_stealing_pair_costs_nothing(tmp_path):
+    """decode and grayscale as work-stealing pairs (pipeline.steal): a worker frozen in the middle
+    of a pair's attempt leaves its half to its peer, which does it and wins; the frozen worker is
+    stopped later. Same bytes as an undisturbed run; the timeline shows the steal."""
+    import json
+
+    from common import CLIPS_DIR
+    from pipeline.run import run_pipeline
+
+    spec = {"nodes": [{"name": "decode", "stage": "decode", "steal": True},
+                      {"name": "gray", "stage": "grayscale", "steal": True}],
+            "streams": [{"src": "input_0:chunks", "dst": "decode:chunks"},
+                        {"src": "decode:frames", "dst": "gray:frames"},
+                        {"src": "gray:frames", "dst": "output_0:frames"}]}
+    path = tmp_path / "steal.json"
+    path.write_text(json.dumps(spec))
+    clip = str(CLIPS_DIR / "compressed" / "bikes_640x272_100f.mp4")
+
+    def run(name, freeze):
+        frozen, done = [], [0]
+
+        def progress(node, n_done, planned, finished):
+            done[0] += 1
+            if freeze and not frozen and done[0] >= 2:
+                pids = _worker_pids()
+                if pids:
+                    frozen.append(pids[-1])
+                    os.kill(pids[-1], signal.SIGSTOP)
+
+        out, tl = tmp_path / f"{name}.y4m", tmp_path / f"{name}.json"
+        t0 = time.monotonic()
+        try:
+            run_pipeline(str(path), {"input_0": clip}, {"output_0": str(out)}, workers=4, spare=1,
+                         frames_per_chunk=25, timeline=str(tl), on_progress=progress)
+        finally:
+            for pid in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        return out.read_bytes(), time.monotonic() - t0, json.loads(tl.read_text()), frozen
+
+    base, t_base, base_tl, _ = run("base", False)
+    out, t_frozen, timeline, frozen = run("frozen", True)
+    winners = [a for attempts in timeline["tasks"].values() for a in attempts if a["status"] == "succeeded"]
+    assert all(a.get("pair") for a in winners)
+    stolen = [int(a["steal"].split(", ")[1].split()[0]) for a in winners if "steal" in a]
+    print(f"stealing pipeline undisturbed {t_base:.2f} s, one worker frozen {t_frozen:.2f} s; "
+          f"units stolen per winner {stolen}")
+    assert frozen and out == base
+    assert t_frozen <= 1.5 * t_base + 5.0
+    assert sum(stolen) > 0
+    assert "of them the peer's" in render(timeline)   # the chart's tooltips carry the steal lines

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
+from collections.abc import Iterator
 from fractions import Fraction
 
 import numpy as np
@@ -48,9 +49,9 @@ def join(batches: list[FrameBatch], what: str = "frames") -> FrameBatch:
     return FrameBatch(*cat, first.start, first.fps, dict(first.meta))
 
 
-def decode_chunk(chunk: EncodedChunk, tmpdir: str | None = None) -> FrameBatch:
-    """The pictures of ``chunk``, numbered from its ``start`` (``excamera.video.open_video`` on a
-    temporary file of the chunk's container)."""
+def chunk_images(chunk: EncodedChunk, tmpdir: str | None = None) -> Iterator[Image]:
+    """The pictures of ``chunk`` one at a time (``excamera.video.open_video`` on a temporary file
+    of the chunk's container); ``check_images`` checks them once all are read."""
     from codec.errors import VP8Error
     from excamera.video import open_video
 
@@ -61,11 +62,15 @@ def decode_chunk(chunk: EncodedChunk, tmpdir: str | None = None) -> FrameBatch:
             f.write(chunk.data)
         try:
             with open_video(path) as video:
-                images = list(video)
+                yield from video
         except VP8Error as e:  # ContainerError, UnsupportedError, CorruptFrameError
             raise StageInputError(f"chunk at frame {chunk.start} ({chunk.container}): {e}") from None
     finally:
         os.unlink(path)
+
+
+def check_images(chunk: EncodedChunk, images: list[Image]) -> None:
+    """``images`` are all of ``chunk``'s pictures: as many as it says, of one size."""
     if not images:
         raise StageInputError(f"chunk at frame {chunk.start} ({chunk.container}) holds no picture")
     if chunk.count and len(images) != chunk.count:
@@ -74,6 +79,12 @@ def decode_chunk(chunk: EncodedChunk, tmpdir: str | None = None) -> FrameBatch:
     sizes = {(im.width, im.height) for im in images}
     if len(sizes) > 1:
         raise StageInputError(f"chunk at frame {chunk.start} changes picture size ({sorted(sizes)})")
+
+
+def decode_chunk(chunk: EncodedChunk, tmpdir: str | None = None) -> FrameBatch:
+    """The pictures of ``chunk``, numbered from its ``start``."""
+    images = list(chunk_images(chunk, tmpdir))
+    check_images(chunk, images)
     return FrameBatch.from_images(images, chunk.start, chunk.fps, chunk.meta)
 
 
@@ -183,7 +194,7 @@ def _libvpx(images: list[Image], fps: tuple[int, int], cq_level: int, speed: int
 
 # -- the stages -----------------------------------------------------------------------------------
 
-@stage("decode", inputs={"chunks": "chunks"}, outputs={"frames": "frames"})
+@stage("decode", inputs={"chunks": "chunks"}, outputs={"frames": "frames"}, steal="decode")
 def decode(ctx: StageContext, inputs: dict, config: dict) -> dict:
     """Encoded chunks (any container ``excamera.video`` opens) -> their pictures, one batch per
     chunk, numbered from the chunk's ``start``."""
@@ -197,7 +208,7 @@ def grayscale_batch(b: FrameBatch) -> FrameBatch:
     return FrameBatch(b.y, grey, grey.copy(), b.start, b.fps, dict(b.meta))
 
 
-@stage("grayscale", inputs={"frames": "frames"}, outputs={"frames": "frames"})
+@stage("grayscale", inputs={"frames": "frames"}, outputs={"frames": "frames"}, steal="frames")
 def grayscale(ctx: StageContext, inputs: dict, config: dict) -> dict:
     """Pictures without colour, equal to ``ffmpeg -vf hue=s=0 -pix_fmt yuv420p``."""
     return {"frames": [grayscale_batch(b) for b in inputs["frames"]]}
@@ -216,7 +227,7 @@ def video_filter(ctx: StageContext, inputs: dict, config: dict) -> dict:
 
 
 @stage("duplicate_filter", inputs={"frames": "frames"},
-       outputs={"frames_0": "frames", "frames_1": "frames"})
+       outputs={"frames_0": "frames", "frames_1": "frames"}, steal="frames")
 def duplicate_filter(ctx: StageContext, inputs: dict, config: dict) -> dict:
     """The same pictures on two ports (Sprocket's branch point)."""
     frames = inputs["frames"]
@@ -251,7 +262,7 @@ def blend_batches(a: FrameBatch, b: FrameBatch) -> FrameBatch:
 
 
 @stage("blend", inputs={"frames_0": "frames", "frames_1": "frames"},
-       outputs={"frames": "frames"}, delivery="pair")
+       outputs={"frames": "frames"}, delivery="pair", steal="frames")
 def blend(ctx: StageContext, inputs: dict, config: dict) -> dict:
     """The average of two streams of pictures of one size, equal to ffmpeg's
     ``[0][1]blend=all_mode=average``."""
