@@ -197,4 +197,4 @@ def test_a_sigstopped_worker_in_a_stealing_pair_costs_nothing(tmp_path):
     assert frozen and out == base
     assert t_frozen <= 1.5 * t_base + 5.0
     assert sum(stolen) > 0
-    assert "of them the peer's" in render(timeline)   # the chart's tooltips carry the steal lines
+    assert "of them the peer&#x27;s" in render(timeline)   # the chart's tooltips carry the steal lines
