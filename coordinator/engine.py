@@ -142,7 +142,12 @@ class Planner(Protocol):
         """The tasks whose object outputs are the job's result (asked once, when it ends)."""
 
     def order(self, ready: list[TaskRec], now: float) -> list[TaskRec]:
-        """The ready tasks in the order idle workers should take them (the scheduler)."""
+        """The ready tasks in the order idle workers should take them (the scheduler); a task
+        left out is held back for now."""
+
+    # Optional: ``idle_exit_s`` (seconds, or None): when set, a worker idle that long while
+    # every ready task is held back exits, and workers are launched only for the work released
+    # (the streaming scheduler: as few workers at a time as meet its deadline).
 
 
 # -- actions (what the servicer must do) ---------------------------------------------------------
@@ -645,14 +650,17 @@ class Engine:
             if all(job.tasks[d].status == "done" for d in task.spec.after):
                 self._task_move(job, task, "ready")
         idle = [self.workers[w] for w in job.worker_ids if self.workers[w].status == "idle"]
-        if idle and job.by_status["ready"]:
+        exit_s = getattr(job.planner, "idle_exit_s", None)
+        released = 0          # tasks the scheduler lets go that no idle worker took (idle_exit_s)
+        if (idle or exit_s is not None) and job.by_status["ready"]:
             # In the order the tasks were added (re-sorted only when one came back out of order).
             if not job.ready_sorted:
                 job.by_status["ready"] = dict(sorted(job.by_status["ready"].items(), key=lambda kv: kv[1].seq))
                 job.ready_sorted = True
             ready = list(job.by_status["ready"].values())
-            if job.planner is not None and len(ready) > 1:
+            if job.planner is not None and (len(ready) > 1 or exit_s is not None):
                 ready = job.planner.order(ready, now)
+            released = max(0, len(ready) - len(idle))
             for task in ready:
                 if not idle:
                     break
@@ -677,10 +685,14 @@ class Engine:
             else:  # a planner bug: nothing runs and nothing more will be planned
                 self._end_job(job, "failed", "the planner added no task, yet is not complete", now)
             return
+        if exit_s is not None:
+            self._retire_idle(job, exit_s, now)
         if job.launcher:
             live = sum(1 for w in job.worker_ids if self.workers[w].status in ("idle", "busy"))
-            # A dynamic job's task count grows as it runs: keep its workers.
-            pending = job.workers if job.planner is not None else job.unfinished()
+            if exit_s is not None:   # only for the work there is: the running and the released
+                pending = sum(len(t.running()) for t in job.by_status["running"].values()) + released
+            else:  # a dynamic job's task count grows as it runs: keep its workers
+                pending = job.workers if job.planner is not None else job.unfinished()
             wanted = min(job.workers + job.spare, pending + job.spare)
             missing = min(wanted - live - len(job.pending_launches), job.launch_budget - job.launches)
             if missing > 0:
@@ -690,6 +702,18 @@ class Engine:
             elif live == 0 and not job.pending_launches and job.launches >= job.launch_budget:
                 self._end_job(job, "failed", f"no workers left and the launch budget "
                                              f"({job.launch_budget}) is spent", now)
+
+    def _retire_idle(self, job: JobRec, exit_s: float, now: float) -> None:
+        """Stop the workers idle for ``exit_s`` beyond the ``spare`` ones: the scheduler holds
+        the work back, and an idle worker is paid for. Its launch goes back to the budget."""
+        idle = [self.workers[w] for w in job.worker_ids if self.workers[w].status == "idle"]
+        idle.sort(key=lambda w: w.history[-1][0])
+        for w in idle[:max(0, len(idle) - job.spare)]:
+            if now - w.history[-1][0] >= exit_s:
+                job.launches = max(0, job.launches - 1)
+                self._event(job.job_id, "retire", worker_id=w.worker_id,
+                            detail=f"idle {now - w.history[-1][0]:.1f} s while the scheduler holds the work back")
+                self._stop_worker(w.worker_id, "idle: the scheduler holds the work back")
 
     def _start_attempt(self, job: JobRec, task: TaskRec, w: WorkerRec, now: float) -> None:
         fsm = job.job.fsm(task.spec.fsm)

@@ -145,6 +145,11 @@ class PipelinePlanner:
     def order(self, ready: list, now: float) -> list:
         return self.scheduler.order(ready, now)
 
+    @property
+    def idle_exit_s(self) -> float | None:
+        """Seconds an idle worker waits before it exits (the streaming scheduler's; else None)."""
+        return self.scheduler.idle_exit_s
+
     # -- results --------------------------------------------------------------------------------
 
     def sink_items(self, name: str) -> list[Item]:

@@ -15,7 +15,9 @@ done (``task_done``: its node and seconds from planned to done) and every output
   queue ahead of it (the rest of the pipeline for each ready task due earlier, spread over the
   workers), both times a safety
   ``margin``; among released tasks the earliest deadline goes first. Held-back work leaves
-  workers idle instead of running ahead. Each output item that arrives after its due time is a
+  workers idle instead of running ahead, and a worker idle for ``idle_exit_s`` (1 s) exits;
+  workers are launched again for the work released (the engine's ``idle_exit_s`` policy), so
+  the job holds as few workers at a time as meet the deadline. Each output item that arrives after its due time is a
   miss, reported with its lateness. Before a node has finished ``min_sample`` tasks its time is
   unknown and its tasks are released at once.
 
@@ -37,6 +39,8 @@ class Scheduler:
     """fifo: the base every scheduler extends (see the module docstring)."""
 
     name = "fifo"
+    #: Seconds a worker may sit idle before it exits (None: workers stay for the whole job).
+    idle_exit_s: float | None = None
 
     def __init__(self):
         self.t0 = 0.0
@@ -94,8 +98,9 @@ class PriorityScheduler(Scheduler):
 class StreamingScheduler(PriorityScheduler):
     name = "streaming"
 
-    def __init__(self, deadline: float, margin: float = 1.5, min_sample: int = 2):
+    def __init__(self, deadline: float, margin: float = 1.5, min_sample: int = 2, idle_exit_s: float = 1.0):
         super().__init__()
+        self.idle_exit_s = idle_exit_s
         if not isinstance(deadline, (int, float)) or isinstance(deadline, bool) or not 0 < deadline <= 86400:
             raise SpecError(f"scheduler streaming: deadline {deadline!r} must be a number of seconds "
                             f"in (0, 86400]")
