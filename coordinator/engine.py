@@ -100,6 +100,8 @@ TABLES = {"task": TASK_TRANSITIONS, "attempt": ATTEMPT_TRANSITIONS,
 
 STRAGGLER_FACTOR_ABANDON = 4.0
 LAUNCH_TIMEOUT_S = 60.0
+#: The operations that read a task's mailbox at the rendezvous.
+RECEIVING_OPERATIONS = ("receive-state",)
 #: Seconds the losing attempt of a pair task may take to finish after its peer won.
 PAIR_DRAIN_S = 5.0
 
@@ -292,6 +294,7 @@ class JobRec:
     ready_seq: int = 0            # the highest seq that became ready; ready is in seq order below it
     ready_sorted: bool = True
     draining: dict[str, float] = field(default_factory=dict)  # worker -> deadline (PAIR_DRAIN_S)
+    receives: dict[str, bool] = field(default_factory=dict)   # fsm -> has a receive-state
 
     def track(self, task: TaskRec) -> None:
         """A new task (waiting)."""
@@ -778,7 +781,8 @@ class Engine:
                         job.draining[other.worker_id] = now + PAIR_DRAIN_S
                     else:
                         self._stop_worker(other.worker_id, f"task {task.spec.task_id} done by another attempt")
-                self._actions.append(ReleaseMailbox(job.job_id, task.spec.task_id))
+                if self._receives(job, task.spec.fsm):
+                    self._actions.append(ReleaseMailbox(job.job_id, task.spec.task_id))
                 if job.planner is not None:
                     self._plan(job, task, now)
             return
@@ -798,6 +802,16 @@ class Engine:
                                          f"{len(task.attempts)} attempt(s): {task.last_error}", now)
         else:
             self._task_move(job, task, "ready", f"re-issue after: {error}")
+
+    @staticmethod
+    def _receives(job: JobRec, fsm_name: str) -> bool:
+        """Whether tasks of this FSM have a mailbox at the rendezvous to release once done (only
+        ``receive-state`` reads one; a pipeline's tasks never do, and a release is an RPC)."""
+        known = job.receives.get(fsm_name)
+        if known is None:
+            known = job.receives[fsm_name] = any(
+                st.operation in RECEIVING_OPERATIONS for st in job.job.fsm(fsm_name).states)
+        return known
 
     def _finish(self, job: JobRec, now: float) -> None:
         """Every task is done: verify the result objects once more before calling it success."""

@@ -61,6 +61,8 @@ def test_a_slow_attempt_gets_a_duplicate_and_the_first_result_wins(tmp_path):
     e.observe_result(nxt[0].worker_id, Result(nxt[0].seq, "t4", True))
     actions = e.step()
     assert any(isinstance(a, eng.StopWorker) and a.worker_id == slow.worker_id for a in actions)
+    # its FSM reads a mailbox (receive-state): released at the rendezvous once the task is done
+    assert any(isinstance(a, eng.ReleaseMailbox) and a.task_id == "t4" for a in actions)
     assert any(isinstance(a, eng.JobEnded) and a.status == "succeeded" for a in actions)
     attempts = e.timeline("j")["tasks"]["t4"]
     assert [a["status"] for a in attempts] == ["superseded", "succeeded"]
