@@ -93,3 +93,52 @@ def test_a_bad_new_task_fails_the_job(tmp_path):
     p.on_done = lambda tid, out: [Task("t0", "d", {"x": "again"})]
     _, _, end = run(tmp_path, p)
     assert end.status == "failed" and "taken" in end.error
+
+
+class HoldingPlanner:
+    """Three independent tasks; ``release`` says which of the ready ones may start now; idle
+    workers exit after ``idle_exit_s`` (the streaming scheduler's policy)."""
+
+    idle_exit_s = 1.0
+
+    def __init__(self):
+        self.release, self.done = set(), set()
+
+    def on_done(self, task_id, outputs):
+        self.done.add(task_id)
+        return []
+
+    def complete(self):
+        return len(self.done) == 3
+
+    def result_tasks(self):
+        return ("a", "b", "c")
+
+    def order(self, ready, now):
+        return [t for t in ready if t.spec.task_id in self.release]
+
+
+def test_idle_workers_exit_while_work_is_held_back_and_come_back_for_it(tmp_path):
+    clock = Clock()
+    e = Engine(clock)
+    planner = HoldingPlanner()
+    job = Job("j", (FSM_D,), tuple(Task(t, "d", {"x": t}) for t in "abc"))
+    e.add_job("j", job, LocalStorage(tmp_path).scoped("jobs/j"), workers=3, spare=0, planner=planner)
+    launches = [a.count for a in e.step() if isinstance(a, eng.Launch)]
+    assert launches == []                       # nothing released: no worker launched at all
+    planner.release = {"a"}
+    assert [a.count for a in e.step() if isinstance(a, eng.Launch)] == [1]   # one, for a's work
+    ws = [e.observe_connect("j", f"n{i}") for i in range(1)]
+    cmds = [a for a in e.step() if isinstance(a, eng.SendCommand)]
+    assert [c.task_id for c in cmds] == ["a"]
+    e.observe_result(ws[0], Result(cmds[0].seq, "a", True, outputs={"text": "a"}))
+    e.step()
+    clock.t += 0.5
+    assert not [a for a in e.step() if isinstance(a, eng.StopWorker)]      # idle 0.5 s: stays
+    clock.t += 0.6
+    actions = e.step()
+    assert [a.worker_id for a in actions if isinstance(a, eng.StopWorker)] == ws   # idle 1.1 s: exits
+    assert any(isinstance(a, eng.Event) and a.kind == "retire" for a in actions)
+    assert e.jobs["j"].launches == 0            # a retirement gives its launch back to the budget
+    planner.release = {"b", "c"}
+    assert [a.count for a in e.step() if isinstance(a, eng.Launch)] == [2]   # two, for b and c
