@@ -134,7 +134,8 @@ class Spec:
         for n in self.nodes.values():
             ins = "; ".join(f"{p} <- {', '.join(f'{s.src}:{s.src_port}' for s in ss)}"
                             f"{' (durable)' if p in n.durable else ''}" for p, ss in sorted(n.inputs.items()))
-            lines.append(f"{n.name}: stage {n.stage.name}, delivery {n.delivery.name}; {ins or 'no inputs'}")
+            steal = ", work-stealing pairs" if n.steal else ""
+            lines.append(f"{n.name}: stage {n.stage.name}, delivery {n.delivery.name}{steal}; {ins or 'no inputs'}")
         for name, s in self.outputs.items():
             lines.append(f"{name}: sink ({s.dst_port}: {s.port_type}) <- {s.src}:{s.src_port}")
         return "\n".join(lines)

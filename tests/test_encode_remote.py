@@ -162,7 +162,10 @@ def test_ctrl_c_cancels_the_job_and_writes_nothing(daemon, tmp_path):
     address, client, _ = daemon
     out = tmp_path / "o.ivf"
     before = set(jobs(address, client))
-    proc = subprocess.Popen([sys.executable, "-m", "excamera", "encode", str(CLIP), "-o", str(out), "--workers", "2",
+    # 60 CIF frames: a job that cannot end in the half second before the Ctrl-C (15 tiny frames
+    # once did, on a loaded machine)
+    long_clip = ROOT / "demo" / "foreman_cif_60f.ivf"
+    proc = subprocess.Popen([sys.executable, "-m", "excamera", "encode", str(long_clip), "-o", str(out), "--workers", "2",
                              "--coordinator", address, "--certs", str(client), *SETTINGS],
                             cwd=ROOT, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

@@ -124,6 +124,7 @@ def test_steal_in_a_pipespec():
                        {"src": "g:frames", "dst": "output_0:frames"}]}
     spec = validate(doc)
     assert spec.nodes["d"].steal and spec.nodes["g"].steal
+    assert "g: stage grayscale, delivery default, work-stealing pairs; frames <- d:frames" in spec.describe()
     doc["nodes"][1]["steal"] = "yes"
     with pytest.raises(SpecError, match=r'^node g: steal must be true or false, got "yes"$'):
         validate(doc)
