@@ -42,7 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/lambda_cold_start_bench.py
 	$(BIN)/python bench/lambda_projection.py
 	$(BIN)/python bench/pipeline_bench.py --dispatch
-	$(BIN)/python bench/grayscale_bench.py --workers 2 --schedulers --deadline 25
+	$(BIN)/python bench/grayscale_bench.py --workers 2 --schedulers --deadline 25 --steal
 	$(BIN)/excamera bench runtime --workers 1000
 	$(BIN)/python bench/distributed_bench.py --workers 2
 

@@ -14,9 +14,10 @@ Both outputs are scored with SSIM against ffmpeg's own raw grayscale pictures, a
 reported. ``--schedulers`` also runs the pipeline under fifo, priority and streaming (deadline
 ``--deadline``) and reports the time to the first output piece, the streaming misses, and the
 workers' busy and held seconds (from the timeline: held = joined to stopped, as a fleet is billed)
-against priority.
+against priority. ``--steal`` also runs it with decode and grayscale as work-stealing pairs
+(``pipeline.steal``) and checks the output is the same bytes.
 
-    python bench/grayscale_bench.py [--workers 2] [--frames 600] [--schedulers] [--deadline 20]
+    python bench/grayscale_bench.py [--workers 2] [--frames 600] [--schedulers] [--deadline 20] [--steal]
 """
 
 from __future__ import annotations
@@ -125,12 +126,35 @@ def schedulers(src: str, work: str, workers: int, deadline: float) -> None:
           f"{rows['priority'][1]['first_output_s'] / rows['fifo'][1]['first_output_s']:.2f}x")
 
 
+def steal(src: str, work: str, plain: str, t_plain: float, workers: int) -> None:
+    """The same pipeline with ``"steal": true`` on decode and grayscale: its cost undisturbed,
+    and the same bytes."""
+    with open(os.path.join(ROOT, "pipelines", "grayscale.json")) as f:
+        doc = json.load(f)
+    for node in doc["nodes"]:
+        if node["stage"] in ("decode", "grayscale"):
+            node["steal"] = True
+    spec, out = os.path.join(work, "steal.json"), os.path.join(work, "steal.webm")
+    with open(spec, "w") as f:
+        json.dump(doc, f)
+    t = sh([sys.executable, "-m", "excamera", "pipeline", "run", spec, "-i", f"input_0={src}", "-o",
+            f"output_0={out}", "--workers", str(workers)], cwd=ROOT)
+    with open(plain, "rb") as a, open(out, "rb") as b:
+        same = a.read() == b.read()
+    print(f"  {'with work-stealing pairs':28} {t:7.2f} s  ({t / t_plain:.2f}x the plain run; "
+          f"{'the same bytes' if same else 'DIFFERENT BYTES'})")
+    if not same:
+        sys.exit("bench: work stealing changed the output")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--frames", type=int, default=600)
     ap.add_argument("--schedulers", action="store_true")
     ap.add_argument("--deadline", type=float, default=20.0)
+    ap.add_argument("--steal", action="store_true",
+                    help="also run the pipeline with decode and grayscale as work-stealing pairs")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="excamera-graybench-") as work:
         src = looped(work, args.frames)
@@ -166,6 +190,8 @@ def main() -> None:
         reached = "reaching ours" if ssim_ff >= ssim_ours else "its plateau, short of ours"
         print(f"  excamera / ffmpeg at the nearest quality (crf {crf}, SSIM {ssim_ff:.4f}, {reached}): "
               f"{t_ours / t_ff:.2f}x wall")
+        if args.steal:
+            steal(src, work, ours, t_ours, args.workers)
         if args.schedulers:
             schedulers(src, work, args.workers, args.deadline)
 
