@@ -103,42 +103,47 @@ def _worker_pids() -> list[int]:
     return sorted(out)
 
 
+def run_frozen(tmp_path, spec: str, clip: str, name: str, *, freeze_after: int | None, last: bool,
+               out_ext: str, **kw):
+    """``run_pipeline`` on ``clip``, with (``freeze_after``: once that many progress reports came)
+    a worker frozen by SIGSTOP, the newest if ``last`` else the oldest; the output's bytes, the
+    wall time, the timeline, and the frozen pids (killed at the end)."""
+    import json
+
+    from pipeline.run import run_pipeline
+
+    frozen, done = [], [0]
+
+    def progress(node, n_done, planned, finished):
+        done[0] += 1
+        if freeze_after is not None and not frozen and done[0] >= freeze_after:
+            pids = _worker_pids()
+            if pids:
+                frozen.append(pids[-1] if last else pids[0])
+                os.kill(frozen[0], signal.SIGSTOP)
+
+    out, tl = tmp_path / f"{name}{out_ext}", tmp_path / f"{name}.json"
+    t0 = time.monotonic()
+    try:
+        run_pipeline(spec, {"input_0": clip}, {"output_0": str(out)}, timeline=str(tl), on_progress=progress, **kw)
+    finally:
+        for pid in frozen:  # (the launcher may have killed it already, at the job's end)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    return out.read_bytes(), time.monotonic() - t0, json.loads(tl.read_text()), frozen
+
+
 @pytest.mark.slow
 def test_a_sigstopped_worker_costs_a_pipeline_at_most_half_again(tmp_path):
     """The grayscale pipeline, one task per frame and node: a worker frozen once a few tasks are
     done (it holds or will be handed a task) is overtaken by a duplicate; same bytes, bounded delay."""
-    import json
-
     from common import CLIPS_DIR
-    from pipeline.run import run_pipeline
 
     spec = os.path.join(os.path.dirname(DEMO), "..", "pipelines", "grayscale.json")
     clip = str(CLIPS_DIR / "foreman_qcif_176x144_10f.y4m")
-
-    def run(name, freeze):
-        frozen, done = [], [0]
-
-        def progress(node, n_done, planned, finished):
-            done[0] += 1
-            if freeze and not frozen and done[0] >= 8:
-                pids = _worker_pids()
-                if pids:
-                    frozen.append(pids[0])
-                    os.kill(pids[0], signal.SIGSTOP)
-
-        out, tl = tmp_path / f"{name}.ivf", tmp_path / f"{name}.json"
-        t0 = time.monotonic()
-        try:
-            run_pipeline(spec, {"input_0": clip}, {"output_0": str(out)}, workers=3, spare=1, frames_per_chunk=1,
-                         timeline=str(tl), on_progress=progress)
-        finally:
-            for pid in frozen:  # (the launcher may have killed it already, at the job's end)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        return out.read_bytes(), time.monotonic() - t0, json.loads(tl.read_text()), frozen
-
-    base, t_base, _, _ = run("base", False)
-    out, t_frozen, timeline, frozen = run("frozen", True)
+    kw = dict(last=False, out_ext=".ivf", workers=3, spare=1, frames_per_chunk=1)
+    base, t_base, _, _ = run_frozen(tmp_path, spec, clip, "base", freeze_after=None, **kw)
+    out, t_frozen, timeline, frozen = run_frozen(tmp_path, spec, clip, "frozen", freeze_after=8, **kw)
     statuses = [a["status"] for attempts in timeline["tasks"].values() for a in attempts]
     print(f"pipeline undisturbed {t_base:.2f} s, one worker frozen: {t_frozen:.2f} s; attempts {statuses.count('superseded')} "
           f"superseded, {statuses.count('lost')} lost")
@@ -154,7 +159,6 @@ def test_a_sigstopped_worker_in_a_stealing_pair_costs_nothing(tmp_path):
     import json
 
     from common import CLIPS_DIR
-    from pipeline.run import run_pipeline
 
     spec = {"nodes": [{"name": "decode", "stage": "decode", "steal": True},
                       {"name": "gray", "stage": "grayscale", "steal": True}],
@@ -164,31 +168,9 @@ def test_a_sigstopped_worker_in_a_stealing_pair_costs_nothing(tmp_path):
     path = tmp_path / "steal.json"
     path.write_text(json.dumps(spec))
     clip = str(CLIPS_DIR / "compressed" / "bikes_640x272_100f.mp4")
-
-    def run(name, freeze):
-        frozen, done = [], [0]
-
-        def progress(node, n_done, planned, finished):
-            done[0] += 1
-            if freeze and not frozen and done[0] >= 2:
-                pids = _worker_pids()
-                if pids:
-                    frozen.append(pids[-1])
-                    os.kill(pids[-1], signal.SIGSTOP)
-
-        out, tl = tmp_path / f"{name}.y4m", tmp_path / f"{name}.json"
-        t0 = time.monotonic()
-        try:
-            run_pipeline(str(path), {"input_0": clip}, {"output_0": str(out)}, workers=4, spare=1,
-                         frames_per_chunk=25, timeline=str(tl), on_progress=progress)
-        finally:
-            for pid in frozen:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        return out.read_bytes(), time.monotonic() - t0, json.loads(tl.read_text()), frozen
-
-    base, t_base, base_tl, _ = run("base", False)
-    out, t_frozen, timeline, frozen = run("frozen", True)
+    kw = dict(last=True, out_ext=".y4m", workers=4, spare=1, frames_per_chunk=25)
+    base, t_base, _, _ = run_frozen(tmp_path, str(path), clip, "base", freeze_after=None, **kw)
+    out, t_frozen, timeline, frozen = run_frozen(tmp_path, str(path), clip, "frozen", freeze_after=2, **kw)
     winners = [a for attempts in timeline["tasks"].values() for a in attempts if a["status"] == "succeeded"]
     assert all(a.get("pair") for a in winners)
     stolen = [int(a["steal"].split(", ")[1].split()[0]) for a in winners if "steal" in a]
