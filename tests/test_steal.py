@@ -4,7 +4,6 @@ attempt alone, and the engine starts both at once and lets the loser finish with
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
@@ -20,7 +19,6 @@ from pipeline.spec import SpecError, validate
 from pipeline.stage import StageContext, get_stage
 from pipeline.stages.video import decode_chunk, grayscale_batch
 from pipeline.steal import UNITS, run_pair, unit_bounds, walk
-from pipeline.values import FrameBatch
 
 FOREMAN = CLIPS_DIR / "foreman_qcif_176x144_10f.y4m"
 BIKES = CLIPS_DIR / "compressed" / "bikes_640x272_100f.mp4"
@@ -138,14 +136,20 @@ def test_steal_in_a_pipespec():
 FSM_P = FSM("p", "work", (State("work", "echo", {"text": "${x}"}, {"ok": DONE}, timeout_s=100),))
 
 
-def test_the_engine_starts_a_pair_and_lets_the_loser_finish(tmp_path):
+def pair_job(tmp_path, workers):
+    """An engine with pair task ``a`` and plain task ``b``, ``workers`` connected; its clock and
+    the commands of the first step."""
     clock = type("C", (), {"t": 0.0, "__call__": lambda self: self.t})()
     e = Engine(clock)
     job = Job("j", (FSM_P,), (Task("a", "p", {"x": "1"}, pair=True), Task("b", "p", {"x": "2"})))
-    e.add_job("j", job, LocalStorage(tmp_path).scoped("jobs/j"), workers=3, launcher=False)
-    for i in range(3):
+    e.add_job("j", job, LocalStorage(tmp_path).scoped("jobs/j"), workers=workers, launcher=False)
+    for i in range(workers):
         e.observe_connect("j", f"n{i}")
-    cmds = [a for a in e.step() if isinstance(a, eng.SendCommand)]
+    return e, clock, [a for a in e.step() if isinstance(a, eng.SendCommand)]
+
+
+def test_the_engine_starts_a_pair_and_lets_the_loser_finish(tmp_path):
+    e, clock, cmds = pair_job(tmp_path, 3)
     assert sorted((c.task_id, c.attempt) for c in cmds) == [("a", 1), ("a", 2), ("b", 1)]
     a1, a2 = sorted((c for c in cmds if c.task_id == "a"), key=lambda c: c.attempt)
     clock.t = 1.0
@@ -161,13 +165,7 @@ def test_the_engine_starts_a_pair_and_lets_the_loser_finish(tmp_path):
 
 
 def test_a_frozen_loser_is_stopped_after_the_drain_time(tmp_path):
-    clock = type("C", (), {"t": 0.0, "__call__": lambda self: self.t})()
-    e = Engine(clock)
-    job = Job("j", (FSM_P,), (Task("a", "p", {"x": "1"}, pair=True), Task("b", "p", {"x": "2"})))
-    e.add_job("j", job, LocalStorage(tmp_path).scoped("jobs/j"), workers=2, launcher=False)
-    for i in range(2):
-        e.observe_connect("j", f"n{i}")
-    cmds = [a for a in e.step() if isinstance(a, eng.SendCommand)]
+    e, clock, cmds = pair_job(tmp_path, 2)
     assert sorted((c.task_id, c.attempt) for c in cmds) == [("a", 1), ("a", 2)]   # b waits
     e.observe_result(cmds[0].worker_id, Result(cmds[0].seq, "a", True))
     later = [a for a in e.step() if isinstance(a, eng.SendCommand)]

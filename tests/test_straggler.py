@@ -141,7 +141,7 @@ def test_a_sigstopped_worker_costs_a_pipeline_at_most_half_again(tmp_path):
 
     spec = os.path.join(os.path.dirname(DEMO), "..", "pipelines", "grayscale.json")
     clip = str(CLIPS_DIR / "foreman_qcif_176x144_10f.y4m")
-    kw = dict(last=False, out_ext=".ivf", workers=3, spare=1, frames_per_chunk=1)
+    kw = {"last": False, "out_ext": ".ivf", "workers": 3, "spare": 1, "frames_per_chunk": 1}
     base, t_base, _, _ = run_frozen(tmp_path, spec, clip, "base", freeze_after=None, **kw)
     out, t_frozen, timeline, frozen = run_frozen(tmp_path, spec, clip, "frozen", freeze_after=8, **kw)
     statuses = [a["status"] for attempts in timeline["tasks"].values() for a in attempts]
@@ -168,7 +168,7 @@ def test_a_sigstopped_worker_in_a_stealing_pair_costs_nothing(tmp_path):
     path = tmp_path / "steal.json"
     path.write_text(json.dumps(spec))
     clip = str(CLIPS_DIR / "compressed" / "bikes_640x272_100f.mp4")
-    kw = dict(last=True, out_ext=".y4m", workers=4, spare=1, frames_per_chunk=25)
+    kw = {"last": True, "out_ext": ".y4m", "workers": 4, "spare": 1, "frames_per_chunk": 25}
     base, t_base, _, _ = run_frozen(tmp_path, str(path), clip, "base", freeze_after=None, **kw)
     out, t_frozen, timeline, frozen = run_frozen(tmp_path, str(path), clip, "frozen", freeze_after=2, **kw)
     winners = [a for attempts in timeline["tasks"].values() for a in attempts if a["status"] == "succeeded"]
