@@ -11,7 +11,14 @@ import pytest
 from common import CLIPS_DIR
 
 from codec.y4m import read_y4m
-from pipeline.values import VERSION, BadValue, EncodedChunk, FrameBatch, Records, _header
+from pipeline.values import (
+    VERSION,
+    BadValue,
+    EncodedChunk,
+    FrameBatch,
+    Records,
+    _header,
+)
 
 FOREMAN = CLIPS_DIR / "foreman_qcif_176x144_10f.y4m"
 
