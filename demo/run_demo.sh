@@ -7,7 +7,7 @@
 # 3. Run two pipelines (Sprocket pipespecs from pipelines/) on bundled real clips: the mirror
 #    effect on the bikes clip, and "find the scenes this person appears in" on bundled footage.
 #    The WebM files they write, and the ExCamera encode as WebM, are left in out/demo/ to open
-#    in any browser.
+#    in any browser, with a chart of the mirror pipeline's tasks on its workers (PNG).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stream=demo/foreman_cif_60f.ivf
@@ -111,8 +111,11 @@ excamera encode "$stream" -o out/demo/foreman_excamera.webm --workers 2 2> /dev/
 mirror=out/demo/bikes_mirror.webm
 start=$(now)
 excamera pipeline run pipelines/mirror.json -i input_0=tests/data/clips/compressed/bikes_640x272_100f.mp4 \
-    -o output_0=$mirror --workers 2 2> "$work/mirror.log" || { cat "$work/mirror.log" >&2; exit 1; }
+    -o output_0=$mirror --workers 2 --timeline "$work/mirror_timeline.json" 2> "$work/mirror.log" \
+    || { cat "$work/mirror.log" >&2; exit 1; }
 secs=$(since "$start")
+chart=out/demo/bikes_mirror_tasks.png
+excamera timeline "$work/mirror_timeline.json" -o $chart
 count() { python3 -c "
 import sys
 from excamera.video import open_video
@@ -134,3 +137,4 @@ echo "excamera pipeline run pipelines/find_person.json: kept the person's 2 scen
 echo
 echo "Open these in a browser or any video player:"
 for f in out/demo/foreman_excamera.webm $mirror $found; do echo "  $(pwd)/$f"; done
+echo "and the mirror pipeline's tasks on its two workers, as a chart: $(pwd)/$chart"

@@ -2,7 +2,8 @@
 or PNG.
 
 One row per worker connection; each bar is one state of one task (colored by state, so the
-phases of an ExCamera-shaped job line up across workers), idle time is left blank, and the time
+phases of an ExCamera-shaped job line up across workers; a pipeline's, whose tasks have the one
+state "run", by node, named on the bar where it fits), idle time is left blank, and the time
 axis is in seconds from the job's start. ``layout`` places the chart once as rectangles, lines and
 texts; the SVG is written by hand from them, the PNG drawn with Pillow. Either is written under a
 temporary name and renamed when complete.
@@ -87,6 +88,17 @@ def layout(timeline: dict) -> tuple[int, int, list[tuple]]:
     duration = max([float(timeline.get("duration", 0))] + [s[1] for _, segs in rows for s in segs] + [1e-9])
     scale = WIDTH / duration
     states = sorted({s[3] for _, segs in rows for s in segs})
+    # A pipeline's tasks all have the one state "run": color them by node (the task id's first
+    # part) instead, so the stages can be told apart.
+    by_node = len(states) == 1 and all("." in s[2] for _, segs in rows for s in segs)
+    key = (lambda task, state: task.split(".", 1)[0]) if by_node else (lambda task, state: state)
+    states = sorted({key(s[2], s[3]) for _, segs in rows for s in segs})
+    # States keep one color in every chart (hashed); nodes take distinct colors in order.
+    colors = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(states)} if by_node else {}
+
+    def color(k: str) -> str:
+        return colors.get(k) or _color(k)
+
     height = TOP + ROW * len(rows) + 72 + 16 * ((len(states) + 3) // 4)
     items: list[tuple] = [("text", LEFT, 16, f'{timeline.get("name", "")} {timeline.get("job", "")}: '
                            f'{timeline.get("status", "")}, {duration:.2f} s, {len(rows)} workers', "start", 13)]
@@ -106,8 +118,11 @@ def layout(timeline: dict) -> tuple[int, int, list[tuple]]:
             note = {"superseded": " (superseded: another attempt won)", "lost": " (lost)"}.get(how, "")
             x, w = LEFT + start * scale, max((end - start) * scale, 0.5)
             won = f" (won; {stole[(workers[i], task)]})" if (workers[i], task) in stole else ""
-            items.append(("rect", x, y + 1, w, BAR, _color(state),
+            items.append(("rect", x, y + 1, w, BAR, color(key(task, state)),
                           f"{task} {state}: {start:.3f}-{end:.3f} s{note}{won}"))
+            label = key(task, state)
+            if w > 7 * len(label) + 6:   # room for the node's or state's name on the bar
+                items.append(("text", x + 3, y + BAR - 2, label, "start", 10))
             if won and ", 0 of them" not in won:   # it stole: a white tick at its end
                 items.append(("line", x + w - 1, y + 1, x + w - 1, y + 1 + BAR, "#ffffff"))
                 ticked = True
@@ -117,7 +132,7 @@ def layout(timeline: dict) -> tuple[int, int, list[tuple]]:
     y = TOP + ROW * len(rows) + 24
     for j, state in enumerate(states):
         x, yy = LEFT + (j % 4) * 200, y + (j // 4) * 16
-        items.append(("rect", x, yy - 10, 12, 12, _color(state), None))
+        items.append(("rect", x, yy - 10, 12, 12, color(state), None))
         items.append(("text", x + 16, yy, state, "start", 11))
     if struck:
         yy = y + ((len(states) + 3) // 4) * 16

@@ -85,6 +85,20 @@ def test_timeline_command(tmp_path):
     assert not (tmp_path / "u.svg").exists() and not list(tmp_path.glob(".timeline*"))
 
 
+def test_a_pipeline_timeline_is_colored_by_node():
+    """A pipeline's tasks all have the one state "run": the chart colors and names them by node."""
+    from excamera.timeline import layout
+    tl = {"job": "j", "name": "pipeline", "status": "succeeded", "duration": 3.0,
+          "workers": [{"worker": "w1", "name": "h:1", "history": [
+              [0, "idle"], [0.1, "decode.000000-aa:run"], [1.0, "encode.000000-bb:run"], [2.9, "idle"]]}],
+          "tasks": {}}
+    _, _, items = layout(tl)
+    bars = [i for i in items if i[0] == "rect" and i[6]]
+    legend = [i[3] for i in items if i[0] == "text" and i[3] in ("decode", "encode", "run") and i[5] == 11]
+    assert len({b[5] for b in bars}) == 2 and sorted(legend) == ["decode", "encode"]
+    assert [i[3] for i in items if i[0] == "text" and i[5] == 10] == ["decode", "encode"]  # on the bars
+
+
 def test_worker_errors(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "EXCAMERA_WORKER_TOKENS"}
     one_line_error(excamera("worker", "--coordinator", "127.0.0.1:1", "--certs", str(tmp_path), "--job", "j",
