@@ -218,7 +218,7 @@ def predict_inter(dst, y, x, ref, ry, rx, bh, bw, frac_y, frac_x, filters, pic_h
             for c in range(bw):
                 dst[np.uint64(y + r), np.uint64(x + c)] = ref[np.uint64(ry + r), np.uint64(rx + c)]
         return
-    if bw == 8 and rx + 19 <= ref.shape[1]:
+    if bw == 8 and bh <= 8 and rx + 19 <= ref.shape[1] and tmp.shape[0] >= 21 and tmp.shape[1] >= 16:
         _predict_8_wide(dst, y, x, ref, ry, rx, bh, frac_y, frac_x, filters, tmp)
         return
     # A zero fraction is the identity filter (128 at the centre tap), so a one-dimensional pass
@@ -275,9 +275,9 @@ def _predict_8_wide(dst, y, x, ref, ry, rx, bh, frac_y, frac_x, filters, tmp):
     """``predict_inter``'s filtered paths for an 8-wide (chroma) block, computed 16 wide: LLVM
     vectorizes the 16-wide filter loops and leaves 8-wide ones scalar (it unrolls them first), so
     filtering 8 more columns, thrown away, costs less than the 8 that are kept. The extra columns
-    read up to ref[., rx + 18], which the caller checks lies in the row. ``tmp`` (int32, at least
-    bh + 5 + 8 rows of 16) holds the horizontal pass in rows 0 .. bh + 4 and the result from
-    row 13 on.
+    read up to ref[., rx + 18], which the caller checks lies in the row. ``tmp`` (int32, 21 rows
+    of 16, checked by the caller) holds the horizontal pass in rows 0 .. bh + 4 and the result in
+    rows 13 .. 12 + bh, so bh is at most 8 (the encoder's 8x16 partitions take the other path).
     """
     if frac_y == 0:
         _filter_rows(tmp, 13, 0, ref, ry, rx, bh, 16, filters[frac_x])
