@@ -34,7 +34,7 @@ page cache) and its per-frame md5s are checked against ``INPUT.md5`` when that f
 
 Usage::
 
-    python bench/decode_bench.py [--input FILE.ivf ...] [--repeat N]
+    python bench/decode_bench.py [--input FILE.ivf ...] [--repeat N] [--no-cold]
 
 Standard library only (the start-up child imports the codec).
 """
@@ -110,6 +110,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                               os.path.relpath(HD_SOURCE, REPO)))
     parser.add_argument("--repeat", type=int, default=5, metavar="N",
                         help="timed runs of each command, interleaved (default: %(default)s)")
+    parser.add_argument("--no-cold", action="store_true",
+                        help="skip the cold-cache runs (each compiles every kernel: minutes)")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -364,35 +366,38 @@ def main(argv: list[str] | None = None) -> int:
                 helps.add(*run(python + ["-m", "excamera", "--help"])[:2])
                 warm_parts.append(startup_parts(python, one))
 
-            cache = os.path.join(tmp, "numba_cache")
-            os.mkdir(cache)
-            cold_env = {**os.environ, "NUMBA_CACHE_DIR": cache}
-            cold_parts = startup_parts(python, one, cold_env, cold=True)
-            shutil.rmtree(cache)
-            os.mkdir(cache)
-            cold = Timing(f"excamera decode {os.path.basename(path)} (cold)", ratios[-1][2].frames,
-                          "empty NUMBA_CACHE_DIR")
-            elapsed, cpu, out = run(python + ["-m", "excamera", "decode", path], env=cold_env)
-            cold.add(elapsed, cpu)
-            if vpxdec is not None:
-                want = run(pin + [vpxdec, "--i420", "--md5", path])[2].split()[0]
-                if excamera_md5(out) != want:
-                    raise Mismatch(f"cold-cache excamera md5 {excamera_md5(out)} != vpxdec md5 {want}")
+            cold_parts, cold = None, None
+            if not args.no_cold:
+                cache = os.path.join(tmp, "numba_cache")
+                os.mkdir(cache)
+                cold_env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+                cold_parts = startup_parts(python, one, cold_env, cold=True)
+                shutil.rmtree(cache)
+                os.mkdir(cache)
+                cold = Timing(f"excamera decode {os.path.basename(path)} (cold)", ratios[-1][2].frames,
+                              "empty NUMBA_CACHE_DIR")
+                elapsed, cpu, out = run(python + ["-m", "excamera", "decode", path], env=cold_env)
+                cold.add(elapsed, cpu)
+                if vpxdec is not None:
+                    want = run(pin + [vpxdec, "--i420", "--md5", path])[2].split()[0]
+                    if excamera_md5(out) != want:
+                        raise Mismatch(f"cold-cache excamera md5 {excamera_md5(out)} != vpxdec md5 {want}")
     except Mismatch as e:
         print(f"\nMD5 MISMATCH: {e}", file=sys.stderr)
         return 1
 
     print()
-    print_table(rows + [cold, startup, helps])
+    print_table(rows + ([cold] if cold else []) + [startup, helps])
     print()
     print_startup(f"start-up, warm cache (median of {args.repeat}, {os.path.basename(path)}'s first frame):",
                   warm_parts)
-    print_startup("start-up, cold cache (one run):", [cold_parts])
-    compiles = sorted(cold_parts["compiles"], key=lambda c: -c[1])
-    print(f"  of which numba compiling {len(compiles)} entry points: "
-          f"{sum(t for _, t in compiles):.1f} s; the longest:")
-    for name, t in compiles[:8]:
-        print(f"    {t:6.2f} s  {name}")
+    if cold_parts is not None:
+        print_startup("start-up, cold cache (one run):", [cold_parts])
+        compiles = sorted(cold_parts["compiles"], key=lambda c: -c[1])
+        print(f"  of which numba compiling {len(compiles)} entry points: "
+              f"{sum(t for _, t in compiles):.1f} s; the longest:")
+        for name, t in compiles[:8]:
+            print(f"    {t:6.2f} s  {name}")
     print()
     for name, vpx, exc in ratios:
         if vpx.times:
