@@ -136,24 +136,15 @@ def _extend_border(plane, border):
             plane[rows - border + r, c] = plane[rows - border - 1, c]
 
 
-@njit(cache=True, _nrt=False)
-def _crop(plane, border, h, w, out, start):
-    """Copy the display-size picture of a padded plane into ``out[start:]``, row after row."""
-    for r in range(h):
-        o = start + r * w
-        for c in range(w):
-            out[o + c] = plane[border + r, border + c]
-
-
 @njit(cache=True)
 def decode_pixels(y, u, v, ly, lu, lv, gy, gu, gv, ay, au, av, ymode, uvmode, ref, bmodes, mvs, coeffs, eobs,
                   segment, dq, filters, full_pixel, filter_frame, seg_levels, deltas_enabled, ref_deltas,
-                  mode_deltas, simple, sharpness, key_frame, out, width, height):
+                  mode_deltas, simple, sharpness, key_frame):
     """Stages 4-6 of ``decode_frame`` in one kernel: reconstruction into the new picture's planes
     y, u, v (see ``reconstruct_frame``), the loop filter when ``filter_frame`` (the frame's level
-    is not 0), the border, and when ``out`` is not empty the shown picture into it (I420,
-    ``width`` x ``height``). One kernel, not four calls from Python and numpy in between: the
-    per-frame arrays are made here and one cached entry point is loaded at start-up."""
+    is not 0) and the border. One kernel, not three calls from Python with numpy in between: the
+    per-frame arrays are made here and one cached entry point is loaded at start-up. (The shown
+    picture is copied out by numpy, whose row copies are memcpy: faster than a byte loop here.)"""
     mb_rows, mb_cols = segment.shape
     _prepare_edges(y, BORDER_Y, 16 * mb_rows)
     _prepare_edges(u, BORDER_UV, 8 * mb_rows)
@@ -169,15 +160,6 @@ def decode_pixels(y, u, v, ly, lu, lv, gy, gu, gv, ay, au, av, ymode, uvmode, re
     _extend_border(y, BORDER_Y)
     _extend_border(u, BORDER_UV)
     _extend_border(v, BORDER_UV)
-    if out.shape[0]:
-        cw, ch = (width + 1) // 2, (height + 1) // 2
-        if out.shape[0] != width * height + 2 * cw * ch or y.shape[0] < 2 * BORDER_Y + height \
-                or y.shape[1] < 2 * BORDER_Y + width or u.shape[0] < 2 * BORDER_UV + ch \
-                or u.shape[1] < 2 * BORDER_UV + cw:
-            raise ValueError("decode_pixels: output buffer or planes do not fit the picture size")
-        _crop(y, BORDER_Y, height, width, out, 0)
-        _crop(u, BORDER_UV, ch, cw, out, width * height)
-        _crop(v, BORDER_UV, ch, cw, out, width * height + cw * ch)
 
 
 def _partition_bounds(buf: np.ndarray, start: int, count: int) -> list[tuple[int, int]]:
@@ -290,16 +272,21 @@ def decode_frame(state: DecoderState, frame: bytes) -> tuple[DecoderState, Image
     segment = segment_map if seg.enabled else np.zeros_like(segment_map)
     refs = [prev.last or pic, prev.golden or pic, prev.altref or pic]
     filters = tables.SIXTAP_FILTERS if tag.version == 0 or tag.version > 3 else tables.BILINEAR_FILTERS
-    w, h = prev.width, prev.height
-    out = np.empty(w * h + 2 * ((w + 1) // 2) * ((h + 1) // 2) if tag.show_frame else 0, np.uint8)
     decode_pixels(pic.y, pic.u, pic.v, refs[0].y, refs[0].u, refs[0].v, refs[1].y, refs[1].u, refs[1].v,
                   refs[2].y, refs[2].u, refs[2].v, modes["ymode"], modes["uvmode"], modes["ref"], modes["bmodes"],
                   modes["mvs"], coeffs, eobs, segment, dequant_factors(hdr), filters, tag.version == 3,
                   bool(lf.level), segment_filter_levels(hdr), bool(lf.deltas_enabled),
                   np.asarray(lf.ref_deltas, np.int32), np.asarray(lf.mode_deltas, np.int32), bool(lf.simple),
-                  int(lf.sharpness), bool(tag.key_frame), out, w, h)
+                  int(lf.sharpness), bool(tag.key_frame))
     new_state = _next_state(prev, hdr, pic, segment_map)
-    image = Image.from_i420(out, w, h) if tag.show_frame else None
+    image = None
+    if tag.show_frame:  # the shown picture, cropped to display size, as one I420 buffer
+        w, h = prev.width, prev.height
+        cw, ch = (w + 1) // 2, (h + 1) // 2
+        image = Image.from_i420(np.empty(w * h + 2 * cw * ch, np.uint8), w, h)
+        np.copyto(image.y, pic.y[BORDER_Y:BORDER_Y + h, BORDER_Y:BORDER_Y + w])
+        np.copyto(image.u, pic.u[BORDER_UV:BORDER_UV + ch, BORDER_UV:BORDER_UV + cw])
+        np.copyto(image.v, pic.v[BORDER_UV:BORDER_UV + ch, BORDER_UV:BORDER_UV + cw])
     return new_state, image
 
 
