@@ -5,16 +5,26 @@ This is ``make bench``. It is a benchmark, not a test: it prints figures and fai
 when the output is wrong, i.e. when excamera's md5 of the decoded frames differs from vpxdec's
 or from the per-frame reference ``INPUT.md5``.
 
+Inputs (``--input``, repeatable): by default ``bench/data/bikes_640x272_250f.ivf`` and a 720p
+stream of 300 frames made here once with ExCamera's vpxenc settings (``--good --cpu-used=0
+--end-usage=cq --min-q=0 --max-q=63 --cq-level=20 --auto-alt-ref=1 --tune=ssim``) from
+``tests/data/clips/compressed/bigbuckbunny_1280x720_30f.mp4`` looped ten times; it is kept in
+``$XDG_CACHE_HOME/excamera-bench`` (``~/.cache``) and needs ffmpeg and vpxenc to make.
+
 What is measured (every command pinned to one core with ``taskset`` when available, each timed
 from process start to exit, so interpreter start-up, imports and numba cache loading count):
 
-* ``vpxdec --i420 --md5 INPUT`` and ``PYTHON -m excamera decode INPUT`` (summary mode: one line
-  with the md5 of all output), run ``--repeat`` times each, interleaved, median and min reported;
-  the md5 of every excamera run must equal vpxdec's.
-* cold start: one ``excamera decode INPUT`` with an empty numba cache (``NUMBA_CACHE_DIR`` set to
-  a fresh temporary directory), i.e. the price of compiling every jitted function;
-* start-up latency with a warm cache: ``excamera decode`` of a one-frame IVF holding the first
-  frame of INPUT (what every worker pays before decoding anything), and ``excamera --help``.
+* per input, ``vpxdec --i420 --md5 INPUT`` and ``PYTHON -m excamera decode INPUT`` (summary mode:
+  one line with the md5 of all output), run ``--repeat`` times each, interleaved, median and min
+  reported; the md5 of every excamera run must equal vpxdec's;
+* on the last input: start-up latency with a warm cache, ``excamera decode`` of a one-frame IVF
+  holding its first frame (what every worker pays before decoding anything), and
+  ``excamera --help``; then the same start-up split into its parts (interpreter, numpy, numba,
+  the codec modules, the first frame: numba's first use and the cached kernels it loads), timed
+  inside a child process against the parent's clock;
+* cold start: the start-up parts and one whole ``excamera decode`` of the last input with an
+  empty numba cache (``NUMBA_CACHE_DIR`` a fresh temporary directory each), with the compile
+  time of each entry point numba compiled for the first frame (numba's ``numba:compile`` events).
 
 Before timing, excamera runs once with ``--frame-md5`` (which also warms the numba cache and the
 page cache) and its per-frame md5s are checked against ``INPUT.md5`` when that file exists.
@@ -24,14 +34,15 @@ page cache) and its per-frame md5s are checked against ``INPUT.md5`` when that f
 
 Usage::
 
-    python bench/decode_bench.py [--input FILE.ivf] [--repeat N]
+    python bench/decode_bench.py [--input FILE.ivf ...] [--repeat N] [--no-cold]
 
-Standard library only.
+Standard library only (the start-up child imports the codec).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -48,7 +59,13 @@ sys.path.insert(0, REPO)
 from codec.ivf import IvfReader, IvfWriter  # noqa: E402  (needs REPO on sys.path)
 
 DEFAULT_INPUT = os.path.join(REPO, "bench", "data", "bikes_640x272_250f.ivf")
-TARGET, AIM = 5.0, 1.5  # the issue's goal for excamera/vpxdec decode time
+HD_SOURCE = os.path.join(REPO, "tests", "data", "clips", "compressed", "bigbuckbunny_1280x720_30f.mp4")
+HD_LOOPS = 10  # 30 frames x 10: a 720p stream of 300 frames
+# ExCamera's vpxenc settings (excamera/firstpass.py), one thread.
+VPXENC_SETTINGS = ["--codec=vp8", "--good", "--cpu-used=0", "--end-usage=cq", "--min-q=0", "--max-q=63",
+                   "--cq-level=20", "--auto-alt-ref=1", "--tune=ssim", "--threads=1"]
+TARGET, AIM = 2.5, 1.5  # the issue's goal for excamera/vpxdec decode time
+STARTUP_TARGET = 0.2    # seconds from process start to the first decoded frame, warm cache
 MD5_RE = re.compile(r"\bmd5 ([0-9a-f]{32})\b")
 
 
@@ -86,17 +103,50 @@ class Timing:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Whole-process decode time of excamera vs vpxdec, pinned to one core.")
-    parser.add_argument("--input", default=DEFAULT_INPUT, metavar="FILE",
-                        help="IVF file to decode (default: %(default)s); its per-frame reference "
-                             "md5s are read from FILE.md5 when that exists")
+    parser.add_argument("--input", action="append", metavar="FILE",
+                        help="IVF file to decode, repeatable (default: %s and the 720p stream made "
+                             "from %s); its per-frame reference md5s are read from FILE.md5 when "
+                             "that exists" % (os.path.relpath(DEFAULT_INPUT, REPO),
+                                              os.path.relpath(HD_SOURCE, REPO)))
     parser.add_argument("--repeat", type=int, default=5, metavar="N",
                         help="timed runs of each command, interleaved (default: %(default)s)")
+    parser.add_argument("--no-cold", action="store_true",
+                        help="skip the cold-cache runs (each compiles every kernel: minutes)")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    if not os.path.isfile(args.input):
-        parser.error(f"no such input file: {args.input}")
+    for path in args.input or []:
+        if not os.path.isfile(path):
+            parser.error(f"no such input file: {path}")
     return args
+
+
+def hd_stream() -> str | None:
+    """The 300-frame 720p stream, made once (ffmpeg | vpxenc) and kept in the cache directory;
+    None (with a line saying why) when it cannot be made."""
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                         "excamera-bench")
+    path = os.path.join(cache, f"bigbuckbunny_1280x720_{30 * HD_LOOPS}f_cq20.ivf")
+    if os.path.isfile(path):
+        return path
+    ffmpeg, vpxenc = shutil.which("ffmpeg"), shutil.which("vpxenc")
+    if ffmpeg is None or vpxenc is None or not os.path.isfile(HD_SOURCE):
+        print("720p:    NOT MADE - needs ffmpeg, vpxenc and " + os.path.relpath(HD_SOURCE, REPO))
+        return None
+    os.makedirs(cache, exist_ok=True)
+    print(f"720p:    making {path} with vpxenc {' '.join(VPXENC_SETTINGS)} (once; about a minute)",
+          flush=True)
+    tmp = path + ".part"
+    decode = subprocess.Popen([ffmpeg, "-loglevel", "error", "-stream_loop", str(HD_LOOPS - 1), "-i",
+                               HD_SOURCE, "-f", "yuv4mpegpipe", "-pix_fmt", "yuv420p", "-"],
+                              stdout=subprocess.PIPE)
+    encode = subprocess.run([vpxenc, *VPXENC_SETTINGS, "--ivf", "-q", "-o", tmp, "-"], stdin=decode.stdout,
+                            capture_output=True)
+    decode.stdout.close()
+    if decode.wait() != 0 or encode.returncode != 0:
+        sys.exit(f"decode_bench: making the 720p stream failed: {encode.stderr.decode().strip()}")
+    os.replace(tmp, path)
+    return path
 
 
 def pin_prefix() -> tuple[list[str], str]:
@@ -173,6 +223,66 @@ def write_first_frame(path: str, out_path: str) -> None:
             writer.write(frame.data, frame.pts)
 
 
+# Run in a child process: the parts of the start-up of ``excamera decode``, as time.monotonic()
+# (one clock for every process) minus the parent's reading just before it started the child.
+STARTUP_CHILD = r"""
+import json, sys, time
+t0 = float(sys.argv[1])
+marks = [("interpreter and site", time.monotonic())]
+compiles = []
+import numpy
+marks.append(("import numpy", time.monotonic()))
+import numba
+marks.append(("import numba", time.monotonic()))
+if sys.argv[3] == "cold":
+    from numba.core import event
+
+    class Compiles(event.Listener):
+        depth = 0
+        def on_start(self, ev):
+            if self.depth == 0:
+                self.started = time.monotonic()
+            self.depth += 1
+        def on_end(self, ev):
+            self.depth -= 1
+            if self.depth == 0:
+                name = ev.data["dispatcher"].py_func
+                compiles.append((f"{name.__module__}.{name.__qualname__}", time.monotonic() - self.started))
+    event.register("numba:compile", Compiles())
+from codec.decoder import Decoder
+from codec.ivf import IvfReader
+marks.append(("import the codec", time.monotonic()))
+with IvfReader(sys.argv[2]) as reader:
+    Decoder().decode(reader.read_frame().data)
+marks.append(("first frame (numba's first use, kernels)", time.monotonic()))
+out, last = [], t0
+for name, t in marks:
+    out.append((name, t - last))
+    last = t
+print(json.dumps({"parts": out, "total": last - t0, "compiles": compiles}))
+"""
+
+
+def startup_parts(python: list[str], path: str, env: dict[str, str] | None = None,
+                  cold: bool = False) -> dict:
+    """The start-up of a decoding process split into its parts (``STARTUP_CHILD``)."""
+    start = time.monotonic()
+    proc = subprocess.run(python + ["-c", STARTUP_CHILD, repr(start), path, "cold" if cold else "warm"],
+                          cwd=REPO, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"decode_bench: start-up probe failed: {proc.stderr.strip()}")
+    return json.loads(proc.stdout)
+
+
+def print_startup(title: str, runs: list[dict]) -> None:
+    """Median of each part over ``runs``."""
+    print(title)
+    names = [name for name, _ in runs[0]["parts"]]
+    for i, name in enumerate(names):
+        print(f"  {name:<42} {statistics.median(r['parts'][i][1] for r in runs):7.3f} s")
+    print(f"  {'to the first decoded frame':<42} {statistics.median(r['total'] for r in runs):7.3f} s")
+
+
 def fmt_rate(timing: Timing, seconds: float) -> str:
     return f"{timing.frames / seconds:8.1f}" if timing.frames else f"{'-':>8}"
 
@@ -191,79 +301,114 @@ def print_table(rows: list[Timing]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    path = os.path.abspath(args.input)
+def decode_timings(python: list[str], pin: list[str], vpxdec: str | None, path: str,
+                   repeat: int) -> tuple[Timing, Timing, str | None]:
+    """Timed, interleaved runs of vpxdec and excamera decode on ``path``; fails on an md5 mismatch."""
     with IvfReader(path) as reader:
         header, frames = reader.header, sum(1 for _ in reader)
+    name = os.path.basename(path)
+    print(f"input:   {os.path.relpath(path)}  ({header.width}x{header.height}, {frames} frames)")
+    print(f"check:   {check_frame_md5s(python, path)}", flush=True)
+    ref_md5 = None
+    if vpxdec is not None:
+        _, _, out = run(pin + [vpxdec, "--i420", "--md5", path])  # warm-up, untimed
+        ref_md5 = out.split()[0]
+    vpx = Timing(f"vpxdec --i420 --md5 {name}", frames)
+    exc = Timing(f"excamera decode {name} (warm)", frames)
+    for _ in range(repeat):  # interleaved so drift hits both alike
+        if vpxdec is not None:
+            elapsed, cpu, out = run(pin + [vpxdec, "--i420", "--md5", path])
+            vpx.add(elapsed, cpu)
+        elapsed, cpu, out = run(python + ["-m", "excamera", "decode", path])
+        exc.add(elapsed, cpu)
+        md5 = excamera_md5(out)
+        if ref_md5 is not None and md5 != ref_md5:
+            raise Mismatch(f"excamera md5 {md5} != vpxdec md5 {ref_md5} for {path}")
+    if ref_md5 is not None:
+        exc.note = "md5 == vpxdec's"
+    return vpx, exc, ref_md5
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     pin, pin_note = pin_prefix()
     python = pin + [sys.executable]
     vpxdec = shutil.which("vpxdec")
-
-    print(f"input:   {os.path.relpath(path)}  ({header.width}x{header.height}, {frames} frames)")
     print(f"python:  {sys.executable}")
     print(f"cpu:     {pin_note}")
     if vpxdec is None:
         print("vpxdec:  NOT FOUND - the comparison needs it: apt-get install vpx-tools")
     else:
         print(f"vpxdec:  {vpxdec}")
+    paths = [os.path.abspath(p) for p in args.input] if args.input else [DEFAULT_INPUT]
+    if not args.input:
+        hd = hd_stream()
+        if hd is not None:
+            paths.append(hd)
 
+    rows: list[Timing] = []
+    ratios: list[tuple[str, Timing, Timing]] = []
     try:
-        print(f"check:   {check_frame_md5s(python, path)}")
+        for path in paths:
+            vpx, exc, ref_md5 = decode_timings(python, pin, vpxdec, path, args.repeat)
+            rows += ([vpx] if vpx.times else []) + [exc]
+            ratios.append((os.path.basename(path), vpx, exc))
 
-        ref_md5 = None
-        if vpxdec is not None:
-            _, _, out = run(pin + [vpxdec, "--i420", "--md5", path])  # warm-up, untimed
-            ref_md5 = out.split()[0]
-
-        vpx = Timing("vpxdec --i420 --md5", frames)
-        exc = Timing("excamera decode (warm cache)", frames)
-        for _ in range(args.repeat):  # interleaved so drift hits both alike
-            if vpxdec is not None:
-                elapsed, cpu, out = run(pin + [vpxdec, "--i420", "--md5", path])
-                vpx.add(elapsed, cpu)
-            elapsed, cpu, out = run(python + ["-m", "excamera", "decode", path])
-            exc.add(elapsed, cpu)
-            md5 = excamera_md5(out)
-            if ref_md5 is not None and md5 != ref_md5:
-                raise Mismatch(f"excamera md5 {md5} != vpxdec md5 {ref_md5} for {path}")
-        if ref_md5 is not None:
-            exc.note = "md5 == vpxdec's"
-
+        path = paths[-1]
         with tempfile.TemporaryDirectory(prefix="decode_bench.") as tmp:
             one = os.path.join(tmp, "first_frame.ivf")
             write_first_frame(path, one)
             startup = Timing("excamera decode, 1 frame (warm)", 1, "start-up latency")
             helps = Timing("excamera --help", None)
+            warm_parts = []
             for _ in range(args.repeat):
                 startup.add(*run(python + ["-m", "excamera", "decode", one])[:2])
                 helps.add(*run(python + ["-m", "excamera", "--help"])[:2])
+                warm_parts.append(startup_parts(python, one))
 
-            cache = os.path.join(tmp, "numba_cache")
-            os.mkdir(cache)
-            cold = Timing("excamera decode (cold cache)", frames, "empty NUMBA_CACHE_DIR")
-            elapsed, cpu, out = run(python + ["-m", "excamera", "decode", path],
-                                    env={**os.environ, "NUMBA_CACHE_DIR": cache})
-            cold.add(elapsed, cpu)
-            if ref_md5 is not None and excamera_md5(out) != ref_md5:
-                raise Mismatch(f"cold-cache excamera md5 {excamera_md5(out)} != vpxdec md5 {ref_md5}")
+            cold_parts, cold = None, None
+            if not args.no_cold:
+                cache = os.path.join(tmp, "numba_cache")
+                os.mkdir(cache)
+                cold_env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+                cold_parts = startup_parts(python, one, cold_env, cold=True)
+                shutil.rmtree(cache)
+                os.mkdir(cache)
+                cold = Timing(f"excamera decode {os.path.basename(path)} (cold)", ratios[-1][2].frames,
+                              "empty NUMBA_CACHE_DIR")
+                elapsed, cpu, out = run(python + ["-m", "excamera", "decode", path], env=cold_env)
+                cold.add(elapsed, cpu)
+                if vpxdec is not None:
+                    want = run(pin + [vpxdec, "--i420", "--md5", path])[2].split()[0]
+                    if excamera_md5(out) != want:
+                        raise Mismatch(f"cold-cache excamera md5 {excamera_md5(out)} != vpxdec md5 {want}")
     except Mismatch as e:
         print(f"\nMD5 MISMATCH: {e}", file=sys.stderr)
         return 1
 
     print()
-    print_table(([vpx] if vpx.times else []) + [exc, cold, startup, helps])
+    print_table(rows + ([cold] if cold else []) + [startup, helps])
     print()
-    if vpx.times:
-        ratio = exc.median / vpx.median
-        print(f"  (ratio of min times: {exc.best / vpx.best:.1f}x; of median CPU times: "
-              f"{exc.cpu_median / vpx.cpu_median:.1f}x)")
-        print(f"decode ratio (excamera/vpxdec, 1 core, warm cache): {ratio:.1f}x  "
-              f"[target <= {TARGET:g}x, aim {AIM:g}x]")
-    else:
-        print(f"decode ratio (excamera/vpxdec): n/a, vpxdec missing (apt-get install vpx-tools)  "
-              f"[target <= {TARGET:g}x, aim {AIM:g}x]")
+    print_startup(f"start-up, warm cache (median of {args.repeat}, {os.path.basename(path)}'s first frame):",
+                  warm_parts)
+    if cold_parts is not None:
+        print_startup("start-up, cold cache (one run):", [cold_parts])
+        compiles = sorted(cold_parts["compiles"], key=lambda c: -c[1])
+        print(f"  of which numba compiling {len(compiles)} entry points: "
+              f"{sum(t for _, t in compiles):.1f} s; the longest:")
+        for name, t in compiles[:8]:
+            print(f"    {t:6.2f} s  {name}")
+    print()
+    for name, vpx, exc in ratios:
+        if vpx.times:
+            print(f"decode ratio {name} (excamera/vpxdec, 1 core, warm cache): {exc.median / vpx.median:.2f}x "
+                  f"of median wall, {exc.best / vpx.best:.2f}x of min, {exc.cpu_median / vpx.cpu_median:.2f}x "
+                  f"of median CPU  [target <= {TARGET:g}x, aim {AIM:g}x]")
+        else:
+            print(f"decode ratio {name}: n/a, vpxdec missing (apt-get install vpx-tools)  "
+                  f"[target <= {TARGET:g}x, aim {AIM:g}x]")
+    print(f"start-up to the first frame, warm cache: {statistics.median(r['total'] for r in warm_parts):.3f} s "
+          f"in process, {startup.median:.3f} s for the whole 1-frame run  [target <= {STARTUP_TARGET:g} s]")
     return 0
 
 

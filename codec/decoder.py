@@ -12,6 +12,7 @@ import dataclasses
 from typing import NamedTuple
 
 import numpy as np
+from numba import njit
 
 from . import tables
 from .boolcoder import BoolDecoder, bd_init, bd_overrun, STATE_SIZE
@@ -59,25 +60,106 @@ def dequant_factors(hdr: FrameHeader) -> np.ndarray:
     return dq
 
 
-def filter_levels(hdr: FrameHeader, segment: np.ndarray, modes: dict) -> np.ndarray:
-    """Section 9.6 / 15.1: each macroblock's loop-filter level (libvpx vp8_loop_filter_frame)."""
+def segment_filter_levels(hdr: FrameHeader) -> np.ndarray:
+    """Section 9.6: the loop-filter level of each segment (the frame's level without segments),
+    before the per-macroblock deltas."""
     lf, seg = hdr.loop_filter, hdr.segmentation
     per_seg = np.full(4, lf.level, np.int32)
     if seg.enabled:
         for s in range(4):
             per_seg[s] = seg.lf[s] if seg.absolute else lf.level + seg.lf[s]
-    levels = np.clip(per_seg, 0, 63)[segment]
-    if lf.deltas_enabled:
-        ref = modes["ref"][1:, 1:].astype(np.int32)
-        ymode = modes["ymode"][1:, 1:]
-        levels = levels + np.asarray(lf.ref_deltas, np.int32)[ref]
-        md = np.asarray(lf.mode_deltas, np.int32)
-        intra = ref == tables.INTRA_FRAME
-        levels = levels + np.where(intra, np.where(ymode == tables.B_PRED, md[0], 0),
-                                   np.where(ymode == tables.ZEROMV, md[1],
-                                            np.where(ymode == tables.SPLITMV, md[3], md[2])))
-        levels = np.clip(levels, 0, 63)
-    return levels.astype(np.uint8)
+    return np.clip(per_seg, 0, 63).astype(np.int32)
+
+
+@njit(cache=True, _nrt=False)
+def _filter_levels(seg_levels, segment, ref, ymode, deltas_enabled, ref_deltas, mode_deltas, levels):
+    """Section 9.6 / 15.1: each macroblock's loop-filter level (libvpx vp8_loop_filter_frame) into
+    ``levels``. ``ref`` and ``ymode`` carry the border row and column of ``allocate_mode_info``."""
+    mb_rows, mb_cols = segment.shape
+    for r in range(mb_rows):
+        for c in range(mb_cols):
+            level = np.int32(seg_levels[segment[r, c]])
+            if deltas_enabled:
+                rf = ref[r + 1, c + 1]
+                mode = ymode[r + 1, c + 1]
+                level += ref_deltas[rf]
+                if rf == tables.INTRA_FRAME:
+                    if mode == tables.B_PRED:
+                        level += mode_deltas[0]
+                elif mode == tables.ZEROMV:
+                    level += mode_deltas[1]
+                elif mode == tables.SPLITMV:
+                    level += mode_deltas[3]
+                else:
+                    level += mode_deltas[2]
+                level = 0 if level < 0 else (63 if level > 63 else level)
+            levels[r, c] = level
+
+
+@njit(cache=True, _nrt=False)
+def _inner_edges(eobs, ymode, inner):
+    """Section 15.1: whether each macroblock's inner edges are filtered: it has coefficients, or
+    is B_PRED or SPLITMV."""
+    mb_rows, mb_cols = inner.shape
+    for r in range(mb_rows):
+        for c in range(mb_cols):
+            mode = ymode[r + 1, c + 1]
+            any_coeff = False
+            for k in range(25):
+                any_coeff |= eobs[r, c, k] > 0
+            inner[r, c] = any_coeff or mode == tables.B_PRED or mode == tables.SPLITMV
+
+
+@njit(cache=True, _nrt=False)
+def _prepare_edges(plane, border, n):
+    """The out-of-frame neighbours intra prediction sees (section 12.2): 127 above the frame
+    (including the corner and the above-right pixels), 129 left of it, for n rows."""
+    for c in range(plane.shape[1]):
+        plane[border - 1, c] = 127
+    for r in range(n):
+        plane[border + r, border - 1] = 129
+
+
+@njit(cache=True, _nrt=False)
+def _extend_border(plane, border):
+    """``Picture.extend_border`` for one plane: replicate the edge pixels into the border."""
+    rows, cols = plane.shape
+    for r in range(border, rows - border):
+        left = plane[r, border]
+        right = plane[r, cols - border - 1]
+        for c in range(border):
+            plane[r, c] = left
+            plane[r, cols - border + c] = right
+    for r in range(border):
+        for c in range(cols):
+            plane[r, c] = plane[border, c]
+            plane[rows - border + r, c] = plane[rows - border - 1, c]
+
+
+@njit(cache=True)
+def decode_pixels(y, u, v, ly, lu, lv, gy, gu, gv, ay, au, av, ymode, uvmode, ref, bmodes, mvs, coeffs, eobs,
+                  segment, dq, filters, full_pixel, filter_frame, seg_levels, deltas_enabled, ref_deltas,
+                  mode_deltas, simple, sharpness, key_frame):
+    """Stages 4-6 of ``decode_frame`` in one kernel: reconstruction into the new picture's planes
+    y, u, v (see ``reconstruct_frame``), the loop filter when ``filter_frame`` (the frame's level
+    is not 0) and the border. One kernel, not three calls from Python with numpy in between: the
+    per-frame arrays are made here and one cached entry point is loaded at start-up. (The shown
+    picture is copied out by numpy, whose row copies are memcpy: faster than a byte loop here.)"""
+    mb_rows, mb_cols = segment.shape
+    _prepare_edges(y, BORDER_Y, 16 * mb_rows)
+    _prepare_edges(u, BORDER_UV, 8 * mb_rows)
+    _prepare_edges(v, BORDER_UV, 8 * mb_rows)
+    reconstruct_frame(y, u, v, ly, lu, lv, gy, gu, gv, ay, au, av, ymode, uvmode, ref, bmodes, mvs, coeffs, eobs,
+                      segment, dq, filters, full_pixel)
+    if filter_frame:
+        levels = np.empty((mb_rows, mb_cols), np.uint8)
+        _filter_levels(seg_levels, segment, ref, ymode, deltas_enabled, ref_deltas, mode_deltas, levels)
+        inner = np.empty((mb_rows, mb_cols), np.bool_)
+        _inner_edges(eobs, ymode, inner)
+        loop_filter_frame(y, u, v, BORDER_Y, BORDER_UV, levels, inner, simple, sharpness, key_frame)
+    _extend_border(y, BORDER_Y)
+    _extend_border(u, BORDER_UV)
+    _extend_border(v, BORDER_UV)
 
 
 def _partition_bounds(buf: np.ndarray, start: int, count: int) -> list[tuple[int, int]]:
@@ -185,43 +267,34 @@ def parse_frame_syntax(state: DecoderState, frame: bytes) -> FrameSyntax:
 def decode_frame(state: DecoderState, frame: bytes) -> tuple[DecoderState, Image | None]:
     """Decode one compressed frame; return the new state and the picture to show (None if hidden)."""
     prev, hdr, modes, segment_map, coeffs, eobs, _, _ = parse_frame_syntax(state, frame)
-    tag, seg = hdr.tag, hdr.segmentation
-    mb_rows, mb_cols = prev.mb_rows, prev.mb_cols
-    pic = Picture.allocate(mb_rows, mb_cols)
-    _prepare_intra_edges(pic, mb_rows, mb_cols)
+    tag, seg, lf = hdr.tag, hdr.segmentation, hdr.loop_filter
+    pic = Picture.allocate(prev.mb_rows, prev.mb_cols)
     segment = segment_map if seg.enabled else np.zeros_like(segment_map)
     refs = [prev.last or pic, prev.golden or pic, prev.altref or pic]
     filters = tables.SIXTAP_FILTERS if tag.version == 0 or tag.version > 3 else tables.BILINEAR_FILTERS
-    reconstruct_frame(pic.y, pic.u, pic.v, refs[0].y, refs[0].u, refs[0].v, refs[1].y, refs[1].u, refs[1].v,
-                      refs[2].y, refs[2].u, refs[2].v, modes["ymode"], modes["uvmode"], modes["ref"],
-                      modes["bmodes"], modes["mvs"], coeffs, eobs, segment, dequant_factors(hdr), filters,
-                      tag.version == 3)
-    lf = hdr.loop_filter
-    if lf.level:
-        ymode = modes["ymode"][1:, 1:]
-        inner = (eobs.max(axis=2) > 0) | (ymode == tables.B_PRED) | (ymode == tables.SPLITMV)
-        loop_filter_frame(pic.y, pic.u, pic.v, BORDER_Y, BORDER_UV, filter_levels(hdr, segment, modes),
-                          inner, lf.simple, lf.sharpness, tag.key_frame)
-    pic.extend_border()
-
+    decode_pixels(pic.y, pic.u, pic.v, refs[0].y, refs[0].u, refs[0].v, refs[1].y, refs[1].u, refs[1].v,
+                  refs[2].y, refs[2].u, refs[2].v, modes["ymode"], modes["uvmode"], modes["ref"], modes["bmodes"],
+                  modes["mvs"], coeffs, eobs, segment, dequant_factors(hdr), filters, tag.version == 3,
+                  bool(lf.level), segment_filter_levels(hdr), bool(lf.deltas_enabled),
+                  np.asarray(lf.ref_deltas, np.int32), np.asarray(lf.mode_deltas, np.int32), bool(lf.simple),
+                  int(lf.sharpness), bool(tag.key_frame))
     new_state = _next_state(prev, hdr, pic, segment_map)
     image = None
-    if tag.show_frame:
-        w, h = new_state.width, new_state.height
+    if tag.show_frame:  # the shown picture, cropped to display size, as one I420 buffer
+        w, h = prev.width, prev.height
         cw, ch = (w + 1) // 2, (h + 1) // 2
-        image = Image(pic.y[BORDER_Y:BORDER_Y + h, BORDER_Y:BORDER_Y + w].copy(),
-                      pic.u[BORDER_UV:BORDER_UV + ch, BORDER_UV:BORDER_UV + cw].copy(),
-                      pic.v[BORDER_UV:BORDER_UV + ch, BORDER_UV:BORDER_UV + cw].copy())
+        image = Image.from_i420(np.empty(w * h + 2 * cw * ch, np.uint8), w, h)
+        np.copyto(image.y, pic.y[BORDER_Y:BORDER_Y + h, BORDER_Y:BORDER_Y + w])
+        np.copyto(image.u, pic.u[BORDER_UV:BORDER_UV + ch, BORDER_UV:BORDER_UV + cw])
+        np.copyto(image.v, pic.v[BORDER_UV:BORDER_UV + ch, BORDER_UV:BORDER_UV + cw])
     return new_state, image
 
 
 def _prepare_intra_edges(pic: Picture, mb_rows: int, mb_cols: int) -> None:
-    """The out-of-frame neighbours intra prediction sees (section 12.2): 127 above the frame
-    (including the corner and the above-right pixels), 129 left of it."""
-    for plane, b, n in ((pic.y, BORDER_Y, 16 * mb_rows), (pic.u, BORDER_UV, 8 * mb_rows),
-                        (pic.v, BORDER_UV, 8 * mb_rows)):
-        plane[b - 1, :] = 127
-        plane[b:b + n, b - 1] = 129
+    """The out-of-frame neighbours intra prediction sees (section 12.2), in a new picture."""
+    _prepare_edges(pic.y, BORDER_Y, 16 * mb_rows)
+    _prepare_edges(pic.u, BORDER_UV, 8 * mb_rows)
+    _prepare_edges(pic.v, BORDER_UV, 8 * mb_rows)
 
 
 def _next_state(prev: DecoderState, hdr: FrameHeader, pic: Picture, segment_map) -> DecoderState:

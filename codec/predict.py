@@ -218,6 +218,9 @@ def predict_inter(dst, y, x, ref, ry, rx, bh, bw, frac_y, frac_x, filters, pic_h
             for c in range(bw):
                 dst[np.uint64(y + r), np.uint64(x + c)] = ref[np.uint64(ry + r), np.uint64(rx + c)]
         return
+    if bw == 8 and bh <= 8 and rx + 19 <= ref.shape[1] and tmp.shape[0] >= 21 and tmp.shape[1] >= 16:
+        _predict_8_wide(dst, y, x, ref, ry, rx, bh, frac_y, frac_x, filters, tmp)
+        return
     # A zero fraction is the identity filter (128 at the centre tap), so a one-dimensional pass
     # equals libvpx's two passes exactly.
     if frac_y == 0:
@@ -265,3 +268,25 @@ def _filter_cols(dst, y, x, src, sy, sx, bh, bw, f):
                  + np.int32(src[i + u3, j]) * f3 + np.int32(src[i + u4, j]) * f4 + np.int32(src[i + u5, j]) * f5
                  + 64) >> 7
             dst[o, np.uint64(x + c)] = _clamp255(v)
+
+
+@njit(cache=True, _nrt=False)
+def _predict_8_wide(dst, y, x, ref, ry, rx, bh, frac_y, frac_x, filters, tmp):
+    """``predict_inter``'s filtered paths for an 8-wide (chroma) block, computed 16 wide: LLVM
+    vectorizes the 16-wide filter loops and leaves 8-wide ones scalar (it unrolls them first), so
+    filtering 8 more columns, thrown away, costs less than the 8 that are kept. The extra columns
+    read up to ref[., rx + 18], which the caller checks lies in the row. ``tmp`` (int32, 21 rows
+    of 16, checked by the caller) holds the horizontal pass in rows 0 .. bh + 4 and the result in
+    rows 13 .. 12 + bh, so bh is at most 8 (the encoder's 8x16 partitions take the other path).
+    """
+    if frac_y == 0:
+        _filter_rows(tmp, 13, 0, ref, ry, rx, bh, 16, filters[frac_x])
+    elif frac_x == 0:
+        _filter_cols(tmp, 13, 0, ref, ry, rx, bh, 16, filters[frac_y])
+    else:
+        _filter_rows(tmp, 0, 0, ref, ry - 2, rx, bh + 5, 16, filters[frac_x])
+        _filter_cols(tmp, 13, 0, tmp, 2, 0, bh, 16, filters[frac_y])
+    for r in range(bh):
+        o = np.uint64(y + r)
+        for c in range(8):
+            dst[o, np.uint64(x + c)] = tmp[13 + r, c]

@@ -253,5 +253,5 @@ class Y4mWriter(AtomicWriter):
                                    f"Y4M stream is {self.header.width}x{self.header.height}; Y4M "
                                    f"cannot change size mid-stream (write raw .i420 instead)")
         self._out.write(FRAME_TAG + b"\n")
-        self._out.write(image.to_i420())
+        self._out.write(image.i420_buffer())
         self.frame_count += 1

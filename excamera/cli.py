@@ -325,7 +325,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
                 if sink is not None:
                     sink.write(image)
                 if summary:
-                    whole.update(image.to_i420())
+                    whole.update(image.i420_buffer())
             except VP8Error as e:
                 raise CliError(f"{where(args.output, index, offset)}: {describe(e)}") from None
             except BrokenPipeError:
@@ -415,7 +415,7 @@ class _RawSink:
         self.path = getattr(target, "path", "<stdout>")
 
     def write(self, image) -> None:
-        self.target.write(image.to_i420())
+        self.target.write(image.i420_buffer())
 
     def commit(self) -> None:
         self.target.commit()

@@ -357,8 +357,9 @@ def test_edges_in_2d(data, which, vertical, edge, interior, hev_t):
 @given(data=st.data(), mb_rows=st.integers(1, 3), mb_cols=st.integers(1, 3),
        simple=st.booleans(), sharpness=st.integers(0, 7), key_frame=st.booleans())
 def test_loop_filter_frame(data, mb_rows, mb_cols, simple, sharpness, key_frame):
-    """The whole-frame filter against section 15.1's procedure built from the segment twins."""
-    border_y, border_uv = 8, 4
+    """The whole-frame filter against section 15.1's procedure built from the segment twins.
+    (Borders of 8: the kernel reads planes as 8-byte words, see loopfilter._check_layout.)"""
+    border_y, border_uv = 8, 8
     y = np.ascontiguousarray(data.draw(smooth_planes(16 * mb_rows + 2 * border_y, 16 * mb_cols + 2 * border_y)))
     u = np.ascontiguousarray(data.draw(smooth_planes(8 * mb_rows + 2 * border_uv, 8 * mb_cols + 2 * border_uv)))
     v = np.ascontiguousarray(data.draw(smooth_planes(8 * mb_rows + 2 * border_uv, 8 * mb_cols + 2 * border_uv)))
@@ -465,7 +466,8 @@ def test_dc_prediction_edge_rules():
 
 FILTER_SETS = {"sixtap": tables.SIXTAP_FILTERS, "bilinear": tables.BILINEAR_FILTERS}
 # (block height, block width, border): 16x16 luma blocks only in a luma-sized border.
-SHAPES = [(16, 16, BORDER_Y), (8, 8, BORDER_Y), (8, 8, BORDER_UV), (4, 4, BORDER_Y), (4, 4, BORDER_UV)]
+SHAPES = [(16, 16, BORDER_Y), (8, 8, BORDER_Y), (8, 8, BORDER_UV), (4, 4, BORDER_Y), (4, 4, BORDER_UV),
+          (16, 8, BORDER_Y), (8, 16, BORDER_Y)]  # the encoder's 16x8 and 8x16 partitions
 
 
 @st.composite
@@ -495,10 +497,12 @@ def test_predict_inter(data, shape, kind, frac_y, frac_x):
     want = dst.copy()
     want[2:2 + bh, 2:2 + bw] = naive.inter_predict(pic, py, px, bh, bw, frac_y, frac_x, filters)
     ref_before = ref.copy()
+    scratch = np.full((32, 16), -7, np.int32)  # rows 21 on must stay as they are
     predict_inter(dst, 2, 2, ref, border + py, border + px, bh, bw, frac_y, frac_x, filters,
-                  pic_h, pic_w, border, np.zeros((21, 16), np.int32))
+                  pic_h, pic_w, border, scratch[:21])
     np.testing.assert_array_equal(dst, want)
     np.testing.assert_array_equal(ref, ref_before)
+    assert (scratch[21:] == -7).all(), "predict_inter wrote past its 21-row scratch (8x16 blocks did)"
 
 
 @pytest.mark.nojit
@@ -515,3 +519,15 @@ def test_predict_inter_corners(kind):
                           FILTER_SETS[kind], 12, 20, BORDER_UV, np.zeros((21, 16), np.int32))
             want = naive.inter_predict(pic, py, px, bh, bw, 4, 4, FILTER_SETS[kind])
             assert dst.tolist() == want, (py, px)
+
+
+def test_loop_filter_refuses_a_plane_it_cannot_read_as_words():
+    """loop_filter_frame reads planes as 8-byte words without bounds checks: a border or row
+    length that is not a multiple of 8, or a plane too small for its macroblocks, is refused."""
+    levels, inner = np.full((1, 1), 20, np.uint8), np.ones((1, 1), bool)
+    u = v = np.zeros((24, 24), np.uint8)
+    for y, border in ((np.zeros((36, 36), np.uint8), 10),   # border not a multiple of 8
+                      (np.zeros((32, 36), np.uint8), 8),    # row length not a multiple of 8
+                      (np.zeros((16, 16), np.uint8), 8)):   # no room for the macroblock
+        with pytest.raises(ValueError, match="not a padded whole-macroblock plane"):
+            loop_filter_frame(y, u, v, border, 8, levels, inner, False, 0, True)

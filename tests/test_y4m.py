@@ -172,3 +172,25 @@ def test_writer_removes_the_temporary_file_on_error(tmp_path):
             writer.write(Image.blank(2, 2))
             raise KeyError("boom")
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("w, h", [(1, 1), (5, 3), (16, 16), (33, 7)])
+def test_image_from_i420_is_views_of_the_buffer(w, h, tmp_path):
+    """The decoder's images: planes are views of one I420 buffer, which to_i420, i420_buffer, md5
+    and the writers use as is."""
+    cw, ch = (w + 1) // 2, (h + 1) // 2
+    buf = np.random.default_rng(w * 100 + h).integers(0, 256, w * h + 2 * cw * ch).astype(np.uint8)
+    image = Image.from_i420(buf, w, h)
+    planes = Image(image.y.copy(), image.u.copy(), image.v.copy())  # the gathering path
+    assert (image.width, image.height, image.u.shape, image.v.shape) == (w, h, (ch, cw), (ch, cw))
+    assert image.to_i420() == planes.to_i420() == buf.tobytes()
+    assert bytes(image.i420_buffer()) == buf.tobytes() and image.md5() == planes.md5()
+    assert image == planes
+    with Y4mWriter(str(tmp_path / "a.y4m"), rate=(30, 1)) as writer:
+        writer.write(image)
+    assert read_y4m(str(tmp_path / "a.y4m"))[1][0] == planes
+
+
+def test_image_from_i420_refuses_a_buffer_of_another_size():
+    with pytest.raises(ValueError, match="an I420 buffer of 4x4 holds 24 bytes"):
+        Image.from_i420(np.zeros(23, np.uint8), 4, 4)
