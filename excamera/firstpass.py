@@ -61,6 +61,9 @@ MAX_LAG = 25
 TARGET_KBPS = 4294959
 #: Key-frame distance for both libvpx bounds; equal bounds disable automatic key frames.
 KEY_FRAME_DISTANCE = 1 << 20
+#: libvpx's speed/quality trade-off in "good" mode (0 slowest) and its tuning metric.
+CPU_USED = 0
+TUNE = "ssim"
 
 
 class FirstPassError(RuntimeError):
@@ -73,9 +76,11 @@ def libvpx_first_pass(frames: list[Image], fps: tuple[int, int], cq_level: int) 
     frames included, were libvpx to make any).
 
     ``fps`` is (numerator, denominator) frames per second and must exceed 1; ``cq_level`` is
-    libvpx's 0..63. All pictures must have the first one's size. The result is decoded with
-    ``codec.decoder`` before it is returned: it must show exactly ``len(frames)`` pictures and
-    hold no key frame but the first (``FirstPassError`` otherwise)."""
+    libvpx's 0..63. All pictures must have the first one's size. The frames' tags are checked
+    before they are returned: they must show exactly ``len(frames)`` pictures and hold no key frame
+    but the first (``FirstPassError`` otherwise). They are not decoded here: the caller decodes
+    them once (``excamera.encode.first_pass_chunk``, whose ``terminate_chunk`` raises for a frame
+    that does not decode), rather than twice."""
     _check_arguments(frames, fps, cq_level)
     try:
         import av
@@ -92,10 +97,10 @@ def libvpx_first_pass(frames: list[Image], fps: tuple[int, int], cq_level: int) 
     ctx.thread_count = 1
     ctx.bit_rate = TARGET_KBPS * 1000
     ctx.options = {
-        "deadline": "good", "cpu-used": "0",
+        "deadline": "good", "cpu-used": str(CPU_USED),
         "crf": str(cq_level), "qmin": "0", "qmax": "63", "undershoot-pct": "100",
         "auto-alt-ref": "1", "lag-in-frames": str(min(len(frames), MAX_LAG)),
-        "tune": "ssim",
+        **({"tune": TUNE} if TUNE else {}),
         "g": str(KEY_FRAME_DISTANCE), "keyint_min": str(KEY_FRAME_DISTANCE),
     }
     out: list[bytes] = []
@@ -159,24 +164,21 @@ def _av_frame(av, image: Image, index: int, time_base):
 
 
 def _check_chunk(data: list[bytes], expected_shown: int) -> None:
-    """Decode the chunk with our decoder: one key frame first, no other, ``expected_shown``
+    """From the frame tags (section 9.1): one key frame, first, and ``expected_shown`` shown
     pictures."""
-    from codec.decoder import Decoder
+    from codec.chunks import frame_tag
     from codec.errors import VP8Error
-    from codec.header import FrameTag
 
-    decoder = Decoder()
     shown = 0
     for i, frame in enumerate(data):
         try:
-            key = FrameTag.read(np.frombuffer(frame, np.uint8)).key_frame
-            image = decoder.decode(frame)
+            tag = frame_tag(frame)
         except VP8Error as e:
             raise FirstPassError(f"libvpx's frame {i} does not decode: {e}") from None
-        if key != (i == 0):
-            raise FirstPassError(f"libvpx made frame {i} a {'key' if key else 'inter'}frame; a "
+        if tag.key_frame != (i == 0):
+            raise FirstPassError(f"libvpx made frame {i} a {'key' if tag.key_frame else 'inter'}frame; a "
                                  "chunk has one key frame, first")
-        shown += image is not None
+        shown += tag.show_frame
     if shown != expected_shown:
         raise FirstPassError(f"libvpx's {len(data)} frames show {shown} pictures, not the "
                              f"{expected_shown} given")
