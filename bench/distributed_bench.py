@@ -14,8 +14,9 @@ median of ``--repeat`` runs:
 * ``excamera encode CLIP -o X.ivf --workers 0`` (the same algorithm in one process; whether the
   outputs are byte-identical is printed, and with ``--first-pass native`` (deterministic, unlike
   libvpx's) it must be, or the benchmark fails);
-* ``vpxenc --threads=N --passes=2`` with the first pass's settings (``excamera.firstpass``: good
-  deadline, cpu-used 0, CQ at the same level with min-q 0 / max-q 63, tune SSIM, auto-alt-ref) and
+* ``vpxenc --threads=N --passes=2`` with ExCamera's vpxenc settings (those of ``excamera.firstpass``
+  but cpu-used 0, where the first pass runs 1: good deadline, CQ at the same level with min-q 0 /
+  max-q 63, tune SSIM, auto-alt-ref) and
   a key frame every N * x frames, as ExCamera[N, x] places them (vpxenc's default for VP8 is one
   pass, which at an unlimited bit rate makes about twice the bits);
 

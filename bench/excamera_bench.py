@@ -14,8 +14,9 @@ and 40, four encoders code the same pictures:
 * ExCamera[6,1] and ExCamera[6,16]: ``excamera.encode.encode_frames`` with the libvpx first pass
   (independent chunks, and batches of 16 chunks rebased in series: one key frame every 96 frames);
 * serial vpxenc with ExCamera's first-pass settings (``excamera/firstpass.py``; ``vpxenc_command``
-  lists them) over the whole clip, one pass and two passes (``--passes=1`` / ``--passes=2``), the
-  look-ahead libvpx's largest (25 frames), key frames only at the start.
+  lists them) but cpu-used 0 (the first pass runs 1) over the whole clip, one pass and two passes
+  (``--passes=1`` / ``--passes=2``), the look-ahead libvpx's largest (25 frames), key frames only
+  at the start.
 
 Rate is the bytes of the compressed frames (no container framing) in kbit/s at the clip's rate;
 quality is the mean SSIM of all planes (``codec.ssim``, as ffmpeg's filter) in dB,
@@ -147,9 +148,11 @@ def write_y4m(path: str, frames: list, rate: tuple[int, int]) -> None:
 
 # -- serial vpxenc ----------------------------------------------------------------------------------
 
-def vpxenc_command(source: str, output: str, cq_level: int, passes: int, frames: int) -> list[str]:
-    """vpxenc over a whole clip with ExCamera's first-pass settings (``excamera/firstpass.py``):
-    good deadline, cpu-used 0, constant quality at ``cq_level`` (min-q 0, max-q 63, an unlimited
+def vpxenc_command(source: str, output: str, cq_level: int, passes: int, frames: int,
+                   cpu_used: int = 0) -> list[str]:
+    """vpxenc over a whole clip with ExCamera's first-pass settings (``excamera/firstpass.py``)
+    but ``cpu_used`` (default 0, ExCamera's own vpxenc setting and libvpx's best: the reference
+    is not made faster because the first pass was): good deadline, constant quality at ``cq_level`` (min-q 0, max-q 63, an unlimited
     target bit rate), tune SSIM, auto-alt-ref with libvpx's largest look-ahead, one thread, and
     key-frame bounds so far apart that only the first frame is a key frame."""
     from excamera.firstpass import KEY_FRAME_DISTANCE, MAX_LAG, TARGET_KBPS
@@ -158,7 +161,7 @@ def vpxenc_command(source: str, output: str, cq_level: int, passes: int, frames:
         raise ValueError(f"vpxenc runs 1 or 2 passes, not {passes}")
     if not 0 <= cq_level <= 63:
         raise ValueError(f"cq-level {cq_level} is outside 0..63")
-    return ["vpxenc", "--codec=vp8", "--ivf", "--good", "--cpu-used=0", "--end-usage=cq",
+    return ["vpxenc", "--codec=vp8", "--ivf", "--good", f"--cpu-used={cpu_used}", "--end-usage=cq",
             "--min-q=0", "--max-q=63", f"--cq-level={cq_level}", f"--target-bitrate={TARGET_KBPS}",
             "--undershoot-pct=100", f"--passes={passes}", "--auto-alt-ref=1",
             f"--lag-in-frames={MAX_LAG}", f"--kf-min-dist={KEY_FRAME_DISTANCE}",

@@ -175,7 +175,9 @@ def test_one_pass_vpxenc_makes_the_first_pass_bytes(tmp_path):
     frames, rate = xb.read_frames(str(FOREMAN), 6)
     y4m, out = tmp_path / "in.y4m", tmp_path / "out.ivf"
     xb.write_y4m(str(y4m), frames, rate)
-    subprocess.run(xb.vpxenc_command(str(y4m), str(out), 30, 1, 6), check=True, capture_output=True, timeout=120)
+    from excamera.firstpass import CPU_USED
+    subprocess.run(xb.vpxenc_command(str(y4m), str(out), 30, 1, 6, cpu_used=CPU_USED), check=True,
+                   capture_output=True, timeout=120)
     assert xb.ivf_frames(str(out)) == libvpx_first_pass(frames, rate, 30)
 
 
