@@ -31,7 +31,7 @@ demo: $(STAMP)
 
 # make bench BENCH_ENCODE_ARGS=--quick BENCH_EXCAMERA_ARGS=--quick for fast encode benches
 # (see bench/encode_bench.py --help and bench/excamera_bench.py --help); the last line:
-# excamera encode --workers 2 against vpxenc --threads=2 (bench/distributed_bench.py)
+# excamera encode --workers 2 against vpxenc --threads=2 (bench/distributed_bench.py; QCIF, then 720p)
 BENCH_ENCODE_ARGS ?=
 BENCH_EXCAMERA_ARGS ?=
 bench: $(STAMP)
@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/grayscale_bench.py --workers 2 --schedulers --deadline 25 --steal
 	$(BIN)/excamera bench runtime --workers 1000
 	$(BIN)/python bench/distributed_bench.py --workers 2
+	$(BIN)/python bench/distributed_bench.py --workers 2 --clip ../shared/testdata/clips/compressed/bigbuckbunny.mp4
 
 # Regenerate the committed protobuf/gRPC modules (grpcio-tools is needed only here, pinned so the
 # output is reproducible; tests/test_protos.py fails when the committed modules are stale).

@@ -5,22 +5,25 @@ Part of ``make bench``. A benchmark, not a test: it prints figures and fails (ex
 cannot measure (no clip, no vpxenc, an encoder failing, outputs that differ where they must not).
 
 On one real clip (default: carphone QCIF, 120 frames, from ``bench/data`` or
-``../shared/testdata/clips``), side by side in one run, each command timed from process start to
-exit (interpreter start-up, worker processes' start-up and numba cache loading included), the
+``../shared/testdata/clips``; ``make bench`` also runs bigbuckbunny 1280x720, 132 frames; an input
+that is not Y4M is decoded to one first, which both encoders then read), side by side in one run,
+each command timed from process start to exit (interpreter start-up, worker processes' start-up and numba cache loading included), the
 median of ``--repeat`` runs:
 
 * ``excamera encode CLIP -o X.ivf --workers N`` (ExCamera[6,16], cq-level 20, libvpx first pass);
 * ``excamera encode CLIP -o X.ivf --workers 0`` (the same algorithm in one process; whether the
   outputs are byte-identical is printed, and with ``--first-pass native`` (deterministic, unlike
   libvpx's) it must be, or the benchmark fails);
-* ``vpxenc --threads=N`` with the first pass's settings (``excamera.firstpass``: good deadline,
-  cpu-used 0, CQ at the same level with min-q 0 / max-q 63, tune SSIM, auto-alt-ref) and a key
-  frame every N * x frames, as ExCamera[N, x] places them.
+* ``vpxenc --threads=N --passes=2`` with ExCamera's vpxenc settings (those of ``excamera.firstpass``
+  but cpu-used 0, where the first pass runs 1: good deadline, CQ at the same level with min-q 0 /
+  max-q 63, tune SSIM, auto-alt-ref) and
+  a key frame every N * x frames, as ExCamera[N, x] places them (vpxenc's default for VP8 is one
+  pass, which at an unlimited bit rate makes about twice the bits);
 
 * ``vpxenc --threads=1``, the same otherwise: libvpx's VP8 threads wait for each other by
   spinning, so on a busy machine with few cores ``--threads=2`` can be the slower of the two.
 
-It prints each wall time, the size and SSIM (``codec.ssim``, all planes, dB) of each output, and
+It prints each wall and CPU time (user + system of the process and its workers), the size and SSIM (``codec.ssim``, all planes, dB) of each output, and
 the ratio excamera --workers N / vpxenc --threads=N (and / vpxenc --threads=1).
 
 Usage::
@@ -69,13 +72,33 @@ def find_clip(args) -> str:
     raise SystemExit(f"distributed_bench: {CLIP} not found in {' or '.join(CLIP_DIRS)}; give --clip")
 
 
-def timed(cmd: list[str]) -> float:
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """Run ``cmd`` to completion: its wall seconds and CPU seconds (user + system, its worker
+    processes included: they are its children, waited for)."""
     t0 = time.monotonic()
-    res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    wall = time.monotonic() - t0
-    if res.returncode != 0:
-        raise SystemExit(f"distributed_bench: {' '.join(cmd)} failed: {res.stderr.strip()[-500:]}")
-    return wall
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - t0
+        if os.waitstatus_to_exitcode(status) != 0:
+            err.seek(0)
+            tail = err.read().decode("utf-8", "replace").strip()[-500:]
+            raise SystemExit(f"distributed_bench: {' '.join(cmd)} failed: {tail}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def as_y4m(clip: str, tmp: str) -> str:
+    """``clip`` itself if it is a Y4M file, else its pictures written to one in ``tmp`` (vpxenc
+    reads Y4M; both encoders then read the same file)."""
+    if clip.endswith(".y4m"):
+        return clip
+    from codec.y4m import Y4mWriter
+    from excamera.video import open_video
+    path = os.path.join(tmp, os.path.splitext(os.path.basename(clip))[0] + ".y4m")
+    with open_video(clip) as video, Y4mWriter(path, rate=video.rate) as writer:
+        for picture in video:
+            writer.write(picture)
+    return path
 
 
 def quality(stream: str, source: str) -> float:
@@ -105,19 +128,20 @@ def main(argv=None) -> int:
         return 1
     from codec.y4m import Y4mReader
     from excamera.firstpass import TARGET_KBPS
-    with Y4mReader(clip) as r:
-        frames = sum(1 for _ in r)
-        size = f"{r.header.width}x{r.header.height}"
     n, x, cq, w = args.chunk_frames, args.batch_chunks, args.cq_level, args.workers
-    exc = [sys.executable, "-m", "excamera", "encode", clip, "--chunk-frames", str(n),
-           "--batch-chunks", str(x), "--cq-level", str(cq)]
     with tempfile.TemporaryDirectory(prefix="excamera-distbench-") as tmp:
+        name, clip = os.path.basename(clip), as_y4m(clip, tmp)
+        with Y4mReader(clip) as r:
+            frames = sum(1 for _ in r)
+            size = f"{r.header.width}x{r.header.height}"
+        exc = [sys.executable, "-m", "excamera", "encode", clip, "--chunk-frames", str(n),
+               "--batch-chunks", str(x), "--cq-level", str(cq)]
         out = {k: os.path.join(tmp, f"{k}.ivf") for k in ("dist", "local", "vpx", "vpx1")}
 
         def vpxenc(threads: int, path: str) -> list[str]:
             return ["vpxenc", "--codec=vp8", "--good", "--cpu-used=0", "--end-usage=cq", f"--cq-level={cq}",
                     "--min-q=0", "--max-q=63", f"--target-bitrate={TARGET_KBPS}", "--tune=ssim",
-                    "--auto-alt-ref=1", f"--kf-min-dist={n * x}", f"--kf-max-dist={n * x}",
+                    "--auto-alt-ref=1", f"--kf-min-dist={n * x}", f"--kf-max-dist={n * x}", "--passes=2",
                     f"--threads={threads}", "--ivf", "-q", "-o", path, clip]
 
         cmds = {
@@ -143,17 +167,17 @@ def main(argv=None) -> int:
         if differing_frames(nat["dist"], nat["local"]) != "byte-identical":
             print(f"distributed_bench: with --first-pass native, --workers {w} and --workers 0 differ")
             return 1
-        print(f"distributed encode: {os.path.basename(clip)}, {frames} frames {size}, ExCamera[{n},{x}] "
-              f"cq-level {cq}, median wall of {args.repeat} runs (whole process)")
+        print(f"distributed encode: {name}, {frames} frames {size}, ExCamera[{n},{x}] cq-level {cq}, "
+              f"median wall and CPU (user + system, worker processes included) of {args.repeat} runs "
+              "(whole process)")
+        wall = {k: statistics.median(t for t, _ in times[k]) for k in cmds}
+        cpu = {k: statistics.median(c for _, c in times[k]) for k in cmds}
         for k in cmds:
-            med = statistics.median(times[k])
-            print(f"  {labels[k]:<30} {med:7.2f} s   {os.path.getsize(out[k]):8d} bytes   "
-                  f"SSIM {quality(out[k], clip):6.3f} dB   runs: {' '.join(f'{t:.2f}' for t in times[k])}")
-        ratio = statistics.median(times["dist"]) / statistics.median(times["vpx"])
-        local = statistics.median(times["local"]) / statistics.median(times["vpx"])
-        one = statistics.median(times["dist"]) / statistics.median(times["vpx1"])
-        print(f"  ratio excamera --workers {w} / vpxenc --threads={w}: {ratio:.2f}x wall "
-              f"(--workers 0: {local:.2f}x; --workers {w} / vpxenc --threads=1: {one:.2f}x)")
+            print(f"  {labels[k]:<30} {wall[k]:7.2f} s wall {cpu[k]:7.2f} s CPU   {os.path.getsize(out[k]):8d} bytes"
+                  f"   SSIM {quality(out[k], clip):6.3f} dB   runs: {' '.join(f'{t:.2f}' for t, _ in times[k])}")
+        print(f"  ratio excamera --workers {w} / vpxenc --threads={w}: {wall['dist'] / wall['vpx']:.2f}x wall, "
+              f"{cpu['dist'] / cpu['vpx']:.2f}x CPU (--workers 0: {wall['local'] / wall['vpx']:.2f}x wall; "
+              f"--workers {w} / vpxenc --threads=1: {wall['dist'] / wall['vpx1']:.2f}x wall)")
         print(f"  --workers {w} against --workers 0: {same} (--first-pass native: byte-identical)")
     return 0
 

@@ -7,14 +7,16 @@ does not decode to the source's frame count, key frames where ExCamera[N, x] put
 timed stages not reproducing ``encode_frames``' bytes).
 
 **Compression.** On real clips (carphone QCIF 120 frames, bikes 640x272 the first 120 frames of
-``compressed/bikes.mp4`` decoded through PyAV, foreman CIF 60 frames), at cq-levels 16, 24, 32
+``compressed/bikes.mp4`` decoded through PyAV, foreman CIF 60 frames, and the HD clip bigbuckbunny
+1280x720, all 132 frames of ``compressed/bigbuckbunny.mp4``), at cq-levels 16, 24, 32
 and 40, four encoders code the same pictures:
 
 * ExCamera[6,1] and ExCamera[6,16]: ``excamera.encode.encode_frames`` with the libvpx first pass
   (independent chunks, and batches of 16 chunks rebased in series: one key frame every 96 frames);
 * serial vpxenc with ExCamera's first-pass settings (``excamera/firstpass.py``; ``vpxenc_command``
-  lists them) over the whole clip, one pass and two passes (``--passes=1`` / ``--passes=2``), the
-  look-ahead libvpx's largest (25 frames), key frames only at the start.
+  lists them) but cpu-used 0 (the first pass runs 1) over the whole clip, one pass and two passes
+  (``--passes=1`` / ``--passes=2``), the look-ahead libvpx's largest (25 frames), key frames only
+  at the start.
 
 Rate is the bytes of the compressed frames (no container framing) in kbit/s at the clip's rate;
 quality is the mean SSIM of all planes (``codec.ssim``, as ffmpeg's filter) in dB,
@@ -31,14 +33,15 @@ Last measured (README, "ExCamera benchmark"): [6,16] against two-pass vpxenc +57
 README says why and lists the variants tried.
 
 **Stage times.** Each stage's time per chunk of 6 frames at cq-level 24, at 640x272 (bikes, the
-first 4 chunks) and 1280x720 (``compressed/Zhling_1280x720.264`` through PyAV, its 3 whole
-chunks): first pass (libvpx, then terminate-chunk), state dump (decode the chunk, serialize its
-exit state, load it back as the next worker does), encode-given-state (the chunk's first frame as
-an interframe against the previous chunk's first-pass exit state) and rebase (the serial step:
-the chunk's frames coded again onto the state the previous chunk really left). ``staged_encode``
-runs the stages as ``encode_frames`` does, timing each; the bench checks that its bytes equal
-``encode_frames``'. Wall and CPU seconds of this process; on a shared machine the CPU figure is
-the steadier one. One untimed run first loads the numba kernels.
+first 4 chunks) and 1280x720 (``compressed/Zhling_1280x720.264`` through PyAV, its 3 whole chunks;
+``compressed/bigbuckbunny.mp4``, its 22 chunks): first pass (libvpx, then terminate-chunk, which
+decodes the chunk once for every later stage), state dump (serialize the exit state, load it back
+as the next worker does), encode-given-state (the chunk's first frame as an interframe against the
+previous chunk's first-pass exit state) and rebase (the serial step: the chunk's frames coded
+again onto the state the previous chunk really left). ``staged_encode`` runs the stages as
+``encode_frames`` does, timing each; the bench checks that its bytes equal ``encode_frames``'.
+Wall and CPU seconds of this process; on a shared machine the CPU figure is the steadier one. One
+untimed run first loads the numba kernels.
 
 Inputs are read from ``--testdata DIR`` (default ``../shared/testdata`` next to the repository,
 its ``clips/`` and ``clips/compressed/``); a missing one is named with where it was looked for.
@@ -86,10 +89,12 @@ CLIPS = [
     Clip("carphone", "carphone QCIF", "clips/carphone_qcif_176x144_120f_decoded.y4m", 120),
     Clip("bikes", "bikes 640x272", "clips/compressed/bikes.mp4", 120),
     Clip("foreman", "foreman CIF", "clips/foreman_cif_352x288_60f_decoded.y4m", 60),
+    Clip("bbb", "bigbuckbunny 720p", "clips/compressed/bigbuckbunny.mp4", 132),
 ]
 STAGE_CLIPS = [
     Clip("bikes", "640x272 (bikes)", "clips/compressed/bikes.mp4", 24),
     Clip("zhling", "1280x720 (Zhling)", "clips/compressed/Zhling_1280x720.264", 18),
+    Clip("bbb", "1280x720 (bigbuckbunny)", "clips/compressed/bigbuckbunny.mp4", 132),
 ]
 CQ_LEVELS = (16, 24, 32, 40)
 STAGE_CQ = 24
@@ -143,9 +148,11 @@ def write_y4m(path: str, frames: list, rate: tuple[int, int]) -> None:
 
 # -- serial vpxenc ----------------------------------------------------------------------------------
 
-def vpxenc_command(source: str, output: str, cq_level: int, passes: int, frames: int) -> list[str]:
-    """vpxenc over a whole clip with ExCamera's first-pass settings (``excamera/firstpass.py``):
-    good deadline, cpu-used 0, constant quality at ``cq_level`` (min-q 0, max-q 63, an unlimited
+def vpxenc_command(source: str, output: str, cq_level: int, passes: int, frames: int,
+                   cpu_used: int = 0) -> list[str]:
+    """vpxenc over a whole clip with ExCamera's first-pass settings (``excamera/firstpass.py``)
+    but ``cpu_used`` (default 0, ExCamera's own vpxenc setting and libvpx's best: the reference
+    is not made faster because the first pass was): good deadline, constant quality at ``cq_level`` (min-q 0, max-q 63, an unlimited
     target bit rate), tune SSIM, auto-alt-ref with libvpx's largest look-ahead, one thread, and
     key-frame bounds so far apart that only the first frame is a key frame."""
     from excamera.firstpass import KEY_FRAME_DISTANCE, MAX_LAG, TARGET_KBPS
@@ -154,7 +161,7 @@ def vpxenc_command(source: str, output: str, cq_level: int, passes: int, frames:
         raise ValueError(f"vpxenc runs 1 or 2 passes, not {passes}")
     if not 0 <= cq_level <= 63:
         raise ValueError(f"cq-level {cq_level} is outside 0..63")
-    return ["vpxenc", "--codec=vp8", "--ivf", "--good", "--cpu-used=0", "--end-usage=cq",
+    return ["vpxenc", "--codec=vp8", "--ivf", "--good", f"--cpu-used={cpu_used}", "--end-usage=cq",
             "--min-q=0", "--max-q=63", f"--cq-level={cq_level}", f"--target-bitrate={TARGET_KBPS}",
             "--undershoot-pct=100", f"--passes={passes}", "--auto-alt-ref=1",
             f"--lag-in-frames={MAX_LAG}", f"--kf-min-dist={KEY_FRAME_DISTANCE}",
@@ -294,67 +301,47 @@ def staged_encode(frames: list, settings, fps: tuple[int, int] = (30, 1),
                   clock: Callable[[], float] = time.perf_counter,
                   cpu_clock: Callable[[], float] = time.process_time) -> tuple[list[bytes], list[ChunkTimes]]:
     """ExCamera[N, x] over ``frames`` stage by stage, as ``excamera.encode.encode_frames`` runs it
-    (same bytes), with each chunk's time in each stage: first pass, state dump (decode the first
-    pass, serialize the exit state, load it back), encode-given-state (against the previous
-    chunk's first-pass exit state, as loaded), rebase (the serial step: the replacement first
-    frame if the real state differs, then the chunk's later frames). Raises ``ValueError`` for a
-    first pass with hidden frames (libvpx's one-pass mode makes none; their rebase targets are not
-    timed here)."""
-    from codec.decoder import decode_frame
-    from codec.reencode import blended_quantizer, encode_given_state, frame_quantizer, rebase_frame
+    (same bytes), with each chunk's time in each stage: first pass (libvpx or native, then
+    terminate-chunk, which decodes the chunk once: the later stages use its states), state dump
+    (serialize the exit state and load it back, as the next worker does), encode-given-state
+    (against the previous chunk's first-pass exit state, as loaded), rebase (the serial step: the
+    replacement first frame if the real state differs, then the chunk's later frames)."""
     from codec.state import DecoderState
-    from excamera import encode  # first_pass looked up at call time (fixed_first_passes)
+    from excamera import encode  # first_pass_chunk looked up at call time (fixed_first_passes)
 
     if len(frames) < settings.chunk_frames:
         raise ValueError(f"{len(frames)} frames, fewer than one chunk of {settings.chunk_frames}")
     ranges = encode.chunk_ranges(len(frames), settings)
-    passes, old_states, handed, times = [], [], [], []
+    passes, handed, times = [], [], []
     for a, b in ranges:  # the parallel steps: first pass and state dump
         fp, dump = _Timer(clock, cpu_clock), _Timer(clock, cpu_clock)
         with fp:
-            chunk = encode.first_pass(frames[a:b], settings, fps)
+            chunk = encode.first_pass_chunk(frames[a:b], settings, fps)
         with dump:
-            states, state = [], DecoderState()
-            for data in chunk:
-                states.append(state)
-                state, picture = decode_frame(state, data)
-                if picture is None:
-                    raise ValueError(f"the first pass of frames {a}..{b - 1} has a hidden frame")
-            loaded = DecoderState.from_bytes(state.to_bytes())
+            loaded = DecoderState.from_bytes(chunk.exit.to_bytes())
         passes.append(chunk)
-        old_states.append(states)
         handed.append(loaded)
         times.append(ChunkTimes(fp.total, dump.total))
-    given = [None] * len(ranges)
+    given = [b""] * len(ranges)
     for i, (a, b) in enumerate(ranges):  # parallel: encode-given-state
         if i % settings.batch_chunks == 0:
             continue
         egs = _Timer(clock, cpu_clock)
         with egs:
-            p, st = passes[i], old_states[i]
-            first_q = frame_quantizer(st[0], p[0])
-            next_q = frame_quantizer(st[1], p[1]) if len(p) > 1 else first_q
-            q = blended_quantizer(first_q, next_q, settings.kf_q_weight)
-            given[i] = encode_given_state(handed[i - 1], frames[a], q, settings.speed)
+            given[i] = encode.given_state_frame(handed[i - 1], frames[a], passes[i].frames, settings,
+                                                passes[i].states)
         times[i].encode_given_state = egs.total
     out: list[bytes] = []
     state = DecoderState()
     for i, (a, b) in enumerate(ranges):  # serial: rebase along each batch
         if i % settings.batch_chunks == 0:
-            for data in passes[i]:
-                state, _ = decode_frame(state, data)
-            out.extend(passes[i])
+            out.extend(passes[i].frames)
+            state = passes[i].exit
             continue
         rebase = _Timer(clock, cpu_clock)
         with rebase:
-            first = given[i]
-            if handed[i - 1].digest() != state.digest():
-                first = rebase_frame(state, handed[i - 1], first.data, frames[a])
-            chunk, state = [first.data], first.state
-            for k in range(1, b - a):
-                frame = rebase_frame(state, old_states[i][k], passes[i][k], frames[a + k])
-                chunk.append(frame.data)
-                state = frame.state
+            chunk, state = encode.rebase_chunk(state, handed[i - 1], given[i], frames[a:b], passes[i].frames,
+                                               passes[i].states)
         times[i].rebase = rebase.total
         out.extend(chunk)
     return out, times
@@ -362,27 +349,28 @@ def staged_encode(frames: list, settings, fps: tuple[int, int] = (30, 1),
 
 @contextlib.contextmanager
 def fixed_first_passes():
-    """While active, ``excamera.encode.first_pass`` (which ``encode_frames`` and ``staged_encode``
-    call) gives the same picture objects with the same settings the bytes it gave them the first
-    time, so that comparing ``staged_encode`` with ``encode_frames`` runs each first pass once
-    (libvpx's first pass is deterministic, ``excamera/vpxheap.py``; this saves its time). The key is the pictures' identity (no hashing,
-    so a timed first pass costs what it costs); the memo keeps them alive, so no id is reused."""
+    """While active, ``excamera.encode.first_pass_chunk`` (which ``encode_frames`` and
+    ``staged_encode`` call) gives the same picture objects with the same settings the first pass it
+    gave them the first time, so that comparing ``staged_encode`` with ``encode_frames`` runs each
+    first pass once (libvpx's first pass is deterministic, ``excamera/vpxheap.py``; this saves its
+    time). The key is the pictures' identity (no hashing, so a timed first pass costs what it
+    costs); the memo keeps them alive, so no id is reused."""
     import excamera.encode as encode
 
-    original = encode.first_pass
+    original = encode.first_pass_chunk
     memo: dict = {}
 
-    def first_pass(frames, settings, fps):
+    def first_pass_chunk(frames, settings, fps):
         key = (tuple(map(id, frames)), settings, tuple(fps))
         if key not in memo:
             memo[key] = (list(frames), original(frames, settings, fps))
         return memo[key][1]
 
-    encode.first_pass = first_pass
+    encode.first_pass_chunk = first_pass_chunk
     try:
         yield
     finally:
-        encode.first_pass = original
+        encode.first_pass_chunk = original
 
 
 def stage_summary(times: list[ChunkTimes]) -> dict[str, tuple[int, float, float, float]]:
@@ -485,7 +473,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--testdata", metavar="DIR", default=DEFAULT_TESTDATA,
                         help="the shared test data (default: ../shared/testdata next to the repository)")
     parser.add_argument("--clip", action="append", metavar="NAME",
-                        help="only these clips (carphone, bikes, foreman, zhling; repeatable)")
+                        help="only these clips (carphone, bikes, foreman, bbb, zhling; repeatable)")
     return parser.parse_args(argv)
 
 

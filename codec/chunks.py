@@ -121,7 +121,8 @@ def _frame_error(exc: VP8Error, where: str) -> VP8Error:
 
 
 def terminate_chunk(state_in: DecoderState | None, frames: list[bytes], *,
-                    where: Callable[[int], str] | None = None) -> tuple[list[bytes], DecoderState]:
+                    where: Callable[[int], str] | None = None,
+                    states: list[DecoderState] | None = None) -> tuple[list[bytes], DecoderState]:
     """Make the chunk exit with one picture in all three references (section 9.7).
 
     The last *shown* frame is rewritten to refresh last, golden and altref, with no copies
@@ -137,7 +138,9 @@ def terminate_chunk(state_in: DecoderState | None, frames: list[bytes], *,
 
     Returns the new frame list and the decoder state after it (``last is golden is altref``).
     ``state_in`` is the state the chunk is coded against (None: the empty state). Errors name the
-    frame as ``where(i)`` does (default ``frame <i>``)."""
+    frame as ``where(i)`` does (default ``frame <i>``). A ``states`` list gets the decoder state
+    before each returned frame appended (the chunk is decoded once here; callers that need its
+    states need not decode it again)."""
     if not frames:
         raise ValueError("terminate_chunk: the chunk holds no frames")
     state = state_in if state_in is not None else DecoderState()
@@ -153,11 +156,14 @@ def terminate_chunk(state_in: DecoderState | None, frames: list[bytes], *,
         raise CorruptFrameError(f"the chunk's {len(frames)} frames are all hidden: no shown frame "
                                 "to terminate it with")
     last = shown[-1]
+    before = states if states is not None else []
     for i in range(last):
+        before.append(state)
         try:
             state = decode_frame(state, frames[i])[0]
         except VP8Error as e:
             raise _frame_error(e, where(i)) from None
+    before.append(state)
     try:
         new = _refresh_all(state, frames[last])
         exit_state = decode_frame(state, new)[0]

@@ -19,10 +19,12 @@ import numpy as np
 
 from . import tables
 from .bitstream import ParsedFrame, parse_frame, write_frame
+from .boolcoder import BoolDecoder
 from .decoder import _prepare_intra_edges, coding_state, decode_frame, dequant_factors
 from .encode_mb import count_tokens, rebase_macroblocks
 from .encoder import EncodedFrame, _coeff_updates, _prob, _Scratch, _source_planes, encode_frame
-from .errors import StateError
+from .errors import CorruptFrameError, StateError
+from .header import FrameTag, read_frame_header
 from .image import Image
 from .quantize import frame_quant_params
 from .rate import TOKEN_COST_SHAPE, token_costs
@@ -32,8 +34,15 @@ DEFAULT_KF_Q_WEIGHT = 0.75
 
 
 def frame_quantizer(state: DecoderState, data: bytes) -> int:
-    """The base quantizer index a frame codes (section 9.6)."""
-    return parse_frame(state, data).header.quant.y_ac
+    """The base quantizer index a frame codes (section 9.6), from its frame header alone (the
+    macroblock headers and tokens after it are not read)."""
+    buf = np.frombuffer(data, np.uint8)
+    tag = FrameTag.read(buf)
+    if 3 + tag.first_part_size > len(buf) or tag.header_size > len(buf):
+        raise CorruptFrameError(f"first partition ({tag.first_part_size} bytes) runs past the end "
+                                f"of the {len(buf)}-byte frame")
+    bd = BoolDecoder(buf, tag.header_size, len(buf))
+    return read_frame_header(bd, tag, coding_state(state, tag)).quant.y_ac
 
 
 def blended_quantizer(q_key: int, q_inter: int, weight: float = DEFAULT_KF_Q_WEIGHT) -> int:

@@ -61,19 +61,48 @@ def chunk_ranges(n_frames: int, settings: EncodeSettings) -> list[tuple[int, int
     return [(s, min(s + n, n_frames)) for s in range(0, n_frames, n)]
 
 
-def first_pass(frames: list[Image], settings: EncodeSettings, fps: tuple[int, int]) -> list[bytes]:
-    """Step 1 for one chunk: its frames coded from the empty state, then terminated."""
+@dataclass(frozen=True)
+class FirstPass:
+    """One chunk's first pass, terminated, with the decoder states it passes through: decoded
+    once, where it is made, and handed to the later steps (state dump, encode-given-state, rebase)
+    so that none of them decodes it again."""
+
+    frames: list[bytes]         # the compressed frames, from the empty state, the last terminated
+    states: list[DecoderState]  # the state before each frame (states[0] is the empty state)
+    exit: DecoderState          # the state after the last frame (what the state dump sends)
+
+    @staticmethod
+    def decode(frames: list[bytes]) -> FirstPass:
+        """The states of an already terminated first pass (one read back from storage)."""
+        states, state = [], DecoderState()
+        for d in frames:
+            states.append(state)
+            state, _ = decode_frame(state, d)
+        return FirstPass(list(frames), states, state)
+
+
+def first_pass_chunk(frames: list[Image], settings: EncodeSettings, fps: tuple[int, int]) -> FirstPass:
+    """Step 1 for one chunk: its frames coded from the empty state, then terminated (decoding them
+    once, which also checks that they decode)."""
     from codec.chunks import terminate_chunk
     if settings.first_pass == "native":
         from codec.encoder import Encoder, EncoderConfig
         enc = Encoder(EncoderConfig(quantizer=native_quantizer(settings.cq_level), speed=settings.speed,
                                     keyframe_interval=1 << 30))
         data = [enc.encode(f).data for f in frames]
+        where = None
     else:
         from excamera.firstpass import libvpx_first_pass
         data = libvpx_first_pass(frames, fps, settings.cq_level)
-    data, _ = terminate_chunk(DecoderState(), data)
-    return data
+        where = "libvpx's frame {}".format
+    states: list[DecoderState] = []
+    data, state = terminate_chunk(DecoderState(), data, where=where, states=states)
+    return FirstPass(data, states, state)
+
+
+def first_pass(frames: list[Image], settings: EncodeSettings, fps: tuple[int, int]) -> list[bytes]:
+    """Step 1 for one chunk: its frames coded from the empty state, then terminated."""
+    return first_pass_chunk(frames, settings, fps).frames
 
 
 def exit_state(data: list[bytes], state: DecoderState | None = None) -> DecoderState:
@@ -121,81 +150,86 @@ def _encode_batch(frames: list[Image], settings: EncodeSettings, fps: tuple[int,
                   out: list[bytes], tick, done: int, total: int | None) -> DecoderState:
     """One batch: its first passes, then its rebase chain from its key frame, appended to ``out``;
     returns the decoder state after it. ``done``: chunks before this batch."""
-    from codec.reencode import reencode_chunk
     ranges = chunk_ranges(len(frames), settings)
     passes = []
     for i, (a, b) in enumerate(ranges):
-        passes.append(first_pass(frames[a:b], settings, fps))
+        passes.append(first_pass_chunk(frames[a:b], settings, fps))
         tick("first pass", done + i + 1, total)
-    fp_exit = [exit_state(p) for p in passes]
     for i, (a, b) in enumerate(ranges):
         if i == 0:
-            chunk = passes[0]  # begins the batch with its key frame
+            chunk = passes[0].frames  # begins the batch with its key frame
+            state = passes[0].exit
         else:
-            chunk = [f.data for f in reencode_chunk(state, frames[a:b], passes[i], kf_q_weight=settings.kf_q_weight,
-                                                    speed=settings.speed, given_state=fp_exit[i - 1])]
-        for d in chunk:
-            state, _ = decode_frame(state, d)
+            given = passes[i - 1].exit
+            first = given_state_frame(given, frames[a], passes[i].frames, settings, passes[i].states)
+            chunk, state = rebase_chunk(state, given, first, frames[a:b], passes[i].frames, passes[i].states)
         out.extend(chunk)
         tick("rebase", done + i + 1, total)
     return state
 
 
-def prediction_states(prediction: list[bytes]) -> tuple[list[DecoderState], list[Image | None]]:
-    """The decoder state before each frame of a first pass (coded from the empty state) and the
-    picture each frame shows (None for a hidden frame)."""
-    state = DecoderState()
-    states, shown = [], []
-    for data in prediction:
-        states.append(state)
-        state, img = decode_frame(state, data)
-        shown.append(img)
-    return states, shown
+def prediction_states(prediction: list[bytes]) -> tuple[list[DecoderState], list[bool]]:
+    """The decoder state before each frame of a first pass (coded from the empty state) and
+    whether each frame is shown (False for a hidden frame)."""
+    from codec.chunks import frame_tag
+    return FirstPass.decode(prediction).states, [frame_tag(d).show_frame for d in prediction]
 
 
-def chunk_quantizer(prediction: list[bytes], kf_q_weight: float) -> int:
+def chunk_quantizer(prediction: list[bytes], kf_q_weight: float, states: list[DecoderState] | None = None) -> int:
     """The quantizer of the frame that replaces a first pass's key frame: blended between the key
-    frame's and the next frame's (``codec.reencode.blended_quantizer``), as ``reencode_chunk``."""
+    frame's and the next frame's (``codec.reencode.blended_quantizer``), as ``reencode_chunk``.
+    ``states``: the prediction's states (``FirstPass.states``), if known (else it is decoded)."""
     from codec.reencode import blended_quantizer, frame_quantizer
-    states, _ = prediction_states(prediction[:2])
+    if states is None:
+        states, _ = prediction_states(prediction[:2])
     first_q = frame_quantizer(states[0], prediction[0])
     next_q = frame_quantizer(states[1], prediction[1]) if len(prediction) > 1 else first_q
     return blended_quantizer(first_q, next_q, kf_q_weight)
 
 
 def given_state_frame(given: DecoderState, raw_first: Image, prediction: list[bytes],
-                      settings: EncodeSettings) -> bytes:
+                      settings: EncodeSettings, states: list[DecoderState] | None = None) -> bytes:
     """Step 2 for one chunk: its first raw image coded as an interframe against ``given`` (the
-    previous chunk's first-pass exit state), at the quantizer ``reencode_chunk`` picks."""
+    previous chunk's first-pass exit state), at the quantizer ``reencode_chunk`` picks.
+    ``states``: the prediction's states (``FirstPass.states``), if known."""
     from codec.reencode import encode_given_state
     if not prediction:
         raise ValueError("the prediction chunk has no frames")
-    q = chunk_quantizer(prediction, settings.kf_q_weight)
+    q = chunk_quantizer(prediction, settings.kf_q_weight, states)
     return encode_given_state(given, raw_first, q, settings.speed).data
 
 
 def rebase_chunk(state_in: DecoderState, given: DecoderState, given_frame: bytes, raw: list[Image],
-                 prediction: list[bytes]) -> tuple[list[bytes], DecoderState]:
+                 prediction: list[bytes], states: list[DecoderState] | None = None
+                 ) -> tuple[list[bytes], DecoderState]:
     """Step 3 for one chunk: ``given_frame`` (step 2's, coded against ``given``) and the first
     pass's later frames coded again onto ``state_in``, the state the previous chunk really left.
     Returns the chunk's frames and the state after them. The same bytes as ``reencode_chunk(
-    state_in, raw, prediction, given_state=given)``, whose second half this is."""
+    state_in, raw, prediction, given_state=given)``, whose second half this is. ``states``: the
+    prediction's states (``FirstPass.states``), if known (else the prediction is decoded)."""
+    from codec.chunks import frame_tag
     from codec.reencode import _hidden_target, rebase_frame
-    old_states, shown = prediction_states(prediction)
-    n_shown = sum(img is not None for img in shown)
+    if states is None:
+        states, _ = prediction_states(prediction)
+    old_states = states
+    if len(old_states) != len(prediction):
+        raise ValueError(f"{len(old_states)} prediction states for {len(prediction)} frames")
+    shown = [frame_tag(d).show_frame for d in prediction]
+    n_shown = sum(shown)
     if n_shown != len(raw):
         raise ValueError(f"the prediction shows {n_shown} frames but the raw chunk has {len(raw)}")
-    if shown[0] is None:
+    if not shown[0]:
         raise ValueError("the prediction's first frame is hidden; it must show the chunk's first image")
     if given.digest() != state_in.digest():
-        first = rebase_frame(state_in, given, given_frame, raw[0]).data
+        rebased = rebase_frame(state_in, given, given_frame, raw[0])
+        first, state = rebased.data, rebased.state
     else:
         first = given_frame
+        state, _ = decode_frame(state_in, first)
     out = [first]
-    state, _ = decode_frame(state_in, first)
     shown_index = 1
     for i in range(1, len(prediction)):
-        if shown[i] is not None:
+        if shown[i]:
             target = raw[shown_index]
             shown_index += 1
         else:  # a hidden frame (an alt-ref): toward the picture the first pass made for it

@@ -3,7 +3,13 @@ followed by interframes.
 
 ExCamera runs vpxenc on every chunk in parallel (``--good --cpu-used=0 --end-usage=cq
 --min-q=0 --max-q=63 --cq-level=C --auto-alt-ref=1 --tune=ssim --threads=1``, no key frame but
-the first). Here libvpx is reached through PyAV's ``libvpx`` encoder, i.e. ffmpeg's libvpxenc
+the first). Here ``cpu-used`` is 1 (``CPU_USED``): libvpx spends about 16% less time on a chunk
+and the final stream, after encode-given-state and rebase, is as good (BD-rate over SSIM against
+the same job with ``cpu-used`` 0 at cq-levels 16/24/32/40: bigbuckbunny 720p -0.1%, bikes 640x272
+-0.25%, foreman CIF +0.48%, carphone QCIF +0.30%; mean +0.1%).
+Faster settings cost compression, because the rebase keeps the first pass's modes and motion
+vectors: ``cpu-used`` 2 +4.4 points of BD-rate against two-pass vpxenc, 3 +8.2, 4 +19.6, and no
+``tune=ssim`` +1.8 (same clip). Here libvpx is reached through PyAV's ``libvpx`` encoder, i.e. ffmpeg's libvpxenc
 wrapper, which maps its options onto libvpx's as follows:
 
 ====================================  ===========================================================
@@ -11,7 +17,7 @@ libvpx setting                        how it is set here
 ====================================  ===========================================================
 deadline ``VPX_DL_GOOD_QUALITY``      ``deadline=good``; libvpx uses "good" only while a frame
                                       lasts less than the deadline (1 s), hence ``fps > 1``
-``cpu-used`` 0                        ``cpu-used=0``
+``cpu-used`` 1                        ``cpu-used=1``
 ``end-usage=cq``, ``cq-level``        ``crf=cq_level`` together with a bit rate (ffmpeg picks CQ
                                       for VP8 when both are set)
 ``min-q`` 0, ``max-q`` 63             ``qmin=0``, ``qmax=63``
@@ -39,7 +45,7 @@ What PyAV cannot pin (stated, and checked where it can be):
 
 ``libvpx_first_pass`` is deterministic (same pictures, same bytes, in every process): in "good"
 mode with one thread libvpx does not adapt its speed to the clock as realtime mode does; with
-``tune=ssim`` and ``cpu-used=0`` libvpx reads 9 bytes past one of its own heap blocks, which
+``tune=ssim`` (found at ``cpu-used=0``) libvpx reads 9 bytes past one of its own heap blocks, which
 ``excamera.vpxheap`` makes zeros, as in vpxenc's fresh heap (before, about one process in thirty
 made a different chunk); and the bytes past each plane's width in PyAV's padded frame buffers are
 filled by repeating the last column rather than left as whatever the allocator held. The result
@@ -61,6 +67,10 @@ MAX_LAG = 25
 TARGET_KBPS = 4294959
 #: Key-frame distance for both libvpx bounds; equal bounds disable automatic key frames.
 KEY_FRAME_DISTANCE = 1 << 20
+#: libvpx's speed/quality trade-off in "good" mode (0 slowest; see the module docstring for why
+#: 1) and its tuning metric.
+CPU_USED = 1
+TUNE = "ssim"
 
 
 class FirstPassError(RuntimeError):
@@ -73,9 +83,11 @@ def libvpx_first_pass(frames: list[Image], fps: tuple[int, int], cq_level: int) 
     frames included, were libvpx to make any).
 
     ``fps`` is (numerator, denominator) frames per second and must exceed 1; ``cq_level`` is
-    libvpx's 0..63. All pictures must have the first one's size. The result is decoded with
-    ``codec.decoder`` before it is returned: it must show exactly ``len(frames)`` pictures and
-    hold no key frame but the first (``FirstPassError`` otherwise)."""
+    libvpx's 0..63. All pictures must have the first one's size. The frames' tags are checked
+    before they are returned: they must show exactly ``len(frames)`` pictures and hold no key frame
+    but the first (``FirstPassError`` otherwise). They are not decoded here: the caller decodes
+    them once (``excamera.encode.first_pass_chunk``, whose ``terminate_chunk`` raises for a frame
+    that does not decode), rather than twice."""
     _check_arguments(frames, fps, cq_level)
     try:
         import av
@@ -92,10 +104,10 @@ def libvpx_first_pass(frames: list[Image], fps: tuple[int, int], cq_level: int) 
     ctx.thread_count = 1
     ctx.bit_rate = TARGET_KBPS * 1000
     ctx.options = {
-        "deadline": "good", "cpu-used": "0",
+        "deadline": "good", "cpu-used": str(CPU_USED),
         "crf": str(cq_level), "qmin": "0", "qmax": "63", "undershoot-pct": "100",
         "auto-alt-ref": "1", "lag-in-frames": str(min(len(frames), MAX_LAG)),
-        "tune": "ssim",
+        **({"tune": TUNE} if TUNE else {}),
         "g": str(KEY_FRAME_DISTANCE), "keyint_min": str(KEY_FRAME_DISTANCE),
     }
     out: list[bytes] = []
@@ -159,24 +171,21 @@ def _av_frame(av, image: Image, index: int, time_base):
 
 
 def _check_chunk(data: list[bytes], expected_shown: int) -> None:
-    """Decode the chunk with our decoder: one key frame first, no other, ``expected_shown``
+    """From the frame tags (section 9.1): one key frame, first, and ``expected_shown`` shown
     pictures."""
-    from codec.decoder import Decoder
+    from codec.chunks import frame_tag
     from codec.errors import VP8Error
-    from codec.header import FrameTag
 
-    decoder = Decoder()
     shown = 0
     for i, frame in enumerate(data):
         try:
-            key = FrameTag.read(np.frombuffer(frame, np.uint8)).key_frame
-            image = decoder.decode(frame)
+            tag = frame_tag(frame)
         except VP8Error as e:
             raise FirstPassError(f"libvpx's frame {i} does not decode: {e}") from None
-        if key != (i == 0):
-            raise FirstPassError(f"libvpx made frame {i} a {'key' if key else 'inter'}frame; a "
+        if tag.key_frame != (i == 0):
+            raise FirstPassError(f"libvpx made frame {i} a {'key' if tag.key_frame else 'inter'}frame; a "
                                  "chunk has one key frame, first")
-        shown += image is not None
+        shown += tag.show_frame
     if shown != expected_shown:
         raise FirstPassError(f"libvpx's {len(data)} frames show {shown} pictures, not the "
                              f"{expected_shown} given")

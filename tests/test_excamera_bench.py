@@ -68,17 +68,17 @@ def test_fixed_first_passes_gives_the_first_answer_again(rtn, monkeypatch):
     import excamera.encode as encode
 
     calls = []
-    monkeypatch.setattr(encode, "first_pass", lambda f, s, r: calls.append(len(f)) or [bytes([len(calls)])])
+    monkeypatch.setattr(encode, "first_pass_chunk", lambda f, s, r: calls.append(len(f)) or [bytes([len(calls)])])
     frames, rate = rtn
     settings = EncodeSettings(3, 2, 30)
     with xb.fixed_first_passes():
-        a = encode.first_pass(frames[:3], settings, rate)
-        assert encode.first_pass(frames[:3], settings, rate) is a      # same pictures: memo
-        assert encode.first_pass(list(frames[:3]), settings, rate) is a
-        b = encode.first_pass(frames[3:6], settings, rate)              # other pictures
-        c = encode.first_pass(frames[:3], EncodeSettings(3, 2, 31), rate)  # other settings
+        a = encode.first_pass_chunk(frames[:3], settings, rate)
+        assert encode.first_pass_chunk(frames[:3], settings, rate) is a      # same pictures: memo
+        assert encode.first_pass_chunk(list(frames[:3]), settings, rate) is a
+        b = encode.first_pass_chunk(frames[3:6], settings, rate)              # other pictures
+        c = encode.first_pass_chunk(frames[:3], EncodeSettings(3, 2, 31), rate)  # other settings
     assert (a, b, c) == ([b"\x01"], [b"\x02"], [b"\x03"]) and calls == [3, 3, 3]
-    assert encode.first_pass(frames[:3], settings, rate) == [b"\x04"]  # restored on exit
+    assert encode.first_pass_chunk(frames[:3], settings, rate) == [b"\x04"]  # restored on exit
 
 
 def test_staged_encode_refuses_fewer_frames_than_a_chunk(rtn):
@@ -175,7 +175,9 @@ def test_one_pass_vpxenc_makes_the_first_pass_bytes(tmp_path):
     frames, rate = xb.read_frames(str(FOREMAN), 6)
     y4m, out = tmp_path / "in.y4m", tmp_path / "out.ivf"
     xb.write_y4m(str(y4m), frames, rate)
-    subprocess.run(xb.vpxenc_command(str(y4m), str(out), 30, 1, 6), check=True, capture_output=True, timeout=120)
+    from excamera.firstpass import CPU_USED
+    subprocess.run(xb.vpxenc_command(str(y4m), str(out), 30, 1, 6, cpu_used=CPU_USED), check=True,
+                   capture_output=True, timeout=120)
     assert xb.ivf_frames(str(out)) == libvpx_first_pass(frames, rate, 30)
 
 

@@ -19,17 +19,24 @@ attempt's scratch space (NSDI 2017, section 4; the same steps, in the same order
   the real decoder state (``codec.chunks.stitch_chunks``) and the frame count against the job's,
   joined into one IVF object.
 
+The first pass is decoded once, where it is made (``excamera.encode.FirstPass``): the dump, the
+encode-given-state and the rebase of the same attempt take its states from a per-process memo
+keyed by the chunk's bytes (``_decoded_pass``), and decode it again only when the memo lost it
+(a re-issued attempt that reused a stored first pass, or one evicted to bound memory).
+
 Importing this module registers the operations and imports no codec module: each operation
 imports what it needs when it runs, so a worker that never runs one pays nothing for it.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import os
 import struct
 import tempfile
+import threading
 
 from excamera.storage import ObjectRef
 from worker.ops import OpContext, OperationError, _scratch, operation
@@ -74,6 +81,52 @@ def ivf_frames(data: bytes, where: str) -> list[bytes]:
     return [r.data for r in records]
 
 
+#: Bytes of decoded pictures the first-pass memo may hold per worker process (``_decoded_pass``).
+PASS_MEMO_BYTES = 384 << 20
+_pass_memo: collections.OrderedDict[bytes, tuple] = collections.OrderedDict()
+_pass_memo_lock = threading.Lock()
+
+
+def _pass_size(fp) -> int:
+    """Bytes of the distinct pictures a ``FirstPass``'s states hold."""
+    pictures = {id(p): p for st in (*fp.states, fp.exit) for p in (st.last, st.golden, st.altref) if p is not None}
+    return sum(p.y.nbytes + p.u.nbytes + p.v.nbytes for p in pictures.values())
+
+
+def _remember_pass(ivf: bytes, fp) -> None:
+    """Keep ``fp`` (``excamera.encode.FirstPass``) for the later steps of the attempt whose scratch
+    ``pass`` is ``ivf``: the state dump, encode-given-state and rebase then use its states instead
+    of decoding the chunk again. Keyed by the IVF's bytes, so a value can only be found by the
+    chunk it was decoded from; the oldest entries go when the memo holds over ``PASS_MEMO_BYTES``
+    (an entry lost is decoded again, same result)."""
+    size = _pass_size(fp)
+    with _pass_memo_lock:
+        _pass_memo[ivf] = (fp, size)
+        total = sum(n for _, n in _pass_memo.values())
+        while total > PASS_MEMO_BYTES and len(_pass_memo) > 1:
+            _, (_, n) = _pass_memo.popitem(last=False)
+            total -= n
+
+
+def _decoded_pass(ctx: OpContext, *, forget: bool = False):
+    """The attempt's first pass (scratch ``pass``) as an ``excamera.encode.FirstPass``: from the
+    memo when this process made or decoded it, else decoded now (and remembered unless
+    ``forget``: the rebase is its last use)."""
+    from excamera.encode import FirstPass
+    ivf = _scratch(ctx, "pass")
+    with _pass_memo_lock:
+        entry = _pass_memo.pop(ivf, None) if forget else _pass_memo.get(ivf)
+    if entry is not None:
+        return entry[0]
+    try:
+        fp = FirstPass.decode(ivf_frames(ivf, "first pass"))
+    except ValueError as e:
+        raise OperationError(f"task {ctx.task_id}: first pass: {e}") from None
+    if not forget:
+        _remember_pass(ivf, fp)
+    return fp
+
+
 def _state(ctx: OpContext, slot: str):
     from codec.state import DecoderState
     try:
@@ -92,7 +145,7 @@ def op_first_pass(ctx: OpContext, *, raw: str, output: str, first_pass: str = "l
     already in ``output`` instead of encoding again: what it hands on must equal what the lost
     attempt handed on, and libvpx's output is not always the same from run to run (see README,
     "Known problems"). Objects are renamed into place whole, so one that exists is complete."""
-    from excamera.encode import first_pass as encode_first_pass
+    from excamera.encode import first_pass_chunk
     settings = _settings(cq_level=cq_level, first_pass=first_pass, speed=speed)
     frames, rate = _raw(ctx, raw)
     if ctx.attempt > 1 and ctx.storage.exists(output):
@@ -103,21 +156,21 @@ def op_first_pass(ctx: OpContext, *, raw: str, output: str, first_pass: str = "l
             return {"object": ObjectRef(output, hashlib.sha256(ivf).hexdigest(), len(ivf)), "frames": len(data),
                     "reused": True}
     try:
-        data = encode_first_pass(frames, settings, rate)
+        fp = first_pass_chunk(frames, settings, rate)
     except ValueError as e:
         raise OperationError(f"{raw}: first pass: {e}") from None
     h, w = frames[0].y.shape
-    ivf = ivf_bytes(data, w, h, rate)
+    ivf = ivf_bytes(fp.frames, w, h, rate)
     ctx.scratch["pass"] = ivf
-    return {"object": ctx.storage.put(output, ivf), "frames": len(data), "reused": False}
+    _remember_pass(ivf, fp)
+    return {"object": ctx.storage.put(output, ivf), "frames": len(fp.frames), "reused": False}
 
 
 @operation("vp8-dump-state")
 def op_dump_state(ctx: OpContext, *, output: str) -> dict:
     """The decoder state after the first pass (from the empty state), compressed, into scratch
     ``fp_state`` and storage ``output``."""
-    from excamera.encode import exit_state
-    state = exit_state(ivf_frames(_scratch(ctx, "pass"), "first pass"))
+    state = _decoded_pass(ctx).exit
     data = state.to_bytes()
     ctx.scratch["fp_state"] = data
     return {"object": ctx.storage.put(output, data), "digest": state.digest()}
@@ -135,8 +188,9 @@ def op_encode_given_state(ctx: OpContext, *, raw: str, speed: int = 1, kf_q_weig
     settings = _settings(speed=speed, kf_q_weight=kf_q_weight)
     given = _state(ctx, "given_state")
     frames, _ = _raw(ctx, raw)
+    fp = _decoded_pass(ctx)
     try:
-        data = given_state_frame(given, frames[0], ivf_frames(_scratch(ctx, "pass"), "first pass"), settings)
+        data = given_state_frame(given, frames[0], fp.frames, settings, fp.states)
     except ValueError as e:
         raise OperationError(f"{raw}: encode-given-state: {e}") from None
     ctx.scratch["given_frame"] = data
@@ -152,21 +206,23 @@ def op_rebase(ctx: OpContext, *, raw: str) -> dict:
     from codec.chunks import entry_digest_bytes
     from excamera.encode import rebase_chunk
     frames, rate = _raw(ctx, raw)
-    prediction = ivf_frames(_scratch(ctx, "pass"), "first pass")
     h, w = frames[0].y.shape
     if not _scratch(ctx, "state_in"):
         if _scratch(ctx, "given_frame"):
             raise OperationError(f"task {ctx.task_id}: a given-state frame but no state to rebase onto")
+        with _pass_memo_lock:
+            _pass_memo.pop(_scratch(ctx, "pass"), None)
         ctx.scratch["output"] = _scratch(ctx, "pass")
         ctx.scratch["final"] = _scratch(ctx, "fp_state")
-        return {"rebased": False, "frames": len(prediction)}
+        return {"rebased": False, "frames": len(ivf_frames(ctx.scratch["output"], "first pass"))}
+    fp = _decoded_pass(ctx, forget=True)
     state_in = _state(ctx, "state_in")
     given = _state(ctx, "given_state")
     given_frame = _scratch(ctx, "given_frame")
     if not given_frame:
         raise OperationError(f"task {ctx.task_id}: a state to rebase onto but no given-state frame")
     try:
-        out, final = rebase_chunk(state_in, given, given_frame, frames, prediction)
+        out, final = rebase_chunk(state_in, given, given_frame, frames, fp.frames, fp.states)
     except ValueError as e:
         raise OperationError(f"{raw}: rebase: {e}") from None
     ctx.scratch["output"] = ivf_bytes(out, w, h, rate, entry_digest_bytes(state_in))
