@@ -190,3 +190,11 @@ def ffmpeg_yuv(inputs: list, args: list[str]) -> bytes:
         cmd += ["-i", str(path)]
     return subprocess.run(cmd + list(args) + ["-pix_fmt", "yuv420p", "-f", "rawvideo", "-"],
                           capture_output=True, check=True, timeout=120).stdout
+
+
+def sigint_default() -> None:
+    """``preexec_fn`` for a child that a test interrupts with SIGINT: the signal's default action.
+    A test run started in the background by a non-interactive shell has SIGINT ignored, the child
+    inherits that, and Python then installs no KeyboardInterrupt handler: the signal would be lost."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from common import CLIPS_DIR
+from common import CLIPS_DIR, sigint_default
 from excamera import tls
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,12 +162,9 @@ def test_ctrl_c_cancels_the_job_and_writes_nothing(daemon, tmp_path):
     address, client, _ = daemon
     out = tmp_path / "o.ivf"
     before = set(jobs(address, client))
-    # 60 CIF frames: a job that cannot end in the half second before the Ctrl-C (15 tiny frames
-    # once did, on a loaded machine)
-    long_clip = ROOT / "demo" / "foreman_cif_60f.ivf"
-    proc = subprocess.Popen([sys.executable, "-m", "excamera", "encode", str(long_clip), "-o", str(out), "--workers", "2",
+    proc = subprocess.Popen([sys.executable, "-m", "excamera", "encode", str(CLIP), "-o", str(out), "--workers", "2",
                              "--coordinator", address, "--certs", str(client), *SETTINGS],
-                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     deadline = time.monotonic() + 120
     new = set()
     while not new:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from common import CLIPS_DIR, ROOT, subprocess_env
+from common import CLIPS_DIR, ROOT, sigint_default, subprocess_env
 from excamera.storage import LocalStorage
 
 TESTS = Path(__file__).resolve().parent
@@ -126,12 +126,9 @@ def test_encode_storage_bad_input_one_line_in_seconds(s3_server, env, bucket, tm
 def test_encode_interrupted_leaves_nothing(s3_server, env, bucket, tmp_path):
     """Ctrl-C while the job runs: the job's objects go with it."""
     out = tmp_path / "o.ivf"
-    # 60 CIF frames: long enough that the job cannot end between the first pass and the Ctrl-C
-    # (15 tiny frames once did, on a loaded machine)
-    long_clip = Path(ROOT) / "demo" / "foreman_cif_60f.ivf"
-    p = subprocess.Popen([sys.executable, "-m", "excamera", "encode", str(long_clip), "-o", str(out), "--workers", "2",
+    p = subprocess.Popen([sys.executable, "-m", "excamera", "encode", str(CLIP), "-o", str(out), "--workers", "2",
                           "--storage", f"s3://{bucket}/p", *ARGS], cwd=ROOT, env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     try:
         deadline = time.monotonic() + 60
         while not any("/pass/" in k for k in s3_server.keys(bucket)):  # the workers are at it
