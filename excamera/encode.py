@@ -211,9 +211,8 @@ def rebase_chunk(state_in: DecoderState, given: DecoderState, given_frame: bytes
     from codec.reencode import _hidden_target, rebase_frame
     if states is None:
         states, _ = prediction_states(prediction)
-    old_states = states
-    if len(old_states) != len(prediction):
-        raise ValueError(f"{len(old_states)} prediction states for {len(prediction)} frames")
+    if len(states) != len(prediction):
+        raise ValueError(f"{len(states)} prediction states for {len(prediction)} frames")
     shown = [frame_tag(d).show_frame for d in prediction]
     n_shown = sum(shown)
     if n_shown != len(raw):
@@ -233,8 +232,8 @@ def rebase_chunk(state_in: DecoderState, given: DecoderState, given_frame: bytes
             target = raw[shown_index]
             shown_index += 1
         else:  # a hidden frame (an alt-ref): toward the picture the first pass made for it
-            target = Image(*_hidden_target(old_states, prediction, i))
-        frame = rebase_frame(state, old_states[i], prediction[i], target)
+            target = Image(*_hidden_target(states, prediction, i))
+        frame = rebase_frame(state, states[i], prediction[i], target)
         out.append(frame.data)
         state = frame.state
     return out, state

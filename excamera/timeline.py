@@ -59,22 +59,20 @@ def segments(timeline: dict) -> list[tuple[str, list[tuple[float, float, str, st
 def outcomes(timeline: dict) -> dict[tuple[str, str], str]:
     """(worker id, task) -> how that worker's attempt at the task ended (``succeeded``,
     ``superseded`` when a duplicate won or the job ended, ``lost``, ...)."""
-    out = {}
-    for task, attempts in (timeline.get("tasks") or {}).items():
-        for a in attempts if isinstance(attempts, list) else ():
-            if isinstance(a, dict) and "worker" in a:
-                out[(str(a["worker"]), str(task))] = str(a.get("status", ""))
-    return out
+    return {key: str(a.get("status", "")) for key, a in _attempts(timeline)}
 
 
 def steals(timeline: dict) -> dict[tuple[str, str], str]:
     """(worker id, task) -> what the winning attempt of a work-stealing pair did (``pipeline.steal``)."""
-    out = {}
+    return {key: str(a["steal"]) for key, a in _attempts(timeline) if a.get("steal")}
+
+
+def _attempts(timeline: dict):
+    """((worker id, task), attempt record) for every well-formed attempt in the timeline."""
     for task, attempts in (timeline.get("tasks") or {}).items():
         for a in attempts if isinstance(attempts, list) else ():
-            if isinstance(a, dict) and "worker" in a and a.get("steal"):
-                out[(str(a["worker"]), str(task))] = str(a["steal"])
-    return out
+            if isinstance(a, dict) and "worker" in a:
+                yield (str(a["worker"]), str(task)), a
 
 
 def layout(timeline: dict) -> tuple[int, int, list[tuple]]:

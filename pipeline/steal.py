@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from pipeline.values import BadValue, FrameBatch, _split
+from pipeline.values import FrameBatch
 
 #: Units a task's pictures are split into (fewer if it has fewer pictures).
 UNITS = 8
@@ -73,12 +73,13 @@ class _Units:
         return j in self.mine or self.storage.exists(self._key(j, "done"))
 
     def store(self, j: int, values: dict[str, FrameBatch]) -> None:
-        parts = {}
+        parts, made = {}, {}
         for port in self.ports:
             v = values[port]
-            blobs = v.picture_blobs()
-            self.storage.put(self._key(j, port), FrameBatch.bytes_from_blobs(v._head(), blobs))
-            parts[port] = (v._head(), blobs)
+            if id(v) not in made:   # duplicate_filter hands one batch to both its ports
+                made[id(v)] = (v._head(), v.picture_blobs())
+            head, blobs = parts[port] = made[id(v)]
+            self.storage.put(self._key(j, port), FrameBatch.bytes_from_blobs(head, blobs))
         # written last: a unit is done only once every port of it is stored
         self.storage.put(self._key(j, "done"), json.dumps(sorted(parts)).encode())
         self.mine[j] = parts
@@ -86,15 +87,8 @@ class _Units:
     def blobs(self, j: int, port: str) -> tuple[dict, list[bytes]]:
         if j in self.mine:
             return self.mine[j][port]
-        head, body = _split(FrameBatch.MAGIC, self.storage.get(self._key(j, port)), "frame batch")
-        sizes = head.get("sizes")
-        if not isinstance(sizes, list) or sum(sizes) != len(body):
-            raise BadValue(f"unit {j} of {port}: picture sizes do not add up")
-        out, at = [], 0
-        for n in sizes:
-            out.append(bytes(body[at:at + n]))
-            at += n
-        return head, out
+        head, blobs = FrameBatch.split_blobs(self.storage.get(self._key(j, port)))
+        return head, [bytes(b) for b in blobs]
 
     def assemble(self, n: int) -> dict[str, list[Prebuilt]]:
         out = {}

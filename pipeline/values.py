@@ -180,21 +180,38 @@ class FrameBatch:
             u = arr[count * luma:count * (luma + chroma)].reshape(count, ch, cw)
             v = arr[count * (luma + chroma):].reshape(count, ch, cw)
             return cls(y, u, v, start, fps, meta)
-        sizes = head.get("sizes")
-        if not (isinstance(sizes, list) and len(sizes) == count and
-                all(isinstance(n, int) and n > 0 for n in sizes) and sum(sizes) == len(body)):
-            raise BadValue(f"frame batch: picture sizes do not add up to its {len(body)} bytes")
         # Picture-major: picture i is row i; each plane is a view of it (no copy).
-        picture = luma + 2 * chroma
-        arr = np.empty((count, picture), np.uint8)
-        at = 0
-        for i, n in enumerate(sizes):
-            _ZSTD.decompress_into(body[at:at + n], arr[i])
-            at += n
+        arr = np.empty((count, luma + 2 * chroma), np.uint8)
+        for i, blob in enumerate(_picture_blobs(head, body, count)):
+            _ZSTD.decompress_into(blob, arr[i])
         y = arr[:, :luma].reshape(count, h, w)
         u = arr[:, luma:luma + chroma].reshape(count, ch, cw)
         v = arr[:, luma + chroma:].reshape(count, ch, cw)
         return cls(y, u, v, start, fps, meta)
+
+
+    @classmethod
+    def split_blobs(cls, data: bytes) -> tuple[dict, list[memoryview]]:
+        """A stored batch's header and its pictures still compressed (``picture_blobs``), for
+        joining batches with ``bytes_from_blobs`` without recompressing."""
+        head, body = _split(cls.MAGIC, data, "frame batch")
+        if head.get("z") != "zstd/picture":
+            raise BadValue("frame batch: not one zstd frame per picture")
+        _, count, _, _ = _place(head, "frame batch")
+        return head, _picture_blobs(head, body, count)
+
+
+def _picture_blobs(head: dict, body: memoryview, count: int) -> list[memoryview]:
+    """The body cut at the header's ``sizes`` (one per picture, adding up to the body)."""
+    sizes = head.get("sizes")
+    if not (isinstance(sizes, list) and len(sizes) == count and
+            all(isinstance(n, int) and n > 0 for n in sizes) and sum(sizes) == len(body)):
+        raise BadValue(f"frame batch: picture sizes do not add up to its {len(body)} bytes")
+    blobs, at = [], 0
+    for n in sizes:
+        blobs.append(body[at:at + n])
+        at += n
+    return blobs
 
 
 class _Zstd(threading.local):
