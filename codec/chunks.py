@@ -13,6 +13,10 @@ can code against without knowing which of the chunk's pictures sat in which refe
 ``stitch`` decodes chunks in order, checks that each one's recorded entry digest is the state the
 chunks before it really leave, and returns the frames of the one stream they make. It refuses an
 inconsistent stream rather than writing one that decodes to the wrong pictures.
+``stitch_linked`` reaches the same verdict without decoding where the worker that made each chunk
+also recorded what it knew (``ChunkLink``): that worker decoded its chunk to learn the state it
+leaves, so decoding the stream again to check the chain would do that work twice. Where any link
+is missing or does not fit its chunk, it answers None and the caller decodes.
 
 Errors are ``codec.errors`` exceptions whose message names the chunk file and, where there is one,
 the frame (``<path>: frame <i> (offset <o>): <what>``).
@@ -21,6 +25,8 @@ the frame (``<path>: frame <i> (offset <o>): <what>``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -206,7 +212,8 @@ class Stitched:
     scale: int
     key_frames: list        # True where the frame is a key frame
     shown: list             # True where the frame is shown (show_frame)
-    state: DecoderState
+    state: DecoderState | None  # the final decoder state (None from ``stitch_linked``)
+    digest: str = ""        # its ``DecoderState.digest()``
 
     def ivf_header(self) -> IvfHeader:
         return IvfHeader(width=self.width, height=self.height, rate=self.rate, scale=self.scale,
@@ -280,7 +287,78 @@ def stitch_chunks(chunks: list[str | os.PathLike]) -> Stitched:
     key = next(t for t in tags if t.key_frame)  # the first chunk starts with one (check_entry)
     rate, scale = first.header.frame_rate
     return Stitched(frames, presentation_times(tags), key.width, key.height, rate, scale,
-                    [t.key_frame for t in tags], [t.show_frame for t in tags], state)
+                    [t.key_frame for t in tags], [t.show_frame for t in tags], state, state.digest())
+
+
+@dataclass(frozen=True)
+class ChunkLink:
+    """What the worker that made a chunk recorded beside it: the SHA-256 of the chunk file's bytes
+    (hex), and the full ``DecoderState.digest()`` of the state it was coded against ("" for the
+    empty state: it starts with a key frame) and of the state decoding it from there leaves."""
+
+    sha256: str
+    entry: str
+    exit: str
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"sha256": self.sha256, "entry": self.entry, "exit": self.exit}).encode()
+
+    @staticmethod
+    def from_bytes(data: bytes) -> ChunkLink | None:
+        """The link in ``data``, or None where it is not one."""
+        try:
+            d = json.loads(data)
+            link = ChunkLink(d["sha256"], d["entry"], d["exit"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        return link if all(isinstance(v, str) for v in (link.sha256, link.entry, link.exit)) else None
+
+
+def stitch_linked(chunks: list[str | os.PathLike], links: list[ChunkLink | None]) -> Stitched | None:
+    """``stitch_chunks``' stream, proved from the chunks' links instead of by decoding: each chunk
+    file's bytes must hash to its link's ``sha256``; its header's entry digest must be the start
+    of its link's ``entry``; a chunk whose entry is the empty state must start with a key frame,
+    and any other's ``entry`` must equal the previous chunk's ``exit`` in full (the first chunk's
+    must be empty); every frame tag must parse. Only frame tags are read.
+
+    None where that cannot be proved (a link missing, or one that does not fit): the caller then
+    decodes (``stitch_chunks``), which finds what is wrong or that nothing is. Raises what
+    ``stitch_chunks`` raises for an empty list, a damaged file or mixed frame rates."""
+    if not chunks:
+        raise ValueError("no chunks to stitch")
+    if len(links) != len(chunks) or any(link is None for link in links):
+        return None
+    frames, tags = [], []
+    first: Chunk | None = None
+    previous_exit = None
+    for index, (path, link) in enumerate(zip(chunks, links)):
+        with open(path, "rb") as f:
+            if hashlib.sha256(f.read()).hexdigest() != link.sha256:
+                return None
+        chunk = read_chunk(path)
+        if first is None:
+            first = chunk
+        elif chunk.header.frame_rate != first.header.frame_rate:
+            return None
+        recorded = chunk.entry_digest
+        if link.entry:
+            if index == 0 or link.entry != previous_exit or link.entry[:8] != recorded.hex():
+                return None
+        elif recorded != NO_ENTRY_STATE:
+            return None
+        try:
+            chunk_tags = [frame_tag(data) for data in chunk.frames]
+        except VP8Error:
+            return None
+        if not link.entry and not chunk_tags[0].key_frame:
+            return None
+        frames += chunk.frames
+        tags += chunk_tags
+        previous_exit = link.exit
+    key = tags[0]
+    rate, scale = first.header.frame_rate
+    return Stitched(frames, presentation_times(tags), key.width, key.height, rate, scale,
+                    [t.key_frame for t in tags], [t.show_frame for t in tags], None, previous_exit)
 
 
 def stitch(chunks: list[str | os.PathLike]) -> list[bytes]:

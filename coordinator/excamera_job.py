@@ -13,7 +13,9 @@ that begins a batch has no predecessor (``prev`` is empty) and keeps its first p
 first; one that ends a batch has no successor (``next`` is empty). Received states are kept at the
 rendezvous until the receiving task is done, so a re-issued attempt (a worker killed, a straggler)
 receives them again; every operation is deterministic, so re-issued work sends and uploads the
-same bytes, and the stitch checks every chunk's entry digest against the real decoder state.
+same bytes, and the stitch checks every chunk's entry digest against the real decoder state:
+from the link each chunk's upload leaves beside it (the full digests of the states it enters and
+leaves, which its rebase learned by decoding it), else by decoding the stream again.
 
 ``encode_job`` builds the job; ``encode_inputs`` (in memory) or ``SpooledInput`` (through files, one
 chunk of pictures held at a time) the raw chunk objects it reads, one Y4M each.
@@ -30,6 +32,7 @@ RAW_KEY = "input/{}.y4m"
 PASS_KEY = "pass/{}.ivf"
 STATE_KEY = "pass/{}.state"
 OUT_KEY = "out/{}.ivf"
+LINK_KEY = "out/{}.link"
 STITCHED_KEY = "output.ivf"
 
 #: Seconds of budget per pixel of a chunk's frames for a working state, on top of a floor that
@@ -76,13 +79,14 @@ def chunk_fsm(work_s: float, wait_s: float) -> FSM:
         State("rebase", "vp8-rebase", {"raw": "${raw}"}, {"ok": "send-final"}, work_s),
         State("send-final", "send-state", {"to": "${next}", "tag": "final", "scratch": "final"},
               {"ok": "upload"}, work_s),
-        State("upload", "upload", {"scratch": "output", "key": "${out}"}, {"ok": DONE}, work_s),
+        State("upload", "vp8-upload-chunk", {"key": "${out}", "link": "${link}"}, {"ok": DONE}, work_s),
     ))
 
 
 def stitch_fsm(work_s: float) -> FSM:
     return FSM("excamera-encode-stitch", "stitch", (
-        State("stitch", "vp8-stitch", {"chunks": ["${chunks}"], "output": "${output}", "frames": "${frames}"},
+        State("stitch", "vp8-stitch", {"chunks": ["${chunks}"], "links": ["${links}"], "output": "${output}",
+                                        "frames": "${frames}"},
               {"ok": DONE}, work_s),
     ))
 
@@ -100,19 +104,20 @@ def encode_job(n_frames: int, width: int, height: int, settings) -> Job:
     work = work_timeout(width, height, settings.chunk_frames)
     # A wait covers the rebases ahead of this chunk in its batch, and a predecessor that starts over.
     wait = min(MAX_TIMEOUT_S, work * (min(x, n) + 4))
-    # The stitch decodes the whole stream to check every chunk's entry digest.
+    # The stitch proves the chain from the chunks' links, or else decodes the whole stream.
     stitch = work_timeout(width, height, n_frames)
     tasks = []
     for i in range(n):
         cid = chunk_id(i)
         tasks.append(Task(cid, "excamera-encode-chunk", {
             "raw": RAW_KEY.format(cid), "pass": PASS_KEY.format(cid), "fp_state": STATE_KEY.format(cid),
-            "out": OUT_KEY.format(cid), "first_pass": settings.first_pass, "cq_level": settings.cq_level,
+            "out": OUT_KEY.format(cid), "link": LINK_KEY.format(cid), "first_pass": settings.first_pass, "cq_level": settings.cq_level,
             "speed": settings.speed, "kf_q_weight": float(settings.kf_q_weight),
             "prev": chunk_id(i - 1) if i % x else "",
             "next": chunk_id(i + 1) if (i + 1) % x and i + 1 < n else ""}))
     tasks.append(Task("stitch", "excamera-encode-stitch",
-                      {"chunks": [OUT_KEY.format(chunk_id(i)) for i in range(n)], "output": STITCHED_KEY,
+                      {"chunks": [OUT_KEY.format(chunk_id(i)) for i in range(n)],
+                       "links": [LINK_KEY.format(chunk_id(i)) for i in range(n)], "output": STITCHED_KEY,
                        "frames": n_frames},
                       after=tuple(chunk_id(i) for i in range(n))))
     return Job(f"excamera-encode-{settings.chunk_frames}x{settings.batch_chunks}",

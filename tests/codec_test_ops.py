@@ -10,7 +10,7 @@ from worker.ops import OpContext, _scratch, operation
 def op_rebase_onto_given(ctx: OpContext, *, raw: str) -> dict:
     """A broken rebase: codes the chunk onto the previous chunk's *first-pass* state instead of
     the state it really left (what a worker that skipped the serial step would upload). Its
-    entry digest names the state it was coded against, so the stitch must refuse it."""
+    entry digest and its link name the state it was coded against, so the stitch must refuse it."""
     from codec.chunks import entry_digest_bytes
     from excamera.encode import rebase_chunk
     frames, rate = _raw(ctx, raw)
@@ -19,9 +19,11 @@ def op_rebase_onto_given(ctx: OpContext, *, raw: str) -> dict:
     if not _scratch(ctx, "given_state"):
         ctx.scratch["output"] = _scratch(ctx, "pass")
         ctx.scratch["final"] = _scratch(ctx, "fp_state")
+        ctx.scratch["states"] = b" " + _scratch(ctx, "fp_digest")
         return {}
     given = _state(ctx, "given_state")
     out, final = rebase_chunk(given, given, _scratch(ctx, "given_frame"), frames, prediction)
     ctx.scratch["output"] = ivf_bytes(out, w, h, rate, entry_digest_bytes(given))
     ctx.scratch["final"] = final.to_bytes()
+    ctx.scratch["states"] = f"{given.digest()} {final.digest()}".encode()
     return {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -114,6 +115,7 @@ def test_job_fsm_run_in_process_equals_workers_0(clip, tmp_path):
             name = fsm.next_state(name, out.get("outcome", "ok"))
     stitched = ivf_frames(storage.get("output.ivf"), "stitched")
     assert stitched == encode_frames(frames, settings, rate)
+    assert outputs["stitch.decoded"] is False  # every chunk left its link: the chain was proved from them
     # Batches of 2: chunks 0, 2, 4 keep their key frames; 1 and 3 were rebased.
     assert [frame_tag(ivf_frames(storage.get(OUT_KEY.format(chunk_id(i))), "c")[0]).key_frame
             for i in range(5)] == [True, False, True, False, True]
@@ -147,6 +149,60 @@ def test_stitch_refuses_chunks_that_do_not_chain_or_are_missing(clip, tmp_path):
     with pytest.raises(ValueError, match="no such object"):
         op(ctx, chunks=keys[:2] + ["out/chunk-99999.ivf"] + keys[3:], output="bad.ivf", frames=15)
     assert not storage.exists("bad.ivf")
+
+
+def test_stitch_proves_the_chain_from_links_and_decodes_where_one_does_not_fit(clip, tmp_path, monkeypatch):
+    """With every chunk's link (its hash, entry and exit digests in full) the stitch reads frame
+    tags only; a link missing, a chunk that is not the one its link hashed, or links that do not
+    chain send it back to decoding, which gives the same stream or the same refusal."""
+    import codec.chunks
+    from codec.chunks import ChunkLink, entry_digest_bytes
+    from excamera.encode import exit_state
+    from worker.codec_ops import ivf_bytes
+    frames, rate = clip
+    settings = EncodeSettings(chunk_frames=3, batch_chunks=2, cq_level=24, first_pass="native")
+    h, w = frames[0].y.shape
+    storage = LocalStorage(tmp_path).scoped("jobs/j")
+    ctx = OpContext("j", "stitch", 1, storage)
+    data = encode_frames(frames, settings, rate)
+    keys, links, state = [], [], None
+    for i, (a, b) in enumerate(chunk_ranges(len(frames), settings)):
+        key, link = OUT_KEY.format(chunk_id(i)), f"out/{chunk_id(i)}.link"
+        start = frame_tag(data[a]).key_frame
+        entry = None if start else state
+        chunk = ivf_bytes(data[a:b], w, h, rate, entry_digest_bytes(entry))
+        storage.put(key, chunk)
+        state = exit_state(data[:b])
+        storage.put(link, ChunkLink(hashlib.sha256(chunk).hexdigest(), entry.digest() if entry else "",
+                                    state.digest()).to_bytes())
+        keys.append(key)
+        links.append(link)
+    op = DEFAULT.get("vp8-stitch").fn
+    decodes = []
+    real = codec.chunks.decode_frame
+    monkeypatch.setattr(codec.chunks, "decode_frame", lambda *a: decodes.append(1) or real(*a))
+    out = op(ctx, chunks=keys, links=links, output="linked.ivf", frames=15)
+    assert not decodes and out["decoded"] is False and out["digest"] == state.digest()
+    assert ivf_frames(storage.get("linked.ivf"), "linked") == data
+    # A link missing, or one that is not its chunk's (its hash does not fit): decoded, same stream.
+    saved = storage.get(links[3])
+    for broken in ("missing", "another chunk's"):
+        if broken == "missing":
+            storage.delete(links[3])
+        else:
+            storage.put(links[3], storage.get(links[1]))
+        out = op(ctx, chunks=keys, links=links, output="decoded.ivf", frames=15)
+        assert out["decoded"] is True and out["digest"] == state.digest()
+        assert ivf_frames(storage.get("decoded.ivf"), broken) == data
+    storage.put(links[3], saved)
+    assert op(ctx, chunks=keys, links=links, output="linked.ivf", frames=15)["decoded"] is False
+    # Chunks out of order, each with its own (true) link: the links do not chain, the decode refuses.
+    order = [0, 2, 1, 3, 4]  # (chunk 2 begins a batch with a key frame: it may follow anything)
+    with pytest.raises(OperationError, match=r"chunk 2 expects to start from decoder state [0-9a-f]{8} but"):
+        op(ctx, chunks=[keys[i] for i in order], links=[links[i] for i in order], output="bad.ivf", frames=15)
+    assert not storage.exists("bad.ivf")
+    with pytest.raises(OperationError, match="2 links for 5 chunks"):
+        op(ctx, chunks=keys, links=links[:2], output="bad.ivf", frames=15)
 
 
 def test_reissued_first_pass_takes_the_stored_one(clip, tmp_path):

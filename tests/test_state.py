@@ -118,6 +118,34 @@ def test_from_bytes_rejects_other_versions_and_garbage(states):
             DecoderState.from_bytes(garbage)
 
 
+def test_version_1_zlib_states_are_still_read_and_a_lying_zstd_frame_is_refused(states):
+    """Version 2 is zstd; a version 1 (zlib) state written before still reads. A version 2 body
+    with valid checksums whose frame holds more or fewer bytes than the header implies is
+    refused with one message, not inflated."""
+    import zlib
+
+    import zstandard
+
+    from codec.state import _HEADER, MAGIC, ZLIB_VERSION, DecoderState
+
+    def framed(version, payload, body):
+        return _HEADER.pack(MAGIC, version, zlib.crc32(payload), zlib.crc32(body)) + body
+
+    for s in states.values():
+        payload = s._payload
+        old = framed(ZLIB_VERSION, payload, zlib.compress(payload, 1))
+        assert DecoderState.from_bytes(old) == s
+        assert DecoderState.from_bytes(s.to_bytes()) == s and s.to_bytes()[4:6] == b"\x02\x00"
+    payload = states[15]._payload
+    for lying in (payload + b"\x00" * 1000, payload[:-1]):
+        body = zstandard.ZstdCompressor(level=1).compress(lying)
+        with pytest.raises(StateError, match="payload is not the .* bytes its header implies"):
+            DecoderState.from_bytes(framed(2, lying, body))
+    no_size = zstandard.ZstdCompressor(level=1, write_content_size=False).compress(payload)
+    with pytest.raises(StateError, match="payload is not"):
+        DecoderState.from_bytes(framed(2, payload, no_size))
+
+
 def test_key_frame_after_a_state_whose_digest_was_taken(states):
     """Bug: coding_state rebuilt the state from its __dict__, which holds the cached digest
     payload once digest() ran, so the next key frame raised TypeError."""

@@ -14,10 +14,14 @@ attempt's scratch space (NSDI 2017, section 4; the same steps, in the same order
   against it, into scratch ``given_frame``. A chunk that begins a batch keeps its key frame.
 * ``vp8-rebase``: once the state the previous chunk really left has arrived (scratch
   ``state_in``), the chunk coded again onto it; the chunk IVF (recording its entry-state digest)
-  into scratch ``output`` for ``upload``, its exit state into scratch ``final`` for ``send-state``.
-* ``vp8-stitch``: the chunk objects decoded in order, every recorded entry digest checked against
-  the real decoder state (``codec.chunks.stitch_chunks``) and the frame count against the job's,
-  joined into one IVF object.
+  into scratch ``output``, its exit state into scratch ``final`` for ``send-state``.
+* ``vp8-upload-chunk``: the chunk IVF to storage, and beside it its link (``codec.chunks.ChunkLink``:
+  its hash and the full digests of the states it enters and leaves, known from the rebase, which
+  decoded it).
+* ``vp8-stitch``: the chunks joined into one IVF object once their chain is proved: from the links
+  (``codec.chunks.stitch_linked``, no decoding), else by decoding them in order and checking every
+  recorded entry digest against the real decoder state (``codec.chunks.stitch_chunks``); and the
+  frame count checked against the job's.
 
 The first pass is decoded once, where it is made (``excamera.encode.FirstPass``): the dump, the
 encode-given-state and the rebase of the same attempt take its states from a per-process memo
@@ -172,8 +176,10 @@ def op_dump_state(ctx: OpContext, *, output: str) -> dict:
     ``fp_state`` and storage ``output``."""
     state = _decoded_pass(ctx).exit
     data = state.to_bytes()
+    digest = state.digest()
     ctx.scratch["fp_state"] = data
-    return {"object": ctx.storage.put(output, data), "digest": state.digest()}
+    ctx.scratch["fp_digest"] = digest.encode()
+    return {"object": ctx.storage.put(output, data), "digest": digest}
 
 
 @operation("vp8-encode-given-state")
@@ -214,6 +220,7 @@ def op_rebase(ctx: OpContext, *, raw: str) -> dict:
             _pass_memo.pop(_scratch(ctx, "pass"), None)
         ctx.scratch["output"] = _scratch(ctx, "pass")
         ctx.scratch["final"] = _scratch(ctx, "fp_state")
+        ctx.scratch["states"] = b" " + _scratch(ctx, "fp_digest")
         return {"rebased": False, "frames": len(ivf_frames(ctx.scratch["output"], "first pass"))}
     fp = _decoded_pass(ctx, forget=True)
     state_in = _state(ctx, "state_in")
@@ -227,17 +234,40 @@ def op_rebase(ctx: OpContext, *, raw: str) -> dict:
         raise OperationError(f"{raw}: rebase: {e}") from None
     ctx.scratch["output"] = ivf_bytes(out, w, h, rate, entry_digest_bytes(state_in))
     ctx.scratch["final"] = final.to_bytes()
-    return {"rebased": True, "frames": len(out), "digest": final.digest()}
+    digest = final.digest()
+    ctx.scratch["states"] = f"{state_in.digest()} {digest}".encode()
+    return {"rebased": True, "frames": len(out), "digest": digest}
+
+
+@operation("vp8-upload-chunk")
+def op_upload_chunk(ctx: OpContext, *, key: str, link: str) -> dict:
+    """The rebased chunk (scratch ``output``) to storage ``key``, and beside it at ``link`` what
+    this attempt knows of it (``codec.chunks.ChunkLink``: its bytes' hash, the full digests of
+    its entry and exit states, from scratch ``states``), which lets the stitch check the chain
+    without decoding the stream again."""
+    from codec.chunks import ChunkLink
+    data = _scratch(ctx, "output")
+    entry, _, exit_ = _scratch(ctx, "states").decode().partition(" ")
+    ref = ctx.storage.put(key, data)
+    ctx.storage.put(link, ChunkLink(hashlib.sha256(data).hexdigest(), entry, exit_).to_bytes())
+    return {"object": ref}
 
 
 @operation("vp8-stitch")
-def op_stitch(ctx: OpContext, *, chunks: list[str], output: str, frames: int) -> dict:
+def op_stitch(ctx: OpContext, *, chunks: list[str], output: str, frames: int,
+              links: list[str] = ()) -> dict:
     """Join the chunk objects ``chunks`` into one IVF at ``output``: each chunk's recorded entry
     digest must be the state the chunks before it leave, and the stream must show ``frames``
-    pictures. Nothing is written otherwise."""
-    from codec.chunks import stitch_chunks
+    pictures. Nothing is written otherwise.
+
+    With ``links`` (one object per chunk, ``vp8-upload-chunk``'s) the chain is proved from them
+    (``codec.chunks.stitch_linked``), reading frame tags only; where a link is missing or does not
+    fit its chunk, the stream is decoded to check it (``stitch_chunks``)."""
+    from codec.chunks import ChunkLink, stitch_chunks, stitch_linked
     if not chunks:
         raise OperationError("vp8-stitch: no chunks")
+    if links and len(links) != len(chunks):
+        raise OperationError(f"vp8-stitch: {len(links)} links for {len(chunks)} chunks")
     with tempfile.TemporaryDirectory(prefix="excamera-stitch-") as tmp:
         paths = []
         for i, key in enumerate(chunks):
@@ -245,8 +275,10 @@ def op_stitch(ctx: OpContext, *, chunks: list[str], output: str, frames: int) ->
             with open(path, "wb") as f:
                 f.write(ctx.storage.get(key))
             paths.append(path)
+        found = [ChunkLink.from_bytes(ctx.storage.get(k)) if ctx.storage.exists(k) else None
+                 for k in links or ()]
         try:
-            stitched = stitch_chunks(paths)
+            stitched = (stitch_linked(paths, found) if links else None) or stitch_chunks(paths)
         except ValueError as e:
             raise OperationError(f"vp8-stitch: {str(e).replace(tmp + os.sep, '')}") from None
     shown = sum(stitched.shown)
@@ -254,5 +286,6 @@ def op_stitch(ctx: OpContext, *, chunks: list[str], output: str, frames: int) ->
         raise OperationError(f"vp8-stitch: the chunks show {shown} frames, the input has {frames}")
     data = ivf_bytes(stitched.frames, stitched.width, stitched.height, (stitched.rate, stitched.scale))
     ref: ObjectRef = ctx.storage.put(output, data)
-    return {"object": ref, "frames": len(stitched.frames), "digest": stitched.state.digest(),
+    return {"object": ref, "frames": len(stitched.frames), "digest": stitched.digest,
+            "decoded": stitched.state is not None,
             "sha256": hashlib.sha256(data).hexdigest()}
