@@ -6,6 +6,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install test demo bench protos clean
 
+# Our modules' bytecode, written before each target: every worker process and CLI run then loads
+# it rather than compiling the sources (Python reads __pycache__ even where
+# PYTHONDONTWRITEBYTECODE stops it writing there, as on CI); pip does the same for installed wheels.
+BYTECODE = $(BIN)/python -m compileall -q -j0 codec coordinator excamera pipeline protos rendezvous worker
+
 install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
@@ -20,6 +25,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
+	$(BYTECODE)
 	$(BIN)/pytest -q tests
 	NUMBA_DISABLE_JIT=1 $(BIN)/pytest -q -m nojit tests
 	# Bounds-checked kernels compile into their own cache, so this lane really checks bounds.
@@ -27,6 +33,7 @@ test: $(STAMP)
 		$(BIN)/pytest -q tests/test_conformance.py tests/test_fuzz.py tests/test_enckernels.py tests/test_encoder.py
 
 demo: $(STAMP)
+	$(BYTECODE)
 	PATH="$(CURDIR)/$(BIN):$$PATH" demo/run_demo.sh
 
 # make bench BENCH_ENCODE_ARGS=--quick BENCH_EXCAMERA_ARGS=--quick for fast encode benches
@@ -35,6 +42,7 @@ demo: $(STAMP)
 BENCH_ENCODE_ARGS ?=
 BENCH_EXCAMERA_ARGS ?=
 bench: $(STAMP)
+	$(BYTECODE)
 	$(BIN)/python bench/decode_bench.py
 	$(BIN)/python bench/encode_bench.py $(BENCH_ENCODE_ARGS)
 	$(BIN)/python bench/excamera_bench.py $(BENCH_EXCAMERA_ARGS)

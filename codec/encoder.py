@@ -159,7 +159,7 @@ def _mode_and_mv_updates(header, modes, mv_pred) -> dict:
 
 
 def _choose_filter(pic: Picture, src, parsed_modes, eobs, key_frame: bool,
-                   hint: tuple[int, int] | None) -> tuple[int, int]:
+                   hint: tuple[int, int] | None, hint_step: int = 2) -> tuple[int, int]:
     """The loop-filter level and sharpness (section 9.6) whose luma is closest to the source.
 
     Level: a coarse scan then refinement, or, given the previous frame's (level, sharpness) as
@@ -183,7 +183,7 @@ def _choose_filter(pic: Picture, src, parsed_modes, eobs, key_frame: bool,
         step = 4
     else:
         best = cost(hint[0], sharpness)
-        step = 2
+        step = hint_step
     while step >= 1:
         level = best[1]
         best = min(best, cost(level - step, sharpness), cost(level + step, sharpness))
@@ -196,7 +196,7 @@ def _choose_filter(pic: Picture, src, parsed_modes, eobs, key_frame: bool,
 
 def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, speed: int = 1,
                  lambda_scale: float = 0.015, refresh_all: bool = False, refresh_golden: bool = False,
-                 filter_hint: tuple[int, int] | None = None) -> EncodedFrame:
+                 filter_hint: tuple[int, int] | None = None, filter_step: int = 2) -> EncodedFrame:
     """Encode one frame at quantizer ``q`` against ``state`` (the decoder state before it).
     An interframe refreshes the last frame, and golden too with ``refresh_golden``, or with
     ``refresh_all`` all three references. It predicts from the last frame, and from golden when
@@ -288,7 +288,8 @@ def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, spe
     counts = np.zeros((4, 8, 3, 11, 2), np.int64)
     count_tokens(coeffs, eobs, modes["ymode"][1:, 1:], skips, s.tok_above, s.lctx, counts)
     fields["coeff_probs"] = _coeff_updates(np.asarray(header.coeff_probs), counts)
-    level, sharpness = _choose_filter(pic, src, modes, eobs, key_frame, None if key_frame else filter_hint)
+    level, sharpness = _choose_filter(pic, src, modes, eobs, key_frame, None if key_frame else filter_hint,
+                                      filter_step)
     fields["loop_filter"] = dataclasses.replace(header.loop_filter, level=level, sharpness=sharpness, simple=False)
     header = dataclasses.replace(header, **fields)
 

@@ -192,11 +192,14 @@ def given_state_frame(given: DecoderState, raw_first: Image, prediction: list[by
     """Step 2 for one chunk: its first raw image coded as an interframe against ``given`` (the
     previous chunk's first-pass exit state), at the quantizer ``reencode_chunk`` picks.
     ``states``: the prediction's states (``FirstPass.states``), if known."""
-    from codec.reencode import encode_given_state
+    from codec.reencode import encode_given_state, filter_hint
     if not prediction:
         raise ValueError("the prediction chunk has no frames")
+    if states is None:
+        states, _ = prediction_states(prediction[:2])
     q = chunk_quantizer(prediction, settings.kf_q_weight, states)
-    return encode_given_state(given, raw_first, q, settings.speed).data
+    hint = filter_hint(states[0], prediction[0])
+    return encode_given_state(given, raw_first, q, settings.speed, hint).data
 
 
 def rebase_chunk(state_in: DecoderState, given: DecoderState, given_frame: bytes, raw: list[Image],
