@@ -270,8 +270,12 @@ def be_literal(es, buf, n, value):
 def be_tree(es, buf, tree, probs, value):
     """Write leaf ``value`` of a tree in tree_index form (section 8.1): find the leaf's slot, climb
     to the root collecting the branch taken at each node, then write them root first. A value that
-    is not a leaf of the tree writes nothing and returns an empty buffer."""
-    path = np.empty(32, np.int64)  # slot indices, leaf first
+    is not a leaf of the tree writes nothing and returns an empty buffer.
+
+    The path is kept in one integer, 5 bits a slot (every tree of the format has under 32 slots and
+    is under 12 deep), not in an array: this runs for every mode of every macroblock, and an array
+    would be a heap allocation each time."""
+    path = 0  # slot indices, leaf in the lowest 5 bits
     n = 0
     slot = -1
     for i in range(tree.shape[0]):
@@ -281,7 +285,7 @@ def be_tree(es, buf, tree, probs, value):
     if slot < 0:
         return buf[:0]
     while True:
-        path[n] = slot
+        path |= slot << (5 * n)
         n += 1
         node = slot & ~1
         if node == 0:
@@ -292,7 +296,7 @@ def be_tree(es, buf, tree, probs, value):
                 slot = i
                 break
     for j in range(n - 1, -1, -1):
-        s = path[j]
+        s = (path >> (5 * j)) & 31
         buf = be_write(es, buf, s & 1, probs[s >> 1])
     return buf
 

@@ -65,7 +65,10 @@ def chunk_fsm(work_s: float, wait_s: float) -> FSM:
               {"raw": "${raw}", "output": "${pass}", "first_pass": "${first_pass}",
                "cq_level": "${cq_level}", "speed": "${speed}"}, {"ok": "dump-state"}, work_s),
         State("dump-state", "vp8-dump-state", {"output": "${fp_state}"}, {"ok": "send-state"}, work_s),
-        State("send-state", "send-state", {"to": "${next}", "tag": "fp-state", "scratch": "fp_state"},
+        # States are compressed already (``DecoderState.to_bytes``): sent as they are, with no
+        # trial compression of a sample by the rendezvous client.
+        State("send-state", "send-state", {"to": "${next}", "tag": "fp-state", "scratch": "fp_state",
+                                           "compress": "no"},
               {"ok": "receive-state"}, work_s),
         State("receive-state", "receive-state",
               {"sender": "${prev}", "tag": "fp-state", "into": "given_state", "keep": True},
@@ -77,7 +80,7 @@ def chunk_fsm(work_s: float, wait_s: float) -> FSM:
               {"sender": "${prev}", "tag": "final", "into": "state_in", "keep": True},
               {"ok": "rebase"}, wait_s),
         State("rebase", "vp8-rebase", {"raw": "${raw}"}, {"ok": "send-final"}, work_s),
-        State("send-final", "send-state", {"to": "${next}", "tag": "final", "scratch": "final"},
+        State("send-final", "send-state", {"to": "${next}", "tag": "final", "scratch": "final", "compress": "no"},
               {"ok": "upload"}, work_s),
         State("upload", "vp8-upload-chunk", {"key": "${out}", "link": "${link}"}, {"ok": DONE}, work_s),
     ))
