@@ -14,7 +14,9 @@ Both outputs are scored with SSIM against ffmpeg's own raw grayscale pictures, a
 reported. ``--schedulers`` also runs the pipeline under fifo, priority and streaming (deadline
 ``--deadline``) and reports the time to the first output piece, the streaming misses, and the
 workers' busy and held seconds (from the timeline: held = joined to stopped, as a fleet is billed)
-against priority. ``--steal`` also runs it with decode and grayscale as work-stealing pairs
+against priority, then what streaming would hold against priority on fleets of 2 to 16 workers
+with a core each (``scheduler_projection``: this run's task times replayed through the same
+schedulers). ``--steal`` also runs it with decode and grayscale as work-stealing pairs
 (``pipeline.steal``) and checks the output is the same bytes.
 
     python bench/grayscale_bench.py [--workers 2] [--frames 600] [--schedulers] [--deadline 20] [--steal]
@@ -99,10 +101,11 @@ def held_seconds(timeline: dict) -> float:
     return total
 
 
-def schedulers(src: str, work: str, workers: int, deadline: float) -> None:
+def schedulers(src: str, work: str, workers: int, deadline: float, video_s: float) -> None:
     from pipeline.run import run_pipeline
+    from scheduler_projection import project, print_rows, first_join
 
-    rows = {}
+    rows, timelines = {}, {}
     for name in ("fifo", "priority", "streaming"):
         sched = {"name": "streaming", "deadline": deadline} if name == "streaming" else name
         tl = os.path.join(work, f"{name}.json")
@@ -114,6 +117,7 @@ def schedulers(src: str, work: str, workers: int, deadline: float) -> None:
         with open(tl) as f:
             timeline = json.load(f)
         rows[name] = (wall, summary["schedule"], busy_seconds(timeline), held_seconds(timeline))
+        timelines[name] = timeline
     print(f"\nschedulers, {workers} workers (first output = the first encoded piece reaching the sink):")
     for name, (wall, sched, busy, held) in rows.items():
         extra = ""
@@ -124,6 +128,11 @@ def schedulers(src: str, work: str, workers: int, deadline: float) -> None:
               f"busy {busy:6.1f} worker-s, held {held:6.1f} worker-s{extra}")
     print(f"  time to the first output, priority / fifo: "
           f"{rows['priority'][1]['first_output_s'] / rows['fifo'][1]['first_output_s']:.2f}x")
+    # Here every worker of a CPU-bound pipeline is busy under priority: what streaming saves, the
+    # workers a larger fleet holds idle, is projected from this run's task times.
+    launch_s = first_join(timelines["priority"])
+    print_rows(project(timelines["priority"], os.path.join(ROOT, "pipelines", "grayscale.json"), deadline,
+                       [2, 4, 8, 16], video_s, launch_s), deadline, launch_s)
 
 
 def steal(src: str, work: str, plain: str, t_plain: float, workers: int) -> None:
@@ -193,7 +202,7 @@ def main() -> None:
         if args.steal:
             steal(src, work, ours, t_ours, args.workers)
         if args.schedulers:
-            schedulers(src, work, args.workers, args.deadline)
+            schedulers(src, work, args.workers, args.deadline, -(-args.frames // 30) * 30 / 25.0)
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ class PipelinePlanner:
             return []       # a duplicate report: already counted
         run.open_tasks.discard(task_id)
         run.done += 1
-        self.scheduler.task_done(node_name, self.clock() - self.created[task_id])
+        self.scheduler.task_done(node_name, self.clock() - self.created[task_id], task_id)
         out = outputs.get(STATE, {})
         try:
             described = json.loads(out.get("items", "[]"))
@@ -143,6 +143,7 @@ class PipelinePlanner:
         return tuple(sorted(self.sink_tasks))
 
     def order(self, ready: list, now: float) -> list:
+        self.scheduler.open_tasks = sum(len(r.open_tasks) for r in self.nodes.values())
         return self.scheduler.order(ready, now)
 
     @property

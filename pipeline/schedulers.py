@@ -1,25 +1,28 @@
 """Schedulers: which ready pipeline task the next free worker takes.
 
 The planner (``pipeline.planner``) hands its scheduler the ready tasks each engine step
-(``order``: the tasks to start, in order — a task left out waits) and tells it of every task
-done (``task_done``: its node and seconds from planned to done) and every output item
+(``order``: the tasks to start, in order — a task left out waits; ``open_tasks``: how many it has
+planned and not seen done, the ready ones included) and tells it of every task done
+(``task_done``: its node and seconds from planned, or from released where the scheduler knows,
+to done) and every output item
 (``output``). Every scheduler works under the engine's concurrency limit (the workers there are).
 
 * ``fifo``: in the order tasks became ready.
 * ``priority``: earliest video first across all stages — the task whose first frame is earliest,
   and among equals the one nearest the output — so the video's first seconds finish first.
 * ``streaming`` (``deadline`` S seconds): the output must play at real-time speed from S seconds
-  after the job starts, so the output frame at time t is due at start + S + t. A ready task is
-  held back until its output's due time minus the time the rest of the pipeline takes from its
-  node (the sum of the medians of the node's and its downstream nodes' task times) and minus the
-  queue ahead of it (the rest of the pipeline for each ready task due earlier, spread over the
-  workers), both times a safety
-  ``margin``; among released tasks the earliest deadline goes first. Held-back work leaves
-  workers idle instead of running ahead, and a worker idle for ``idle_exit_s`` (1 s) exits;
-  workers are launched again for the work released (the engine's ``idle_exit_s`` policy), so
-  the job holds as few workers at a time as meet the deadline. Each output item that arrives after its due time is a
-  miss, reported with its lateness. Before a node has finished ``min_sample`` tasks its time is
-  unknown and its tasks are released at once.
+  after the job starts, so the output frame at time t is due at start + S + t. It runs the ready
+  tasks earliest deadline first on as few workers at a time as meet every due time: at each step
+  it releases only as many tasks as bring the tasks running to ``k``, the least concurrency for
+  which, for every ready task (in deadline order), the work due up to it (each task's *lead*: the
+  medians of its node's and downstream nodes' task times, from release to done) fits before its
+  due time on ``k`` workers, times a safety ``margin``. Work beyond that is held back; the engine
+  launches workers only for the tasks running and released, and a worker idle for ``idle_exit_s``
+  (1 s) exits (the engine's ``idle_exit_s`` policy). So a fleet larger than the deadline needs is
+  not held idle, and the workers that are held stay busy (pacing the work to the deadline instead
+  would leave them idle between releases, paid for). Each output item that arrives after its due
+  time is a miss, reported with its lateness. Before a node has finished ``min_sample`` tasks its
+  time is unknown: two tasks at a time run to learn it; a task already due gets every worker.
 
 A pipespec names its scheduler with ``"scheduler": "priority"`` or ``{"name": "streaming",
 "deadline": 5}``; ``excamera pipeline run --scheduler`` overrides it.
@@ -28,6 +31,7 @@ A pipespec names its scheduler with ``"scheduler": "priority"`` or ``{"name": "s
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from pipeline.spec import SpecError
@@ -66,7 +70,7 @@ class Scheduler:
     def start(self, now: float) -> None:
         self.t0 = now
 
-    def task_done(self, node: str, seconds: float) -> None:
+    def task_done(self, node: str, seconds: float, task_id: str | None = None) -> None:
         self.times.setdefault(node, []).append(seconds)
 
     def output(self, sink: str, item) -> None:
@@ -108,7 +112,9 @@ class StreamingScheduler(PriorityScheduler):
         self.misses: list[dict] = []
         self.outputs = 0
         self.held = 0
-        self.workers = 1      # how many run at once (run_pipeline sets it)
+        self.workers = 1      # how many may run at once (run_pipeline sets it)
+        self.open_tasks = 0   # planned and not yet done, ready ones included (the planner sets it)
+        self.released_at: dict[str, float] = {}
 
     def due(self, t: float) -> float:
         return self.t0 + self.deadline + t
@@ -134,17 +140,33 @@ class StreamingScheduler(PriorityScheduler):
 
         return walk(node)
 
-    def order(self, ready: list, now: float) -> list:
-        """Earliest deadline first; a task is released once its deadline, less the time the rest
-        of the pipeline takes from its node and less the queue ahead of it (the work of the
-        ready tasks due before it, spread over the workers), is near."""
-        released, ahead = [], 0.0
+    def task_done(self, node: str, seconds: float, task_id: str | None = None) -> None:
+        released = self.released_at.pop(task_id, None)
+        super().task_done(node, self.clock() - released if released is not None else seconds)
+
+    def concurrency(self, ready: list, now: float) -> int:
+        """``k``: the fewest workers on which the ready tasks, earliest deadline first, each end
+        by their due time (their leads times ``margin``); at most ``workers``."""
+        need, work = 0.0, 0.0
         for t in super().order(ready, now):
-            node = t.spec.params.get("node", "")
-            lead = self.lead(node)
-            if lead is None or now >= self.due(first_time(t)) - self.margin * (lead + ahead / self.workers):
-                released.append(t)
-            ahead += lead or self._median(node) or 0.0   # all the work this item still needs
+            lead = self.lead(t.spec.params.get("node", ""))
+            if lead is None:
+                need = max(need, 2.0)            # unknown: run two at a time to learn it
+                continue
+            work += self.margin * lead
+            left = self.due(first_time(t)) - now
+            if left <= 0:
+                return self.workers              # already due: every worker
+            need = max(need, work / left)
+        return max(1, min(self.workers, math.ceil(need - 1e-9)))
+
+    def order(self, ready: list, now: float) -> list:
+        """Earliest deadline first, as many as bring the tasks running up to ``concurrency``."""
+        ordered = super().order(ready, now)
+        running = max(0, self.open_tasks - len(ready))
+        released = ordered[:max(0, self.concurrency(ready, now) - running)] if ordered else []
+        for t in released:
+            self.released_at.setdefault(t.spec.task_id, now)
         self.held = len(ready) - len(released)
         return released
 

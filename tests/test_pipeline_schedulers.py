@@ -45,23 +45,47 @@ def test_fifo_keeps_order_priority_puts_early_frames_and_later_stages_first():
     assert names(bound(PriorityScheduler()).order(ready, 0)) == ["b.0.0", "b.0.5", "a.0.5", "a.0.6"]
 
 
-def test_streaming_holds_back_work_until_its_deadline_needs_it():
+def test_streaming_runs_on_the_fewest_workers_that_meet_every_due_time():
     clock = Clock()
     s = bound(StreamingScheduler(deadline=2.0, margin=1.5), clock)
+    s.workers = 100
     ready = [Ready("a", t / 10) for t in range(10)]
-    assert len(s.order(ready, 100.0)) == 10          # nothing measured yet: run
+    s.open_tasks = 10
+    assert names(s.order(ready, 100.0)) == ["a.0.0", "a.0.1"]   # nothing measured yet: two at a time
     for node in ("a", "a", "b", "b"):
         s.task_done(node, 0.5)
     assert s.lead("a") == 1.0 and s.lead("b") == 0.5
-    # Many workers (no queue): due(t) = 100 + 2 + t; released when now >= due - 1.5 * lead(a),
-    # i.e. at 100.5 + t (less 1.5 * the work due earlier / 100 workers: 0.0075 s a task).
+    # Due at 102 + t. Earliest deadline first, the work due up to task j is 1.5 * 1.0 * (j + 1)
+    # seconds and must end within 2 + j / 10 s: task 9 needs 15 / 2.9 = 5.2 workers, so 6.
+    assert s.concurrency(ready, 100.0) == 6
+    assert names(s.order(ready, 100.0)) == [f"a.0.{t}" for t in range(6)] and s.held == 4
+    s.open_tasks = 14                                         # four of them running: two more
+    assert len(s.order(ready, 100.0)) == 2
+    s.open_tasks = 10
+    s.workers = 3                                             # never more than the workers there are
+    assert s.concurrency(ready, 100.0) == 3
     s.workers = 100
-    assert names(s.order(ready, 100.6)) == ["a.0.0", "a.0.1"]
-    assert len(s.order(ready, 101.0)) == 6 and s.held == 4
-    assert len(s.order(ready, 102.0)) == 10
-    # One worker: ten tasks of 0.5 s queue up behind each other, so every one must start now.
-    s.workers = 1
-    assert len(s.order(ready, 100.6)) == 10 and s.held == 0
+    assert len(s.order(ready, 102.05)) == 10                  # the first is already due: everyone
+    relaxed = bound(StreamingScheduler(deadline=100.0), clock)
+    relaxed.workers, relaxed.open_tasks = 100, 10
+    for node in ("a", "a", "b", "b"):
+        relaxed.task_done(node, 0.5)
+    assert names(relaxed.order(ready, 100.0)) == ["a.0.0"]    # one worker meets a generous deadline
+
+
+def test_streaming_times_a_task_from_its_release():
+    """What the leads are made of: seconds from release to done (a task waiting while the work
+    is held back is not slow), or the planner's seconds for a task it never released."""
+    clock = Clock()
+    s = bound(StreamingScheduler(deadline=2.0), clock)
+    s.workers, s.open_tasks = 4, 1
+    ready = [Ready("a", 0.0)]
+    clock.t = 100.3
+    assert names(s.order(ready, clock.t)) == ["a.0.0"]
+    clock.t = 101.0
+    s.task_done("a", 5.0, "a.0.0")
+    s.task_done("a", 2.0, "a.unknown")
+    assert s.times["a"] == [pytest.approx(0.7), 2.0]
 
 
 def test_streaming_reports_each_late_output():
@@ -98,3 +122,27 @@ def test_every_scheduler_gives_the_same_bytes(tmp_path):
         outs.append(out.read_bytes())
         assert summary["schedule"]["scheduler"] == (sched if isinstance(sched, str) else "streaming")
     assert outs[0] == outs[1] == outs[2]
+
+
+def test_the_fleet_projection_replays_task_times_through_the_schedulers():
+    """bench/scheduler_projection.py's model on a known job: 6 pieces, each a 1 s task of a then
+    of b, on 12 workers. Priority keeps the whole fleet to the end (half of it never has work);
+    streaming at a generous deadline runs on fewer workers, holding them busy, and is never late."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "bench" / "scheduler_projection.py"
+    spec_ = importlib.util.spec_from_file_location("scheduler_projection", path)
+    sp = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(sp)
+    timeline = {"workers": [{"history": [[0.5, "idle"]]}], "tasks": {
+        f"{n}.{p:06d}-x": [{"status": "succeeded", "history": [[0.0, "run"], [1.0, "done"]]}]
+        for n in "ab" for p in range(6)}}
+    times = sp.measured_tasks(timeline)
+    assert times[("b", 5)] == 1.0 and sp.first_join(timeline) == 0.5
+    p = sp.simulate(validate(CHAIN), times, 1.0, PriorityScheduler(), 12, 0.0)
+    assert p["busy"] == 12.0 and p["launches"] == 12 and p["late"] == 0
+    assert p["held"] == pytest.approx(12 * p["makespan"]) and 2.0 <= p["makespan"] <= 2.1
+    s = sp.simulate(validate(CHAIN), times, 1.0, StreamingScheduler(deadline=30.0), 12, 0.0)
+    assert s["late"] == 0 and s["peak"] <= 2 and s["busy"] == 12.0
+    assert s["held"] < 0.6 * p["held"]
