@@ -121,23 +121,34 @@ def test_job_fsm_run_in_process_equals_workers_0(clip, tmp_path):
             for i in range(5)] == [True, False, True, False, True]
 
 
-def test_stitch_refuses_chunks_that_do_not_chain_or_are_missing(clip, tmp_path):
-    frames, rate = clip
-    settings = EncodeSettings(chunk_frames=3, batch_chunks=5, cq_level=24, first_pass="native")
-    h, w = frames[0].y.shape
-    storage = LocalStorage(tmp_path).scoped("jobs/j")
-    ctx = OpContext("j", "stitch", 1, storage)
-    # Chunk objects as the job uploads them: the stream cut at the chunks, with entry digests.
-    data = encode_frames(frames, settings, rate)
-    from codec.chunks import entry_digest_bytes
+def stored_chunks(clip, tmp_path, batch_chunks):
+    """Chunk objects as the job uploads them (the stream cut at its chunks, entry digests in their
+    headers), each with its link beside it: (storage, stitch context, the stream, chunk keys,
+    link keys, the final state)."""
+    from codec.chunks import ChunkLink, entry_digest_bytes
     from excamera.encode import exit_state
     from worker.codec_ops import ivf_bytes
-    keys, state = [], None
+    frames, rate = clip
+    settings = EncodeSettings(chunk_frames=3, batch_chunks=batch_chunks, cq_level=24, first_pass="native")
+    h, w = frames[0].y.shape
+    storage = LocalStorage(tmp_path).scoped("jobs/j")
+    data = encode_frames(frames, settings, rate)
+    keys, links, state = [], [], None
     for i, (a, b) in enumerate(chunk_ranges(len(frames), settings)):
-        key = OUT_KEY.format(chunk_id(i))
-        storage.put(key, ivf_bytes(data[a:b], w, h, rate, entry_digest_bytes(state)))
+        key, link = OUT_KEY.format(chunk_id(i)), f"out/{chunk_id(i)}.link"
+        entry = None if frame_tag(data[a]).key_frame else state
+        chunk = ivf_bytes(data[a:b], w, h, rate, entry_digest_bytes(entry))
+        storage.put(key, chunk)
         state = exit_state(data[:b])
+        storage.put(link, ChunkLink(hashlib.sha256(chunk).hexdigest(), entry.digest() if entry else "",
+                                    state.digest()).to_bytes())
         keys.append(key)
+        links.append(link)
+    return storage, OpContext("j", "stitch", 1, storage), data, keys, links, state
+
+
+def test_stitch_refuses_chunks_that_do_not_chain_or_are_missing(clip, tmp_path):
+    storage, ctx, data, keys, _, _ = stored_chunks(clip, tmp_path, batch_chunks=5)
     op = DEFAULT.get("vp8-stitch").fn
     out = op(ctx, chunks=keys, output="ok.ivf", frames=15)
     assert ivf_frames(storage.get("ok.ivf"), "ok") == data and out["frames"] == 15
@@ -156,27 +167,8 @@ def test_stitch_proves_the_chain_from_links_and_decodes_where_one_does_not_fit(c
     tags only; a link missing, a chunk that is not the one its link hashed, or links that do not
     chain send it back to decoding, which gives the same stream or the same refusal."""
     import codec.chunks
-    from codec.chunks import ChunkLink, entry_digest_bytes
-    from excamera.encode import exit_state
-    from worker.codec_ops import ivf_bytes
-    frames, rate = clip
-    settings = EncodeSettings(chunk_frames=3, batch_chunks=2, cq_level=24, first_pass="native")
-    h, w = frames[0].y.shape
-    storage = LocalStorage(tmp_path).scoped("jobs/j")
-    ctx = OpContext("j", "stitch", 1, storage)
-    data = encode_frames(frames, settings, rate)
-    keys, links, state = [], [], None
-    for i, (a, b) in enumerate(chunk_ranges(len(frames), settings)):
-        key, link = OUT_KEY.format(chunk_id(i)), f"out/{chunk_id(i)}.link"
-        start = frame_tag(data[a]).key_frame
-        entry = None if start else state
-        chunk = ivf_bytes(data[a:b], w, h, rate, entry_digest_bytes(entry))
-        storage.put(key, chunk)
-        state = exit_state(data[:b])
-        storage.put(link, ChunkLink(hashlib.sha256(chunk).hexdigest(), entry.digest() if entry else "",
-                                    state.digest()).to_bytes())
-        keys.append(key)
-        links.append(link)
+    from codec.chunks import ChunkLink
+    storage, ctx, data, keys, links, state = stored_chunks(clip, tmp_path, batch_chunks=2)
     op = DEFAULT.get("vp8-stitch").fn
     decodes = []
     real = codec.chunks.decode_frame
