@@ -535,7 +535,7 @@ def cmd_stitch(args: argparse.Namespace) -> int:
         raise CliError(f"{where(args.output)}: {describe(e)}") from None
     shown = sum(stitched.shown)
     print(f"{args.output}: {len(stitched.frames)} frames ({shown} shown) from {len(args.chunks)} "
-          f"chunks, {stitched.width}x{stitched.height}; final state {stitched.state.digest()}")
+          f"chunks, {stitched.width}x{stitched.height}; final state {stitched.digest}")
     return 0
 
 
