@@ -15,7 +15,7 @@ median of ``--repeat`` runs:
   outputs are byte-identical is printed, and with ``--first-pass native`` (deterministic, unlike
   libvpx's) it must be, or the benchmark fails);
 * ``vpxenc --threads=N --passes=2`` with ExCamera's vpxenc settings (those of ``excamera.firstpass``
-  but cpu-used 0, where the first pass runs 1: good deadline, CQ at the same level with min-q 0 /
+  but cpu-used 0, where the first pass runs 1: good deadline, CQ at the same level with min-q 4 /
   max-q 63, tune SSIM, auto-alt-ref) and
   a key frame every N * x frames, as ExCamera[N, x] places them (vpxenc's default for VP8 is one
   pass, which at an unlimited bit rate makes about twice the bits);
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
         print("distributed_bench: vpxenc not found (apt-get install vpx-tools); nothing to compare with")
         return 1
     from codec.y4m import Y4mReader
-    from excamera.firstpass import TARGET_KBPS
+    from excamera.firstpass import MIN_Q, TARGET_KBPS
     n, x, cq, w = args.chunk_frames, args.batch_chunks, args.cq_level, args.workers
     with tempfile.TemporaryDirectory(prefix="excamera-distbench-") as tmp:
         name, clip = os.path.basename(clip), as_y4m(clip, tmp)
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
 
         def vpxenc(threads: int, path: str) -> list[str]:
             return ["vpxenc", "--codec=vp8", "--good", "--cpu-used=0", "--end-usage=cq", f"--cq-level={cq}",
-                    "--min-q=0", "--max-q=63", f"--target-bitrate={TARGET_KBPS}", "--tune=ssim",
+                    f"--min-q={MIN_Q}", "--max-q=63", f"--target-bitrate={TARGET_KBPS}", "--tune=ssim",
                     "--auto-alt-ref=1", f"--kf-min-dist={n * x}", f"--kf-max-dist={n * x}", "--passes=2",
                     f"--threads={threads}", "--ivf", "-q", "-o", path, clip]
 

@@ -221,7 +221,7 @@ def test_first_pass_padding_is_filled(foreman):
 def test_first_pass_equals_vpxenc_with_excameras_flags(foreman, first_pass, tmp_path):
     """The settings land in libvpx as documented: vpxenc with the same flags makes the same bytes
     (PyAV's libvpx and the system's may differ in version; they agree on 1.12 vs 1.16)."""
-    from excamera.firstpass import CPU_USED, KEY_FRAME_DISTANCE, TARGET_KBPS
+    from excamera.firstpass import CPU_USED, KEY_FRAME_DISTANCE, MIN_Q, TARGET_KBPS
 
     images, rate = foreman
     y4m = tmp_path / "in.y4m"
@@ -230,7 +230,7 @@ def test_first_pass_equals_vpxenc_with_excameras_flags(foreman, first_pass, tmp_
             w.write(im)
     out = tmp_path / "vpxenc.ivf"
     subprocess.run(["vpxenc", "--codec=vp8", "--ivf", "--good", f"--cpu-used={CPU_USED}", "--end-usage=cq",
-                    "--min-q=0", "--max-q=63", "--cq-level=30", f"--target-bitrate={TARGET_KBPS}",
+                    f"--min-q={MIN_Q}", "--max-q=63", "--cq-level=30", f"--target-bitrate={TARGET_KBPS}",
                     "--undershoot-pct=100", "--passes=1", "--auto-alt-ref=1",
                     f"--lag-in-frames={len(images)}", f"--kf-min-dist={KEY_FRAME_DISTANCE}",
                     f"--kf-max-dist={KEY_FRAME_DISTANCE}", "--threads=1", "--tune=ssim", "-q",

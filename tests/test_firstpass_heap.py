@@ -113,7 +113,7 @@ def test_sensitive_chunk_equals_vpxenc(clean, tmp_path):
     """vpxenc's fresh heap holds zeros past the array: the zero-filled first pass is vpxenc's."""
     from codec.ivf import read_ivf
     from codec.y4m import Y4mWriter
-    from excamera.firstpass import CPU_USED, KEY_FRAME_DISTANCE, TARGET_KBPS
+    from excamera.firstpass import CPU_USED, KEY_FRAME_DISTANCE, MIN_Q, TARGET_KBPS
 
     frames, rate = chunk_frames()
     y4m, out = tmp_path / "in.y4m", tmp_path / "out.ivf"
@@ -121,7 +121,7 @@ def test_sensitive_chunk_equals_vpxenc(clean, tmp_path):
         for image in frames:
             w.write(image)
     subprocess.run(["vpxenc", "--codec=vp8", "--ivf", "--good", f"--cpu-used={CPU_USED}", "--end-usage=cq",
-                    "--min-q=0", "--max-q=63", f"--cq-level={CQ}", f"--target-bitrate={TARGET_KBPS}",
+                    f"--min-q={MIN_Q}", "--max-q=63", f"--cq-level={CQ}", f"--target-bitrate={TARGET_KBPS}",
                     "--undershoot-pct=100", "--passes=1", "--auto-alt-ref=1",
                     f"--lag-in-frames={len(frames)}", f"--kf-min-dist={KEY_FRAME_DISTANCE}",
                     f"--kf-max-dist={KEY_FRAME_DISTANCE}", "--threads=1", "--tune=ssim", "-q",
