@@ -42,7 +42,7 @@ import struct
 import tempfile
 import threading
 
-from excamera.storage import ObjectRef
+from excamera.storage import ObjectRef, StorageError
 from worker.ops import OpContext, OperationError, _scratch, operation
 
 _FRAME_RECORD = struct.Struct("<IQ")
@@ -253,6 +253,16 @@ def op_upload_chunk(ctx: OpContext, *, key: str, link: str) -> dict:
     return {"object": ref}
 
 
+def _link(ctx: OpContext, key: str):
+    """The chunk link stored at ``key``, or None where there is none (one read, no existence check
+    first: on S3 that would be a second request per chunk)."""
+    from codec.chunks import ChunkLink
+    try:
+        return ChunkLink.from_bytes(ctx.storage.get(key))
+    except StorageError:
+        return None
+
+
 @operation("vp8-stitch")
 def op_stitch(ctx: OpContext, *, chunks: list[str], output: str, frames: int,
               links: list[str] = ()) -> dict:
@@ -263,7 +273,7 @@ def op_stitch(ctx: OpContext, *, chunks: list[str], output: str, frames: int,
     With ``links`` (one object per chunk, ``vp8-upload-chunk``'s) the chain is proved from them
     (``codec.chunks.stitch_linked``), reading frame tags only; where a link is missing or does not
     fit its chunk, the stream is decoded to check it (``stitch_chunks``)."""
-    from codec.chunks import ChunkLink, stitch_chunks, stitch_linked
+    from codec.chunks import stitch_chunks, stitch_linked
     if not chunks:
         raise OperationError("vp8-stitch: no chunks")
     if links and len(links) != len(chunks):
@@ -275,8 +285,7 @@ def op_stitch(ctx: OpContext, *, chunks: list[str], output: str, frames: int,
             with open(path, "wb") as f:
                 f.write(ctx.storage.get(key))
             paths.append(path)
-        found = [ChunkLink.from_bytes(ctx.storage.get(k)) if ctx.storage.exists(k) else None
-                 for k in links or ()]
+        found = [_link(ctx, k) for k in links]
         try:
             stitched = (stitch_linked(paths, found) if links else None) or stitch_chunks(paths)
         except ValueError as e:
