@@ -24,9 +24,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from codec.decoder import decode_frame
-from codec.image import Image
-from codec.state import DecoderState
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the codec (numba and its kernels) loads where a function needs it, not in
+    # the coordinator's process, which only needs EncodeSettings and chunk_ranges
+    from codec.image import Image
+    from codec.state import DecoderState
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class FirstPass:
     @staticmethod
     def decode(frames: list[bytes]) -> FirstPass:
         """The states of an already terminated first pass (one read back from storage)."""
+        from codec.decoder import decode_frame
+        from codec.state import DecoderState
         states, state = [], DecoderState()
         for d in frames:
             states.append(state)
@@ -85,6 +90,7 @@ def first_pass_chunk(frames: list[Image], settings: EncodeSettings, fps: tuple[i
     """Step 1 for one chunk: its frames coded from the empty state, then terminated (decoding them
     once, which also checks that they decode)."""
     from codec.chunks import terminate_chunk
+    from codec.state import DecoderState
     if settings.first_pass == "native":
         from codec.encoder import Encoder, EncoderConfig
         enc = Encoder(EncoderConfig(quantizer=native_quantizer(settings.cq_level), speed=settings.speed,
@@ -107,6 +113,8 @@ def first_pass(frames: list[Image], settings: EncodeSettings, fps: tuple[int, in
 
 def exit_state(data: list[bytes], state: DecoderState | None = None) -> DecoderState:
     """The decoder state after a chunk (the state dump of ExCamera)."""
+    from codec.decoder import decode_frame
+    from codec.state import DecoderState
     state = state if state is not None else DecoderState()
     for d in data:
         state, _ = decode_frame(state, d)
@@ -122,6 +130,7 @@ def encode_frames(frames: Iterable[Image], settings: EncodeSettings, fps: tuple[
     begins with a key frame), so pictures are taken one batch of N * x at a time and only that
     batch is held. ``progress(stage, chunks done, chunks in all)`` follows each chunk; the total is
     known for a list, else from ``total_frames`` (a hint), else None."""
+    from codec.state import DecoderState
     n = settings.chunk_frames
     per_batch = n * settings.batch_chunks
     if total_frames is None and isinstance(frames, (list, tuple)):
@@ -211,6 +220,7 @@ def rebase_chunk(state_in: DecoderState, given: DecoderState, given_frame: bytes
     state_in, raw, prediction, given_state=given)``, whose second half this is. ``states``: the
     prediction's states (``FirstPass.states``), if known (else the prediction is decoded)."""
     from codec.chunks import frame_tag
+    from codec.decoder import decode_frame
     from codec.reencode import _hidden_target, rebase_frame
     if states is None:
         states, _ = prediction_states(prediction)

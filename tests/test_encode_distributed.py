@@ -385,9 +385,10 @@ def test_cli_errors(tmp_path):
 
 
 def test_spooled_input_holds_one_chunk_and_equals_encode_inputs(clip, tmp_path):
-    """`--workers N` reads the input into chunk files as it goes: when the reader asks for a
-    chunk's first picture, every earlier chunk is already on disk (so only one chunk of pictures
-    is held); the objects are encode_inputs' bytes, and pairs() removes each file once read."""
+    """Past its memory budget (here none), `--workers N` reads the input into chunk files as it
+    goes: when the reader asks for a chunk's first picture, every earlier chunk is already on disk
+    (so only one chunk of pictures is held); the objects are encode_inputs' bytes, and pairs()
+    removes each file once read."""
     frames, rate = clip
     settings = EncodeSettings(chunk_frames=4, batch_chunks=2)   # 15 frames: chunks of 4, 4, 4, 3
     spool = tmp_path / "spool"
@@ -400,7 +401,7 @@ def test_spooled_input_holds_one_chunk_and_equals_encode_inputs(clip, tmp_path):
                 on_disk_when_asked.append(len(list(spool.iterdir())))
             yield image
 
-    spooled = SpooledInput(reader(), rate, settings, str(spool), progress=lambda done: None)
+    spooled = SpooledInput(reader(), rate, settings, str(spool), progress=lambda done: None, memory_budget=0)
     assert on_disk_when_asked == [0, 1, 2, 3]
     assert (spooled.n_frames, spooled.width, spooled.height, spooled.rate) == (15, 80, 44, tuple(rate))
     pairs = spooled.pairs()
@@ -408,6 +409,32 @@ def test_spooled_input_holds_one_chunk_and_equals_encode_inputs(clip, tmp_path):
     assert len(list(spool.iterdir())) == 3
     assert {key: data, **dict(pairs)} == encode_inputs(frames, rate, settings)
     assert list(spool.iterdir()) == []
+
+
+def test_spooled_input_keeps_chunks_in_memory_within_its_budget_and_spills_past_it(clip, tmp_path):
+    """Within the budget no file is written; the chunk that would pass it sends every chunk held
+    to a file, and every later one too. The objects are the same either way."""
+    frames, rate = clip
+    settings = EncodeSettings(chunk_frames=4, batch_chunks=2)
+    expected = encode_inputs(frames, rate, settings)
+    sizes = [len(v) for v in expected.values()]
+    in_memory = SpooledInput(frames, rate, settings, str(tmp_path))
+    assert list(tmp_path.iterdir()) == [] and in_memory.held == sum(sizes)
+    assert dict(in_memory.pairs()) == expected
+
+    files_when_asked = []
+
+    def reader():
+        for i, image in enumerate(frames):
+            if i % 4 == 0:
+                files_when_asked.append(len(list(tmp_path.iterdir())))
+            yield image
+
+    spilled = SpooledInput(reader(), rate, settings, str(tmp_path), memory_budget=sizes[0] + sizes[1])
+    assert files_when_asked == [0, 0, 0, 3]   # the third chunk passed the budget: all three to files
+    assert len(list(tmp_path.iterdir())) == 4 and spilled.held == 0
+    assert dict(spilled.pairs()) == expected
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_spooled_input_refuses_a_size_change(clip, tmp_path):
@@ -475,3 +502,17 @@ def test_default_workers_are_the_cpus_through_the_runtime(tmp_path):
     assert default.read_bytes() == zero.read_bytes()
     workers = json.loads((tmp_path / "t.json").read_text())["workers"]
     assert len(workers) == min(os.cpu_count(), 4)   # no more workers than its 4 tasks (3 chunks, stitch) need
+
+
+def test_the_coordinators_process_does_not_load_the_codec():
+    """`excamera encode --workers N` runs the codec in its workers only: what its own process
+    imports to read the input and run the job leaves numba unloaded (importing it and the codec
+    cost about 0.4 s before the job could start)."""
+    code = ("import sys\n"
+            "import coordinator.api, coordinator.excamera_job, excamera.encode, excamera.encode_cli, excamera.video\n"
+            "from excamera.encode import EncodeSettings, chunk_ranges\n"
+            "coordinator.excamera_job.encode_job(20, 64, 48, EncodeSettings())\n"
+            "print(sorted(m for m in sys.modules if m == 'numba' or m.startswith(('codec.decoder', 'codec.state'))))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
