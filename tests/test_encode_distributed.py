@@ -384,6 +384,14 @@ def test_cli_errors(tmp_path):
     assert list(tmp_path.iterdir()) == [bad]
 
 
+def _counting_files(frames, chunk_frames: int, directory: Path, counts: list):
+    """``frames``, appending to ``counts`` the files in ``directory`` as each chunk's first is read."""
+    for i, image in enumerate(frames):
+        if i % chunk_frames == 0:
+            counts.append(len(list(directory.iterdir())))
+        yield image
+
+
 def test_spooled_input_holds_one_chunk_and_equals_encode_inputs(clip, tmp_path):
     """Past its memory budget (here none), `--workers N` reads the input into chunk files as it
     goes: when the reader asks for a chunk's first picture, every earlier chunk is already on disk
@@ -394,14 +402,8 @@ def test_spooled_input_holds_one_chunk_and_equals_encode_inputs(clip, tmp_path):
     spool = tmp_path / "spool"
     spool.mkdir()
     on_disk_when_asked = []
-
-    def reader():
-        for i, image in enumerate(frames):
-            if i % 4 == 0:
-                on_disk_when_asked.append(len(list(spool.iterdir())))
-            yield image
-
-    spooled = SpooledInput(reader(), rate, settings, str(spool), progress=lambda done: None, memory_budget=0)
+    spooled = SpooledInput(_counting_files(frames, 4, spool, on_disk_when_asked), rate, settings, str(spool),
+                           progress=lambda done: None, memory_budget=0)
     assert on_disk_when_asked == [0, 1, 2, 3]
     assert (spooled.n_frames, spooled.width, spooled.height, spooled.rate) == (15, 80, 44, tuple(rate))
     pairs = spooled.pairs()
@@ -423,14 +425,8 @@ def test_spooled_input_keeps_chunks_in_memory_within_its_budget_and_spills_past_
     assert dict(in_memory.pairs()) == expected
 
     files_when_asked = []
-
-    def reader():
-        for i, image in enumerate(frames):
-            if i % 4 == 0:
-                files_when_asked.append(len(list(tmp_path.iterdir())))
-            yield image
-
-    spilled = SpooledInput(reader(), rate, settings, str(tmp_path), memory_budget=sizes[0] + sizes[1])
+    spilled = SpooledInput(_counting_files(frames, 4, tmp_path, files_when_asked), rate, settings, str(tmp_path),
+                           memory_budget=sizes[0] + sizes[1])
     assert files_when_asked == [0, 0, 0, 3]   # the third chunk passed the budget: all three to files
     assert len(list(tmp_path.iterdir())) == 4 and spilled.held == 0
     assert dict(spilled.pairs()) == expected
