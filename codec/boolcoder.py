@@ -21,7 +21,8 @@ when fewer than 8 real bits remain in the window.
 """
 
 import numpy as np
-from numba import njit
+
+from .jit import njit
 
 VALUE, BITS, RANGE, POS, END, FAKE = 0, 1, 2, 3, 4, 5
 STATE_SIZE = 6

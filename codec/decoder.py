@@ -12,13 +12,13 @@ import dataclasses
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
 from . import tables
 from .boolcoder import BoolDecoder, bd_init, bd_overrun, STATE_SIZE
 from .errors import CorruptFrameError
 from .header import FrameHeader, FrameTag, read_frame_header
 from .image import Image
+from .jit import njit
 from .loopfilter import loop_filter_frame
 from .modes import allocate_mode_info, read_modes
 from .predict import BORDER_UV, BORDER_Y

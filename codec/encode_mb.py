@@ -17,8 +17,8 @@ Costs are in 1/256 bit (``rate.py``); ``lam`` is squared pixel error per bit.
 """
 
 import numpy as np
-from numba import njit
 
+from .jit import njit
 from .modes import _clamp, _find_near_mvs, mv_bounds
 from .predict import BORDER_UV, BORDER_Y, predict_inter, predict_mb_intra
 from .quantize import KIND_UV, KIND_Y1, KIND_Y2, quantize_block, rd_quantize_block

@@ -10,7 +10,8 @@ Planes are passed flattened; an edge is addressed by the index of its first q0 p
 """
 
 import numpy as np
-from numba import njit
+
+from .jit import njit
 
 
 @njit(cache=True, _nrt=False)

@@ -16,9 +16,9 @@ mirror of ``read_modes``) needs it to reproduce the bits.
 """
 
 import numpy as np
-from numba import njit
 
 from .boolcoder import bd_read, bd_tree, be_tree, be_write
+from .jit import njit
 from .tables import (ALTREF_FRAME, B_DC_PRED, B_PRED, BMODE_PROBS, BMODE_TREE, DC_PRED, GOLDEN_FRAME,
                      IMPLIED_BMODE, INTRA_FRAME, KF_BMODE_PROBS, KF_UV_MODE_PROBS, KF_YMODE_PROBS,
                      KF_YMODE_TREE, LAST_FRAME, MODE_CONTEXTS, MV_LONG_BITS, MV_REF_TREE, MVP_BITS,

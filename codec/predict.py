@@ -18,8 +18,8 @@ keeps every fetch inside the border.
 """
 
 import numpy as np
-from numba import njit
 
+from .jit import njit
 from .tables import (B_DC_PRED, B_HD_PRED, B_HE_PRED, B_HU_PRED, B_LD_PRED, B_RD_PRED, B_TM_PRED,
                      B_VE_PRED, B_VL_PRED, B_VR_PRED, DC_PRED, H_PRED, TM_PRED, V_PRED)
 

@@ -26,8 +26,8 @@ at 1/16 of its square (fwht4x4 doubles, and each Y DC reaches its 16 pixels as D
 import math
 
 import numpy as np
-from numba import njit
 
+from .jit import njit
 from .rate import LEVEL_EXTRA_COST, LEVEL_TOKEN, MAX_LEVEL
 from .tables import COEFF_BANDS, DCT_EOB, TYPE_Y_AFTER_Y2, ZIGZAG
 

@@ -16,8 +16,8 @@ DCT_CAT1..DCT_CAT6, 11 DCT_EOB.
 """
 
 import numpy as np
-from numba import njit
 
+from .jit import njit
 from .tables import (BMODE_PROBS, BMODE_TREE, CAT_BASE, CAT_BITS, CAT_PROBS, COEFF_BANDS, COEFF_TREE,
                      DCT_EOB, KF_BMODE_PROBS, KF_UV_MODE_PROBS, KF_YMODE_PROBS, KF_YMODE_TREE,
                      MODE_CONTEXTS, MV_LONG_BITS, MV_REF_TREE, MVP_BITS, MVP_IS_SHORT, MVP_SHORT,

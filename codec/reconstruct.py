@@ -5,8 +5,8 @@ Intra prediction reads unfiltered neighbours: the loop filter runs over the fram
 """
 
 import numpy as np
-from numba import njit
 
+from .jit import njit
 from .predict import BORDER_UV, BORDER_Y, predict_inter, predict_mb_intra, predict_subblock
 from .tables import B_PRED, GOLDEN_FRAME, INTRA_FRAME, LAST_FRAME, SPLITMV
 from .transform import idct4x4, iwht4x4

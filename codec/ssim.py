@@ -46,10 +46,10 @@ import math
 from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
-from numba import njit
 
 from .errors import UnsupportedError
 from .image import Image
+from .jit import njit
 
 #: ffmpeg's (and x264's) integer constants for 8-bit samples; see the module docstring.
 SSIM_C1 = 416  # round(0.01^2 * 255^2 * 64)

@@ -7,9 +7,9 @@ reconstruction uses it to skip empty blocks and the loop filter to spot macroblo
 """
 
 import numpy as np
-from numba import njit
 
 from .boolcoder import BITS, END, FAKE, POS, RANGE, VALUE, bd_literal, bd_overrun, bd_read, bd_step
+from .jit import njit
 from .tables import (B_PRED, CAT_BASE, CAT_BITS, CAT_PROBS, COEFF_BANDS, COEFF_UPDATE_PROBS, SPLITMV,
                      TYPE_UV, TYPE_Y2, TYPE_Y_AFTER_Y2, TYPE_Y_WITH_DC, ZIGZAG)
 

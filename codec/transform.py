@@ -6,7 +6,8 @@ hostile streams can overflow, and wrapping the same way keeps us bit-exact even 
 """
 
 import numpy as np
-from numba import njit
+
+from .jit import njit
 
 # Section 14.3: cos(pi/8)*sqrt(2) - 1 and sin(pi/8)*sqrt(2), in 16-bit fixed point.
 COSPI8SQRT2MINUS1 = 20091
