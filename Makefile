@@ -22,6 +22,8 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m excamera ssim tests/data/clips/RTn23_80x44p15_15f.y4m tests/data/clips/RTn23_80x44p15_15f.y4m > /dev/null
 	$(BIN)/python -m excamera vp8enc tests/data/clips/RTn23_80x44p15_15f.y4m --frames 2 -o $(VENV)/warm.ivf > /dev/null
 	rm -f $(VENV)/warm.ivf
+	@echo "compiling the kernels ahead of time (about two minutes; see codec/aot.py)..."
+	$(BIN)/python -m excamera.aot_build || echo "warning: no compiled kernels (see above); numba's JIT will be used"
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -43,6 +45,7 @@ BENCH_ENCODE_ARGS ?=
 BENCH_EXCAMERA_ARGS ?=
 bench: $(STAMP)
 	$(BYTECODE)
+	$(BIN)/python -m excamera.aot_build --if-stale
 	$(BIN)/python bench/decode_bench.py
 	$(BIN)/python bench/encode_bench.py $(BENCH_ENCODE_ARGS)
 	$(BIN)/python bench/excamera_bench.py $(BENCH_EXCAMERA_ARGS)

@@ -17,13 +17,15 @@ from process start to exit, so interpreter start-up, imports and numba cache loa
 * per input, ``vpxdec --i420 --md5 INPUT`` and ``PYTHON -m excamera decode INPUT`` (summary mode:
   one line with the md5 of all output), run ``--repeat`` times each, interleaved, median and min
   reported; the md5 of every excamera run must equal vpxdec's;
-* on the last input: start-up latency with a warm cache, ``excamera decode`` of a one-frame IVF
-  holding its first frame (what every worker pays before decoding anything), and
-  ``excamera --help``; then the same start-up split into its parts (interpreter, numpy, numba,
-  the codec modules, the first frame: numba's first use and the cached kernels it loads), timed
-  inside a child process against the parent's clock;
-* cold start: the start-up parts and one whole ``excamera decode`` of the last input with an
-  empty numba cache (``NUMBA_CACHE_DIR`` a fresh temporary directory each), with the compile
+* on the last input: start-up latency of a warm process, ``excamera decode`` of a one-frame IVF
+  holding its first frame (what every worker pays before decoding anything), with the kernels
+  compiled ahead of time (``codec.aot``, when ``python -m excamera.aot_build`` has built them for
+  these sources) and with numba's cache instead (``EXCAMERA_AOT=0``), and ``excamera --help``;
+  then the same start-up split into its parts (interpreter, numpy, loading the compiled kernels
+  or importing numba, the codec modules, the first frame), timed inside a child process against
+  the parent's clock;
+* cold start: the start-up parts and one whole ``excamera decode`` of the last input with neither
+  (``EXCAMERA_AOT=0`` and ``NUMBA_CACHE_DIR`` a fresh temporary directory each), with the compile
   time of each entry point numba compiled for the first frame (numba's ``numba:compile`` events).
 
 Before timing, excamera runs once with ``--frame-md5`` (which also warms the numba cache and the
@@ -232,8 +234,13 @@ marks = [("interpreter and site", time.monotonic())]
 compiles = []
 import numpy
 marks.append(("import numpy", time.monotonic()))
-import numba
-marks.append(("import numba", time.monotonic()))
+from codec import aot
+compiled = aot.load()
+marks.append(("find and load the compiled kernels" if compiled else "look for compiled kernels (none)",
+              time.monotonic()))
+if not compiled:
+    import numba
+    marks.append(("import numba", time.monotonic()))
 if sys.argv[3] == "cold":
     from numba.core import event
 
@@ -254,12 +261,12 @@ from codec.ivf import IvfReader
 marks.append(("import the codec", time.monotonic()))
 with IvfReader(sys.argv[2]) as reader:
     Decoder().decode(reader.read_frame().data)
-marks.append(("first frame (numba's first use, kernels)", time.monotonic()))
+marks.append(("first frame" if compiled else "first frame (numba's first use, kernels)", time.monotonic()))
 out, last = [], t0
 for name, t in marks:
     out.append((name, t - last))
     last = t
-print(json.dumps({"parts": out, "total": last - t0, "compiles": compiles}))
+print(json.dumps({"parts": out, "total": last - t0, "compiles": compiles, "compiled": compiled}))
 """
 
 
@@ -358,19 +365,25 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="decode_bench.") as tmp:
             one = os.path.join(tmp, "first_frame.ivf")
             write_first_frame(path, one)
+            jit_env = {**os.environ, "EXCAMERA_AOT": "0"}
             startup = Timing("excamera decode, 1 frame (warm)", 1, "start-up latency")
+            startup_jit = Timing("excamera decode, 1 frame (warm, JIT)", 1, "EXCAMERA_AOT=0")
             helps = Timing("excamera --help", None)
-            warm_parts = []
+            warm_parts, jit_parts = [], []
             for _ in range(args.repeat):
                 startup.add(*run(python + ["-m", "excamera", "decode", one])[:2])
+                startup_jit.add(*run(python + ["-m", "excamera", "decode", one], env=jit_env)[:2])
                 helps.add(*run(python + ["-m", "excamera", "--help"])[:2])
                 warm_parts.append(startup_parts(python, one))
+                jit_parts.append(startup_parts(python, one, jit_env))
+            startup.note += (", compiled kernels (codec.aot)" if warm_parts[0]["compiled"] else
+                             ", numba JIT: no current compiled kernels (python -m excamera.aot_build)")
 
             cold_parts, cold = None, None
             if not args.no_cold:
                 cache = os.path.join(tmp, "numba_cache")
                 os.mkdir(cache)
-                cold_env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+                cold_env = {**os.environ, "NUMBA_CACHE_DIR": cache, "EXCAMERA_AOT": "0"}
                 cold_parts = startup_parts(python, one, cold_env, cold=True)
                 shutil.rmtree(cache)
                 os.mkdir(cache)
@@ -387,12 +400,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     print()
-    print_table(rows + ([cold] if cold else []) + [startup, helps])
+    print_table(rows + ([cold] if cold else []) + [startup, startup_jit, helps])
     print()
-    print_startup(f"start-up, warm cache (median of {args.repeat}, {os.path.basename(path)}'s first frame):",
+    kernels = "compiled kernels" if warm_parts[0]["compiled"] else "no compiled kernels, numba's cache"
+    print_startup(f"start-up, warm ({kernels}; median of {args.repeat}, {os.path.basename(path)}'s first frame):",
                   warm_parts)
+    print_startup(f"start-up, warm (EXCAMERA_AOT=0: numba's cache; median of {args.repeat}):", jit_parts)
     if cold_parts is not None:
-        print_startup("start-up, cold cache (one run):", [cold_parts])
+        print_startup("start-up, cold (EXCAMERA_AOT=0, empty numba cache; one run):", [cold_parts])
         compiles = sorted(cold_parts["compiles"], key=lambda c: -c[1])
         print(f"  of which numba compiling {len(compiles)} entry points: "
               f"{sum(t for _, t in compiles):.1f} s; the longest:")
@@ -407,8 +422,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"decode ratio {name}: n/a, vpxdec missing (apt-get install vpx-tools)  "
                   f"[target <= {TARGET:g}x, aim {AIM:g}x]")
-    print(f"start-up to the first frame, warm cache: {statistics.median(r['total'] for r in warm_parts):.3f} s "
-          f"in process, {startup.median:.3f} s for the whole 1-frame run  [target <= {STARTUP_TARGET:g} s]")
+    print(f"start-up to the first frame, warm ({kernels}): "
+          f"{statistics.median(r['total'] for r in warm_parts):.3f} s in process, {startup.median:.3f} s for "
+          f"the whole 1-frame run  [target <= {STARTUP_TARGET:g} s]; with numba's cache instead: "
+          f"{statistics.median(r['total'] for r in jit_parts):.3f} s, {startup_jit.median:.3f} s")
     return 0
 
 

@@ -1,4 +1,8 @@
-"""numba's ``njit`` for the codec's kernels, with a lighter load of kernels from numba's cache.
+"""The codec kernels' decorator, ``njit``: compiled ahead of time where that is possible
+(``codec.aot``), else numba's ``njit`` with a lighter load of kernels from numba's cache.
+
+Where ``codec.aot`` finds a current compiled module, ``njit`` is ``codec.aot.njit`` and numba is
+not imported (until a call no compiled entry point takes). Everywhere else it is numba's:
 
 Every kernel is ``@njit(cache=True)``, so a process normally finds it compiled in numba's cache and
 only loads it. Before each load numba calls ``target_context.refresh()``, which the first time
@@ -20,14 +24,15 @@ anywhere else numba is left as it is, correct and 0.07 s slower to start.
 
 from __future__ import annotations
 
-import numba
-from numba import njit  # noqa: F401  (the kernels' decorator: ``from .jit import njit``)
+from . import aot
 
 #: numba releases (major, minor) whose cache loading this was read against and tested on.
 CHECKED = ((0, 68),)
 
 
 def _release() -> tuple[int, int]:
+    import numba
+
     parts = numba.__version__.split(".")
     try:
         return int(parts[0]), int(parts[1])
@@ -35,7 +40,7 @@ def _release() -> tuple[int, int]:
         return (-1, -1)
 
 
-def _install() -> bool:
+def install_light_load() -> bool:
     """Replace numba's cache load by ``light_load`` where it is safe to; True if done."""
     from numba.core import caching
     from numba.core.runtime import rtsys
@@ -61,5 +66,14 @@ def _install() -> bool:
     return True
 
 
-#: Whether cache loads here skip numba's refresh (see the module docstring).
-LIGHT_CACHE_LOAD = _install()
+#: Whether the kernels are the compiled module's (``codec.aot``); numba is not imported then.
+AOT = aot.load()
+if AOT:
+    njit = aot.njit
+    #: Whether cache loads here skip numba's refresh (see the module docstring); with ``AOT``,
+    #: ``codec.aot`` installs it if a call ever needs numba.
+    LIGHT_CACHE_LOAD = False
+else:
+    from numba import njit  # noqa: F401  (the kernels' decorator: ``from .jit import njit``)
+
+    LIGHT_CACHE_LOAD = install_light_load()

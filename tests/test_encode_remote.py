@@ -22,6 +22,8 @@ from excamera import tls
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = CLIPS_DIR / "RTn23_80x44p15_15f.y4m"      # 80x44, 15 frames
+# A job that runs for seconds, not the half second CLIP's job takes once workers start quickly.
+LONG_CLIP = CLIPS_DIR / "compressed" / "bikes_640x272_100f.mp4"
 SETTINGS = ["--chunk-frames", "4", "--batch-chunks", "2", "--cq-level", "28", "--first-pass", "native"]
 
 
@@ -162,8 +164,8 @@ def test_ctrl_c_cancels_the_job_and_writes_nothing(daemon, tmp_path):
     address, client, _ = daemon
     out = tmp_path / "o.ivf"
     before = set(jobs(address, client))
-    proc = subprocess.Popen([sys.executable, "-m", "excamera", "encode", str(CLIP), "-o", str(out), "--workers", "2",
-                             "--coordinator", address, "--certs", str(client), *SETTINGS],
+    proc = subprocess.Popen([sys.executable, "-m", "excamera", "encode", str(LONG_CLIP), "-o", str(out),
+                             "--workers", "2", "--coordinator", address, "--certs", str(client), *SETTINGS],
                             cwd=ROOT, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     deadline = time.monotonic() + 120
     new = set()

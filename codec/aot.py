@@ -1,0 +1,283 @@
+"""The codec's kernels compiled ahead of time: loading them without importing numba.
+
+A process that decodes one frame spends about 0.33 s before it: numba's import (0.12 s) and the
+loading of each cached kernel make up most of it, and a fleet pays that in every worker. So
+``python -m codec.aot_build`` compiles, with numba's own AOT compiler (``numba.pycc``), every
+kernel entry point the codec calls from Python, at the argument types it calls them with, into one
+extension module. When that module is there and current, ``codec.jit.njit`` makes each kernel a
+:class:`Kernel` that calls the compiled entry point and numba is never imported.
+
+* **Current** means built from these very codec sources, for this numba, numpy, Python and CPU:
+  all of that is hashed into the module's file name (:func:`fingerprint`), so a stale module is
+  simply not found. It is also not used where numba is told to compile differently (any
+  ``NUMBA_*`` setting but the cache directory: bounds checking, ``NUMBA_DISABLE_JIT``, another CPU)
+  or where ``EXCAMERA_AOT=0``.
+* The compiled entry points check nothing: a wrong dtype crashes the process. So a Kernel checks
+  each call's argument types against the exported signatures first, as numba's ``typeof`` would
+  type them, and a call that matches none (a test calling a helper kernel, a new caller) goes to
+  numba's JIT after all (:func:`_jit_world`): the same kernel, from numba's cache, correct and as
+  slow to start as before.
+
+Nothing here imports numba; ``codec.aot_build`` (which does) writes what :func:`load` reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import os
+import platform
+import sys
+import types as pytypes
+
+import numpy as np
+
+#: Set to 0 to never use the compiled module.
+ENV_SWITCH = "EXCAMERA_AOT"
+#: Where the module is looked for and written; default: the codec's own ``__pycache__``.
+ENV_DIR = "EXCAMERA_AOT_DIR"
+PREFIX = "excamera_aot_"
+CODEC_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def wanted(environ=os.environ) -> bool:
+    """Whether this process may use the compiled module at all (see the module docstring)."""
+    if environ.get(ENV_SWITCH, "1") == "0":
+        return False
+    return not any(k.startswith("NUMBA_") and k != "NUMBA_CACHE_DIR" for k in environ)
+
+
+def directory(environ=os.environ) -> str:
+    return environ.get(ENV_DIR) or os.path.join(CODEC_DIR, "__pycache__")
+
+
+def _cpu() -> bytes:
+    """What identifies this CPU to a compiler for it: on Linux its model and feature flags."""
+    try:
+        with open("/proc/cpuinfo", "rb") as f:
+            lines = []
+            for line in f:
+                if not line.strip():
+                    break
+                if line.startswith((b"model name", b"flags", b"vendor_id", b"cpu family", b"model\t")):
+                    lines.append(line)
+            return b"".join(lines)
+    except OSError:
+        return f"{platform.processor()} {platform.machine()}".encode()
+
+
+def fingerprint() -> str:
+    """A hash of everything the compiled module depends on: the codec's sources, numba's release
+    (read from its files, not imported), numpy's, Python's and the CPU."""
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(CODEC_DIR)):
+        if name.endswith(".py"):
+            h.update(name.encode() + b"\0")
+            with open(os.path.join(CODEC_DIR, name), "rb") as f:
+                h.update(f.read())
+    spec = importlib.util.find_spec("numba")
+    if spec is None or not spec.origin:
+        return ""
+    try:
+        with open(os.path.join(os.path.dirname(spec.origin), "_version.py"), "rb") as f:
+            h.update(f.read())
+    except OSError:
+        return ""
+    h.update(f"{np.__version__} {sys.version} {platform.machine()}".encode())
+    h.update(_cpu())
+    return h.hexdigest()[:20]
+
+
+def module_name(fp: str, nrt: bool = True) -> str:
+    """Kernels compiled without numba's runtime (``_nrt=False``) go to a module of their own,
+    built without it too: compiled with it, they would release array views that their callees,
+    compiled without it, never acquired (and free arrays still in use)."""
+    return PREFIX + fp + ("" if nrt else "_nonrt")
+
+
+def paths(fp: str, where: str | None = None) -> tuple[str, str, str]:
+    """The export table's path, then the two extension modules' (with, without numba's runtime)."""
+    where = directory() if where is None else where
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    return (os.path.join(where, module_name(fp) + ".json"),
+            os.path.join(where, module_name(fp, True) + suffix),
+            os.path.join(where, module_name(fp, False) + suffix))
+
+
+def _import(name: str, path: str):
+    loader = importlib.machinery.ExtensionFileLoader(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+# --- argument types, as numba's typeof gives them -------------------------------------------------
+# An export's argument is ["array", dtype, ndim, layout, readonly] or ["scalar", name] (int64,
+# bool, float64, or a numpy scalar's dtype name). Return types are written the same way, plus
+# ["none"] and ["tuple", [...]], for the build only.
+
+def _array_check(dtype: str, ndim: int, layout: str, readonly: bool):
+    want = np.dtype(dtype)
+
+    def check(a) -> bool:
+        if type(a) is not np.ndarray or a.dtype != want or a.ndim != ndim:
+            return False
+        flags = a.flags
+        if not flags.aligned or (not readonly and not flags.writeable):
+            return False
+        if layout == "C":
+            return flags.c_contiguous
+        if layout == "F":
+            return flags.f_contiguous and not flags.c_contiguous
+        return True
+    return check
+
+
+def _scalar_check(name: str):
+    if name == "int64":
+        return lambda v: (type(v) is int and -(1 << 63) <= v < (1 << 63)) or type(v) is np.int64
+    if name == "bool":
+        return lambda v: type(v) is bool or type(v) is np.bool_
+    if name == "float64":
+        return lambda v: type(v) is float or type(v) is np.float64
+    kind = np.dtype(name).type
+    return lambda v: type(v) is kind
+
+
+def arg_check(spec):
+    """A predicate: does a value type as ``spec`` (or as something an export of it takes safely)."""
+    if spec[0] == "array":
+        return _array_check(*spec[1:])
+    if spec[0] == "scalar":
+        return _scalar_check(spec[1])
+    raise ValueError(f"unsupported argument type {spec!r}")
+
+
+class Export:
+    """One compiled entry point and the argument types it takes."""
+
+    def __init__(self, function, args):
+        self.function = function
+        self.checks = tuple(arg_check(spec) for spec in args)
+
+    def takes(self, args) -> bool:
+        return len(args) == len(self.checks) and all(c(a) for c, a in zip(self.checks, args))
+
+
+class Kernel:
+    """A codec kernel in a process with the compiled module: calls an export that takes the
+    arguments, or else the kernel compiled by numba (``_jit_world``)."""
+
+    def __init__(self, py_func, args, options, exports):
+        self.py_func = py_func
+        self.module = py_func.__module__
+        self.__name__ = py_func.__name__
+        self.__qualname__ = py_func.__qualname__
+        self.__doc__ = py_func.__doc__
+        self.__wrapped__ = py_func
+        self.decorator_args = args
+        self.options = options
+        self.exports = exports
+        self.jitted = None  # numba's dispatcher, once a call needed it
+
+    def __call__(self, *args):
+        for export in self.exports:
+            if export.takes(args):
+                return export.function(*args)
+        if self.jitted is None:
+            _jit_world(self.module)
+        return self.jitted(*args)
+
+    def __repr__(self) -> str:
+        return f"<codec kernel {self.module}.{self.__qualname__}: {len(self.exports)} compiled>"
+
+
+_MODULE = None  # the loaded extension modules
+_EXPORTS: dict[str, list[Export]] = {}  # "module.qualname" -> exports
+_KERNELS: dict[str, list[Kernel]] = {}  # module -> its kernels
+_WORLD: dict[str, dict] = {}  # module -> the globals its numba-compiled kernels see
+
+
+def load() -> bool:
+    """Load the compiled module if it is there and current; True if loaded (now or before)."""
+    global _MODULE
+    if _MODULE is not None:
+        return True
+    if not wanted():
+        return False
+    fp = fingerprint()
+    if not fp:
+        return False
+    table, *so = paths(fp)
+    if not os.path.exists(table):  # written last: the build is complete
+        return False
+    try:
+        with open(table) as f:
+            entries = json.load(f)
+        modules = {nrt: _import(module_name(fp, nrt), so[0 if nrt else 1])
+                   for nrt in {e["nrt"] for e in entries}}
+        exports: dict[str, list[Export]] = {}
+        for e in entries:
+            function = getattr(modules[e["nrt"]], e["symbol"])
+            exports.setdefault(e["kernel"], []).append(Export(function, e["args"]))
+    except (OSError, ValueError, ImportError, AttributeError, KeyError, TypeError):
+        return False
+    _EXPORTS.update(exports)
+    _MODULE = modules
+    return True
+
+
+def loaded() -> bool:
+    return _MODULE is not None
+
+
+def njit(*args, **options):
+    """``numba.njit``'s two forms (``@njit``, ``@njit(...)``) making :class:`Kernel` objects."""
+    if len(args) == 1 and callable(args[0]) and not options:
+        return _kernel(args[0], (), {})
+
+    def decorate(py_func):
+        return _kernel(py_func, args, options)
+    return decorate
+
+
+def _kernel(py_func, args, options) -> Kernel:
+    kernel = Kernel(py_func, args, options,
+                    _EXPORTS.get(f"{py_func.__module__}.{py_func.__qualname__}", []))
+    _KERNELS.setdefault(kernel.module, []).append(kernel)
+    return kernel
+
+
+def _jit_world(module: str) -> dict:
+    """numba dispatchers for ``module``'s kernels, over a copy of its globals in which every
+    Kernel is its dispatcher (numba can compile calls to dispatchers, not to Kernels), made for
+    the modules they call as well. The functions keep their code, names and files, so they find
+    numba's cache as a process without the compiled module would."""
+    if module in _WORLD:
+        return _WORLD[module]
+    import numba
+
+    from . import jit
+
+    jit.install_light_load()
+    world: dict = {}
+    _WORLD[module] = world
+    for k in _KERNELS.get(module, []):
+        f = k.py_func
+        fn = pytypes.FunctionType(f.__code__, world, f.__name__, f.__defaults__, f.__closure__)
+        # __module__ too: made over a still empty dict it is None, which numba takes for a
+        # function made at run time, whose whole globals its cache would then try to pickle.
+        fn.__module__, fn.__qualname__, fn.__doc__ = f.__module__, f.__qualname__, f.__doc__
+        fn.__kwdefaults__ = f.__kwdefaults__
+        k.jitted = numba.njit(*k.decorator_args, **k.options)(fn)
+    for name, value in vars(sys.modules[module]).items():
+        if isinstance(value, Kernel):
+            if value.jitted is None:
+                _jit_world(value.module)
+            world[name] = value.jitted
+        else:
+            world[name] = value
+    return world
