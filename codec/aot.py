@@ -119,41 +119,58 @@ def _import(name: str, path: str):
 # bool, float64, or a numpy scalar's dtype name). Return types are written the same way, plus
 # ["none"] and ["tuple", [...]], for the build only.
 
-def _array_check(dtype: str, ndim: int, layout: str, readonly: bool):
-    want = np.dtype(dtype)
+# numpy's array flags (``ndarray.flags.num``): one integer read instead of a flags object per test.
+_C, _F, _ALIGNED, _WRITEABLE = 0x1, 0x2, 0x100, 0x400
 
-    def check(a) -> bool:
-        if type(a) is not np.ndarray or a.dtype != want or a.ndim != ndim:
-            return False
-        flags = a.flags
-        if not flags.aligned or (not readonly and not flags.writeable):
-            return False
+
+def _condition(i: int, spec, env: dict) -> str:
+    """Python source that is true when argument ``a{i}`` types as ``spec``."""
+    a = f"a{i}"
+    if spec[0] == "array":
+        _, dtype, ndim, layout, readonly = spec
+        env[f"d{i}"] = np.dtype(dtype)
+        mask = want = _ALIGNED | (0 if readonly else _WRITEABLE)
         if layout == "C":
-            return flags.c_contiguous
-        if layout == "F":
-            return flags.f_contiguous and not flags.c_contiguous
-        return True
-    return check
+            mask, want = mask | _C, want | _C
+        elif layout == "F":  # numba types an array both C and F contiguous as C
+            mask, want = mask | _C | _F, want | _F
+        elif layout != "A":
+            raise ValueError(f"unsupported layout in {spec!r}")
+        return (f"(type({a}) is ndarray and {a}.ndim == {int(ndim)} and ({a}.dtype is d{i} or "
+                f"{a}.dtype == d{i}) and ({a}.flags.num & {mask}) == {want})")
+    if spec[0] == "scalar":
+        name = spec[1]
+        if name == "int64":
+            return f"((type({a}) is int and {-(1 << 63)} <= {a} < {1 << 63}) or type({a}) is int64)"
+        if name == "bool":
+            return f"(type({a}) is bool or type({a}) is bool_)"
+        if name == "float64":
+            return f"(type({a}) is float or type({a}) is float64)"
+        env[f"t{i}"] = np.dtype(name).type
+        return f"type({a}) is t{i}"
+    raise ValueError(f"unsupported argument type {spec!r}")
 
 
-def _scalar_check(name: str):
-    if name == "int64":
-        return lambda v: (type(v) is int and -(1 << 63) <= v < (1 << 63)) or type(v) is np.int64
-    if name == "bool":
-        return lambda v: type(v) is bool or type(v) is np.bool_
-    if name == "float64":
-        return lambda v: type(v) is float or type(v) is np.float64
-    kind = np.dtype(name).type
-    return lambda v: type(v) is kind
+def takes_function(specs):
+    """A function of an argument tuple: do the arguments type as ``specs``, exactly as numba's
+    ``typeof`` would type them (or, for read-only arrays, as writable ones, which a kernel that
+    only reads them takes as safely)? Made from source so that a call costs one function call,
+    not one per argument: the codec calls some kernels from Python thousands of times a second."""
+    env = {"ndarray": np.ndarray, "int64": np.int64, "bool_": np.bool_, "float64": np.float64}
+    conditions = [_condition(i, spec, env) for i, spec in enumerate(specs)]
+    names = "".join(f"a{i}, " for i in range(len(specs)))
+    source = (f"def takes(args):\n"
+              f"    if len(args) != {len(specs)}:\n        return False\n"
+              + (f"    {names}= args\n" if specs else "")
+              + f"    return {' and '.join(conditions) or 'True'}\n")
+    exec(compile(source, "<codec.aot argument check>", "exec"), env)
+    return env["takes"]
 
 
 def arg_check(spec):
-    """A predicate: does a value type as ``spec`` (or as something an export of it takes safely)."""
-    if spec[0] == "array":
-        return _array_check(*spec[1:])
-    if spec[0] == "scalar":
-        return _scalar_check(spec[1])
-    raise ValueError(f"unsupported argument type {spec!r}")
+    """A predicate on one value: does it type as ``spec``?"""
+    takes = takes_function([spec])
+    return lambda value: takes((value,))
 
 
 class Export:
@@ -161,10 +178,7 @@ class Export:
 
     def __init__(self, function, args):
         self.function = function
-        self.checks = tuple(arg_check(spec) for spec in args)
-
-    def takes(self, args) -> bool:
-        return len(args) == len(self.checks) and all(c(a) for c, a in zip(self.checks, args))
+        self.takes = takes_function(args)
 
 
 class Kernel:

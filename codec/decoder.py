@@ -267,6 +267,13 @@ def parse_frame_syntax(state: DecoderState, frame: bytes) -> FrameSyntax:
 def decode_frame(state: DecoderState, frame: bytes) -> tuple[DecoderState, Image | None]:
     """Decode one compressed frame; return the new state and the picture to show (None if hidden)."""
     prev, hdr, modes, segment_map, coeffs, eobs, _, _ = parse_frame_syntax(state, frame)
+    return decode_syntax(prev, hdr, modes, segment_map, coeffs, eobs)
+
+
+def decode_syntax(prev: DecoderState, hdr: FrameHeader, modes, segment_map, coeffs,
+                  eobs) -> tuple[DecoderState, Image | None]:
+    """Stages 4-5 of ``decode_frame``: the pixels and the state after the frame, from its syntax
+    (``parse_frame_syntax``'s, or the encoder's own before it writes it)."""
     tag, seg, lf = hdr.tag, hdr.segmentation, hdr.loop_filter
     pic = Picture.allocate(prev.mb_rows, prev.mb_cols)
     segment = segment_map if seg.enabled else np.zeros_like(segment_map)

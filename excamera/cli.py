@@ -227,7 +227,12 @@ def run() -> None:
     Tearing down numba's compiled-code objects costs about 0.08 s of CPU, more than some encodes;
     a worker process starts and exits thousands of times. The exit handlers still run and the
     output streams are flushed; only the final garbage collection is skipped. While a thread other
-    than the main one is alive, the interpreter's normal exit joins it instead."""
+    than the main one is alive, the interpreter's normal exit joins it instead.
+
+    numpy's OpenBLAS is held to one thread unless the environment says otherwise: at numpy's import
+    it starts a thread per core, whose spinning cost every process about 0.1 s of CPU (a third of
+    a warm start-up), and nothing here multiplies matrices with it."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     code = main()
     if threading.active_count() > 1:
         sys.exit(code)

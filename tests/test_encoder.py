@@ -44,7 +44,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("name,n,crop,config", CASES)
-def test_our_decoder_shows_the_reconstruction(name, n, crop, config):
+def test_our_decoder_shows_the_reconstruction_and_reaches_the_same_state(name, n, crop, config):
     frames = _frames(name, n, crop)
     out = _encode(frames, **config)
     assert out[0].key_frame and not any(o.key_frame for o in out[1:])
@@ -52,6 +52,7 @@ def test_our_decoder_shows_the_reconstruction(name, n, crop, config):
     for o, src in zip(out, frames):
         img = dec.decode(o.data)
         assert img.md5() == o.recon.md5()
+        assert dec.state == o.state  # the encoder's next state is the decoder's, pictures included
         assert img.y.shape == src.y.shape
         # A real encode, not a blank picture: close to the source.
         assert ssim_planes(o.recon, src).all > (0.5 if config["quantizer"] > 100 else 0.8)
