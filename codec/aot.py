@@ -2,10 +2,11 @@
 
 A process that decodes one frame spends about 0.33 s before it: numba's import (0.12 s) and the
 loading of each cached kernel make up most of it, and a fleet pays that in every worker. So
-``python -m codec.aot_build`` compiles, with numba's own AOT compiler (``numba.pycc``), every
-kernel entry point the codec calls from Python, at the argument types it calls them with, into one
-extension module. When that module is there and current, ``codec.jit.njit`` makes each kernel a
-:class:`Kernel` that calls the compiled entry point and numba is never imported.
+``python -m excamera.aot_build`` compiles, with numba's own AOT compiler (``numba.pycc``), every
+kernel entry point the codec calls from Python, at the argument types it calls them with, into two
+extension modules (with and without numba's runtime, see :func:`module_name`) and a table of their
+exports. When those are there and current, ``codec.jit.njit`` makes each kernel a :class:`Kernel`
+that calls the compiled entry point and numba is never imported.
 
 * **Current** means built from these very codec sources, for this numba, numpy, Python and CPU:
   all of that is hashed into the module's file name (:func:`fingerprint`), so a stale module is
@@ -18,7 +19,8 @@ extension module. When that module is there and current, ``codec.jit.njit`` make
   numba's JIT after all (:func:`_jit_world`): the same kernel, from numba's cache, correct and as
   slow to start as before.
 
-Nothing here imports numba; ``codec.aot_build`` (which does) writes what :func:`load` reads.
+Nothing here imports numba (until a call needs its JIT); ``excamera.aot_build`` writes what
+:func:`load` reads.
 """
 
 from __future__ import annotations
@@ -242,10 +244,6 @@ def load() -> bool:
     _EXPORTS.update(exports)
     _MODULE = modules
     return True
-
-
-def loaded() -> bool:
-    return _MODULE is not None
 
 
 def njit(*args, **options):

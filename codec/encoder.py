@@ -297,13 +297,13 @@ def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, spe
     fields["loop_filter"] = dataclasses.replace(header.loop_filter, level=level, sharpness=sharpness, simple=False)
     header = dataclasses.replace(header, **fields)
 
+    prev = coding_state(state, tag)
     frame = ParsedFrame(header, modes, np.zeros((mb_rows, mb_cols), np.uint8) if key_frame
-                        else np.asarray(coding_state(state, tag).segment_map).copy(), coeffs, eobs)
+                        else np.asarray(prev.segment_map).copy(), coeffs, eobs)
     data = write_frame(state, frame)
     # The decoder's pixel stage on the syntax just written: what decode_frame would give from
     # ``data`` (tests/test_encoder.py checks both, frame by frame) without reading it back.
-    new_state, recon = decode_syntax(coding_state(state, header.tag), header, modes, frame.segment_map,
-                                     coeffs, eobs)
+    new_state, recon = decode_syntax(prev, header, modes, frame.segment_map, coeffs, eobs)
     return EncodedFrame(data, key_frame, q, recon, new_state, level, sharpness)
 
 
