@@ -696,7 +696,11 @@ class Engine:
                 pending = sum(len(t.running()) for t in job.by_status["running"].values()) + released
             else:  # a dynamic job's task count grows as it runs: keep its workers
                 pending = job.workers if job.planner is not None else job.unfinished()
-            wanted = min(job.workers + job.spare, pending + job.spare)
+            # A duplicate no idle worker took (every worker may be waiting on the very task that
+            # is slow) gets a worker of its own rather than waiting for one to free up.
+            duplicates = sum(1 for t in job.by_status["running"].values()
+                             if t.wants_duplicate and len(t.running()) < 2)
+            wanted = min(job.workers + job.spare, pending + job.spare) + duplicates
             missing = min(wanted - live - len(job.pending_launches), job.launch_budget - job.launches)
             if missing > 0:
                 job.launches += missing

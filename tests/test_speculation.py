@@ -90,3 +90,31 @@ def test_speculation_can_be_turned_off(tmp_path):
     e.step()
     clock.t += 10
     assert not [a for a in e.step() if isinstance(a, eng.SendCommand) and a.state == "work"]
+
+
+def test_a_duplicate_with_no_idle_worker_launches_one(tmp_path):
+    """Every worker busy (the others wait on the slow task's state): the duplicate must not wait
+    for one of them, so the engine launches a worker for it."""
+    clock = Clock()
+    e = Engine(clock)
+    job = Job("j", (FSM_S,), tuple(Task(f"t{i}", "s", {"x": str(i)}) for i in range(4)))
+    e.add_job("j", job, LocalStorage(tmp_path).scoped("jobs/j"), workers=4, launcher=True)
+    assert [a.count for a in e.step() if isinstance(a, eng.Launch)] == [4]
+    for i in range(4):
+        e.observe_connect("j", f"n{i}")
+    cmds = drive(e, clock, 0)
+    slow = next(c for c in cmds if c.task_id == "t3")
+    clock.t += 1.0
+    for c in cmds:
+        if c is not slow:
+            e.observe_result(c.worker_id, Result(c.seq, c.task_id, True, outputs={"text": "x"}))
+    waits = drive(e, clock, 0)      # three now wait; t3 still works; no worker is idle
+    assert sorted(c.state for c in waits) == ["wait"] * 3
+    clock.t += 2.5                  # past 2x the 1 s median
+    actions = e.step()
+    assert any(isinstance(a, eng.Event) and a.kind == "speculate" for a in actions)
+    assert [a.count for a in actions if isinstance(a, eng.Launch)] == [1]
+    assert not [a for a in e.step() if isinstance(a, eng.Launch)]   # once, not every step
+    e.observe_connect("j", "n4")
+    dup = [a for a in e.step() if isinstance(a, eng.SendCommand)]
+    assert [(d.task_id, d.state, d.attempt) for d in dup] == [("t3", "work", 2)]
