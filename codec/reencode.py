@@ -20,7 +20,7 @@ import numpy as np
 from . import tables
 from .bitstream import ParsedFrame, parse_frame, write_frame
 from .boolcoder import BoolDecoder
-from .decoder import _prepare_intra_edges, coding_state, decode_frame, dequant_factors
+from .decoder import _prepare_intra_edges, coding_state, decode_frame, decode_syntax, dequant_factors
 from .encode_mb import count_tokens, rebase_macroblocks
 from .encoder import EncodedFrame, _coeff_updates, _prob, _Scratch, _source_planes, encode_frame
 from .errors import CorruptFrameError, StateError
@@ -95,13 +95,19 @@ def _as_coded_anew(header, state: DecoderState):
                      and tuple(seg.lf) == tuple(int(v) for v in prev.segment_lf))
         seg = dataclasses.replace(seg, update_data=seg.update_data or not same_data, update_map=True,
                                   quant_coded=None, lf_coded=None, tree_probs_coded=None)
-    else:
-        seg = dataclasses.replace(seg, quant_coded=None, lf_coded=None, tree_probs_coded=None)
+    else:  # not coded: the values the new state keeps stay in force
+        seg = dataclasses.replace(seg, absolute=bool(prev.segment_absolute),
+                                  quant=tuple(int(v) for v in prev.segment_quant),
+                                  lf=tuple(int(v) for v in prev.segment_lf),
+                                  quant_coded=None, lf_coded=None, tree_probs_coded=None)
     lf = header.loop_filter
     if lf.deltas_enabled:
         same = (tuple(lf.ref_deltas) == tuple(int(v) for v in prev.ref_lf_deltas)
                 and tuple(lf.mode_deltas) == tuple(int(v) for v in prev.mode_lf_deltas))
         lf = dataclasses.replace(lf, update_deltas=lf.update_deltas or not same)
+    else:  # not coded: the deltas the new state keeps stay in force
+        lf = dataclasses.replace(lf, ref_deltas=tuple(int(v) for v in prev.ref_lf_deltas),
+                                 mode_deltas=tuple(int(v) for v in prev.mode_lf_deltas))
     lf = dataclasses.replace(lf, ref_deltas_coded=None, mode_deltas_coded=None)
     # MV probabilities are coded as 7 bits (1 or even): a value in force that the old state had
     # (a default, say) may not be codable against the new one. They only shape the entropy coding
@@ -162,9 +168,15 @@ def rebase_frame(new_state: DecoderState, old_state: DecoderState, data: bytes, 
     count_tokens(coeffs, eobs, modes["ymode"][1:, 1:], skips, s.tok_above, s.lctx, counts)
     header = dataclasses.replace(header, skip_enabled=True, prob_skip=_prob(int(skips.size - skips.sum()), skips.size),
                                  coeff_probs=_coeff_updates(base_probs, counts))
-    frame = ParsedFrame(header, modes, np.ascontiguousarray(parsed.segment_map, np.uint8), coeffs, eobs)
+    # The map in force after the frame: the one it codes, or else the new state's (not the old's).
+    prev = coding_state(new_state, header.tag)
+    segment_after = parsed.segment_map if header.segmentation.enabled else prev.segment_map
+    frame = ParsedFrame(header, modes, np.array(segment_after, np.uint8), coeffs, eobs)
     out = write_frame(new_state, frame)
-    state, recon = decode_frame(new_state, out)
+    # The decoder's pixel stage on the syntax just written, as the encoder does: what
+    # decode_frame(new_state, out) gives (tests/test_reencode.py checks both) without reading it
+    # back.
+    state, recon = decode_syntax(prev, header, modes, frame.segment_map, coeffs, eobs)
     return EncodedFrame(out, False, header.quant.y_ac, recon, state)
 
 
