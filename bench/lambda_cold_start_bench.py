@@ -4,7 +4,9 @@ new process (``tests/lambda_runner.py`` via the local Invoke endpoint) with an e
 ``worker.lambda_warmup``, if absent), read-only code, no NUMBA_* variables. It times, for the first
 worker of a small ExCamera encode (native first pass, so the first command runs numba kernels),
 process start to its first command, and to the end of that command's first task state; and
-checks no kernel was compiled in the sandbox. Median of 5.
+checks no kernel was compiled in the sandbox. Median of 5, with the compiled kernels
+(``codec.aot``: the image builds them for Lambda's CPU; here this machine's module stands in) and
+without (``EXCAMERA_AOT=0``: numba and its shipped cache).
 
     python bench/lambda_cold_start_bench.py [--runs 5]
 """
@@ -46,33 +48,44 @@ def main() -> int:
     from lambda_endpoint import Endpoint
 
     settings = EncodeSettings(chunk_frames=5, batch_chunks=2, first_pass="native")
-    to_command, to_state, added = [], [], []
-    for _ in range(args.runs):
-        with tempfile.TemporaryDirectory() as d, Endpoint(
-                {"excamera-worker": {"timeout_s": 300, "memory_mb": 3008}},
-                env={"NUMBA_CACHE_DIR": None, "NUMBA_CPU_NAME": None, "NUMBA_CPU_FEATURES": None},
-                runner_args=("--shipped-cache", SHIPPED, "--fresh-tmp")) as ep:
-            os.environ["AWS_ENDPOINT_URL_LAMBDA"] = ep.url
-            with open_video(str(CLIP)) as video:
-                spooled = SpooledInput(video, video.rate, settings, d)
-            job = encode_job(spooled.n_frames, spooled.width, spooled.height, settings)
-            r = run_job(job, inputs=spooled.pairs(), workers=1, storage_dir=os.path.join(d, "s"), timeout_s=600,
-                        launcher_factory=lambda b: LambdaLauncher(b, "excamera-worker", ["us-east-1"]),
-                        public_address="127.0.0.1:0")
-            ep.runs[0].done.wait(30)
-            s = ep.runs[0].summary
-            # The worker's first state change after its first command (from the job's timeline).
-            first = min(a["history"][1][0] for attempts in r.timeline["tasks"].values() for a in attempts
-                        if len(a["history"]) > 1)
-            connect = min(w["history"][0][0] for w in r.timeline["workers"])
-            to_command.append(s["process_to_handler_s"] + s["first_command_s"])
-            to_state.append(s["process_to_handler_s"] + s["first_command_s"] + (first - connect))
-            added.append(s["cache_files_added"])
-    print(f"lambda cold start (median of {args.runs}): process start to first command "
-          f"{statistics.median(to_command):.2f} s, to the end of its first state "
-          f"{statistics.median(to_state):.2f} s; kernels compiled in the sandbox: {max(added)} "
-          f"(runs: {', '.join(f'{x:.2f}' for x in to_command)})")
-    print(json.dumps({"to_first_command_s": to_command, "to_first_state_s": to_state}), file=sys.stderr)
+    from codec import aot
+    if not aot.load():
+        print("note: no current compiled kernels here (python -m excamera.aot_build): the first line "
+              "measures numba's cache as well", file=sys.stderr)
+    results = {}
+    for mode, extra in (("compiled kernels (codec.aot, as the image's)", {}),
+                        ("numba's shipped cache (EXCAMERA_AOT=0)", {"EXCAMERA_AOT": "0"})):
+        to_command, to_state, added, used = [], [], [], set()
+        for _ in range(args.runs):
+            with tempfile.TemporaryDirectory() as d, Endpoint(
+                    {"excamera-worker": {"timeout_s": 300, "memory_mb": 3008}},
+                    env={"NUMBA_CACHE_DIR": None, "NUMBA_CPU_NAME": None, "NUMBA_CPU_FEATURES": None,
+                         "EXCAMERA_AOT": None, **extra},
+                    runner_args=("--shipped-cache", SHIPPED, "--fresh-tmp")) as ep:
+                os.environ["AWS_ENDPOINT_URL_LAMBDA"] = ep.url
+                with open_video(str(CLIP)) as video:
+                    spooled = SpooledInput(video, video.rate, settings, d)
+                job = encode_job(spooled.n_frames, spooled.width, spooled.height, settings)
+                r = run_job(job, inputs=spooled.pairs(), workers=1, storage_dir=os.path.join(d, "s"), timeout_s=600,
+                            launcher_factory=lambda b: LambdaLauncher(b, "excamera-worker", ["us-east-1"]),
+                            public_address="127.0.0.1:0")
+                ep.runs[0].done.wait(30)
+                s = ep.runs[0].summary
+                # The worker's first state change after its first command (from the job's timeline).
+                first = min(a["history"][1][0] for attempts in r.timeline["tasks"].values() for a in attempts
+                            if len(a["history"]) > 1)
+                connect = min(w["history"][0][0] for w in r.timeline["workers"])
+                to_command.append(s["process_to_handler_s"] + s["first_command_s"])
+                to_state.append(s["process_to_handler_s"] + s["first_command_s"] + (first - connect))
+                added.append(s["cache_files_added"])
+                used.add(s.get("compiled_kernels"))
+        print(f"lambda cold start, {mode} (median of {args.runs}): process start to first command "
+              f"{statistics.median(to_command):.2f} s, to the end of its first state "
+              f"{statistics.median(to_state):.2f} s; kernels compiled in the sandbox: {max(added)}; "
+              f"compiled module loaded: {', '.join(map(str, sorted(used, key=str)))} "
+              f"(runs: {', '.join(f'{x:.2f}' for x in to_state)})")
+        results[mode] = {"to_first_command_s": to_command, "to_first_state_s": to_state}
+    print(json.dumps(results), file=sys.stderr)
     return 0
 
 

@@ -10,7 +10,9 @@ that calls the compiled entry point and numba is never imported.
 
 * **Current** means built from these very codec sources, for this numba, numpy, Python and CPU:
   all of that is hashed into the module's file name (:func:`fingerprint`), so a stale module is
-  simply not found. It is also not used where numba is told to compile differently (any
+  simply not found. A module built for a named CPU (:data:`PORTABLE`, for an image built on one
+  machine and run on others) is used where this machine's is missing and its CPU has the
+  features. It is also not used where numba is told to compile differently (any
   ``NUMBA_*`` setting but the cache directory: bounds checking, ``NUMBA_DISABLE_JIT``, another CPU)
   or where ``EXCAMERA_AOT=0``.
 * The compiled entry points check nothing: a wrong dtype crashes the process. So a Kernel checks
@@ -55,6 +57,18 @@ def directory(environ=os.environ) -> str:
     return environ.get(ENV_DIR) or os.path.join(CODEC_DIR, "__pycache__")
 
 
+#: CPUs a module may be built for besides this machine's (``aot_build --cpu NAME``), each with the
+#: ``/proc/cpuinfo`` flags a machine needs to run it. Such a module is used where the host's own is
+#: missing and the CPU has those features. Haswell's set is what every x86-64 AWS Lambda host runs,
+#: so an image built on any machine carries kernels its sandboxes load (``excamera lambda package``).
+PORTABLE = {"haswell": ("avx", "avx2", "bmi1", "bmi2", "cx16", "f16c", "fma", "abm", "movbe",
+                        "pclmulqdq", "popcnt", "sse4_2")}
+#: The module compiled for the machine that builds it.
+HOST = "host"
+#: What a loaded module was compiled for (HOST or a PORTABLE name); None while none is loaded.
+CPU: str | None = None
+
+
 def _cpu() -> bytes:
     """What identifies this CPU to a compiler for it: on Linux its model and feature flags."""
     try:
@@ -70,9 +84,25 @@ def _cpu() -> bytes:
         return f"{platform.processor()} {platform.machine()}".encode()
 
 
-def fingerprint() -> str:
-    """A hash of everything the compiled module depends on: the codec's sources, numba's release
-    (read from its files, not imported), numpy's, Python's and the CPU."""
+def cpu_flags() -> set[str]:
+    """This CPU's feature flags as Linux lists them (empty elsewhere)."""
+    for line in _cpu().decode(errors="replace").splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def runs_here(cpu: str, flags: set[str] | None = None, machine: str | None = None) -> bool:
+    """Whether a module compiled for ``cpu`` (a PORTABLE name) runs on this machine."""
+    machine = platform.machine() if machine is None else machine
+    return (cpu in PORTABLE and machine in ("x86_64", "AMD64")
+            and set(PORTABLE[cpu]) <= (cpu_flags() if flags is None else flags))
+
+
+def fingerprint(cpu: str = HOST) -> str:
+    """A hash of everything the module compiled for ``cpu`` depends on: the codec's sources,
+    numba's release (read from its files, not imported), numpy's, Python's, and the CPU: this
+    machine's model and flags for HOST, the name for a PORTABLE one."""
     h = hashlib.sha256()
     for name in sorted(os.listdir(CODEC_DIR)):
         if name.endswith(".py"):
@@ -88,24 +118,25 @@ def fingerprint() -> str:
     except OSError:
         return ""
     h.update(f"{np.__version__} {sys.version} {platform.machine()}".encode())
-    h.update(_cpu())
+    h.update(_cpu() if cpu == HOST else f"cpu {cpu}".encode())
     return h.hexdigest()[:20]
 
 
-def module_name(fp: str, nrt: bool = True) -> str:
-    """Kernels compiled without numba's runtime (``_nrt=False``) go to a module of their own,
-    built without it too: compiled with it, they would release array views that their callees,
-    compiled without it, never acquired (and free arrays still in use)."""
-    return PREFIX + fp + ("" if nrt else "_nonrt")
+def module_name(fp: str, nrt: bool = True, cpu: str = HOST) -> str:
+    """``excamera_aot_<cpu>_<fingerprint>``. Kernels compiled without numba's runtime
+    (``_nrt=False``) go to a module of their own, built without it too: compiled with it, they
+    would release array views that their callees, compiled without it, never acquired (and free
+    arrays still in use)."""
+    return f"{PREFIX}{cpu}_{fp}" + ("" if nrt else "_nonrt")
 
 
-def paths(fp: str, where: str | None = None) -> tuple[str, str, str]:
+def paths(fp: str, where: str | None = None, cpu: str = HOST) -> tuple[str, str, str]:
     """The export table's path, then the two extension modules' (with, without numba's runtime)."""
     where = directory() if where is None else where
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    return (os.path.join(where, module_name(fp) + ".json"),
-            os.path.join(where, module_name(fp, True) + suffix),
-            os.path.join(where, module_name(fp, False) + suffix))
+    return (os.path.join(where, module_name(fp, True, cpu) + ".json"),
+            os.path.join(where, module_name(fp, True, cpu) + suffix),
+            os.path.join(where, module_name(fp, False, cpu) + suffix))
 
 
 def _import(name: str, path: str):
@@ -218,32 +249,35 @@ _WORLD: dict[str, dict] = {}  # module -> the globals its numba-compiled kernels
 
 
 def load() -> bool:
-    """Load the compiled module if it is there and current; True if loaded (now or before)."""
-    global _MODULE
+    """Load a current compiled module: this machine's, else one for a PORTABLE CPU it runs;
+    True if one is loaded (now or before)."""
+    global _MODULE, CPU
     if _MODULE is not None:
         return True
     if not wanted():
         return False
-    fp = fingerprint()
-    if not fp:
-        return False
-    table, *so = paths(fp)
-    if not os.path.exists(table):  # written last: the build is complete
-        return False
-    try:
-        with open(table) as f:
-            entries = json.load(f)
-        modules = {nrt: _import(module_name(fp, nrt), so[0 if nrt else 1])
-                   for nrt in {e["nrt"] for e in entries}}
-        exports: dict[str, list[Export]] = {}
-        for e in entries:
-            function = getattr(modules[e["nrt"]], e["symbol"])
-            exports.setdefault(e["kernel"], []).append(Export(function, e["args"]))
-    except (OSError, ValueError, ImportError, AttributeError, KeyError, TypeError):
-        return False
-    _EXPORTS.update(exports)
-    _MODULE = modules
-    return True
+    for cpu in [HOST] + [c for c in PORTABLE if runs_here(c)]:
+        fp = fingerprint(cpu)
+        if not fp:
+            return False
+        table, *so = paths(fp, cpu=cpu)
+        if not os.path.exists(table):  # written last: the build is complete
+            continue
+        try:
+            with open(table) as f:
+                entries = json.load(f)
+            modules = {nrt: _import(module_name(fp, nrt, cpu), so[0 if nrt else 1])
+                       for nrt in {e["nrt"] for e in entries}}
+            exports: dict[str, list[Export]] = {}
+            for e in entries:
+                function = getattr(modules[e["nrt"]], e["symbol"])
+                exports.setdefault(e["kernel"], []).append(Export(function, e["args"]))
+        except (OSError, ValueError, ImportError, AttributeError, KeyError, TypeError):
+            continue
+        _EXPORTS.update(exports)
+        _MODULE, CPU = modules, cpu
+        return True
+    return False
 
 
 def njit(*args, **options):

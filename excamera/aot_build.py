@@ -9,10 +9,11 @@ child processes, each with the compiled module switched off:
 2. run the same again and list, for each kernel, the argument types it was called with from
    Python: in a process that only loads kernels from the cache, those are the only signatures
    numba knows (a kernel compiled in the process would list the kernels it calls too);
-3. compile those signatures with ``numba.pycc`` for this CPU, with an empty numba cache (pycc
-   links the kernels a kernel calls from their LLVM IR, which a kernel loaded from the cache has
-   not kept), into a temporary directory, and move the module and its table of exports into
-   ``codec.aot.directory()`` under the current fingerprint, removing older ones.
+3. compile those signatures with ``numba.pycc`` for this CPU (or, ``--cpu``, for one a fleet
+   runs: ``codec.aot.PORTABLE``), with an empty numba cache (pycc links the kernels a kernel
+   calls from their LLVM IR, which a kernel loaded from the cache has not kept), into a temporary
+   directory, and move the module and its table of exports into ``codec.aot.directory()`` under
+   the current fingerprint, removing older ones for the same CPU.
 
 Needs a C compiler and Python's headers (pycc links numba's runtime into the module). Where the
 build fails nothing is written and the codec goes on with numba's JIT.
@@ -81,7 +82,7 @@ if sys.argv[1] == "list":
     print(json.dumps(out))
 """
 
-# Step 3's child: argv[1] the signatures' JSON file, argv[2] the output directory.
+# Step 3's child: argv[1] the signatures' JSON file, argv[2] the output directory, argv[3] the CPU.
 COMPILE = r"""
 import importlib, json, os, sys
 from numba import types
@@ -99,7 +100,8 @@ def numba_type(s):
 
 with open(sys.argv[1]) as f:
     entries = json.load(f)
-fp = aot.fingerprint()
+cpu = sys.argv[3]
+fp = aot.fingerprint(cpu)
 modules = {}
 table = []
 for i, e in enumerate(entries):
@@ -107,16 +109,16 @@ for i, e in enumerate(entries):
     dispatcher = getattr(importlib.import_module(module), name)
     nrt = bool(dispatcher.targetoptions.get("_nrt", True))
     if nrt not in modules:
-        modules[nrt] = CC(aot.module_name(fp, nrt))
+        modules[nrt] = CC(aot.module_name(fp, nrt, cpu))
         modules[nrt].output_dir = sys.argv[2]
-        modules[nrt].target_cpu = "host"
+        modules[nrt].target_cpu = cpu  # "host" or an LLVM CPU name (its default features)
         modules[nrt].use_nrt = nrt
     sig = numba_type(e["ret"])(*[numba_type(a) for a in e["args"]])
     modules[nrt].export(f"k{i}", sig)(dispatcher.py_func)
     table.append({"kernel": e["kernel"], "symbol": f"k{i}", "nrt": nrt, "args": e["args"]})
 for cc in modules.values():
     cc.compile()
-table_path = aot.paths(fp, sys.argv[2])[0]
+table_path = aot.paths(fp, sys.argv[2], cpu)[0]
 with open(table_path, "w") as f:
     json.dump(table, f, indent=0)
 print(json.dumps({"fingerprint": fp}))
@@ -132,8 +134,10 @@ def _child(code: str, args: list[str], env: dict[str, str], what: str) -> str:
     return proc.stdout
 
 
-def build(target: str, only: list[str] | None = None, log=print) -> list[str]:
-    """Build the modules into ``target``; returns the paths written (the table first)."""
+def build(target: str, only: list[str] | None = None, log=print, cpus: tuple[str, ...] = ("host",)
+          ) -> list[str]:
+    """Build the modules for each of ``cpus`` into ``target``; the paths written (each CPU's table
+    first)."""
     from codec import aot
 
     env = dict(os.environ, **{aot.ENV_SWITCH: "0"})
@@ -147,27 +151,32 @@ def build(target: str, only: list[str] | None = None, log=print) -> list[str]:
     if not entries:
         raise SystemExit("aot_build: no kernel signature to compile")
     log(f"{len(entries)} entry points in {len({e['kernel'] for e in entries})} kernels")
+    written = []
     with tempfile.TemporaryDirectory(prefix="excamera-aot-") as tmp:
         sigs = os.path.join(tmp, "signatures.json")
         with open(sigs, "w") as f:
             json.dump(entries, f)
-        out = os.path.join(tmp, "out")
-        os.makedirs(out)
-        compile_env = dict(env, NUMBA_CACHE_DIR=os.path.join(tmp, "numba-cache"))
-        started = time.monotonic()
-        built = json.loads(_child(COMPILE, [sigs, out], compile_env, "compiling").strip().splitlines()[-1])
-        log(f"compiled ({time.monotonic() - started:.1f} s)")
-        os.makedirs(target, exist_ok=True)
-        for name in os.listdir(target):
-            if name.startswith(aot.PREFIX):
-                os.unlink(os.path.join(target, name))
-        built, made = aot.paths(built["fingerprint"], out), aot.paths(built["fingerprint"], target)
-        # The modules first, then the table: its presence says the build is complete.
-        for src, dst in list(zip(built, made))[1:] + [(built[0], made[0])]:
-            if os.path.exists(src):
-                shutil.copyfile(src, dst + ".tmp")
-                os.replace(dst + ".tmp", dst)
-    return [p for p in made if os.path.exists(p)]
+        for cpu in cpus:
+            out = os.path.join(tmp, cpu)
+            os.makedirs(out)
+            compile_env = dict(env, NUMBA_CACHE_DIR=os.path.join(tmp, "numba-cache-" + cpu))
+            started = time.monotonic()
+            fp = json.loads(_child(COMPILE, [sigs, out, cpu], compile_env, f"compiling for {cpu}"
+                                   ).strip().splitlines()[-1])["fingerprint"]
+            log(f"compiled for {cpu} ({time.monotonic() - started:.1f} s)")
+            os.makedirs(target, exist_ok=True)
+            for name in os.listdir(target):  # older modules for this CPU (or of an older naming)
+                kind = name[len(aot.PREFIX):].split("_")[0] if name.startswith(aot.PREFIX) else None
+                if kind is not None and (kind == cpu or kind not in (aot.HOST, *aot.PORTABLE)):
+                    os.unlink(os.path.join(target, name))
+            built, made = aot.paths(fp, out, cpu), aot.paths(fp, target, cpu)
+            # The modules first, then the table: its presence says the build is complete.
+            for src, dst in list(zip(built, made))[1:] + [(built[0], made[0])]:
+                if os.path.exists(src):
+                    shutil.copyfile(src, dst + ".tmp")
+                    os.replace(dst + ".tmp", dst)
+            written += [p for p in made if os.path.exists(p)]
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,11 +187,15 @@ def main(argv: list[str] | None = None) -> int:
                                                      "the codec's __pycache__)")
     parser.add_argument("--only", default=None,
                         help="comma-separated kernels (module.name) to compile; default: all")
+    parser.add_argument("--cpu", action="append", choices=(aot.HOST, *aot.PORTABLE), default=None,
+                        help="the CPU to compile for: this machine's (host, the default) or one a "
+                             "fleet runs (an image's: haswell, every x86-64 AWS Lambda host); repeatable")
     parser.add_argument("--if-stale", action="store_true",
                         help="do nothing if a module for the current sources is already there")
     args = parser.parse_args(argv)
     target = args.dir or aot.directory()
-    if args.if_stale and os.path.exists(aot.paths(aot.fingerprint(), target)[0]):
+    cpus = tuple(dict.fromkeys(args.cpu or [aot.HOST]))
+    if args.if_stale and all(os.path.exists(aot.paths(aot.fingerprint(c), target, c)[0]) for c in cpus):
         print(f"aot_build: the compiled kernels in {target} are current", file=sys.stderr)
         return 0
     if not aot.wanted():
@@ -190,10 +203,10 @@ def main(argv: list[str] | None = None) -> int:
               f"({aot.ENV_SWITCH}=0 or a NUMBA_ setting); building them anyway", file=sys.stderr)
     started = time.monotonic()
     written = build(target, args.only.split(",") if args.only else None,
-                    log=lambda m: print(f"aot_build: {m}", file=sys.stderr))
+                    log=lambda m: print(f"aot_build: {m}", file=sys.stderr), cpus=cpus)
     size = sum(os.path.getsize(p) for p in written)
-    print(f"aot_build: {written[0][:-len('.json')]}* ({size >> 10} KiB) in {time.monotonic() - started:.1f} s",
-          file=sys.stderr)
+    names = ", ".join(p[:-len(".json")] + "*" for p in written if p.endswith(".json"))
+    print(f"aot_build: {names} ({size >> 10} KiB) in {time.monotonic() - started:.1f} s", file=sys.stderr)
     return 0
 
 

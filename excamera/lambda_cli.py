@@ -180,8 +180,11 @@ COPY requirements.txt /tmp/build/
 RUN pip install --no-cache-dir -r /tmp/build/requirements.txt
 COPY wheels/ /tmp/build/wheels/
 RUN pip install --no-cache-dir --no-deps /tmp/build/wheels/*.whl && rm -rf /tmp/build
-# Compile the numba kernels once, for the CPU every x86-64 Lambda host runs, into the cache the
-# handler copies to /tmp on a fresh sandbox (worker.lambda_handler.SHIPPED_CACHE).
+# Compile the kernels ahead of time for the CPU every x86-64 Lambda host runs (codec.aot): a
+# sandbox loads them without importing numba. numba.pycc needs a C compiler for the build only.
+RUN yum install -y -q gcc && python -m excamera.aot_build --cpu {cpu} && yum remove -y -q gcc && yum clean all
+# And numba's cache for the same CPU, for a host without its features: the handler copies it to
+# /tmp on a fresh sandbox (worker.lambda_handler.SHIPPED_CACHE).
 RUN NUMBA_CACHE_DIR={cache} python -m worker.lambda_warmup && chmod -R a+rX {cache}
 CMD ["{handler}"]
 """
@@ -200,7 +203,7 @@ def cmd_package(args: argparse.Namespace) -> int:
     import subprocess
 
     from excamera.cli import CliError
-    from worker.lambda_handler import SHIPPED_CACHE
+    from worker.lambda_handler import CPU_NAME, SHIPPED_CACHE
 
     root = _project_root()
     out = args.output
@@ -229,7 +232,7 @@ def cmd_package(args: argparse.Namespace) -> int:
     with open(os.path.join(out, "requirements.txt"), "w") as f:
         f.write("\n".join(requirements) + "\n")
     with open(os.path.join(out, "Dockerfile"), "w") as f:
-        f.write(DOCKERFILE.format(base=BASE_IMAGE, cache=SHIPPED_CACHE, handler=HANDLER))
+        f.write(DOCKERFILE.format(base=BASE_IMAGE, cache=SHIPPED_CACHE, handler=HANDLER, cpu=CPU_NAME))
     wheels = os.listdir(os.path.join(out, "wheels"))
     print(f"{out}: Dockerfile, requirements.txt ({len(requirements)} pinned), wheels/{', '.join(wheels)}; "
           f"build with: docker build --platform linux/amd64 -t excamera-worker {out}", file=sys.stderr)

@@ -6,6 +6,7 @@ on ``sys.path``). Nothing here downloads anything or does I/O at import beyond l
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -131,6 +132,29 @@ def subprocess_env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
+
+
+# A child runs the Lambda handler's prepare_numba_cache(shipped, target), prints what it set and loaded.
+_PREPARE = r"""
+import json, os, sys
+from worker.lambda_handler import prepare_numba_cache
+from codec import aot
+cache = prepare_numba_cache(sys.argv[1], sys.argv[2])
+print(json.dumps({"cache": cache, "cpu_name": os.environ.get("NUMBA_CPU_NAME"),
+                  "features": os.environ.get("NUMBA_CPU_FEATURES", ""), "compiled": aot.CPU,
+                  "numba": "numba" in sys.modules, "copied": os.path.exists(os.path.join(cache, "codec"))}))
+"""
+
+
+def prepare_numba_cache_in_child(shipped, target, **env) -> dict:
+    """``worker.lambda_handler.prepare_numba_cache`` in a fresh process (a test process has
+    loaded the codec already), with no NUMBA_ or EXCAMERA_AOT settings but ``env``'s."""
+    full = {k: v for k, v in subprocess_env().items() if not k.startswith(("NUMBA_", "EXCAMERA_AOT"))}
+    full.update(env)
+    p = subprocess.run([sys.executable, "-c", _PREPARE, str(shipped), str(target)], cwd=ROOT, env=full,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 def run_cli(*args: str, cwd: Path | str | None = None, timeout: float = 300,

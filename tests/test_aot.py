@@ -1,14 +1,17 @@
 """codec.aot and excamera.aot_build: kernels compiled ahead of time, loaded without numba.
 
-One module is built here, into a temporary directory, with the decoder's kernels only (the whole
-set takes about two minutes): processes pointed at it decode without importing numba, and the
-encoder's kernels, not in it, run under numba's JIT in the same process with the same output.
+One build runs here, into a temporary directory, with the decoder's kernels only (the whole set
+takes about two minutes), for this machine's CPU and (on x86-64) for a named one, as a Lambda
+image's: processes pointed at it decode without importing numba, and the encoder's kernels, not
+in it, run under numba's JIT in the same process with the same output.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +21,7 @@ import numpy as np
 import pytest
 
 from codec import aot
-from common import ROOT, CLIPS, VECTORS, md5_path, parse_md5, subprocess_env
+from common import ROOT, CLIPS, VECTORS, md5_path, parse_md5, prepare_numba_cache_in_child, subprocess_env
 
 DECODER_KERNELS = ["codec.boolcoder.bd_init", "codec.boolcoder.bd_read", "codec.boolcoder.bd_literal",
                    "codec.boolcoder.bd_overrun", "codec.decoder.decode_pixels",
@@ -28,13 +31,16 @@ DECODER_KERNELS = ["codec.boolcoder.bd_init", "codec.boolcoder.bd_read", "codec.
 needs_compiler = pytest.mark.skipif(
     shutil.which(sysconfig.get_config_var("CC").split()[0] if sysconfig.get_config_var("CC") else "cc")
     is None, reason="no C compiler: numba.pycc needs one (apt-get install gcc)")
+#: The named CPU built beside this machine's (what a Lambda image is built for), on x86-64.
+NAMED = "haswell" if platform.machine() == "x86_64" else None
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> str:
     target = str(tmp_path_factory.mktemp("aot"))
+    cpus = ["--cpu", "host"] + (["--cpu", NAMED] if NAMED else [])
     proc = subprocess.run([sys.executable, "-m", "excamera.aot_build", "--dir", target,
-                           "--only", ",".join(DECODER_KERNELS)],
+                           "--only", ",".join(DECODER_KERNELS), *cpus],
                           cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr
     return target
@@ -51,7 +57,7 @@ DECODE = r"""
 import hashlib, json, sys
 from codec.decoder import Decoder
 from codec.ivf import IvfReader
-import codec.jit
+import codec.aot, codec.jit
 out = {}
 for path in sys.argv[1:]:
     with IvfReader(path) as reader:
@@ -61,7 +67,7 @@ for path in sys.argv[1:]:
             if p is not None:
                 md5s.append(hashlib.md5(p.y.tobytes() + p.u.tobytes() + p.v.tobytes()).hexdigest())
     out[path] = md5s
-print(json.dumps({"md5s": out, "aot": codec.jit.AOT, "numba": "numba" in sys.modules}))
+print(json.dumps({"md5s": out, "aot": codec.jit.AOT, "cpu": codec.aot.CPU, "numba": "numba" in sys.modules}))
 """
 
 
@@ -75,7 +81,7 @@ def _run(code: str, args: list[str], env: dict) -> dict:
 @needs_compiler
 def test_the_compiled_decoder_decodes_every_vector_as_libvpx_without_importing_numba(built):
     got = _run(DECODE, [str(v) for v in VECTORS], _env(built))
-    assert got["aot"] is True and got["numba"] is False
+    assert got["aot"] is True and got["numba"] is False and got["cpu"] == "host"  # preferred
     for v in VECTORS:
         assert got["md5s"][str(v)] == [line.md5 for line in parse_md5(md5_path(v))], v.name
 
@@ -85,8 +91,7 @@ def test_a_module_for_other_sources_or_numba_settings_is_not_used(built, tmp_pat
     vector = [str(VECTORS[0])]
     # Another fingerprint (other sources, numba, numpy, Python or CPU): not found.
     for name in os.listdir(built):
-        fp = name[len(aot.PREFIX):].split(".")[0]
-        shutil.copy(os.path.join(built, name), tmp_path / name.replace(fp, "0" * len(fp)))
+        shutil.copy(os.path.join(built, name), tmp_path / re.sub("_[0-9a-f]{20}", "_" + "0" * 20, name))
     assert _run(DECODE, vector, _env(str(tmp_path)))["aot"] is False
     for extra in ({"NUMBA_BOUNDSCHECK": "1"}, {"NUMBA_DISABLE_JIT": "1"}, {aot.ENV_SWITCH: "0"}):
         got = _run(DECODE, vector, _env(built, **extra))
@@ -196,7 +201,8 @@ def test_argument_checks_take_only_what_numba_would_type_the_same():
 
 def test_a_build_writes_its_modules_and_their_table_under_the_current_fingerprint(built):
     table, with_nrt, without_nrt = aot.paths(aot.fingerprint(), built)
-    assert sorted(os.listdir(built)) == sorted(os.path.basename(p) for p in (table, with_nrt, without_nrt))
+    named = aot.paths(aot.fingerprint(NAMED), built, NAMED) if NAMED else ()
+    assert sorted(os.listdir(built)) == sorted(os.path.basename(p) for p in (table, with_nrt, without_nrt, *named))
     with open(table) as f:
         entries = json.load(f)
     # decode_pixels uses numba's runtime, the boolean decoder's kernels do not
@@ -204,3 +210,47 @@ def test_a_build_writes_its_modules_and_their_table_under_the_current_fingerprin
     kernels = {e["kernel"] for e in entries}
     assert kernels <= set(DECODER_KERNELS)
     assert {"codec.decoder.decode_pixels", "codec.tokens.read_tokens", "codec.modes.read_modes"} <= kernels
+    assert aot.fingerprint(NAMED or "haswell") != aot.fingerprint()
+
+
+def _named_only(built: str, tmp_path) -> str:
+    """A directory with the named CPU's module alone, as a Lambda image holds it."""
+    if NAMED is None:
+        pytest.skip("a module for a named CPU is built on x86-64 only")
+    if not aot.runs_here(NAMED):
+        pytest.skip(f"this CPU lacks {NAMED}'s features: {sorted(set(aot.PORTABLE[NAMED]) - aot.cpu_flags())}")
+    only = tmp_path / "named"
+    only.mkdir()
+    for name in os.listdir(built):
+        if name.startswith(f"{aot.PREFIX}{NAMED}_"):
+            shutil.copy(os.path.join(built, name), only / name)
+    return str(only)
+
+
+@needs_compiler
+def test_a_module_for_a_named_cpu_is_used_where_this_machine_s_is_missing(built, tmp_path):
+    got = _run(DECODE, [str(v) for v in VECTORS], _env(_named_only(built, tmp_path)))
+    assert got["aot"] is True and got["cpu"] == NAMED and got["numba"] is False
+    for v in VECTORS:
+        assert got["md5s"][str(v)] == [line.md5 for line in parse_md5(md5_path(v))], v.name
+
+
+def test_a_named_cpu_s_module_runs_only_where_the_cpu_has_its_features():
+    flags = set(aot.PORTABLE["haswell"]) | {"fpu", "sse2"}
+    assert aot.runs_here("haswell", flags, "x86_64")
+    assert not aot.runs_here("haswell", flags - {"avx2"}, "x86_64")
+    assert not aot.runs_here("haswell", flags, "aarch64")
+    assert not aot.runs_here("pentium", flags, "x86_64")
+
+
+@needs_compiler
+def test_the_lambda_handler_loads_the_image_s_compiled_kernels_and_leaves_numba_alone(built, tmp_path):
+    from worker.lambda_handler import CPU_NAME
+    assert CPU_NAME in aot.PORTABLE  # the image compiles for the CPU the handler pins numba to
+    shipped = tmp_path / "shipped"
+    (shipped / "codec").mkdir(parents=True)
+    named = _named_only(built, tmp_path)
+    got = prepare_numba_cache_in_child(shipped, tmp_path / "cache", **{aot.ENV_DIR: named})
+    assert got["compiled"] == NAMED and got["numba"] is False
+    assert got["cpu_name"] is None and not got["copied"]  # no shipped cache needed
+    assert got["cache"] == str(tmp_path / "cache")         # still set: for kernels not in the module

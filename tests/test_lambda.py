@@ -14,6 +14,7 @@ from coordinator.api import JobFailed, embedded_coordinator, run_job
 from coordinator.lambda_launcher import LambdaLauncher, LaunchError, make_event
 from coordinator.shaped import shaped_inputs, shaped_job
 from excamera import tls
+from common import prepare_numba_cache_in_child as prepare_in_child
 from lambda_endpoint import Endpoint
 from worker.fakecodec import reference_output
 
@@ -124,27 +125,21 @@ def test_handler_refuses_bad_events_without_dialling():
         assert out["ok"] is False and why in out["reason"]
 
 
-def test_numba_cache_goes_to_tmp_and_is_filled_from_the_shipped_one(tmp_path, monkeypatch):
-    from worker.lambda_handler import prepare_numba_cache
-
+def test_without_compiled_kernels_numba_s_cache_goes_to_tmp_filled_from_the_shipped_one(tmp_path):
     shipped = tmp_path / "shipped"
     (shipped / "codec").mkdir(parents=True)
     (shipped / "codec" / "k.nbi").write_bytes(b"index")
-    for k in ("NUMBA_CACHE_DIR", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"):
-        monkeypatch.delenv(k, raising=False)
     target = tmp_path / "tmp-cache"
-    assert prepare_numba_cache(str(shipped), str(target)) == str(target)
-    import os
-
-    assert os.environ["NUMBA_CACHE_DIR"] == str(target)
+    got = prepare_in_child(shipped, target, EXCAMERA_AOT="0")
+    assert got["cache"] == str(target) and got["compiled"] is None
     assert (target / "codec" / "k.nbi").read_bytes() == b"index"
     import platform
 
     if platform.machine() == "x86_64":  # the target the image's warm-up compiled for
-        assert os.environ["NUMBA_CPU_NAME"] == "haswell" and "+avx2" in os.environ["NUMBA_CPU_FEATURES"]
+        assert got["cpu_name"] == "haswell" and "+avx2" in got["features"]
     # An explicit NUMBA_CACHE_DIR is kept.
-    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "mine"))
-    assert prepare_numba_cache(str(shipped), str(target)) == str(tmp_path / "mine")
+    got = prepare_in_child(shipped, target, EXCAMERA_AOT="0", NUMBA_CACHE_DIR=str(tmp_path / "mine"))
+    assert got["cache"] == str(tmp_path / "mine") and got["cpu_name"] is None
 
 
 def test_handler_with_too_little_time_left_takes_no_command_and_the_task_goes_elsewhere(tmp_path):
@@ -376,8 +371,12 @@ def test_encode_on_lambda_same_bytes_as_in_process_no_compile_in_sandboxes(tmp_p
     assert cost["invocations"] == len(runs) and cost["memory_mb"] == 2048
     served = [r.summary for r in runs if r.summary and r.summary["commands"]]
     assert len(served) >= 1
-    for s in served:  # the sandboxes found every kernel in the shipped cache
+    from codec import aot
+
+    for s in served:  # the sandboxes found every kernel in the shipped cache, or compiled ones
         assert s["cache_files_added"] == 0, s.get("cache_added")
+        # where this process loaded a compiled module, the handler (same tree) loaded it too
+        assert s["compiled_kernels"] == aot.CPU, s
     cold = sorted(s["first_command_s"] + s["process_to_handler_s"] for s in served)
     print(f"\ncold start (process start to first command): {cold}")
 
@@ -455,6 +454,7 @@ def test_lambda_package_writes_a_build_context(tmp_path):
     docker = (out / "Dockerfile").read_text()
     assert docker.startswith("# The excamera worker") and "FROM public.ecr.aws/lambda/python:3.11" in docker
     assert "python -m worker.lambda_warmup" in docker and "/opt/excamera/numba-cache" in docker
+    assert "python -m excamera.aot_build --cpu haswell" in docker  # codec.aot.PORTABLE's
     assert 'CMD ["worker.lambda_handler.handler"]' in docker
     reqs = (out / "requirements.txt").read_text().split()
     names = {r.split("==")[0] for r in reqs}

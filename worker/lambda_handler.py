@@ -1,10 +1,11 @@
 """The AWS Lambda entry point: ``worker.lambda_handler.handler(event, context)``.
 
 One invocation is one worker of one job (``coordinator.lambda_launcher`` sends the event). The
-handler checks the event, points numba's cache at ``/tmp`` (the code directory is read-only on
-Lambda; the kernels compiled when the image was built are copied there from ``SHIPPED_CACHE``
-on a fresh sandbox), then dials the coordinator over mutual TLS exactly as ``excamera worker``
-does (``worker.runtime.run_worker``), with the job's own short-lived client certificate from the
+handler checks the event, loads the kernels the image compiled ahead of time (``codec.aot``, for
+``CPU_NAME``: no numba at all) or else points numba's cache at ``/tmp`` (the code directory is
+read-only on Lambda; the kernels compiled when the image was built are copied there from
+``SHIPPED_CACHE`` on a fresh sandbox), then dials the coordinator over mutual TLS exactly as
+``excamera worker`` does (``worker.runtime.run_worker``), with the job's own short-lived client certificate from the
 event. It stops taking commands when the time Lambda has left is below the next state's timeout
 (capped at ``RESERVE_S``; the coordinator re-issues that task elsewhere) and returns a short summary. A duplicate or late
 event (its token spent, or its job over) is refused by the coordinator: the handler returns at
@@ -71,15 +72,21 @@ def pin_cpu_target() -> None:
 
 
 def prepare_numba_cache(shipped: str | None = None, target: str | None = None) -> str:
-    """Set ``NUMBA_CACHE_DIR`` (to ``target`` when unset, pinning the CPU target as the image's
-    warm-up did) and fill an empty cache directory from ``shipped`` when there is one. Returns
-    the cache directory."""
+    """Set ``NUMBA_CACHE_DIR`` (to ``target`` when unset) and load the kernels the image compiled
+    ahead of time (``codec.aot``, built for ``CPU_NAME``): then numba is not needed at all. Without
+    them (a CPU that lacks the features, an image without the module), pin numba's CPU target
+    as the image's warm-up did and fill an empty cache directory from ``shipped``. Returns the
+    cache directory (kept for kernels the module lacks)."""
+    from codec import aot
+
     shipped = SHIPPED_CACHE if shipped is None else shipped
+    compiled = aot.load()
     cache = os.environ.get("NUMBA_CACHE_DIR")
     if not cache:
         cache = os.environ["NUMBA_CACHE_DIR"] = TMP_CACHE if target is None else target
-        pin_cpu_target()
-    if os.path.isdir(shipped) and not (os.path.isdir(cache) and os.listdir(cache)):
+        if not compiled:
+            pin_cpu_target()
+    if not compiled and os.path.isdir(shipped) and not (os.path.isdir(cache) and os.listdir(cache)):
         import shutil
 
         shutil.copytree(shipped, cache, dirs_exist_ok=True)
@@ -97,6 +104,9 @@ def handler(event, context):
         return summary
     summary.update(worker_id=fields["worker_id"], job_id=fields["job_id"])
     prepare_numba_cache()
+    from codec import aot
+
+    summary["compiled_kernels"] = aot.CPU  # None: numba's cache
     import asyncio
     import logging
     import socket
