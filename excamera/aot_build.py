@@ -134,6 +134,18 @@ def _child(code: str, args: list[str], env: dict[str, str], what: str) -> str:
     return proc.stdout
 
 
+def remove_older(target: str, cpu: str) -> None:
+    """Remove the modules in ``target`` built for ``cpu`` (or named before modules named their
+    CPU); those for other CPUs stay."""
+    from codec import aot
+
+    os.makedirs(target, exist_ok=True)
+    for name in os.listdir(target):
+        kind = name[len(aot.PREFIX):].split("_")[0] if name.startswith(aot.PREFIX) else None
+        if kind is not None and (kind == cpu or kind not in (aot.HOST, *aot.PORTABLE)):
+            os.unlink(os.path.join(target, name))
+
+
 def build(target: str, only: list[str] | None = None, log=print, cpus: tuple[str, ...] = ("host",)
           ) -> list[str]:
     """Build the modules for each of ``cpus`` into ``target``; the paths written (each CPU's table
@@ -164,11 +176,7 @@ def build(target: str, only: list[str] | None = None, log=print, cpus: tuple[str
             fp = json.loads(_child(COMPILE, [sigs, out, cpu], compile_env, f"compiling for {cpu}"
                                    ).strip().splitlines()[-1])["fingerprint"]
             log(f"compiled for {cpu} ({time.monotonic() - started:.1f} s)")
-            os.makedirs(target, exist_ok=True)
-            for name in os.listdir(target):  # older modules for this CPU (or of an older naming)
-                kind = name[len(aot.PREFIX):].split("_")[0] if name.startswith(aot.PREFIX) else None
-                if kind is not None and (kind == cpu or kind not in (aot.HOST, *aot.PORTABLE)):
-                    os.unlink(os.path.join(target, name))
+            remove_older(target, cpu)
             built, made = aot.paths(fp, out, cpu), aot.paths(fp, target, cpu)
             # The modules first, then the table: its presence says the build is complete.
             for src, dst in list(zip(built, made))[1:] + [(built[0], made[0])]:

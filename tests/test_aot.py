@@ -254,3 +254,16 @@ def test_the_lambda_handler_loads_the_image_s_compiled_kernels_and_leaves_numba_
     assert got["compiled"] == NAMED and got["numba"] is False
     assert got["cpu_name"] is None and not got["copied"]  # no shipped cache needed
     assert got["cache"] == str(tmp_path / "cache")         # still set: for kernels not in the module
+
+
+def test_a_build_replaces_the_modules_for_its_cpu_only(tmp_path):
+    from excamera.aot_build import remove_older
+    names = ["excamera_aot_host_" + "1" * 20 + ".json", "excamera_aot_host_" + "1" * 20 + "_nonrt.so",
+             "excamera_aot_haswell_" + "2" * 20 + ".json", "excamera_aot_" + "3" * 20 + ".json",
+             "unrelated.pyc"]
+    for n in names:
+        (tmp_path / n).write_text("x")
+    remove_older(str(tmp_path), "host")
+    assert sorted(os.listdir(tmp_path)) == sorted([names[2], names[4]])
+    remove_older(str(tmp_path), "haswell")
+    assert os.listdir(tmp_path) == [names[4]]
