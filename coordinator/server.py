@@ -50,6 +50,12 @@ DATA_CHUNK = 1 << 20
 #: Default caps on a streamed submission's inputs: all of a job's together, and each one.
 MAX_INPUT_BYTES = 16 << 30
 MAX_INPUT_OBJECT_BYTES = 2 << 30
+#: How long the rendezvous holds a job's messages (states) at most. The coordinator releases each
+#: task's mailbox when the task is done, and the whole job when it ends, so this only frees what a
+#: coordinator that died left behind: it outlasts any job, because a chunk re-issued after its
+#: predecessor's state expired would wait for it in vain (the rendezvous's own default is 600 s,
+#: and in an ExCamera job on a large fleet a chunk can wait that long for the serial rebase).
+HELD_TTL_S = 7 * 24 * 3600.0
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -246,7 +252,7 @@ class Coordinator:
             except (StorageError, OSError) as e:
                 log.error("coordinator: job %s: removing its partial inputs: %s", job_id, e)
             raise
-        limits = dict(self.rendezvous_limits, **(rendezvous_limits or {}))
+        limits = {"ttl_s": HELD_TTL_S, **self.rendezvous_limits, **(rendezvous_limits or {})}
         task_key = tokens.task_key(key)
         await self.rendezvous_admin.open_job(job_id, task_key, **limits)
         handle = JobHandle(job_id, key, task_key, asyncio.get_running_loop().create_future(),

@@ -171,3 +171,26 @@ def test_load_benchmark_small():
     figures = asyncio.run(bench(workers=50, relay_mb=50, state_mb=4, processes=1, quiet=True))
     assert figures["transitions"] == 50 * 5
     assert figures["relayed_mb"] == pytest.approx(48.0, abs=0.01)  # 12 states of 4 MiB (+ empty ones)
+
+
+def test_a_job_s_held_states_outlive_the_rendezvous_default_time_to_live(tmp_path):
+    """The coordinator releases mailboxes itself; the rendezvous's 600 s default would drop a
+    state a chunk re-issued later still needs. An explicit limit still wins."""
+    from coordinator.server import HELD_TTL_S
+    from rendezvous.core import DEFAULT_TTL_S, Message
+
+    async def main():
+        async with embedded_coordinator(str(tmp_path), launch_workers=False) as c:
+            core = c._rendezvous_server.servicer.core
+            job_id, _ = await c.submit(shaped_job(2), workers=1, launch=False)
+            assert core._job(job_id).limits.ttl_s == HELD_TTL_S > 100 * DEFAULT_TTL_S
+            body = b"state"
+            import hashlib
+            core.put(job_id, Message("chunk-0", "chunk-1", "fp-state", len(body), hashlib.sha256(body).hexdigest(),
+                                     0, body), now=0.0)
+            assert core.expire(2 * DEFAULT_TTL_S) == [] and core.held(job_id)[0] == 1
+            assert len(core.expire(HELD_TTL_S + 1)) == 1
+            other, _ = await c.submit(shaped_job(2), workers=1, launch=False,
+                                      rendezvous_limits={"ttl_s": 5.0})
+            assert core._job(other).limits.ttl_s == 5.0
+    asyncio.run(main())
