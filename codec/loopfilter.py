@@ -136,24 +136,27 @@ def _word(b0, b1, b2, b3):
 def _subblock_edge_words(w, lo, n, edge, interior, hev_t):
     """``_subblock_edge`` across a vertical edge of n rows in word columns (see ``_filter``):
     w[lo + k] holds row k's p3 p2 p1 p0 and w[lo + n + k] its q0 q1 q2 q3. Each row is one lane,
-    so the n rows filter side by side."""
+    so the n rows filter side by side. (Unsigned indices: with signed ones numba wraps negative
+    indices, and the loop did not vectorize.)"""
     for k in range(n):
-        p3, p2, p1, p0 = _bytes(w[lo + k])
-        q0, q1, q2, q3 = _bytes(w[lo + n + k])
+        i, j = np.uint64(lo + k), np.uint64(lo + n + k)
+        p3, p2, p1, p0 = _bytes(w[i])
+        q0, q1, q2, q3 = _bytes(w[j])
         p1, p0, q0, q1 = _subblock_filter(p3, p2, p1, p0, q0, q1, q2, q3, edge, interior, hev_t)
-        w[lo + k] = _word(p3, p2, p1, p0)
-        w[lo + n + k] = _word(q0, q1, q2, q3)
+        w[i] = _word(p3, p2, p1, p0)
+        w[j] = _word(q0, q1, q2, q3)
 
 
 @njit(cache=True, _nrt=False)
 def _mb_edge_words(w, lo, n, edge, interior, hev_t):
     """``_mb_edge`` across a vertical edge in word columns, laid out as for ``_subblock_edge_words``."""
     for k in range(n):
-        p3, p2, p1, p0 = _bytes(w[lo + k])
-        q0, q1, q2, q3 = _bytes(w[lo + n + k])
+        i, j = np.uint64(lo + k), np.uint64(lo + n + k)
+        p3, p2, p1, p0 = _bytes(w[i])
+        q0, q1, q2, q3 = _bytes(w[j])
         p2, p1, p0, q0, q1, q2 = _mb_filter(p3, p2, p1, p0, q0, q1, q2, q3, edge, interior, hev_t)
-        w[lo + k] = _word(p3, p2, p1, p0)
-        w[lo + n + k] = _word(q0, q1, q2, q3)
+        w[i] = _word(p3, p2, p1, p0)
+        w[j] = _word(q0, q1, q2, q3)
 
 
 @njit(cache=True, _nrt=False)
