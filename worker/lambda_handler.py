@@ -5,11 +5,12 @@ handler checks the event, loads the kernels the image compiled ahead of time (``
 ``CPU_NAME``: no numba at all) or else points numba's cache at ``/tmp`` (the code directory is
 read-only on Lambda; the kernels compiled when the image was built are copied there from
 ``SHIPPED_CACHE`` on a fresh sandbox), then dials the coordinator over mutual TLS exactly as
-``excamera worker`` does (``worker.runtime.run_worker``), with the job's own short-lived client certificate from the
-event. It stops taking commands when the time Lambda has left is below the next state's timeout
-(capped at ``RESERVE_S``; the coordinator re-issues that task elsewhere) and returns a short summary. A duplicate or late
-event (its token spent, or its job over) is refused by the coordinator: the handler returns at
-once with ``refused: true``. Nothing runs at import time.
+``excamera worker`` does (``worker.runtime.run_worker``), with the job's own short-lived client
+certificate from the event. It stops taking commands when the time Lambda has left is below the
+next state's timeout (capped at ``RESERVE_S``; the coordinator re-issues that task elsewhere) and
+returns a short summary. A duplicate or late event (its token spent, or its job over) is refused
+by the coordinator: the handler returns at once with ``refused: true``. Nothing runs at import
+time.
 """
 
 from __future__ import annotations
