@@ -27,6 +27,7 @@ Nothing here imports numba (until a call needs its JIT); ``excamera.aot_build`` 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -69,6 +70,7 @@ HOST = "host"
 CPU: str | None = None
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu() -> bytes:
     """What identifies this CPU to a compiler for it: on Linux its model and feature flags."""
     try:
@@ -99,10 +101,9 @@ def runs_here(cpu: str, flags: set[str] | None = None, machine: str | None = Non
             and set(PORTABLE[cpu]) <= (cpu_flags() if flags is None else flags))
 
 
-def fingerprint(cpu: str = HOST) -> str:
-    """A hash of everything the module compiled for ``cpu`` depends on: the codec's sources,
-    numba's release (read from its files, not imported), numpy's, Python's, and the CPU: this
-    machine's model and flags for HOST, the name for a PORTABLE one."""
+def _dependencies() -> "hashlib._Hash | None":
+    """A hash of what every module depends on but the CPU: the codec's sources, numba's release
+    (read from its files, not imported), numpy's and Python's; None without numba."""
     h = hashlib.sha256()
     for name in sorted(os.listdir(CODEC_DIR)):
         if name.endswith(".py"):
@@ -111,13 +112,23 @@ def fingerprint(cpu: str = HOST) -> str:
                 h.update(f.read())
     spec = importlib.util.find_spec("numba")
     if spec is None or not spec.origin:
-        return ""
+        return None
     try:
         with open(os.path.join(os.path.dirname(spec.origin), "_version.py"), "rb") as f:
             h.update(f.read())
     except OSError:
-        return ""
+        return None
     h.update(f"{np.__version__} {sys.version} {platform.machine()}".encode())
+    return h
+
+
+def fingerprint(cpu: str = HOST, dependencies=None) -> str:
+    """A hash of everything the module compiled for ``cpu`` depends on: ``_dependencies`` (given,
+    or read now) and the CPU: this machine's model and flags for HOST, the name for a PORTABLE
+    one. Empty without numba."""
+    h = _dependencies() if dependencies is None else dependencies.copy()
+    if h is None:
+        return ""
     h.update(_cpu() if cpu == HOST else f"cpu {cpu}".encode())
     return h.hexdigest()[:20]
 
@@ -256,10 +267,11 @@ def load() -> bool:
         return True
     if not wanted():
         return False
+    dependencies = _dependencies()  # the sources read once for every candidate CPU
+    if dependencies is None:
+        return False
     for cpu in [HOST] + [c for c in PORTABLE if runs_here(c)]:
-        fp = fingerprint(cpu)
-        if not fp:
-            return False
+        fp = fingerprint(cpu, dependencies)
         table, *so = paths(fp, cpu=cpu)
         if not os.path.exists(table):  # written last: the build is complete
             continue

@@ -85,29 +85,33 @@ def _check_state(state: DecoderState, image: Image) -> None:
         raise StateError(f"the state is for {state.width}x{state.height} frames, the raw frame is {w}x{h}")
 
 
+def _ints(values) -> tuple:
+    return tuple(int(v) for v in values)
+
+
 def _as_coded_anew(header, state: DecoderState):
     """The header with every "as coded" detail cleared, so the writer codes what differs from
     ``state`` (the new one), and with updates forced where ``state`` lacks values it keeps."""
     seg = header.segmentation
     prev = coding_state(state, header.tag)
     if seg.enabled:
-        same_data = (seg.absolute == prev.segment_absolute and tuple(seg.quant) == tuple(int(v) for v in prev.segment_quant)
-                     and tuple(seg.lf) == tuple(int(v) for v in prev.segment_lf))
+        same_data = (seg.absolute == prev.segment_absolute and tuple(seg.quant) == _ints(prev.segment_quant)
+                     and tuple(seg.lf) == _ints(prev.segment_lf))
         seg = dataclasses.replace(seg, update_data=seg.update_data or not same_data, update_map=True,
                                   quant_coded=None, lf_coded=None, tree_probs_coded=None)
     else:  # not coded: the values the new state keeps stay in force
         seg = dataclasses.replace(seg, absolute=bool(prev.segment_absolute),
-                                  quant=tuple(int(v) for v in prev.segment_quant),
-                                  lf=tuple(int(v) for v in prev.segment_lf),
+                                  quant=_ints(prev.segment_quant),
+                                  lf=_ints(prev.segment_lf),
                                   quant_coded=None, lf_coded=None, tree_probs_coded=None)
     lf = header.loop_filter
     if lf.deltas_enabled:
-        same = (tuple(lf.ref_deltas) == tuple(int(v) for v in prev.ref_lf_deltas)
-                and tuple(lf.mode_deltas) == tuple(int(v) for v in prev.mode_lf_deltas))
+        same = (tuple(lf.ref_deltas) == _ints(prev.ref_lf_deltas)
+                and tuple(lf.mode_deltas) == _ints(prev.mode_lf_deltas))
         lf = dataclasses.replace(lf, update_deltas=lf.update_deltas or not same)
     else:  # not coded: the deltas the new state keeps stay in force
-        lf = dataclasses.replace(lf, ref_deltas=tuple(int(v) for v in prev.ref_lf_deltas),
-                                 mode_deltas=tuple(int(v) for v in prev.mode_lf_deltas))
+        lf = dataclasses.replace(lf, ref_deltas=_ints(prev.ref_lf_deltas),
+                                 mode_deltas=_ints(prev.mode_lf_deltas))
     lf = dataclasses.replace(lf, ref_deltas_coded=None, mode_deltas_coded=None)
     # MV probabilities are coded as 7 bits (1 or even): a value in force that the old state had
     # (a default, say) may not be codable against the new one. They only shape the entropy coding
