@@ -4,19 +4,19 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo bench protos clean
+.PHONY: install test demo bench docs protos clean
 
 # Our modules' bytecode, written before each target: every worker process and CLI run then loads
 # it rather than compiling the sources (Python reads __pycache__ even where
 # PYTHONDONTWRITEBYTECODE stops it writing there, as on CI); pip does the same for installed wheels.
-BYTECODE = $(BIN)/python -m compileall -q -j0 codec coordinator excamera pipeline protos rendezvous worker
+BYTECODE = $(BIN)/python -m compileall -q -j0 awslambda codec foundation coordinator excamera media pipeline protos rendezvous security storage worker
 
 install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,aws,vision]'
+	$(BIN)/pip install -q -e '.[test,aws,vision,docs]'
 	@echo "compiling the numba kernels once (cached for every later run)..."
 	$(BIN)/python -m excamera decode demo/foreman_cif_60f.ivf > /dev/null
 	$(BIN)/python -m excamera ssim tests/data/clips/RTn23_80x44p15_15f.y4m tests/data/clips/RTn23_80x44p15_15f.y4m > /dev/null
@@ -33,6 +33,12 @@ test: $(STAMP)
 	# Bounds-checked kernels compile into their own cache, so this lane really checks bounds.
 	NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR=$(CURDIR)/$(VENV)/numba-boundscheck \
 		$(BIN)/pytest -q tests/test_conformance.py tests/test_fuzz.py tests/test_enckernels.py tests/test_encoder.py
+	$(MAKE) docs
+
+# The documentation site, into site/ (git-ignored). --strict: a broken link or a reference page
+# that cannot be generated (docs/hooks.py reads the CLI parser and the registries) fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 demo: $(STAMP)
 	$(BYTECODE)
@@ -40,7 +46,8 @@ demo: $(STAMP)
 
 # make bench BENCH_ENCODE_ARGS=--quick BENCH_EXCAMERA_ARGS=--quick for fast encode benches
 # (see bench/encode_bench.py --help and bench/excamera_bench.py --help); the last line:
-# excamera encode --workers 2 against vpxenc --threads=2 (bench/distributed_bench.py; QCIF, then 720p)
+# excamera encode --workers 2 against vpxenc --threads=2 (bench/distributed_bench.py; QCIF, then 720p);
+# then bench/render.py writes docs/benchmarks.md and the README's table from bench/results.json.
 BENCH_ENCODE_ARGS ?=
 BENCH_EXCAMERA_ARGS ?=
 bench: $(STAMP)
@@ -54,9 +61,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/lambda_projection.py
 	$(BIN)/python bench/pipeline_bench.py --dispatch
 	$(BIN)/python bench/grayscale_bench.py --workers 2 --schedulers --deadline 25 --steal
-	$(BIN)/excamera bench runtime --workers 1000
+	$(BIN)/python bench/runtime_bench.py --workers 1000
 	$(BIN)/python bench/distributed_bench.py --workers 2
 	$(BIN)/python bench/distributed_bench.py --workers 2 --clip ../shared/testdata/clips/compressed/bigbuckbunny.mp4
+	$(BIN)/python bench/data_path_bench.py --workers 2
+	# Every bench above recorded its figures in bench/results.json: the tables follow from them.
+	$(BIN)/python bench/render.py
 
 # Regenerate the committed protobuf/gRPC modules (grpcio-tools is needed only here, pinned so the
 # output is reproducible; tests/test_protos.py fails when the committed modules are stale).

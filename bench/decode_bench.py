@@ -426,7 +426,39 @@ def main(argv: list[str] | None = None) -> int:
           f"{statistics.median(r['total'] for r in warm_parts):.3f} s in process, {startup.median:.3f} s for "
           f"the whole 1-frame run  [target <= {STARTUP_TARGET:g} s]; with numba's cache instead: "
           f"{statistics.median(r['total'] for r in jit_parts):.3f} s, {startup_jit.median:.3f} s")
+    record_figures(ratios, startup, startup_jit, warm_parts, jit_parts, kernels, args.repeat)
     return 0
+
+
+def record_figures(ratios, startup: Timing, startup_jit: Timing, warm_parts: list[dict],
+                   jit_parts: list[dict], kernels: str, repeat: int) -> None:
+    """What was printed, as data (bench/results.json; bench/render.py makes the tables)."""
+    from bench.results import ratio, record
+
+    rows = [[f"{name} ({exc.frames} frames)", exc.median, vpx.median if vpx.times else None,
+             ratio(exc.median, vpx.median if vpx.times else None),
+             ratio(exc.cpu_median, vpx.cpu_median if vpx.times else None)] for name, vpx, exc in ratios]
+    in_process = statistics.median(r["total"] for r in warm_parts)
+    in_process_jit = statistics.median(r["total"] for r in jit_parts)
+    name, vpx, exc = ratios[-1]
+    headline = [{"figure": "Start-up to the first decoded frame", "value": f"{in_process:.3f} s",
+                 "against": f"{in_process_jit:.3f} s on numba's cache", "target": f"<= {STARTUP_TARGET:g} s"}]
+    if vpx.times:
+        headline.insert(0, {"figure": f"Decode, {name}, one core", "value": f"{exc.median / vpx.median:.2f}x",
+                            "against": "vpxdec's time", "target": f"<= {TARGET:g}x"})
+    record("decode", {
+        "command": "python bench/decode_bench.py",
+        "headline": headline,
+        "tables": [
+            {"title": f"Whole process, pinned to one core, median of {repeat} ({kernels})",
+             "columns": ["input", "excamera decode (s)", "vpxdec --i420 --md5 (s)", "excamera / vpxdec, wall",
+                         "excamera / vpxdec, CPU"],
+             "rows": rows, "note": "Every excamera run's md5 equals vpxdec's."},
+            {"title": "Start-up, warm process, to the first decoded frame",
+             "columns": ["measure", f"{kernels} (s)", "numba's cache (s)", "target (s)"],
+             "rows": [["in process", in_process, in_process_jit, STARTUP_TARGET],
+                      ["whole one-frame excamera decode", startup.median, startup_jit.median, None]]}]},
+        title="Decode: excamera decode against vpxdec")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ median of ``--repeat`` runs:
 * ``excamera encode CLIP -o X.ivf --workers 0`` (the same algorithm in one process; whether the
   outputs are byte-identical is printed, and with ``--first-pass native`` (deterministic, unlike
   libvpx's) it must be, or the benchmark fails);
-* ``vpxenc --threads=N --passes=2`` with ExCamera's vpxenc settings (those of ``excamera.firstpass``
+* ``vpxenc --threads=N --passes=2`` with ExCamera's vpxenc settings (those of ``media.firstpass``
   but cpu-used 0, where the first pass runs 1: good deadline, CQ at the same level with min-q 4 /
   max-q 63, tune SSIM, auto-alt-ref) and
   a key frame every N * x frames, as ExCamera[N, x] places them (vpxenc's default for VP8 is one
@@ -93,7 +93,7 @@ def as_y4m(clip: str, tmp: str) -> str:
     if clip.endswith(".y4m"):
         return clip
     from codec.y4m import Y4mWriter
-    from excamera.video import open_video
+    from media.video import open_video
     path = os.path.join(tmp, os.path.splitext(os.path.basename(clip))[0] + ".y4m")
     with open_video(clip) as video, Y4mWriter(path, rate=video.rate) as writer:
         for picture in video:
@@ -103,7 +103,7 @@ def as_y4m(clip: str, tmp: str) -> str:
 
 def quality(stream: str, source: str) -> float:
     from codec.ssim import mean_ssim
-    from excamera.video import open_video
+    from media.video import open_video
     with open_video(source) as a, open_video(stream) as b:
         return mean_ssim(a, b).db().all
 
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
         print("distributed_bench: vpxenc not found (apt-get install vpx-tools); nothing to compare with")
         return 1
     from codec.y4m import Y4mReader
-    from excamera.firstpass import MIN_Q, TARGET_KBPS
+    from media.firstpass import MIN_Q, TARGET_KBPS
     n, x, cq, w = args.chunk_frames, args.batch_chunks, args.cq_level, args.workers
     with tempfile.TemporaryDirectory(prefix="excamera-distbench-") as tmp:
         name, clip = os.path.basename(clip), as_y4m(clip, tmp)
@@ -172,14 +172,44 @@ def main(argv=None) -> int:
               "(whole process)")
         wall = {k: statistics.median(t for t, _ in times[k]) for k in cmds}
         cpu = {k: statistics.median(c for _, c in times[k]) for k in cmds}
+        ssim = {k: quality(out[k], clip) for k in cmds}
         for k in cmds:
             print(f"  {labels[k]:<30} {wall[k]:7.2f} s wall {cpu[k]:7.2f} s CPU   {os.path.getsize(out[k]):8d} bytes"
-                  f"   SSIM {quality(out[k], clip):6.3f} dB   runs: {' '.join(f'{t:.2f}' for t, _ in times[k])}")
+                  f"   SSIM {ssim[k]:6.3f} dB   runs: {' '.join(f'{t:.2f}' for t, _ in times[k])}")
         print(f"  ratio excamera --workers {w} / vpxenc --threads={w}: {wall['dist'] / wall['vpx']:.2f}x wall, "
               f"{cpu['dist'] / cpu['vpx']:.2f}x CPU (--workers 0: {wall['local'] / wall['vpx']:.2f}x wall; "
               f"--workers {w} / vpxenc --threads=1: {wall['dist'] / wall['vpx1']:.2f}x wall)")
         print(f"  --workers {w} against --workers 0: {same} (--first-pass native: byte-identical)")
+        record_figures(args, name, frames, size, labels, wall, cpu,
+                       {k: (os.path.getsize(out[k]), ssim[k]) for k in cmds}, same)
     return 0
+
+
+def record_figures(args, name: str, frames: int, size: str, labels: dict, wall: dict, cpu: dict,
+                   outputs: dict, same: str) -> None:
+    """What was printed, as data (bench/results.json; bench/render.py makes the tables)."""
+    from bench.results import ratio, record
+
+    w = args.workers
+    clip = name.split("_")[0].split(".")[0]
+    rows = [[labels[k], round(wall[k], 2), round(cpu[k], 2), outputs[k][0], round(outputs[k][1], 2)]
+            for k in labels]
+    record(f"distributed-{clip}", {
+        "command": f"python bench/distributed_bench.py --workers {w} --clip {name}",
+        "headline": [{"figure": f"excamera encode --workers {w}, {size}, wall time",
+                      "value": f"{wall['dist'] / wall['vpx']:.2f}x", "against": f"vpxenc --threads={w} --passes=2",
+                      "target": "<= 1.5x"}] if size == "1280x720" else [],
+        "tables": [
+            {"title": f"{name}, {size}, {frames} frames, ExCamera[{args.chunk_frames},{args.batch_chunks}], "
+                      f"cq-level {args.cq_level}; median of {args.repeat}, whole process",
+             "columns": ["command", "wall (s)", "CPU (s)", "bytes", "SSIM, all (dB)"], "rows": rows,
+             "note": f"--workers {w} against --workers 0: {same}."},
+            {"title": "Ratios", "columns": ["ratio", "wall (x)", "CPU (x)"],
+             "rows": [[f"excamera --workers {w} / vpxenc --threads={w}", ratio(wall["dist"], wall["vpx"]),
+                       ratio(cpu["dist"], cpu["vpx"])],
+                      [f"excamera --workers {w} / vpxenc --threads=1", ratio(wall["dist"], wall["vpx1"]),
+                       ratio(cpu["dist"], cpu["vpx1"])]]}]},
+        title=f"Distributed encode, {size}: excamera encode --workers {w} against vpxenc --threads={w}")
 
 
 if __name__ == "__main__":

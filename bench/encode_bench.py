@@ -189,7 +189,7 @@ def measure(stream: str, source: str, frames: int) -> tuple[int, float]:
     ``frames`` pictures of ``source``."""
     from codec.ivf import read_ivf
     from codec.ssim import SsimMean, ssim_planes
-    from excamera.video import open_video
+    from media.video import open_video
 
     _, records = read_ivf(stream)
     size = sum(len(r.data) for r in records)
@@ -277,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     totals = dict.fromkeys(("vpx_wall", "vpx_cpu", "exc_wall", "exc_cpu", "exc_inner"), 0.0)
     rates: list[float] = []
     summary: list[str] = []
+    clip_rows: list[list] = []  # for bench/results.json
     try:
         with tempfile.TemporaryDirectory(prefix="encode_bench.") as tmp:
             first = clips[0][0]
@@ -300,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"({exc.wall:.1f} s vs {vpx.wall:.1f} s); CPU of the encode alone {inner_ratio:.2f}x")
                 summary.append(f"  {label:<15} BD-rate {text.split(' (')[0]:>8}   time {ratio:5.2f}x wall "
                                f"{cpu_ratio:5.2f}x CPU {inner_ratio:5.2f}x CPU encode alone")
+                clip_rows.append([label, None if rate is None else round(rate, 1), round(ratio, 2),
+                                  round(cpu_ratio, 2), round(inner_ratio, 2)])
                 for key, value in (("vpx_wall", vpx.wall), ("vpx_cpu", vpx.cpu), ("exc_wall", exc.wall),
                                    ("exc_cpu", exc.cpu), ("exc_inner", exc.inner)):
                     totals[key] += value
@@ -317,7 +320,35 @@ def main(argv: list[str] | None = None) -> int:
           f"CPU of the encode alone (no start-up) {totals['exc_inner'] / totals['vpx_cpu']:.2f}x")
     if missing:
         print(f"(clips missing: {', '.join(missing)})")
+    record_figures(args, clip_rows, rates, totals, missing)
     return 0
+
+
+def record_figures(args, clip_rows: list[list], rates: list[float], totals: dict, missing: list[str]) -> None:
+    """What was printed, as data (bench/results.json; bench/render.py makes the tables)."""
+    from bench.results import record
+
+    mean = round(sum(rates) / len(rates), 1) if rates else None
+    wall, cpu = totals["exc_wall"] / totals["vpx_wall"], totals["exc_cpu"] / totals["vpx_cpu"]
+    inner = totals["exc_inner"] / totals["vpx_cpu"]
+    rows = clip_rows + [["overall (BD-rate: mean)", mean, round(wall, 2), round(cpu, 2), round(inner, 2)]]
+    notes = [f"clips missing: {', '.join(missing)}"] if missing else []
+    if args.quick:
+        notes.append(f"--quick: the first {QUICK_FRAMES} frames of each clip, {len(EXC_QUICK)} points")
+    record("vp8enc", {
+        "command": "python bench/encode_bench.py" + (" --quick" if args.quick else ""),
+        "headline": [{"figure": "vp8enc: bits for the same SSIM (BD-rate) and CPU time",
+                      "value": f"{mean:+.1f}%, {cpu:.2f}x" if mean is not None else f"{cpu:.2f}x",
+                      "against": "vpxenc --good --cpu-used=0",
+                      "target": f"<= +{BD_TARGET:g}%, <= {TIME_TARGET:g}x"}],
+        "tables": [{"title": f"excamera vp8enc --speed {args.speed} against vpxenc --good --cpu-used=0 "
+                             f"--end-usage=q, every encode pinned to one core",
+                    "columns": ["clip", "BD-rate, SSIM (%)", "time, wall (x)", "time, CPU (x)",
+                                "CPU, encode loop only (x)"],
+                    "rows": rows,
+                    "note": "BD-rate: how many more bits excamera needs for the same SSIM (negative: "
+                            "fewer). Times are excamera's over vpxenc's."}],
+        "notes": notes}, title="Encode: excamera vp8enc against vpxenc")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ timed stages not reproducing ``encode_frames``' bytes).
 1280x720, all 132 frames of ``compressed/bigbuckbunny.mp4``), at cq-levels 16, 24, 32
 and 40, four encoders code the same pictures:
 
-* ExCamera[6,1] and ExCamera[6,16]: ``excamera.encode.encode_frames`` with the libvpx first pass
+* ExCamera[6,1] and ExCamera[6,16]: ``media.excamera_encode.encode_frames`` with the libvpx first pass
   (independent chunks, and batches of 16 chunks rebased in series: one key frame every 96 frames);
 * serial vpxenc with ExCamera's first-pass settings (``excamera/firstpass.py``; ``vpxenc_command``
   lists them) but cpu-used 0 (the first pass runs 1) over the whole clip, one pass and two passes
@@ -129,9 +129,9 @@ def find_inputs(testdata: str, clips: list[Clip]) -> tuple[list[tuple[Clip, str]
 
 
 def read_frames(path: str, limit: int) -> tuple[list, tuple[int, int]]:
-    """The first ``limit`` pictures of ``path`` (any format ``excamera.video`` opens) and its
+    """The first ``limit`` pictures of ``path`` (any format ``media.video`` opens) and its
     frame rate as (numerator, denominator)."""
-    from excamera.video import open_video
+    from media.video import open_video
 
     with open_video(path) as video:
         frames = list(itertools.islice(video, limit))
@@ -157,7 +157,7 @@ def vpxenc_command(source: str, output: str, cq_level: int, passes: int, frames:
     4.6% on 720p, and the reference keeps every setting ours has; max-q 63, an unlimited
     target bit rate), tune SSIM, auto-alt-ref with libvpx's largest look-ahead, one thread, and
     key-frame bounds so far apart that only the first frame is a key frame."""
-    from excamera.firstpass import KEY_FRAME_DISTANCE, MAX_LAG, MIN_Q, TARGET_KBPS
+    from media.firstpass import KEY_FRAME_DISTANCE, MAX_LAG, MIN_Q, TARGET_KBPS
 
     min_q = MIN_Q if min_q is None else min_q
     if passes not in (1, 2):
@@ -303,14 +303,14 @@ class _Timer:
 def staged_encode(frames: list, settings, fps: tuple[int, int] = (30, 1),
                   clock: Callable[[], float] = time.perf_counter,
                   cpu_clock: Callable[[], float] = time.process_time) -> tuple[list[bytes], list[ChunkTimes]]:
-    """ExCamera[N, x] over ``frames`` stage by stage, as ``excamera.encode.encode_frames`` runs it
+    """ExCamera[N, x] over ``frames`` stage by stage, as ``media.excamera_encode.encode_frames`` runs it
     (same bytes), with each chunk's time in each stage: first pass (libvpx or native, then
     terminate-chunk, which decodes the chunk once: the later stages use its states), state dump
     (serialize the exit state and load it back, as the next worker does), encode-given-state
     (against the previous chunk's first-pass exit state, as loaded), rebase (the serial step: the
     replacement first frame if the real state differs, then the chunk's later frames)."""
     from codec.state import DecoderState
-    from excamera import encode  # first_pass_chunk looked up at call time (fixed_first_passes)
+    from media import excamera_encode as encode  # first_pass_chunk looked up at call time (fixed_first_passes)
 
     if len(frames) < settings.chunk_frames:
         raise ValueError(f"{len(frames)} frames, fewer than one chunk of {settings.chunk_frames}")
@@ -352,13 +352,13 @@ def staged_encode(frames: list, settings, fps: tuple[int, int] = (30, 1),
 
 @contextlib.contextmanager
 def fixed_first_passes():
-    """While active, ``excamera.encode.first_pass_chunk`` (which ``encode_frames`` and
+    """While active, ``media.excamera_encode.first_pass_chunk`` (which ``encode_frames`` and
     ``staged_encode`` call) gives the same picture objects with the same settings the first pass it
     gave them the first time, so that comparing ``staged_encode`` with ``encode_frames`` runs each
     first pass once (libvpx's first pass is deterministic, ``excamera/vpxheap.py``; this saves its
     time). The key is the pictures' identity (no hashing, so a timed first pass costs what it
     costs); the memo keeps them alive, so no id is reused."""
-    import excamera.encode as encode
+    import media.excamera_encode as encode
 
     original = encode.first_pass_chunk
     memo: dict = {}
@@ -393,7 +393,7 @@ def stage_summary(times: list[ChunkTimes]) -> dict[str, tuple[int, float, float,
 # -- the runs --------------------------------------------------------------------------------------
 
 def compress_clip(clip: Clip, path: str, limit: int, cq_levels, tmp: str) -> dict[str, float | None]:
-    from excamera.encode import EncodeSettings, encode_frames
+    from media.excamera_encode import EncodeSettings, encode_frames
 
     frames, rate = read_frames(path, limit)
     if len(frames) < CHUNK_FRAMES:
@@ -442,7 +442,7 @@ def _pct(value: float | None) -> str:
 
 
 def time_stages(clip: Clip, path: str, chunks: int | None) -> dict:
-    from excamera.encode import EncodeSettings, encode_frames
+    from media.excamera_encode import EncodeSettings, encode_frames
 
     limit = clip.frames if chunks is None else chunks * CHUNK_FRAMES
     frames, rate = read_frames(path, limit)
@@ -494,18 +494,20 @@ def main(argv: list[str] | None = None) -> int:
     if not clips and not stage_clips:
         print("excamera_bench: no input to measure", file=sys.stderr)
         return 1
-    print(f"ExCamera[{CHUNK_FRAMES},1] and [{CHUNK_FRAMES},16] (excamera.encode.encode_frames, libvpx "
+    print(f"ExCamera[{CHUNK_FRAMES},1] and [{CHUNK_FRAMES},16] (media.excamera_encode.encode_frames, libvpx "
           f"first pass) against serial vpxenc with ExCamera's settings, 1 and 2 passes; cq-levels "
           f"{list(CQ_LEVELS)}; quality: mean SSIM (All) in dB; rate: compressed frame bytes"
           f"{'; quick: first ' + str(QUICK_FRAMES) + ' frames' if args.quick else ''}")
-    from excamera.encode import EncodeSettings
+    from media.excamera_encode import EncodeSettings
     all_results: dict[str, list[float]] = {}
+    per_clip: dict[str, dict] = {}  # clip label -> comparison -> BD-rate, for bench/results.json
     stage_results = {}
     try:
         with tempfile.TemporaryDirectory(prefix="excamera_bench.") as tmp:
             for clip, path in clips:
                 limit = min(clip.frames, QUICK_FRAMES) if args.quick else clip.frames
-                for name, value in compress_clip(clip, path, limit, CQ_LEVELS, tmp).items():
+                per_clip[clip.label] = compress_clip(clip, path, limit, CQ_LEVELS, tmp)
+                for name, value in per_clip[clip.label].items():
                     if value is not None:
                         all_results.setdefault(name, []).append(value)
             if stage_clips:
@@ -531,7 +533,42 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {label:<18} " + " / ".join(f"{summary[s][1]:.3f}" for s in STAGES))
     if missing or stage_missing:
         print(f"(inputs missing: {len(set(missing + stage_missing))}; see above)")
+    record_figures(args, per_clip, all_results, stage_results)
     return 0
+
+
+def record_figures(args, per_clip: dict[str, dict], all_results: dict[str, list[float]],
+                   stage_results: dict) -> None:
+    """What was printed, as data (bench/results.json; bench/render.py makes the tables)."""
+    from bench.results import record
+
+    names = list(next(iter(per_clip.values()), {}))
+    r1 = lambda v: None if v is None else round(v, 1)  # noqa: E731
+    rows = [[label, *(r1(values.get(n)) for n in names)] for label, values in per_clip.items()]
+    if len(per_clip) > 1:
+        rows.append(["mean", *(r1(sum(all_results[n]) / len(all_results[n])) if all_results.get(n) else None
+                               for n in names)])
+    tables = []
+    if rows:
+        tables.append({"title": f"BD-rate over SSIM dB (%), cq-levels {list(CQ_LEVELS)}; negative: fewer bits",
+                       "columns": ["clip", *names], "rows": rows})
+    if stage_results:
+        tables.append({"title": f"Stage time per {CHUNK_FRAMES}-frame chunk, wall seconds of one process "
+                                f"(cq-level {STAGE_CQ})",
+                       "columns": ["stage", *stage_results],
+                       "rows": [[s, *(round(summary[s][1], 3) for summary in stage_results.values())]
+                                for s in STAGES]})
+    headline = []
+    hd = next((v for label, v in per_clip.items() if "720p" in label), None)
+    if hd is not None and hd.get("[6,16] vs vpxenc 2-pass") is not None:
+        headline.append({"figure": "ExCamera[6,16] bits for the same SSIM, 720p (BD-rate)",
+                         "value": f"{hd['[6,16] vs vpxenc 2-pass']:+.1f}%", "against": "two-pass vpxenc",
+                         "target": f"<= +{VS_VPX_TARGET:g}%"})
+    record("excamera", {
+        "command": "python bench/excamera_bench.py" + (" --quick" if args.quick else ""),
+        "headline": headline, "tables": tables,
+        "notes": [f"--quick: the first {QUICK_FRAMES} frames of each clip"] if args.quick else []},
+        title="ExCamera[6,1] and [6,16] against serial vpxenc")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from excamera.firstpass import TARGET_KBPS
+from media.firstpass import TARGET_KBPS
 
 CLIP = os.path.join(ROOT, "tests", "data", "clips", "compressed", "bigbuckbunny_1280x720_30f.mp4")
 
@@ -62,7 +62,7 @@ def ssim_against(raw_yuv: str, video: str, width: int, height: int) -> float:
 
     from codec.image import Image
     from codec.ssim import mean_ssim
-    from excamera.video import open_video
+    from media.video import open_video
 
     frame = width * height * 3 // 2
 
@@ -102,6 +102,7 @@ def held_seconds(timeline: dict) -> float:
 
 
 def schedulers(src: str, work: str, workers: int, deadline: float, video_s: float) -> None:
+    from coordinator.config import RunConfig
     from pipeline.run import run_pipeline
     from scheduler_projection import project, print_rows, first_join
 
@@ -111,8 +112,8 @@ def schedulers(src: str, work: str, workers: int, deadline: float, video_s: floa
         tl = os.path.join(work, f"{name}.json")
         t0 = time.perf_counter()
         summary = run_pipeline(os.path.join(ROOT, "pipelines", "grayscale.json"), {"input_0": src},
-                               {"output_0": os.path.join(work, f"{name}.webm")}, workers=workers,
-                               scheduler=sched, timeline=tl)
+                               {"output_0": os.path.join(work, f"{name}.webm")},
+                               RunConfig(workers=workers, timeline=tl), scheduler=sched)
         wall = time.perf_counter() - t0
         with open(tl) as f:
             timeline = json.load(f)
@@ -131,8 +132,10 @@ def schedulers(src: str, work: str, workers: int, deadline: float, video_s: floa
     # Here every worker of a CPU-bound pipeline is busy under priority: what streaming saves, the
     # workers a larger fleet holds idle, is projected from this run's task times.
     launch_s = first_join(timelines["priority"])
-    print_rows(project(timelines["priority"], os.path.join(ROOT, "pipelines", "grayscale.json"), deadline,
-                       [2, 4, 8, 16], video_s, launch_s), deadline, launch_s)
+    projected = project(timelines["priority"], os.path.join(ROOT, "pipelines", "grayscale.json"), deadline,
+                        [2, 4, 8, 16], video_s, launch_s)
+    print_rows(projected, deadline, launch_s)
+    return rows, projected
 
 
 def steal(src: str, work: str, plain: str, t_plain: float, workers: int) -> None:
@@ -154,6 +157,7 @@ def steal(src: str, work: str, plain: str, t_plain: float, workers: int) -> None
           f"{'the same bytes' if same else 'DIFFERENT BYTES'})")
     if not same:
         sys.exit("bench: work stealing changed the output")
+    return t
 
 
 def main() -> None:
@@ -199,10 +203,51 @@ def main() -> None:
         reached = "reaching ours" if ssim_ff >= ssim_ours else "its plateau, short of ours"
         print(f"  excamera / ffmpeg at the nearest quality (crf {crf}, SSIM {ssim_ff:.4f}, {reached}): "
               f"{t_ours / t_ff:.2f}x wall")
-        if args.steal:
-            steal(src, work, ours, t_ours, args.workers)
-        if args.schedulers:
-            schedulers(src, work, args.workers, args.deadline, -(-args.frames // 30) * 30 / 25.0)
+        t_steal = steal(src, work, ours, t_ours, args.workers) if args.steal else None
+        sched = (schedulers(src, work, args.workers, args.deadline, -(-args.frames // 30) * 30 / 25.0)
+                 if args.schedulers else None)
+        record_figures(args, n, (t_ours, os.path.getsize(ours), ssim_ours), rows, t_steal, sched)
+
+
+def record_figures(args, n: int, ours: tuple, ffmpeg_rows: list, t_steal: float | None, sched) -> None:
+    """What was printed, as data (bench/results.json; bench/render.py makes the tables)."""
+    from bench.results import record
+
+    t_ours, size, ssim = ours
+    rows = [[f"excamera pipeline run pipelines/grayscale.json --workers {args.workers}", round(t_ours, 2),
+             size, round(ssim, 4), None]]
+    rows += [[f"ffmpeg -threads {args.workers} -vf hue=s=0 libvpx crf {crf}", round(t, 2), None, round(q, 4),
+              round(t_ours / t, 2)] for crf, t, q in ffmpeg_rows]
+    if t_steal is not None:
+        rows.append(["excamera, work-stealing pairs on decode and grayscale (same bytes)", round(t_steal, 2),
+                     size, round(ssim, 4), None])
+    tables = [{"title": f"{n} frames of 1280x720, {args.workers} workers / threads, whole-process wall time",
+               "columns": ["command", "wall (s)", "bytes", "SSIM", "excamera / this"], "rows": rows}]
+    if sched is not None:
+        srows, projected = sched
+        first = {k: v[1].get("first_output_s") for k, v in srows.items()}
+        _, sch, _, held = srows["streaming"]
+        tables.append({"title": f"Schedulers, {args.workers} workers",
+                       "columns": ["scheduler", "wall (s)", "first output (s)", "busy (worker-s)", "held (worker-s)"],
+                       "rows": [[k, round(v[0], 1), None if first[k] is None else round(first[k], 2), round(v[2], 1),
+                                 round(v[3], 1)] for k, v in srows.items()],
+                       "note": f"streaming at a {args.deadline:g} s deadline: {len(sch['misses'])} of "
+                               f"{sch['outputs']} pieces late, {held / srows['priority'][3]:.2f}x priority's "
+                               f"worker-seconds held."})
+        tables.append({"title": "Streaming against priority, projected on fleets with a core per worker "
+                                "(measured task times replayed through the real schedulers)",
+                       "columns": ["fleet", "priority held (worker-s)", "streaming held (worker-s)",
+                                   "at most at once", "late", "streaming / priority"],
+                       "rows": [[r["fleet"], round(r["priority"]["held"], 1), round(r["streaming"]["held"], 1),
+                                 r["streaming"]["peak"], f"{r['streaming']['late']} of {r['streaming']['pieces']}",
+                                 round(r["ratio"], 2)] for r in projected],
+                       "note": "Target: streaming <= 0.7x priority's worker-seconds."})
+    record("grayscale", {
+        "command": "python bench/grayscale_bench.py " + " ".join(sys.argv[1:]),
+        "headline": [{"figure": f"Grayscale pipeline, {n} frames of 720p, {args.workers} workers",
+                      "value": f"{t_ours / ffmpeg_rows[0][1]:.2f}x",
+                      "against": f"ffmpeg -threads {args.workers} -vf hue=s=0 -c:v libvpx", "target": "<= 1.5x"}],
+        "tables": tables}, title="Grayscale pipeline against ffmpeg")
 
 
 if __name__ == "__main__":

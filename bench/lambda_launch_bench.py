@@ -20,8 +20,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=64)
     args = ap.parse_args()
-    from coordinator.lambda_launcher import LambdaLauncher
-    from excamera import tls
+    from awslambda.launcher import LambdaLauncher
+    from security import tls
     from lambda_endpoint import Endpoint
 
     for k, v in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
@@ -45,6 +45,14 @@ def main() -> int:
         assert len(ep.events) == args.workers + 1
     print(f"lambda launch: {args.workers} invocations accepted in {wall:.2f} s, {args.workers / wall:.0f}/s "
           f"({args.concurrency} threads, local endpoint); launch() held the loop {held * 1000:.0f} ms")
+    from bench.results import record
+    record("lambda-launch", {
+        "command": f"python bench/lambda_launch_bench.py --workers {args.workers} --concurrency {args.concurrency}",
+        "tables": [{"title": f"Asynchronous invocations against a local Invoke endpoint, {args.concurrency} "
+                             f"threads over two regions",
+                    "columns": ["invocations", "accepted in (s)", "per second", "launch() holds the loop (ms)"],
+                    "rows": [[args.workers, round(wall, 2), round(args.workers / wall), round(held * 1000)]]}]},
+        title="Lambda launch rate")
     return 0
 
 

@@ -60,18 +60,18 @@ def main() -> None:
     ap.add_argument("--fps", type=float, default=24.0)
     args = ap.parse_args()
 
-    from coordinator.api import run_job
+    from coordinator.api import RunConfig, run_job
     from coordinator.cost import prices
     from coordinator.excamera_job import SpooledInput, encode_job
-    from excamera.encode import EncodeSettings
-    from excamera.video import open_video
+    from media.excamera_encode import EncodeSettings
+    from media.video import open_video
 
     settings = EncodeSettings(6, 16, 20)
     with tempfile.TemporaryDirectory(prefix="excamera-proj-") as work, open_video(CLIP) as video:
         spooled = SpooledInput(video, video.rate, settings, work)
         job = encode_job(spooled.n_frames, spooled.width, spooled.height, settings)
-        r = run_job(job, inputs=spooled.pairs(), workers=2, storage_dir=os.path.join(work, "s"),
-                    ops_modules=("worker.codec_ops",), timeout_s=900)
+        r = run_job(job, RunConfig(workers=2, storage=os.path.join(work, "s"), timeout_s=900),
+                    inputs=spooled.pairs(), ops_modules=("worker.codec_ops",))
     st = stage_seconds(r.timeline)
     scale = 1920 * 1080 / (1280 * 720) / args.speed
     fp = (st.get("first-pass", 0) + st.get("dump-state", 0)) * scale
@@ -100,6 +100,21 @@ def main() -> None:
           f"of {wave:.1f} s ({fp + egs:.1f} s parallel, {settings.batch_chunks * rebase:.1f} s serial rebase)")
     print(f"projected wall time {wall:,.0f} s ({launch + args.cold_start:.0f} s start), "
           f"cost ${usd:,.2f} ({gb_s:,.0f} GB-s, {args.workers:,} invocations)")
+    from bench.results import record
+    record("lambda-projection", {
+        "command": "python bench/lambda_projection.py",
+        "tables": [
+            {"title": "Measured here: 720p, ExCamera[6,16], median seconds per 6-frame chunk",
+             "columns": ["first pass + dump (s)", "encode-given-state (s)", "rebase (s)"],
+             "rows": [[round(st.get("first-pass", 0) + st.get("dump-state", 0), 2),
+                       round(st.get("encode-given-state", 0), 2), round(st.get("rebase", 0), 2)]]},
+            {"title": f"Projected: an hour of 1080p at {args.fps:g} fps on {args.workers:,} Lambda workers",
+             "columns": ["chunks", "waves", "wall (s)", "GB-seconds", "cost (USD)"],
+             "rows": [[chunks, waves, round(wall), round(gb_s), round(usd, 2)]],
+             "note": f"Assumed: 1080p = 2.25x the pixels of 720p; a Lambda vCPU = {args.speed:g}x a core here; "
+                     f"a burst of 1,000 sandboxes at once; cold start {args.cold_start:g} s; {args.memory} MB "
+                     f"per sandbox; published prices (coordinator/cost.py). A projection, not a measurement."}]},
+        title="Lambda projection: an hour of 1080p")
 
 
 if __name__ == "__main__":

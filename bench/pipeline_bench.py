@@ -68,8 +68,9 @@ def chain_spec(n: int) -> dict:
     return {"nodes": nodes, "streams": streams}
 
 
-async def _dispatch(spec: dict, n_items: int, workers: int, storage_dir: str) -> dict:
+async def _dispatch(spec: dict, n_items: int, workers: int, storage_dir: str, journal_dir: str | None = None) -> dict:
     from coordinator.api import embedded_coordinator
+    from coordinator.journal import Journal
     from coordinator.fsm import Job
     from pipeline.planner import PipelinePlanner
     from pipeline.spec import validate
@@ -79,7 +80,9 @@ async def _dispatch(spec: dict, n_items: int, workers: int, storage_dir: str) ->
     planner.add_input("input_0", "records", items)
     first = planner.start()
     os.environ["PYTHONPATH"] = os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")])
-    async with embedded_coordinator(storage_dir, ops_modules=("pipeline.worker_op", "pipeline_bench")) as c:
+    journal = Journal(journal_dir) if journal_dir else None  # --journal: every result journalled
+    async with embedded_coordinator(storage_dir, ops_modules=("pipeline.worker_op", "pipeline_bench"),
+                                    journal=journal) as c:
         job_id, _ = await c.submit(Job("dispatch", planner.fsms(), tuple(first)), workers=workers,
                                    inputs=objects, planner=planner)
         outcome = await c.wait(job_id)
@@ -108,11 +111,14 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks", type=int, default=10000)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--chain", type=int, default=200, help="nodes in the latency run (0: skip it)")
+    ap.add_argument("--journal", action="store_true",
+                    help="journal the job as coordinator serve --state-dir does (its cost on dispatch)")
     args = ap.parse_args(argv)
     if not args.dispatch:
         ap.error("choose a benchmark: --dispatch")
     with tempfile.TemporaryDirectory(prefix="excamera-pipeline-bench-") as d:
-        r = asyncio.run(_dispatch(SPEC, args.tasks // 2, args.workers, os.path.join(d, "t")))
+        r = asyncio.run(_dispatch(SPEC, args.tasks // 2, args.workers, os.path.join(d, "t"),
+                                  os.path.join(d, "state") if args.journal else None))
         lat = asyncio.run(_dispatch(chain_spec(args.chain), 1, 1, os.path.join(d, "l"))) if args.chain else None
     print(f"dispatch: {r['tasks']} tasks of no-op stages on {r['workers']} local workers in {r['seconds']:.2f} s "
           f"(first task start to job end; {r['whole_job_s']:.2f} s with worker start-up): "
@@ -127,7 +133,28 @@ def main(argv=None) -> int:
               f"task start median {statistics.median(ds) * 1000:.1f} ms (the engine starts a task in the "
               f"step that plans it); one task's start -> the next one's start (worker run, result, verify, "
               f"plan, command) median {statistics.median(hops) * 1000:.1f} ms, p90 {_pct(hops, 0.9) * 1000:.1f} ms")
+    if not args.journal:  # the recorded figure is the default configuration's
+        record_figures(r, lat)
     return 0
+
+
+def record_figures(r: dict, lat: dict | None) -> None:
+    """What was printed, as data (bench/results.json; bench/render.py makes the tables)."""
+    from bench.results import record
+
+    rows = [["tasks per second (first task start to job end)", round(r["tasks_per_s"])],
+            ["whole job with worker start-up (s)", round(r["whole_job_s"], 2)]]
+    rows += [[f"item arrival -> task start, node {n}, median (ms)", round(statistics.median(ds) * 1000, 1)]
+             for n, ds in r["delays"].items()]
+    if lat:
+        rows.append([f"one task's start -> the next one's, {lat['tasks']} chained nodes, median (ms)",
+                     round(statistics.median(lat["hops"]) * 1000, 2)])
+    record("pipeline-dispatch", {
+        "command": "python bench/pipeline_bench.py --dispatch",
+        "headline": [{"figure": f"Pipeline dispatch, no-op tasks on {r['workers']} workers",
+                      "value": f"{r['tasks_per_s']:.0f} tasks/s", "against": "", "target": ">= 300"}],
+        "tables": [{"title": f"{r['tasks']:,} tasks of two chained no-op stages on {r['workers']} local workers",
+                    "columns": ["measure", "value"], "rows": rows}]}, title="Pipeline dispatch")
 
 
 if __name__ == "__main__":

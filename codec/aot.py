@@ -318,9 +318,9 @@ def _jit_world(module: str) -> dict:
         return _WORLD[module]
     import numba
 
-    from . import jit
+    from .numba_cache import install_light_load
 
-    jit.install_light_load()
+    install_light_load()
     world: dict = {}
     _WORLD[module] = world
     for k in _KERNELS.get(module, []):

@@ -316,7 +316,12 @@ def _motion_search(src, sy, sx, ref, y0, x0, best_r, best_c, start_r, start_c, l
     """Full-pel diamond search from (start_r, start_c) within +-rng pixels, then half- and
     quarter-pel refinement through the six-tap filters. Cost: SAD + lam_sad * bits of the vector
     difference from the best predictor at full pels, squared error + lam_sad^2 * bits at sub-pels.
-    Vectors in quarter pixels, kept within [lo, hi]."""
+    Vectors in quarter pixels, kept within [lo, hi].
+
+    It could be two njit kernels (full-pel, then sub-pel) at the small cost of one more call per
+    search; it stays whole because the stages hand over the vector and its cost, and the
+    ``subpel`` branch already marks where one ends.
+    """
     cr = (start_r >> 2) << 2
     cc = (start_c >> 2) << 2
     cr = _clamp(cr, lo_r, hi_r)
@@ -461,6 +466,12 @@ def encode_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
     Chroma: the best of four intra modes for intra macroblocks, the vector's prediction otherwise.
     Fills the mode arrays, ``coeffs``/``eobs`` and ``skip`` (1 where a macroblock has no
     coefficients), and returns the frame's SSE before loop filtering.
+
+    It stays one function: its stages (the ``# ---`` comments: inter modes, SPLITMV, intra, final
+    coding) share the running best candidate (``best_j``, ``best_kind``, ``best_ref``, its vector
+    and partitioning, ...) and most of the sixty-odd arrays, which separate njit kernels would have
+    to pass and return on every macroblock of the encoder's hot loop, while the work that stands
+    alone is already in helper kernels (``_motion_search``, ``_try_bpred``, ``_code_luma16``, ...).
     """
     mb_rows, mb_cols = coeffs.shape[0], coeffs.shape[1]
     pic_h = 16 * mb_rows
@@ -861,7 +872,12 @@ def rebase_macroblocks(src_y, src_u, src_v, y, u, v, ly, lu, lv, gy, gu, gv, ay,
     """Code every macroblock with the modes, references and vectors it already has (ExCamera's
     rebase): predict from the given references as the decoder does, then quantize the residual
     toward the source (per-segment quantizers ``qps[segment]``). Fills ``coeffs``, ``eobs`` and
-    ``skip``; leaves the reconstruction before loop filtering in y, u, v."""
+    ``skip``; leaves the reconstruction before loop filtering in y, u, v.
+
+    It stays one function: the per-step work is already in helper kernels, and the B_PRED branch
+    left inline (it could be one more kernel, one call per such macroblock) shows what keeps the
+    rebase bit-exact, each subblock predicted from the one reconstructed before it.
+    """
     mb_rows, mb_cols = coeffs.shape[0], coeffs.shape[1]
     pic_h = 16 * mb_rows
     pic_w = 16 * mb_cols

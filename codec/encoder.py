@@ -196,39 +196,44 @@ def _choose_filter(pic: Picture, src, parsed_modes, eobs, key_frame: bool,
     return best[1], best[2]
 
 
-def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, speed: int = 1,
-                 lambda_scale: float = 0.015, refresh_all: bool = False, refresh_golden: bool = False,
-                 filter_hint: tuple[int, int] | None = None, filter_step: int = 1) -> EncodedFrame:
-    """Encode one frame at quantizer ``q`` against ``state`` (the decoder state before it).
-    An interframe refreshes the last frame, and golden too with ``refresh_golden``, or with
-    ``refresh_all`` all three references. It predicts from the last frame, and from golden when
-    that holds another picture. ``filter_hint`` (the previous frame's loop-filter level and sharpness) narrows the
-    level search to the hint and ``filter_step`` either side, then halved steps (1: the hint and its
-    two neighbours, three trial filters where step 2 took five: on ``bench/encode_bench.py`` 8% less
-    encode time and BD-rate 0.2 points better, +4.8% against +5.0%)."""
-    h, w = image.y.shape
+@dataclass(frozen=True, eq=False)
+class _Costs:
+    """The bit costs (1/256 bit) the macroblock decisions weigh, from the header's probabilities."""
+
+    tokens: np.ndarray
+    ymode: np.ndarray
+    uvmode: np.ndarray
+    bmode_kf: np.ndarray
+    bmode_inter: np.ndarray
+    ref: np.ndarray
+    mv_r: np.ndarray
+    mv_c: np.ndarray
+    split_part: np.ndarray
+    split_sub: np.ndarray
+
+
+def _check_frame_size(state: DecoderState, w: int, h: int, key_frame: bool) -> None:
     if not (1 <= w <= MAX_DIMENSION and 1 <= h <= MAX_DIMENSION):
         raise ValueError(f"frame size {w}x{h} is outside 1x1..{MAX_DIMENSION}x{MAX_DIMENSION}")
     if not key_frame and (not state.has_keyframe or (state.width, state.height) != (w, h)):
         raise ValueError(f"an interframe of {w}x{h} needs a state of that size "
                          f"(the state is {state.width}x{state.height})")
-    tag = FrameTag(key_frame=key_frame, version=0, show_frame=True, first_part_size=0,
-                   width=w if key_frame else 0, height=h if key_frame else 0)
+
+
+def _initial_header(state: DecoderState, tag: FrameTag, q: int, refresh_all: bool, refresh_golden: bool):
+    """The header the decisions are made under: the state's probabilities, and which references
+    this frame refreshes."""
     header = new_frame_header(state, tag, q)
-    if not key_frame and (refresh_all or refresh_golden):
+    if not tag.key_frame and (refresh_all or refresh_golden):
         # A golden refresh first moves the old golden picture to altref (section 9.7's copy,
         # done before the refresh), so altref keeps the previous boosted picture.
         header = dataclasses.replace(header, refs=References(
             refresh_golden=True, refresh_altref=refresh_all, copy_to_altref=0 if refresh_all else 2,
             refresh_entropy=True, refresh_last=True))
-    mb_rows, mb_cols = (h + 15) // 16, (w + 15) // 16
-    src = _source_planes(image, mb_rows, mb_cols)
-    dq = dequant_factors(header)
-    qps = frame_quant_params(dq[:1])[0]
-    q_ac = int(dq[0, 1])
-    lam = lambda_scale * q_ac * q_ac
-    search_range, subpel, use_bpred, rdq = _SPEEDS[speed]
+    return header
 
+
+def _rate_costs(header, key_frame: bool) -> _Costs:
     tok_cost = np.zeros(TOKEN_COST_SHAPE, np.int32)
     token_costs(np.ascontiguousarray(header.coeff_probs), tok_cost)
     ymode_cost = np.zeros(5, np.int32)
@@ -248,35 +253,59 @@ def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, spe
     mvcost_c = np.zeros(2 * MV_MAX + 1, np.int32)
     mv_component_costs(mv_probs[0], mvcost_r)
     mv_component_costs(mv_probs[1], mvcost_c)
-
     split_part = np.zeros(4, np.int32)
     split_sub = np.zeros((5, 4), np.int32)
     split_mv_costs(split_part, split_sub)
-    use_split = speed == 0
+    return _Costs(tok_cost, ymode_cost, uvmode_cost, bcost_kf, bcost_inter, ref_cost, mvcost_r, mvcost_c,
+                  split_part, split_sub)
 
-    pic = Picture.allocate(mb_rows, mb_cols)
-    _prepare_intra_edges(pic, mb_rows, mb_cols)
+
+def _references(state: DecoderState, pic: Picture, key_frame: bool):
+    """(last, golden, altref, use_golden, use_altref): the pictures an interframe predicts from,
+    and whether golden and altref hold pictures of their own (a key frame: itself, unused)."""
     last = pic if key_frame else state.last
     golden = pic if key_frame else state.golden
     altref = pic if key_frame else state.altref
     use_golden = not key_frame and golden is not None and golden is not last
     use_altref = not key_frame and altref is not None and altref is not last and altref is not golden
+    return last, golden, altref, use_golden, use_altref
+
+
+def _decide_macroblocks(state: DecoderState, header, src, pic: Picture, s: _Scratch, key_frame: bool,
+                        speed: int, lambda_scale: float):
+    """Every macroblock's modes, vectors and quantized coefficients, by rate-distortion cost,
+    reconstructing into ``pic``: (modes, coeffs, eobs, mv_pred), ``mv_pred`` the best predictor of
+    each NEWMV vector."""
+    mb_rows, mb_cols = src[0].shape[0] // 16, src[0].shape[1] // 16
+    dq = dequant_factors(header)
+    qps = frame_quant_params(dq[:1])[0]
+    q_ac = int(dq[0, 1])
+    lam = lambda_scale * q_ac * q_ac
+    search_range, subpel, use_bpred, rdq = _SPEEDS[speed]
+    k = _rate_costs(header, key_frame)
+    use_split = speed == 0
+    _prepare_intra_edges(pic, mb_rows, mb_cols)
+    last, golden, altref, use_golden, use_altref = _references(state, pic, key_frame)
     modes = allocate_mode_info(mb_rows, mb_cols)
     coeffs = np.zeros((mb_rows, mb_cols, 25, 16), np.int16)
     eobs = np.zeros((mb_rows, mb_cols, 25), np.uint8)
-    s = _Scratch(mb_cols)
     mv_pred = np.zeros((mb_rows, mb_cols, 2), np.int32)
     encode_macroblocks(
         src[0], src[1], src[2], pic.y, pic.u, pic.v, last.y, last.u, last.v, golden.y, golden.u, golden.v,
         altref.y, altref.u, altref.v, use_golden, use_altref, use_split, key_frame, dq, qps, lam, rdq,
-        tok_cost, ymode_cost, uvmode_cost, bcost_kf, bcost_inter, ref_cost, mvcost_r, mvcost_c,
+        k.tokens, k.ymode, k.uvmode, k.bmode_kf, k.bmode_inter, k.ref, k.mv_r, k.mv_c,
         np.zeros(4, np.int64), search_range, subpel, use_bpred, tables.SIXTAP_FILTERS, False,
         modes["ymode"], modes["uvmode"], modes["ref"], modes["skip"], modes["bmodes"], modes["mvs"],
-        modes["partitioning"], coeffs, eobs, s.split_mv, s.split_try, split_part, int(split_sub[0, 3]),
+        modes["partitioning"], coeffs, eobs, s.split_mv, s.split_try, k.split_part, int(k.split_sub[0, 3]),
         s.above_ctx, s.lctx, s.tblk, s.teob, s.coefs, s.s16, s.work, s.imcost, s.edge, s.above_right, s.bm,
         s.near, s.cnt, s.mv_out, s.pred, s.mc_tmp, s.rank, s.seen_mv, s.seen_cost, s.ref_best, mv_pred)
+    return modes, coeffs, eobs, mv_pred
 
-    # Probabilities from this frame's own statistics.
+
+def _final_header(header, pic: Picture, src, s: _Scratch, modes, coeffs, eobs, mv_pred, key_frame: bool,
+                  filter_hint: tuple[int, int] | None, filter_step: int):
+    """The header the frame is written with: probabilities from the frame's own statistics and
+    the loop-filter level and sharpness chosen on its reconstruction."""
     skips = modes["skip"][1:, 1:]
     n = skips.size
     prob_skip = _prob(int(n - skips.sum()), n)
@@ -295,7 +324,30 @@ def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, spe
     level, sharpness = _choose_filter(pic, src, modes, eobs, key_frame, None if key_frame else filter_hint,
                                       filter_step)
     fields["loop_filter"] = dataclasses.replace(header.loop_filter, level=level, sharpness=sharpness, simple=False)
-    header = dataclasses.replace(header, **fields)
+    return dataclasses.replace(header, **fields)
+
+
+def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, speed: int = 1,
+                 lambda_scale: float = 0.015, refresh_all: bool = False, refresh_golden: bool = False,
+                 filter_hint: tuple[int, int] | None = None, filter_step: int = 1) -> EncodedFrame:
+    """Encode one frame at quantizer ``q`` against ``state`` (the decoder state before it).
+    An interframe refreshes the last frame, and golden too with ``refresh_golden``, or with
+    ``refresh_all`` all three references. It predicts from the last frame, and from golden when
+    that holds another picture. ``filter_hint`` (the previous frame's loop-filter level and sharpness) narrows the
+    level search to the hint and ``filter_step`` either side, then halved steps (1: the hint and its
+    two neighbours, three trial filters where step 2 took five: on ``bench/encode_bench.py`` 8% less
+    encode time and BD-rate 0.2 points better, +4.8% against +5.0%)."""
+    h, w = image.y.shape
+    _check_frame_size(state, w, h, key_frame)
+    tag = FrameTag(key_frame=key_frame, version=0, show_frame=True, first_part_size=0,
+                   width=w if key_frame else 0, height=h if key_frame else 0)
+    header = _initial_header(state, tag, q, refresh_all, refresh_golden)
+    mb_rows, mb_cols = (h + 15) // 16, (w + 15) // 16
+    src = _source_planes(image, mb_rows, mb_cols)
+    pic = Picture.allocate(mb_rows, mb_cols)
+    s = _Scratch(mb_cols)
+    modes, coeffs, eobs, mv_pred = _decide_macroblocks(state, header, src, pic, s, key_frame, speed, lambda_scale)
+    header = _final_header(header, pic, src, s, modes, coeffs, eobs, mv_pred, key_frame, filter_hint, filter_step)
 
     prev = coding_state(state, tag)
     frame = ParsedFrame(header, modes, np.zeros((mb_rows, mb_cols), np.uint8) if key_frame
@@ -304,7 +356,7 @@ def encode_frame(state: DecoderState, image: Image, q: int, key_frame: bool, spe
     # The decoder's pixel stage on the syntax just written: what decode_frame would give from
     # ``data`` (tests/test_encoder.py checks both, frame by frame) without reading it back.
     new_state, recon = decode_syntax(prev, header, modes, frame.segment_map, coeffs, eobs)
-    return EncodedFrame(data, key_frame, q, recon, new_state, level, sharpness)
+    return EncodedFrame(data, key_frame, q, recon, new_state, header.loop_filter.level, header.loop_filter.sharpness)
 
 
 class Encoder:

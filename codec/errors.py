@@ -5,8 +5,10 @@ matching builtin so callers that only know ``ValueError`` still catch it. Messag
 wrong and where (frame number, byte offset) so the CLI can print them as one line.
 """
 
+from foundation.errors import ExcameraError
 
-class VP8Error(Exception):
+
+class VP8Error(ExcameraError):
     """Base class of every codec error."""
 
 

@@ -299,6 +299,10 @@ def _filter(fy, fu, fv, wy, wu, wv, qy, qu, qv, ys, uvs, border_y, border_uv, le
       4, 8, 12 and 16 at a literal stride (chroma: 12 rows of one word, 8 bytes a row).
 
     The simple filter (luma only, rare) works on the plane in place.
+
+    It stays one function because what is left in it is the edge order (each edge reads what the one
+    before it wrote, in libvpx's order) while the filtering is already in helper kernels
+    (``_mb_edge_words``, ``_subblock_edge``, ...): splitting it would only scatter that order.
     """
     mb_rows, mb_cols = levels.shape
     ysw, uvsw = ys >> 2, uvs >> 2   # row lengths in uint32 words

@@ -186,7 +186,12 @@ def read_modes(st, data, key_frame, update_map, seg_probs, segment_map, skip_ena
 def _read_modes(st, data, key_frame, update_map, seg_probs, segment_map, skip_enabled, prob_skip,
                 prob_intra, prob_last, prob_golden, ymode_probs, uv_mode_probs, mv_probs, sign_bias,
                 ymode, uvmode, ref, skip, bmodes, mvs, partitioning, sub_mv_modes, near, cnt, probs):
-    """read_modes with its scratch passed in (no runtime: no reference counting)."""
+    """read_modes with its scratch passed in (no runtime: no reference counting).
+
+    It stays whole, section 19.3's per-macroblock syntax in order, so it reads line for line against
+    ``write_modes``; the parts that stand alone are kernels already (``_read_split``,
+    ``_find_near_mvs``, ``read_mv_component``).
+    """
     mb_rows, mb_cols = segment_map.shape
     for r in range(mb_rows):
         R = r + 1
@@ -378,6 +383,11 @@ def write_modes(es, buf, key_frame, update_map, seg_probs, segment_map, skip_ena
     ``sub_mv_modes`` for SPLITMV. NEARESTMV, NEARMV and ZEROMV must carry the vector they imply;
     NEWMV codes its difference from the clamped best vector. Returns (buf, status, row, col):
     status 0 is success, else a ``MODE_ERRORS`` key for macroblock (row, col).
+
+    It stays one function, section 19.3's per-macroblock syntax in order (the parts that stand alone
+    are kernels already: ``_write_split``, ``_find_near_mvs``, ``write_mv_component``), because its
+    checks return ``(buf, status, row, col)`` early and ``buf`` may be reallocated, which split-off
+    kernels would have to thread back through every call.
     """
     mb_rows, mb_cols = segment_map.shape
     near = np.zeros((4, 2), np.int32)

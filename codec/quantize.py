@@ -116,6 +116,10 @@ def rd_quantize_block(coef, qp, btype, ctx, lam, tok_cost, work, levels):
     backward pass over (position, context) finds the optimum over all those choices exactly:
     ``work[0, i, c]`` is the best cost of positions i..15 entered with context c, and
     ``work[1, i, c]`` the choice made there. Ties go to the larger level, then to coding on.
+
+    Its three passes (the last level worth coding, the backward pass, the traceback) could be
+    separate njit kernels sharing ``work``; they stay in one because it runs for every block of
+    every candidate the encoder codes, and the passes share ``last`` and ``tail`` as locals.
     """
     first = 1 if btype == TYPE_Y_AFTER_Y2 else 0
     lamr = lam / 256.0

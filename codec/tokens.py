@@ -35,6 +35,10 @@ def _read_block(st, data, probs, btype, ctx, out):
     """Tokens of one block (section 13.2) into ``out`` (int16[16], zeroed); returns its eob.
 
     The bool decoder's state is kept in locals for the block (``bd_step``) and written back once.
+
+    It stays whole: the bool decoder's state lives in locals for the whole block (the point of this
+    kernel), and a split-off njit kernel, say for a token's value, would have to take and return all
+    six of them as ``bd_step`` does, once per token read.
     """
     value, bits, rng, pos, end, fake = st[VALUE], st[BITS], st[RANGE], st[POS], st[END], st[FAKE]
     i = 1 if btype == TYPE_Y_AFTER_Y2 else 0
@@ -208,7 +212,12 @@ def _write_block(es, buf, probs, btype, ctx, coeffs, r, c, b, eob):
     """Mirror of ``_read_block``: the tokens of one checked block (``check_block``),
     ``coeffs[r, c, b]``, the encoder held in locals for the block. ``buf`` must have room for
     BLOCK_MAX_BYTES more bytes (``write_tokens`` grows it per block), so this needs no runtime:
-    no reference counting per token."""
+    no reference counting per token.
+
+    It stays whole: the bool encoder's state lives in locals for the whole block, and a split-off
+    njit kernel, say for a token's value, would have to take and return all four of them as
+    ``be_put`` does, once per token written.
+    """
     low, rng, count, pos = es[E_LOW], es[E_RANGE], es[E_COUNT], es[E_POS]
     i = 1 if btype == TYPE_Y_AFTER_Y2 else 0
     band = COEFF_BANDS[i]

@@ -1,10 +1,12 @@
 """The public Python API of the runtime: run an FSM job and get its verified results.
 
-``run_job(job, inputs=..., workers=N, spare=K)`` starts an embedded coordinator (with its own
-rendezvous, an ephemeral CA and N+K local ``excamera worker`` processes), runs the job, and
-returns a ``JobResult`` whose objects were re-verified against storage; it raises ``JobFailed``
-otherwise. With ``coordinator="HOST:PORT"`` and ``certs=DIR`` it submits to a running
-coordinator over the Jobs service instead: the inputs go up as a chunked stream, the job's events
+``run_job(job, RunConfig(workers=N, spare=K), inputs=...)`` starts an embedded coordinator (with
+its own rendezvous, an ephemeral CA and N+K local ``excamera worker`` processes), runs the job,
+and returns a ``JobResult`` whose objects were re-verified against storage; it raises
+``JobFailed`` otherwise. One function per way to run: ``run_job_async`` (embedded) and
+``submit_remote`` (a running coordinator); ``run_job`` picks by the configuration's backend. With
+``RunConfig(backend=RemoteCoordinator("HOST:PORT", certs=DIR))`` the job goes to a running
+coordinator over the Jobs service: the inputs go up as a chunked stream, the job's events
 come back as it runs, and its result objects come back as chunked streams, each checked against
 its digest; interrupting the caller (Ctrl-C) cancels the job on the coordinator.
 
@@ -20,8 +22,9 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from coordinator.config import ConfigError, LaunchedBackend, LocalBackend, RemoteCoordinator, RunConfig
 from coordinator.fsm import Job
-from excamera.storage import ObjectRef, StorageError, object_pairs, open_storage
+from storage import ObjectRef, StorageError, object_pairs, open_storage
 
 #: A job's input objects: key -> bytes, or (key, bytes) pairs produced one at a time.
 Inputs = Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None
@@ -69,37 +72,37 @@ def _pick(refs: dict[str, ObjectRef], name: str | None, whose: str) -> ObjectRef
 
 
 @contextlib.asynccontextmanager
-async def embedded_coordinator(storage_dir: str | None = None, *, storage: str | None = None,
-                               ops_modules: tuple[str, ...] = (),
-                               launch_workers: bool = True, quiet_workers: bool = True,
-                               rendezvous_limits: dict | None = None, speculation=None,
-                               launcher_factory=None, listen: str = "127.0.0.1:0",
-                               public_address: str | None = None):
-    """A started in-process coordinator and rendezvous on loopback with an ephemeral CA, and a
-    local launcher whose workers get only the CA certificate and the client pair; or, with
-    ``launcher_factory(bundle)``, that launcher (e.g. ``LambdaLauncher``, which issues per-job
-    client certificates with the ephemeral CA) and workers dialling ``public_address``. Its
-    storage: ``storage`` (a directory or ``s3://BUCKET/PREFIX``), else the directory
-    ``storage_dir``."""
-    root = storage or storage_dir
-    if not root:
+async def embedded_coordinator(storage: str, *, backend: LocalBackend | LaunchedBackend = LocalBackend(),
+                               ops_modules: tuple[str, ...] = (), launch_workers: bool = True,
+                               quiet_workers: bool = True, rendezvous_limits: dict | None = None,
+                               speculation=None, journal=None):
+    """A started in-process coordinator and rendezvous with an ephemeral CA, its objects in
+    ``storage`` (a directory or ``s3://BUCKET/PREFIX``). With a ``LocalBackend`` it listens on
+    loopback and a local launcher starts workers that get only the CA certificate and the client
+    pair (none with ``launch_workers=False``); with a ``LaunchedBackend``, that backend's launcher
+    (e.g. ``LambdaLauncher``, which issues per-job client certificates with the ephemeral CA) and
+    workers dialling its ``public_address``."""
+    if not storage:
         raise ValueError("embedded_coordinator: give storage (a directory or s3://BUCKET/PREFIX)")
     from coordinator.launcher import LocalLauncher
     from coordinator.server import Coordinator
-    from excamera import tls
+    from security import tls
 
+    launched = isinstance(backend, LaunchedBackend)
+    public_address = backend.public_address if launched else None
     hosts = list(tls.DEFAULT_HOSTS)
     if public_address and public_address.rpartition(":")[0] not in hosts:
         hosts.append(public_address.rpartition(":")[0])
     bundle = tls.generate(hosts)
     with tempfile.TemporaryDirectory(prefix="excamera-certs-") as certs:
         tls.write(bundle.for_worker(), certs, overwrite=True)
-        if launcher_factory is not None:
-            launcher = launcher_factory(bundle)
+        if launched:
+            launcher = backend.launcher_factory(bundle)
         else:
             launcher = LocalLauncher(certs, ops_modules=ops_modules, quiet=quiet_workers) if launch_workers else None
-        c = Coordinator(bundle, root, launcher=launcher, rendezvous_limits=rendezvous_limits,
-                        speculation=speculation, listen=listen, public_address=public_address)
+        c = Coordinator(bundle, storage, launcher=launcher, rendezvous_limits=rendezvous_limits,
+                        speculation=speculation, listen=backend.listen if launched else "127.0.0.1:0",
+                        public_address=public_address, journal=journal)
         await c.start()
         try:
             yield c
@@ -107,26 +110,29 @@ async def embedded_coordinator(storage_dir: str | None = None, *, storage: str |
             await c.stop()
 
 
-async def run_job_async(job: Job, *, inputs: Inputs = None, workers: int = 4,
-                        spare: int = 0, max_attempts: int = 3, storage_dir: str | None = None,
-                        timeline: str | None = None, ops_modules: tuple[str, ...] = (),
-                        timeout_s: float | None = None, on_event=None, planner=None,
-                        storage: str | None = None, job_id: str | None = None,
-                        launcher_factory=None, listen: str = "127.0.0.1:0",
-                        public_address: str | None = None) -> JobResult:
-    root = storage or storage_dir or tempfile.mkdtemp(prefix="excamera-storage-")
-    async with embedded_coordinator(root, ops_modules=ops_modules, launcher_factory=launcher_factory,
-                                    listen=listen, public_address=public_address) as c:
-        job_id, _ = await c.submit(job, workers=workers, spare=spare, max_attempts=max_attempts,
-                                   inputs=inputs, timeline=timeline, planner=planner, job_id=job_id)
+async def run_job_async(job: Job, config: RunConfig | None = None, *, inputs: Inputs = None,
+                        ops_modules: tuple[str, ...] = (), on_event=None, planner=None,
+                        job_id: str | None = None) -> JobResult:
+    """``job`` on an embedded coordinator (``config.backend``: local processes or launched
+    workers); see ``run_job``."""
+    config = config or RunConfig()
+    if config.remote:
+        raise ConfigError("run_job_async runs an embedded coordinator; submit_remote reaches a running one")
+    if config.worker_count < 1:
+        raise ConfigError("a job needs one worker at least")
+    root = config.storage or tempfile.mkdtemp(prefix="excamera-storage-")
+    async with embedded_coordinator(root, backend=config.backend, ops_modules=ops_modules) as c:
+        job_id, _ = await c.submit(job, workers=config.worker_count, spare=config.spare,
+                                   max_attempts=config.max_attempts, inputs=inputs, timeline=config.timeline,
+                                   planner=planner, job_id=job_id)
         pump = None
         if on_event is not None:
             pump = asyncio.create_task(_pump_events(c, job_id, on_event))
         try:
-            outcome = await asyncio.wait_for(c.wait(job_id), timeout_s)
+            outcome = await asyncio.wait_for(c.wait(job_id), config.timeout_s)
         except asyncio.TimeoutError:
             c.cancel(job_id)
-            raise JobFailed(f"job {job_id}: not finished after {timeout_s} s; cancelled", "cancelled",
+            raise JobFailed(f"job {job_id}: not finished after {config.timeout_s} s; cancelled", "cancelled",
                             job_id) from None
         finally:
             if pump is not None:
@@ -193,42 +199,53 @@ async def fetch_remote(stub, job_id: str, job_key: str, key: str, max_bytes: int
     return data
 
 
-async def submit_remote(job: Job, coordinator: str, certs: str, *, inputs: Inputs = None, workers: int = 4,
+async def submit_remote(job: Job, remote: RemoteCoordinator, *, inputs: Inputs = None, workers: int = 4,
                         spare: int = 0, max_attempts: int = 3, on_event=None, on_submitted=None,
                         pipeline: str = "") -> JobResult:
-    """Submit ``job`` to a running coordinator over the Jobs service (inputs streamed in chunks),
-    watch it to the end and fetch its result objects. ``on_submitted(job_id)`` is called once
-    the coordinator has accepted the job; ``pipeline`` makes it a dynamic job (``pipeline.remote``).
-    If this coroutine is cancelled (Ctrl-C under
-    ``asyncio.run``) after that, the job is cancelled on the coordinator before it returns."""
+    """Submit ``job`` to the running coordinator ``remote`` over the Jobs service (inputs
+    streamed in chunks), watch it to the end and fetch its result objects. ``on_submitted(job_id)``
+    is called once the coordinator has accepted the job; ``pipeline`` makes it a dynamic job
+    (``pipeline.remote``). If this coroutine is cancelled (Ctrl-C under ``asyncio.run``) after
+    that, the job is cancelled on the coordinator before it returns. While the coordinator is
+    away (a restart) every call is tried again for up to ``remote.reconnect_s`` seconds
+    (``coordinator.reconnect``); the submission too, from its start, when ``inputs`` can be read
+    again (a mapping, or a callable returning the pairs afresh each time it is called). The spec
+    carries a submission id made once here, so a submission sent again after the coordinator
+    journalled it (and died before replying) is answered with that job, not a second one
+    (``coordinator.submissions``)."""
+    import secrets
+
     import grpc
 
+    from coordinator import reconnect
     from coordinator.fsm import job_to_proto
-    from excamera import tls
+    from security import tls
     from protos import jobs_pb2 as jpb
     from protos import jobs_pb2_grpc as jpb_grpc
 
-    bundle = tls.load(certs, need=tls.WORKER_FILES)
+    bundle = tls.load(remote.certs, need=tls.WORKER_FILES)
     spec = job_to_proto(job, workers=workers, spare=spare, max_attempts=max_attempts)
     spec.pipeline = pipeline  # a dynamic job's planner (pipeline.remote), rebuilt by the coordinator
-    async with grpc.aio.secure_channel(coordinator, tls.client_credentials(bundle), options=CLIENT_OPTIONS) as ch:
+    spec.submission_id = secrets.token_hex(16)  # the same on every try of this submission
+    again = reconnect.RECONNECT_S if isinstance(inputs, Mapping) or callable(inputs) else 0.0
+    wait = remote.reconnect_s
+    async with grpc.aio.secure_channel(remote.address, tls.client_credentials(bundle),
+                                       options=CLIENT_OPTIONS + reconnect.CHANNEL_OPTIONS) as ch:
         stub = jpb_grpc.JobsStub(ch)
-        ref = await stub.SubmitStream(_submit_parts(spec, inputs))
+        ref = await reconnect.call(lambda: stub.SubmitStream(_submit_parts(
+            spec, inputs() if callable(inputs) else inputs)), min(again, wait))
+        reconnect.remember(ref.job_id, ref.job_key, remote.address)
         if on_submitted is not None:
             on_submitted(ref.job_id)
         try:
-            final = None
-            async for ev in stub.Watch(jpb.JobRef(job_id=ref.job_id)):
-                if on_event is not None:
-                    on_event(ev)
-                if ev.kind == "job" and ev.to_state != "running":
-                    final = ev
+            final = await reconnect.watch(stub, ref.job_id, wait, on_event)
             if final is None or final.to_state != "succeeded":
                 raise JobFailed(f"job {ref.job_id} {final.to_state if final else 'lost'}: "
                                 f"{final.detail if final else 'the watch ended early'}",
                                 final.to_state if final else "failed")
             objects = {"": {o.key: ObjectRef(o.key, o.sha256, o.size) for o in final.objects}}
-            data = {key: await fetch_remote(stub, ref.job_id, ref.job_key, key) for key in objects[""]}
+            data = {key: await reconnect.call(lambda key=key: fetch_remote(stub, ref.job_id, ref.job_key, key), wait)
+                    for key in objects[""]}
         except asyncio.CancelledError:
             try:  # the caller gave up: do not leave the job running on the coordinator
                 await asyncio.wait_for(stub.Cancel(jpb.JobRef(job_id=ref.job_id, job_key=ref.job_key)), 10)
@@ -238,46 +255,35 @@ async def submit_remote(job: Job, coordinator: str, certs: str, *, inputs: Input
     return JobResult(ref.job_id, objects, "", f"jobs/{ref.job_id}", data=data)
 
 
-def run_job(job: Job, *, inputs: Inputs = None, workers: int = 4, spare: int = 0,
-            max_attempts: int = 3, storage_dir: str | None = None, timeline: str | None = None,
-            ops_modules: tuple[str, ...] = (), timeout_s: float | None = None,
-            coordinator: str | None = None, certs: str | None = None, on_event=None,
-            storage: str | None = None, job_id: str | None = None,
-            launcher_factory=None, listen: str = "127.0.0.1:0", public_address: str | None = None,
-            planner=None) -> JobResult:
-    """Run ``job`` to the end and return its verified results (``JobFailed`` otherwise).
+def run_job(job: Job, config: RunConfig | None = None, *, inputs: Inputs = None,
+            ops_modules: tuple[str, ...] = (), on_event=None, planner=None,
+            job_id: str | None = None) -> JobResult:
+    """Run ``job`` as ``config`` says (``coordinator.config.RunConfig``; the default: one local
+    worker process per CPU) and return its verified results (``JobFailed`` otherwise).
 
-    Embedded (default): a coordinator, a rendezvous and ``workers + spare`` local worker
-    processes, all on loopback with an ephemeral CA; ``inputs`` (key -> bytes) are stored under
-    the job's prefix (``jobs/JOB_ID``, ``job_id`` if given) in ``storage`` (a directory or
-    ``s3://BUCKET/PREFIX``), else in ``storage_dir`` (a new temporary directory if None: the
-    results stay there for ``JobResult.read``; removing them is the caller's) before it starts (a
-    mapping, or an iterable of (key, bytes) pairs read one at a time, as a spooled input's);
-    ``timeline`` writes every worker's state history as JSON. ``ops_modules`` are imported by
-    every worker (to register operations beyond the built-ins). With ``coordinator`` and
-    ``certs``, the job goes to that coordinator instead (its storage is the coordinator's).
+    Embedded (a ``LocalBackend`` or ``LaunchedBackend``): a coordinator, a rendezvous and
+    ``workers + spare`` workers, with an ephemeral CA; ``inputs`` (a mapping key -> bytes, or an
+    iterable of (key, bytes) pairs read one at a time, as a spooled input's) are stored under the
+    job's prefix (``jobs/JOB_ID``, ``job_id`` if given) in ``config.storage`` (a new temporary
+    directory if None) before it starts, and the results stay there for ``JobResult.read``
+    (removing them is the caller's). ``ops_modules`` are imported by every local worker (to
+    register operations beyond the built-ins). A ``planner`` (``coordinator.engine.Planner``)
+    makes the job dynamic; embedded only (the Jobs service cannot carry one).
+
+    Remote (a ``RemoteCoordinator``): the job goes to that coordinator (its storage is its own).
     ``on_event`` is called with each of the job's events (``jobs_pb2.JobEvent``: task and attempt
     changes, FSM transitions, stragglers, the job's end) as they happen, in either mode.
-    ``launcher_factory(bundle)`` replaces the local worker processes with another launcher
-    (``coordinator.lambda_launcher.LambdaLauncher``), whose workers dial ``public_address``
-    while the coordinator listens on ``listen``. A ``planner`` (``coordinator.engine.Planner``)
-    makes the job dynamic; embedded only (the Jobs service cannot carry one).
     """
-    if coordinator:
+    config = config or RunConfig()
+    if isinstance(config.backend, RemoteCoordinator):
         if planner is not None:
-            raise ValueError("run_job: a dynamic job (planner) cannot go to a remote coordinator yet")
-        if not certs:
-            raise ValueError("run_job: a remote coordinator needs certs (a directory with ca.pem, "
-                             "client.pem, client.key)")
-        return asyncio.run(submit_remote(job, coordinator, certs, inputs=inputs, workers=workers,
-                                         spare=spare, max_attempts=max_attempts, on_event=on_event))
-    return asyncio.run(run_job_async(job, inputs=inputs, workers=workers, spare=spare,
-                                     max_attempts=max_attempts, storage_dir=storage_dir,
-                                     timeline=timeline, ops_modules=ops_modules, timeout_s=timeout_s,
-                                     on_event=on_event, storage=storage, job_id=job_id,
-                                     launcher_factory=launcher_factory, listen=listen,
-                                     public_address=public_address, planner=planner))
+            raise ConfigError("run_job: a dynamic job (planner) cannot go to a remote coordinator yet")
+        return asyncio.run(submit_remote(job, config.backend, inputs=inputs, workers=config.worker_count,
+                                         spare=config.spare, max_attempts=config.max_attempts,
+                                         on_event=on_event))
+    return asyncio.run(run_job_async(job, config, inputs=inputs, ops_modules=ops_modules, on_event=on_event,
+                                     planner=planner, job_id=job_id))
 
 
-__all__ = ["JobFailed", "JobResult", "embedded_coordinator", "run_job", "run_job_async",
-           "submit_remote"]
+__all__ = ["ConfigError", "JobFailed", "JobResult", "LaunchedBackend", "LocalBackend", "RemoteCoordinator",
+           "RunConfig", "embedded_coordinator", "run_job", "run_job_async", "submit_remote"]

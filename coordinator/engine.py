@@ -42,14 +42,17 @@ planner's. A ``PlanError`` from the planner fails the job with its message.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from coordinator.fsm import DONE, ERROR, FAILED, LOST, OK, TIMEOUT, FsmError, Job, Task, fill
-from excamera.storage import ObjectRef, Storage
+from foundation.errors import ExcameraError
+from storage import ObjectRef, Storage
 
 log = logging.getLogger("excamera.coordinator")
 
@@ -108,23 +111,61 @@ PAIR_DRAIN_S = 5.0
 
 @dataclass(frozen=True)
 class Speculation:
-    """When a running attempt is slow *relative to its peers*: past ``factor`` times the median
-    time of the same FSM state in the job's finished attempts, once ``min_sample`` of them
-    finished, and never sooner than ``floor_s`` (scheduling noise on millisecond states). States
-    issuing one of ``waits`` wait for other tasks (a state from the previous chunk), so their time
-    says nothing about the worker: they are exempt. ``factor`` 0 turns speculation off."""
+    """When a running attempt is *slow*: past ``factor`` times what it should cost, and never
+    sooner than ``floor_s`` (scheduling noise on millisecond states). What it should cost:
+
+    * for a task that says how many frames it covers (``task_frames``: a pipeline task's
+      inputs, a ``frames`` parameter), its frames times the state's seconds per frame: the
+      median over the job's finished attempts of the state (any task size, one is enough), else
+      ``per_frame_s`` (a cost model: operation, or ``stage:NAME`` for a pipeline stage, ->
+      seconds per frame); an attempt on a worker that has finished nothing yet is allowed
+      ``cold_s`` more (loading its kernels);
+    * otherwise the median time of the same state in the job's finished attempts, once
+      ``min_sample`` of them finished.
+
+    This is slowness only: a frozen worker (SIGSTOP, a dead machine) is *lost*, found by the
+    transport's keepalive, not by these clocks (docs/design/engine.md). States issuing one of
+    ``waits`` wait for other tasks (a state from the previous chunk), so their time says nothing
+    about the worker: they are exempt. ``factor`` 0 turns speculation off."""
 
     factor: float = 2.0
     min_sample: int = 3
     floor_s: float = 1.0
     waits: frozenset = frozenset({"receive-state"})
+    per_frame_s: Mapping[str, float] = field(default_factory=dict)
+    cold_s: float = 3.0
+
+
+def _ids(job: "JobRec", a: "AttemptRec") -> dict:
+    """The ids a log line about attempt ``a`` carries (``--log-format json``)."""
+    return {"job": job.job_id, "task": a.task.spec.task_id, "attempt": a.number, "worker": a.worker_id}
+
+
+def task_frames(task: Task) -> int | None:
+    """How many frames ``task`` covers, where it says: a pipeline task's inputs (the port with
+    the most frames: ``pipeline.planner`` describes each input's frame range ``a``..``b``), or
+    a whole-number ``frames`` parameter; None otherwise."""
+    params = task.params
+    frames = params.get("frames")
+    if isinstance(frames, int) and not isinstance(frames, bool) and frames > 0:
+        return frames
+    inputs = params.get("inputs")
+    if isinstance(inputs, str) and inputs.startswith("{"):
+        try:
+            ports = json.loads(inputs)
+            counts = [sum(int(d["b"]) - int(d["a"]) for d in ds) for ds in ports.values()]
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+        best = max(counts, default=0)
+        return best if best > 0 else None
+    return None
 
 
 class LifecycleError(RuntimeError):
     """A status change its table does not allow: a bug in the engine."""
 
 
-class PlanError(ValueError):
+class PlanError(ExcameraError):
     """A dynamic job's planner cannot go on (e.g. items that can never be joined); the job fails
     with this message."""
 
@@ -284,6 +325,11 @@ class JobRec:
     # (fsm, state) -> seconds its finished attempts spent in it, and the median when last asked
     durations: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     medians: dict[tuple[str, str], float] = field(default_factory=dict)
+    # (fsm, state) -> seconds per frame of its finished attempts (tasks that say their frames:
+    # ``task_frames``), and the median when last asked; task id -> its frames (None: unknown)
+    rates: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    rate_medians: dict[tuple[str, str], float] = field(default_factory=dict)
+    frames: dict[str, int | None] = field(default_factory=dict)
     # The tasks not yet done, failed or cancelled, in the order they were added; and the same
     # tasks by status (waiting, ready, running), so that each step looks only at the tasks that
     # can change (a pipeline may have tens of thousands waiting for a worker).
@@ -320,6 +366,9 @@ class Engine:
         self._inbox: list[tuple] = []
         self._actions: list = []
         self._next_worker = 1
+        # (job id, task id, outputs) of each task done (its winner verified) since last drained,
+        # when someone journals them (coordinator.journal); None: nobody does
+        self.done_log: list | None = None
 
     # -- lifecycle bookkeeping ------------------------------------------------------------------
 
@@ -461,7 +510,13 @@ class Engine:
             self.jobs[w.job_id].draining.pop(worker_id, None)
         if a is not None and a.status == "running":
             log.warning("coordinator: job %s: worker %s (%s) lost during task %s, state %s",
-                        w.job_id, worker_id, w.name, a.task.spec.task_id, a.state)
+                        w.job_id, worker_id, w.name, a.task.spec.task_id, a.state,
+                        extra={"job": w.job_id, "task": a.task.spec.task_id, "attempt": a.number,
+                               "worker": worker_id})
+            # (its stream broke: killed, crashed, or frozen and so deaf to the transport's
+            # keepalive pings; the task goes on elsewhere at once, not at its state's timeout)
+            self._event(w.job_id, "lost", task_id=a.task.spec.task_id, worker_id=worker_id,
+                        from_state=a.state, detail=f"attempt {a.number}")
             self._lost(self.jobs[w.job_id], a, f"worker {worker_id} lost", now)
 
     def _on_cancel(self, now: float, job_id: str) -> None:
@@ -539,6 +594,10 @@ class Engine:
             key = (task.spec.fsm, a.state)
             job.durations.setdefault(key, []).append(now - a.entered)
             job.medians.pop(key, None)
+            frames = self._frames(job, task)
+            if frames:
+                job.rates.setdefault(key, []).append((now - a.entered) / frames)
+                job.rate_medians.pop(key, None)
         a.state, a.entered = target, now
         a.history.append((now, target))
         if target == DONE:
@@ -568,44 +627,72 @@ class Engine:
                     if target is not None and spent > timeout:
                         log.warning("coordinator: job %s: task %s attempt %d timed out in state %s "
                                     "(%.1f s > %.1f s); its timeout edge leads to %s", job.job_id,
-                                    task.spec.task_id, a.number, a.state, spent, timeout, target)
+                                    task.spec.task_id, a.number, a.state, spent, timeout, target,
+                                    extra=_ids(job, a))
                         self._stop_worker(a.worker_id, f"state {a.state} timed out")
                         self._engine_edge(job, a, TIMEOUT, target,
                                           f"timed out in state {a.state} after {spent:.1f} s", now)
                     elif spent > STRAGGLER_FACTOR_ABANDON * timeout:
                         log.warning("coordinator: job %s: task %s attempt %d abandoned in state %s "
-                                    "after %.1f s", job.job_id, task.spec.task_id, a.number, a.state, spent)
+                                    "after %.1f s", job.job_id, task.spec.task_id, a.number, a.state, spent,
+                                    extra=_ids(job, a))
                         self._stop_worker(a.worker_id, "attempt abandoned (ran past four timeouts)")
                         self._lost(job, a, "abandoned", now)
                     elif spent > timeout and not a.straggling:
                         a.straggling = True
                         log.warning("coordinator: job %s: task %s attempt %d straggling in state %s "
                                     "(%.1f s > %.1f s); re-issuing", job.job_id, task.spec.task_id,
-                                    a.number, a.state, spent, timeout)
+                                    a.number, a.state, spent, timeout, extra=_ids(job, a))
                         self._event(job.job_id, "straggler", task_id=task.spec.task_id,
                                     worker_id=a.worker_id, from_state=a.state)
                         if len(task.running()) < 2:
                             task.wants_duplicate = True
                     elif not a.straggling and len(task.running()) < 2:
-                        limit = self._slow_limit(job, task.spec.fsm, a.state, fsm.state(a.state).operation)
-                        if limit is not None and spent > limit:
+                        slow = self._slow_limit(job, a, fsm.state(a.state).operation)
+                        if slow is not None and spent > slow[0]:
+                            limit, basis = slow
                             a.straggling = True
                             log.warning("coordinator: job %s: task %s attempt %d slow in state %s "
-                                        "(%.1f s, over %.1f s: %gx its peers' median); speculating",
+                                        "(%.1f s, over %.1f s: %gx %s); speculating",
                                         job.job_id, task.spec.task_id, a.number, a.state, spent, limit,
-                                        self.speculation.factor)
+                                        self.speculation.factor, basis, extra=_ids(job, a))
                             self._event(job.job_id, "speculate", task_id=task.spec.task_id,
                                         worker_id=a.worker_id, from_state=a.state,
-                                        detail=f"{spent:.2f} s > {limit:.2f} s")
+                                        detail=f"{spent:.2f} s > {limit:.2f} s ({basis})")
                             task.wants_duplicate = True
 
-    def _slow_limit(self, job: JobRec, fsm: str, state: str, operation: str) -> float | None:
-        """Seconds past which an attempt in ``state`` counts as slow against its peers, or None
-        (speculation off, a waiting state, too few finished peers)."""
+    def _frames(self, job: JobRec, task: TaskRec) -> int | None:
+        """``task_frames`` of the task, worked out once."""
+        tid = task.spec.task_id
+        if tid not in job.frames:
+            job.frames[tid] = task_frames(task.spec)
+        return job.frames[tid]
+
+    def _slow_limit(self, job: JobRec, a: AttemptRec, operation: str) -> tuple[float, str] | None:
+        """Seconds past which attempt ``a`` counts as slow in its state, and what they are
+        based on; None when nothing tells (speculation off, a waiting state, no finished peer
+        and no cost model, too few peers for a task of unknown size). See ``Speculation``."""
         spec = self.speculation
         if spec.factor <= 0 or operation in spec.waits:
             return None
-        key = (fsm, state)
+        key = (a.task.spec.fsm, a.state)
+        frames = self._frames(job, a.task)
+        if frames:
+            per_frame = job.rate_medians.get(key)
+            basis = "the state's median seconds per frame"
+            if per_frame is None and job.rates.get(key):
+                ordered = sorted(job.rates[key])
+                per_frame = job.rate_medians[key] = ordered[len(ordered) // 2]
+            if per_frame is None:
+                stage = a.task.spec.params.get("stage")
+                per_frame = spec.per_frame_s.get(f"stage:{stage}" if isinstance(stage, str) else operation)
+                basis = "the cost model's seconds per frame"
+            if per_frame is not None:
+                limit = max(spec.factor * frames * per_frame, spec.floor_s)
+                w = self.workers.get(a.worker_id)
+                if w is not None and len(w.history) <= 2:  # its first state: kernels to load
+                    limit += spec.cold_s
+                return limit, f"{frames} frame(s) x {basis}"
         times = job.durations.get(key)
         if not times or len(times) < spec.min_sample:
             return None
@@ -613,7 +700,7 @@ class Engine:
         if median is None:
             ordered = sorted(times)
             median = job.medians[key] = ordered[len(ordered) // 2]
-        return max(spec.factor * median, spec.floor_s)
+        return max(spec.factor * median, spec.floor_s), "its peers' median"
 
     def _lost(self, job: JobRec, a: AttemptRec, why: str, now: float) -> None:
         """The attempt's worker is gone (or abandoned): its state's ``lost`` edge, else the default."""
@@ -740,6 +827,12 @@ class Engine:
         state = job.job.fsm(task.spec.fsm).state(a.state)
         context = dict(task.spec.params)
         context.update(task_id=task.spec.task_id, job_id=job.job_id, attempt=a.number)
+        # ${after}: "KEY SHA256 SIZE" of every object the tasks this one runs after reported (and
+        # the engine verified), so a consumer checks what it reads against what was accepted.
+        context["after"] = [f"{v.key} {v.sha256} {v.size}" for dep in task.spec.after
+                            if dep in job.tasks and job.tasks[dep].winner is not None
+                            for outs in job.tasks[dep].winner.outputs.values() for v in outs.values()
+                            if isinstance(v, ObjectRef)]
         for sname, outs in a.outputs.items():
             for k, v in outs.items():
                 context[f"{sname}.{k}"] = v
@@ -776,6 +869,8 @@ class Engine:
             if task.status == "running":
                 task.winner = a
                 self._task_move(job, task, "done", f"attempt {a.number} on {a.worker_id}")
+                if self.done_log is not None:
+                    self.done_log.append((job.job_id, task.spec.task_id, a.outputs))
                 task.wants_duplicate = False
                 for other in task.running():
                     self._move("attempt", other, "superseded")
@@ -850,11 +945,46 @@ class Engine:
             self._stop_worker(wid, f"job {status}")
         if error:
             (log.info if status == "cancelled" else log.error)("coordinator: job %s %s: %s",
-                                                              job.job_id, status, error)
+                                                              job.job_id, status, error,
+                                                              extra={"job": job.job_id})
         else:
-            log.info("coordinator: job %s %s", job.job_id, status)
+            log.info("coordinator: job %s %s", job.job_id, status, extra={"job": job.job_id})
         self._event(job.job_id, "job", from_state="running", to_state=status, detail=error)
         self._actions.append(JobEnded(job.job_id, status, job.objects, error))
+
+    # -- recovery (coordinator.recovery) -------------------------------------------------------
+
+    def restore_done(self, job_id: str, task_id: str, outputs: dict[str, dict[str, Any]]) -> bool:
+        """Task ``task_id`` was done before a restart with ``outputs`` (verified again against
+        storage by the caller): it is done again as if an attempt had just won, through the
+        task table's own edges, and a dynamic job's planner plans from it. False when the job
+        has no such task waiting (a task the replay has not planned)."""
+        job = self.jobs[job_id]
+        task = job.tasks.get(task_id)
+        if task is None or task.status != "waiting":
+            return False
+        now = self.clock()
+        self._task_move(job, task, "ready", "recovered")
+        self._task_move(job, task, "running", "recovered")
+        a = AttemptRec(task, len(task.attempts) + 1, "", DONE, now,
+                       outputs={k: dict(v) for k, v in outputs.items()}, history=[(now, DONE)])
+        task.attempts.append(a)
+        self._move("attempt", a, "succeeded")
+        task.winner = a
+        self._task_move(job, task, "done", "verified before the coordinator restarted")
+        if job.planner is not None:
+            self._plan(job, task, now)
+        return True
+
+    def add_ended(self, job_id: str, job: Job, storage: Storage, status: str, error: str,
+                  objects: dict[str, dict[str, ObjectRef]]) -> JobRec:
+        """A job that ended before a restart, kept so that it can be listed and its results
+        fetched; it has no tasks and never runs."""
+        rec = JobRec(job_id, job, storage, 1, 0, 1, 1, self.clock(), status=status, objects=objects,
+                     error=error, launcher=False)
+        rec.ended = rec.created
+        self.jobs[job_id] = rec
+        return rec
 
     # -- reports --------------------------------------------------------------------------------
 

@@ -34,6 +34,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from foundation.errors import ExcameraError
+
 DONE, FAILED = "done", "failed"
 TERMINAL = (DONE, FAILED)
 OK, ERROR = "ok", "error"
@@ -45,7 +47,7 @@ _TEMPLATE = re.compile(r"\$\{([A-Za-z0-9_.:-]+)\}")
 _NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-class FsmError(ValueError):
+class FsmError(ExcameraError):
     """An FSM or job that is not well-formed, or a transition the table does not allow."""
 
 
@@ -185,7 +187,7 @@ class Job:
         for dep in t.after:
             if dep not in known or dep == t.task_id:
                 raise FsmError(f"{where}: task {t.task_id}: bad dependency {dep!r}")
-        names = set(t.params) | {"task_id", "job_id", "attempt"}
+        names = set(t.params) | {"task_id", "job_id", "attempt", "after"}  # after: the engine's
         for s in fsm.states:
             for ref in template_names(s.args):
                 if "." not in ref and ref not in names:

@@ -2,9 +2,15 @@
 
 ``LocalLauncher`` (the default) starts ``excamera worker --coordinator HOST:PORT --certs DIR
 --job ID`` processes on this machine, so each shows up as ``excamera worker ...`` in the process
-table. Each process gets its own worker id and worker token (``excamera.tokens``) in the
+table. Each process gets its own worker id and worker token (``security.tokens``) in the
 environment (``EXCAMERA_WORKER_TOKENS=ID=TOKEN``), not on the command line where every user could
 read it; ``DIR`` holds only the CA certificate and the client pair.
+
+What a launcher is, the coordinator reads from ``Launcher`` (a ``typing.Protocol``); a launcher
+extends ``BaseLauncher``, which gives the optional parts (failed launches, jobs that cannot get
+workers, connection notes, cost, local pids) harmless defaults, so the coordinator calls every
+method without probing for it. ``LAUNCHERS`` names the kinds: ``local`` here, and ``lambda``
+(``awslambda.launcher.LambdaLauncher``) once that module is imported.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ import os
 import subprocess
 import sys
 import time
+from typing import Protocol, runtime_checkable
+
+from foundation.registry import Registry
 
 log = logging.getLogger("excamera.coordinator")
 
@@ -29,7 +38,71 @@ def worker_command() -> list[str]:
     return [sys.executable, "-m", "excamera"]
 
 
-class LocalLauncher:
+@runtime_checkable
+class Launcher(Protocol):
+    """What the coordinator asks of a launcher. It sets ``coordinator`` (the address workers
+    dial) once its port is bound, then calls ``launch`` as the engine asks for workers, ``reap``
+    and ``errors`` every loop step, ``note_connected`` as each worker connects, ``cost`` when a
+    job ends, and ``stop`` when it stops."""
+
+    coordinator: str
+
+    def launch(self, job_id: str, workers: list[tuple[str, str]]) -> None:
+        """Start one worker per (worker id, worker token), without waiting for them."""
+
+    def reap(self) -> list[tuple[str, int]]:
+        """Launches that finally failed since the last call, as (job id, count)."""
+
+    def errors(self) -> list[tuple[str, str]]:
+        """Jobs that cannot get workers at all, each once, as (job id, why): they fail."""
+
+    def note_connected(self, job_id: str, worker_id: str) -> None:
+        """The coordinator accepted a worker of ``job_id``."""
+
+    def cost(self, job_id: str, timeline: dict) -> dict | None:
+        """What the job's workers cost (``coordinator.cost``), or None where it cannot tell."""
+
+    def pids(self, job_id: str | None = None) -> list[int]:
+        """The live local worker processes (of ``job_id``)."""
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop launching and end the workers still running, waiting ``grace`` seconds first."""
+
+
+class BaseLauncher:
+    """The base a launcher extends: ``launch`` it must give; the rest default to "nothing to
+    say" (no failures, no cost, no local processes)."""
+
+    coordinator: str = ""
+
+    def launch(self, job_id: str, workers: list[tuple[str, str]]) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot launch workers")
+
+    def reap(self) -> list[tuple[str, int]]:
+        return []
+
+    def errors(self) -> list[tuple[str, str]]:
+        return []
+
+    def note_connected(self, job_id: str, worker_id: str) -> None:
+        return None
+
+    def cost(self, job_id: str, timeline: dict) -> dict | None:
+        return None
+
+    def pids(self, job_id: str | None = None) -> list[int]:
+        return []
+
+    async def stop(self, grace: float = 5.0) -> None:
+        return None
+
+
+#: Launcher classes by kind (``local``; ``lambda`` registers from ``awslambda.launcher``).
+LAUNCHERS: Registry[type[BaseLauncher]] = Registry("launcher")
+
+
+@LAUNCHERS.register("local")
+class LocalLauncher(BaseLauncher):
     """Worker processes on this machine."""
 
     def __init__(self, certs_dir: str, *, ops_modules: tuple[str, ...] = (), cwd: str | None = None,
@@ -46,7 +119,7 @@ class LocalLauncher:
 
     def launch(self, job_id: str, workers: list[tuple[str, str]]) -> None:
         """One process per (worker id, worker token) in ``workers``."""
-        from excamera.tokens import format_worker_tokens
+        from security.tokens import format_worker_tokens
 
         cmd = worker_command() + ["worker", "--coordinator", self.coordinator, "--certs",
                                   self.certs_dir, "--job", job_id]
@@ -65,8 +138,8 @@ class LocalLauncher:
         log.info("coordinator: job %s: launched %d worker process(es)", job_id, len(workers))
 
     def reap(self) -> list[tuple[str, int]]:
-        """Collect exited workers. (The engine notices lost connections itself; a worker that
-        dies before connecting is covered by the launch deadline.)"""
+        """Collect exited workers; reports none as failed. (The engine notices lost connections
+        itself; a worker that dies before connecting is covered by the launch deadline.)"""
         sample = time.monotonic() - self._sampled > 1.0  # CPU time: once a second is plenty
         if sample:
             self._sampled = time.monotonic()

@@ -7,7 +7,7 @@ port (0 picks a free one) with mutual TLS. Its loop wakes on every observation (
 for timeouts), lets the engine observe and decide, then carries out the actions: commands and
 shutdowns down the workers' streams, launches, mailbox releases, job ends, events to watchers.
 
-Identity within a job (``excamera.tokens``): each job has a key derived from the coordinator's
+Identity within a job (``security.tokens``): each job has a key derived from the coordinator's
 secret, told only to the submitter. Every worker the coordinator launches gets its own worker id
 and worker token, good for one connection; every command carries its task's rendezvous token.
 The Jobs service takes inputs of any size as a chunked stream (``SubmitStream``) and returns a
@@ -29,9 +29,14 @@ from dataclasses import dataclass, field
 import grpc
 
 from coordinator import engine as eng
+from coordinator import metrics
 from coordinator.fsm import FsmError, Job, job_from_proto
-from excamera import tls, tokens
-from excamera.storage import ObjectRef, Storage, StorageError, check_key, object_pairs, open_storage
+from coordinator.health import Health
+from coordinator.launcher import Launcher
+from coordinator.submissions import SubmissionError, Submissions, die_at
+from foundation.errors import ExcameraError
+from security import tls, tokens
+from storage import ObjectRef, Storage, StorageError, check_key, object_pairs, open_storage
 from protos import common_pb2
 from protos import coordinator_pb2 as cpb
 from protos import coordinator_pb2_grpc as cpb_grpc
@@ -56,18 +61,32 @@ MAX_INPUT_OBJECT_BYTES = 2 << 30
 #: predecessor's state expired would wait for it in vain (the rendezvous's own default is 600 s,
 #: and in an ExCamera job on a large fleet a chunk can wait that long for the serial rebase).
 HELD_TTL_S = 7 * 24 * 3600.0
+#: Liveness of a worker (docs/design/engine.md): the server pings every connection idle for
+#: ``KEEPALIVE_S`` and drops it when no answer comes within ``KEEPALIVE_TIMEOUT_S``, which ends the
+#: worker's stream, so the engine sees the worker lost and re-issues its task at once. The pings
+#: are answered by gRPC's C core outside Python: a worker busy in a kernel that holds the GIL still
+#: answers; a frozen one (SIGSTOP, a dead machine) does not. (Both ping limits must be set: gRPC
+#: stops pinging a stream that sends no data after two pings, and without ``ping_timeout_ms`` an
+#: unanswered ping is waited on for a minute.)
+#: Why a draining coordinator refuses a submission (gRPC UNAVAILABLE: retry elsewhere or later).
+DRAINING = "the coordinator is shutting down (draining its running jobs); submit again once it restarts"
+KEEPALIVE_S = 2.0
+KEEPALIVE_TIMEOUT_S = 3.0
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.max_send_message_length", MAX_MESSAGE),
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_time_ms", int(KEEPALIVE_S * 1000)),
+    ("grpc.keepalive_timeout_ms", int(KEEPALIVE_TIMEOUT_S * 1000)),
+    ("grpc.http2.ping_timeout_ms", int(KEEPALIVE_TIMEOUT_S * 1000)),
+    ("grpc.http2.max_pings_without_data", 0),
+    # workers ping too (worker.runtime, every few seconds): well above this, never a strike
+    ("grpc.http2.min_ping_interval_without_data_ms", 1_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.max_concurrent_streams", 10_000),
 ]
 
 
-class InputError(ValueError):
+class InputError(ExcameraError):
     """A streamed submission that is malformed; ``code`` is the gRPC status name to answer."""
 
     code = "INVALID_ARGUMENT"
@@ -117,10 +136,10 @@ class Coordinator:
     """One coordinator: ``await start()``, ``submit``, ``wait``, ``cancel``, ``await stop()``."""
 
     def __init__(self, bundle: tls.Bundle, storage_root: "str | Storage", *, listen: str = "127.0.0.1:0",
-                 rendezvous: str | None = None, launcher=None, rendezvous_limits: dict | None = None,
+                 rendezvous: str | None = None, launcher: Launcher | None = None, rendezvous_limits: dict | None = None,
                  max_input_bytes: int = MAX_INPUT_BYTES, max_input_object_bytes: int = MAX_INPUT_OBJECT_BYTES,
                  keep: bool = True, speculation: eng.Speculation | None = None,
-                 public_address: str | None = None, planner_factory=None):
+                 public_address: str | None = None, planner_factory=None, journal=None):
         """``storage_root``: a directory, ``s3://BUCKET/PREFIX`` (``open_storage``) or a Storage;
         workers are told its URL. ``keep=False`` removes each job's objects once nobody can use
         them: a failed or cancelled job's when it ends, a succeeded job's inputs and intermediates
@@ -128,9 +147,17 @@ class Coordinator:
         ``speculation`` tunes speculative execution (``coordinator.engine.Speculation``);
         ``public_address`` is where workers elsewhere (cloud functions) dial.
         ``planner_factory(json) -> (planner, first tasks)`` lets clients submit dynamic jobs
-        (pipelines: ``pipeline.remote.planner_from_json``)."""
+        (pipelines: ``pipeline.remote.planner_from_json``). A ``journal``
+        (``coordinator.journal.Journal``, opened and locked) makes jobs durable: ``start``
+        recovers what it holds before serving (``coordinator.recovery``)."""
         self.bundle = bundle
-        self.secret = tokens.new_secret()
+        self.journal = journal
+        # Journalled: job keys outlive a restart; worker tokens carry the generation, so that the
+        # workers of an earlier process are refused.
+        self.secret = journal.secret if journal is not None else tokens.new_secret()
+        self.generation = journal.generation if journal is not None else 0
+        # One thread for the journal: its fsyncs never stall the loop, and its writes keep their order.
+        self._journal_thread = None
         self.max_input_bytes = max_input_bytes
         self.max_input_object_bytes = max_input_object_bytes
         self._next_worker = 1
@@ -146,6 +173,7 @@ class Coordinator:
         self.rendezvous_limits = rendezvous_limits or {}
         self.engine = eng.Engine(speculation=speculation)
         self.handles: dict[str, JobHandle] = {}
+        self.submissions = Submissions()  # a submission sent again is its job (coordinator.submissions)
         self.outboxes: dict[str, asyncio.Queue] = {}
         self.port = 0
         self.address = ""
@@ -156,6 +184,9 @@ class Coordinator:
         self._loop_task: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
         self._stopping = False
+        # grpc.health.v1 on this port: SERVING once recovered and bound, NOT_SERVING from drain()
+        self.health = Health()
+        self.draining = False
 
     # -- life -----------------------------------------------------------------------------------
 
@@ -173,7 +204,13 @@ class Coordinator:
             self.rendezvous_address, tls.client_credentials(self.bundle, as_server=True),
             options=CHANNEL_OPTIONS)
         self.rendezvous_admin = RendezvousAdmin(self._rdv_channel)
+        if self.journal is not None:  # recover before serving: every journalled job is known first
+            from coordinator.recovery import Kinds, recover
+
+            self.engine.done_log = []
+            await recover(self, Kinds(JobHandle, JobOutcome, HELD_TTL_S))
         server = grpc.aio.server(options=SERVER_OPTIONS)
+        await self.health.add_to(server)
         cpb_grpc.add_CoordinatorServicer_to_server(_CoordinatorServicer(self), server)
         jpb_grpc.add_JobsServicer_to_server(_JobsServicer(self), server)
         self.port = server.add_secure_port(self.listen, tls.server_credentials(self.bundle))
@@ -194,17 +231,39 @@ class Coordinator:
             self.launcher.coordinator = self.public_address or self.address
         self._loop_task = asyncio.create_task(self._loop())
         log.info("coordinator: serving on %s, rendezvous %s", self.address, self.rendezvous_address)
+        await self.health.serving()   # (recovered above, before the port was bound)
         return self
+
+    async def drain(self, seconds: float) -> int:
+        """SIGTERM: ``NOT_SERVING`` and no new job admitted (``DRAINING``) at once; the running
+        jobs go on for up to ``seconds``. Returns how many are still running; ``stop()`` then
+        leaves them to the journal, which resumes them at the next start (without one they are
+        cancelled). docs/design/service.md."""
+        self.draining = True
+        await self.health.draining()
+        running = [j for j in self.engine.jobs.values() if j.status == "running"]
+        log.info("coordinator: draining: %d job(s) running; up to %g s for them to end", len(running), seconds)
+        deadline = time.monotonic() + seconds
+        while running and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            running = [j for j in running if j.status == "running"]
+        for job in running:
+            log.info("coordinator: draining: job %s still running after %g s; %s", job.job_id, seconds,
+                     "it resumes at the next start" if self.journal is not None else "cancelled (no journal)",
+                     extra={"job": job.job_id})
+        return len(running)
 
     async def stop(self, grace: float = 2.0) -> None:
         self._stopping = True
         for job in self.engine.jobs.values():
-            if job.status == "running":
+            if job.status == "running" and self.journal is None:  # journalled: resumes at the next start
                 self.engine.observe_cancel(job.job_id)
         if self._loop_task is not None:
             self._wake.set()
             await asyncio.sleep(0)
-            for action in self.engine.step():
+            actions = self.engine.step()
+            await self._journal_done()
+            for action in actions:
                 await self._do(action)
             self._loop_task.cancel()
             # (asyncio.wait_for in Python 3.11 may swallow a cancel; _stopping ends the loop too)
@@ -224,7 +283,10 @@ class Coordinator:
             await self._rdv_channel.close()
         if self._rendezvous_server is not None:
             await self._rendezvous_server.stop(grace)
-        if not self.keep:  # nobody can fetch a result after this: leave nothing behind
+        if self.journal is not None:  # the jobs resume, and results are fetched, after a restart
+            await self._journal_call("close")
+            self._journal_thread.shutdown(wait=True)
+        elif not self.keep:  # nobody can fetch a result after this: leave nothing behind
             for job_id in self.handles:
                 await self._remove(job_id)
 
@@ -232,12 +294,16 @@ class Coordinator:
 
     async def submit(self, job: Job, *, workers: int = 1, spare: int = 0, max_attempts: int = 3,
                      inputs=None, job_id: str | None = None, launch: bool = True, timeline: str | None = None,
-                     rendezvous_limits: dict | None = None, planner=None) -> tuple[str, str]:
+                     rendezvous_limits: dict | None = None, planner=None, spec=None,
+                     stored: list | None = None) -> tuple[str, str]:
         """Register ``job``, store its ``inputs`` (a mapping, or (key, bytes) pairs taken one at a
         time) under its prefix, open it at the rendezvous and let the engine start it. Returns
         (job id, job key): the key lets its holder cancel the job, fetch its results and mint worker
         tokens (``worker_tokens``) for workers of its own. A ``planner`` makes the job dynamic
-        (``coordinator.engine.Planner``)."""
+        (``coordinator.engine.Planner``). Journalled, it returns once the job is durable: its
+        ``spec`` (the ``JobSpec`` submitted; made from ``job`` if None: a planner is then not
+        rebuilt at recovery) and its inputs' references (those stored here, and ``stored``, those
+        a streamed submission stored already)."""
         job_id = job_id or self.new_job_id()
         if job_id in self.handles:
             raise FsmError(f"job {job_id}: already exists")
@@ -245,12 +311,25 @@ class Coordinator:
         prefix = f"jobs/{check_key(job_id)}"
         storage = self.storage.scoped(prefix)
         try:
-            await _store_inputs(storage, inputs)
+            if self.journal is not None and inputs:  # a crash mid-upload: its objects go at the next start
+                await self._journal_call("begin", job_id, self.storage.url)
+            refs = await _store_inputs(storage, inputs)
+            self.submissions.claim(spec, job_id)
+            if self.journal is not None:
+                if spec is None:
+                    from coordinator.fsm import job_to_proto
+
+                    spec = job_to_proto(job, workers=workers, spare=spare, max_attempts=max_attempts)
+                await self._journal_call("accept", job_id, spec.SerializeToString(), list(stored or ()) + refs,
+                                         time.time(), self.storage.url)
+                die_at("accepted")  # tests only: durable, but the submitter never hears of it
         except BaseException:  # a job that never started leaves nothing behind
+            self.submissions.release(spec, job_id)
             try:
                 await asyncio.to_thread(storage.delete_prefix)
             except (StorageError, OSError) as e:
                 log.error("coordinator: job %s: removing its partial inputs: %s", job_id, e)
+            await self._journal_quietly("drop", job_id)
             raise
         limits = {"ttl_s": HELD_TTL_S, **self.rendezvous_limits, **(rendezvous_limits or {})}
         task_key = tokens.task_key(key)
@@ -276,7 +355,7 @@ class Coordinator:
         for _ in range(count):
             wid = f"w{self._next_worker}"
             self._next_worker += 1
-            out.append((wid, tokens.worker_token(key, wid)))
+            out.append((wid, tokens.worker_token(key, wid, self.generation)))
         return out
 
     async def wait(self, job_id: str) -> JobOutcome:
@@ -293,8 +372,11 @@ class Coordinator:
     def check_worker(self, job_id: str, worker_id: str, token: str) -> str | None:
         """Why worker ``worker_id`` of ``job_id`` presenting ``token`` may not connect, or None."""
         h = self.handles.get(job_id)
-        if h is None or not worker_id or not tokens.same(tokens.worker_token(h.job_key, worker_id), token):
-            return f"job {job_id!r}: unknown job, or not a token for worker {worker_id!r}"
+        if h is None or not worker_id or not tokens.same(tokens.worker_token(h.job_key, worker_id, self.generation),
+                                                         token):
+            return (f"job {job_id!r}: unknown job, or not a token for worker {worker_id!r}"
+                    + (f" of generation {self.generation} (a worker of an earlier coordinator process "
+                       f"holds one of an earlier generation)" if self.generation > 1 else ""))
         if worker_id in h.connected or worker_id in self.engine.workers:
             return f"job {job_id!r}: worker {worker_id!r} has connected already (a token is good for one connection)"
         job = self.engine.jobs.get(job_id)
@@ -305,12 +387,14 @@ class Coordinator:
     def timeline(self, job_id: str) -> dict:
         """The engine's timeline of the job, with its cost where the launcher can tell it."""
         tl = self.engine.timeline(job_id)
-        cost = getattr(self.launcher, "cost", None)
-        if cost is not None:
+        if self.launcher is not None:
             try:
-                tl["cost"] = cost(job_id, tl)
+                cost = self.launcher.cost(job_id, tl)
             except Exception as e:  # noqa: BLE001 - a report must not fail the job
                 log.warning("coordinator: job %s: cost: %s", job_id, e)
+            else:
+                if cost is not None:
+                    tl["cost"] = cost
         return tl
 
     def planner_for(self, spec, job: Job):
@@ -332,6 +416,48 @@ class Coordinator:
         h = self.handles.get(job_id)
         return h if h is not None and tokens.same(h.job_key, key) else None
 
+    # -- the journal ----------------------------------------------------------------------------
+
+    def _journal_submit(self, method: str, *args) -> asyncio.Future:
+        """``journal.<method>(*args)``, queued now in the journal's own thread (which runs the
+        calls in the order queued)."""
+        if self._journal_thread is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._journal_thread = ThreadPoolExecutor(1, thread_name_prefix="excamera-journal")
+        fn = getattr(self.journal, method)
+        if method not in ("close", "load"):   # the others are durable writes: their latency is a metric
+            return asyncio.get_running_loop().run_in_executor(
+                self._journal_thread, lambda: metrics.journal_write(fn, *args))
+        return asyncio.get_running_loop().run_in_executor(self._journal_thread, lambda: fn(*args))
+
+    async def _journal_call(self, method: str, *args):
+        return await self._journal_submit(method, *args)
+
+    async def _journal_done(self) -> None:
+        """Journal the tasks the engine's last step found done (verified), in one transaction,
+        without waiting for it: the loop goes on while it is written, and the journal's thread
+        keeps the order (a job's end, written after, waits for it). A result lost to a crash
+        before it is written only runs again."""
+        done = self.engine.done_log
+        if not done:
+            return
+        self.engine.done_log = []
+
+        def written(f: asyncio.Future) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                log.error("coordinator: journal: recording %d result(s): %s", len(done), f.exception())
+
+        self._journal_submit("record", done).add_done_callback(written)
+
+    async def _journal_quietly(self, method: str, *args) -> None:
+        if self.journal is None:
+            return
+        try:
+            await self._journal_call(method, *args)
+        except Exception as e:  # noqa: BLE001 - the job goes on; a restart may redo some of it
+            log.error("coordinator: journal: %s %s: %s", method, args[0] if args else "", e)
+
     # -- the loop -------------------------------------------------------------------------------
 
     def wake(self) -> None:
@@ -348,12 +474,14 @@ class Coordinator:
             await asyncio.sleep(0.002)
             self._wake.clear()
             try:
-                for action in self.engine.step():
+                actions = self.engine.step()
+                await self._journal_done()  # one transaction a step: results durable before acting on them
+                for action in actions:
                     await self._do(action)
                 if self.launcher is not None:
                     for job_id, count in self.launcher.reap():
                         self.engine.observe_launch_failed(job_id, count)
-                    for job_id, why in getattr(self.launcher, "errors", tuple)():
+                    for job_id, why in self.launcher.errors():
                         self.engine.observe_fail(job_id, why)
                         self._wake.set()
             except Exception:  # noqa: BLE001 - a bug must not silently stop every job
@@ -386,10 +514,11 @@ class Coordinator:
             h = self.handles[action.job_id]
             h.releases.add(self._spawn(self._release(action.job_id, action.task_id)))
         elif isinstance(action, eng.Event):
+            metrics.event(action)
             self._publish(action)
         elif isinstance(action, eng.JobEnded):
             h = self.handles[action.job_id]
-            tl = self.timeline(action.job_id) if h.timeline_path or hasattr(self.launcher, "cost") else None
+            tl = self.timeline(action.job_id) if h.timeline_path or self.launcher is not None else None
             if tl is not None and "cost" in tl:
                 from coordinator.cost import describe
 
@@ -400,13 +529,18 @@ class Coordinator:
                 except OSError as e:
                     log.error("coordinator: timeline %s: %s", h.timeline_path, e)
             self._spawn(self._close_rendezvous(action.job_id))
+            results = set() if action.status != "succeeded" else \
+                {ref.key for refs in action.objects.values() for ref in refs.values()}
+            if self.journal is not None:  # durable before any of its objects go
+                await self._journal_quietly(
+                    "end", action.job_id, action.status, action.error,
+                    [ref for refs in action.objects.values() for ref in refs.values()], time.time(),
+                    None if self.keep else results)
             if not h.done.done():
                 h.done.set_result(JobOutcome(action.job_id, action.status, action.error,
                                              action.objects, self.storage.url,
                                              f"jobs/{action.job_id}"))
             if not self.keep:
-                results = set() if action.status != "succeeded" else \
-                    {ref.key for refs in action.objects.values() for ref in refs.values()}
                 h.unfetched = set(results)
                 self._spawn(self._remove(action.job_id, keep=results))
             for q in h.watchers:
@@ -442,6 +576,9 @@ class Coordinator:
                      f", kept {len(keep)} result(s) until fetched" if keep else "")
         except (StorageError, OSError) as e:
             log.error("coordinator: job %s: removing its objects: %s", job_id, e)
+        else:
+            if not keep:
+                await self._journal_quietly("purged", job_id)
 
     def fetched(self, job_id: str, key: str) -> None:
         """A result went out whole; once every result has, the job's objects go (``keep=False``)."""
@@ -449,6 +586,8 @@ class Coordinator:
         if self.keep or h is None or h.unfetched is None or key not in h.unfetched:
             return
         h.unfetched.discard(key)
+        if self.journal is not None:
+            self._spawn(self._journal_quietly("fetched", job_id, set(h.unfetched)))
         if not h.unfetched:
             self._spawn(self._remove(job_id))
 
@@ -500,7 +639,7 @@ class _CoordinatorServicer(cpb_grpc.CoordinatorServicer):
                                     md.get(TOKEN_METADATA, ""))
         why = c.check_worker(job_id, worker_id, token)
         if why is not None:
-            log.warning("coordinator: refused a worker: %s", why)
+            log.warning("coordinator: refused a worker: %s", why, extra={"job": job_id, "worker": worker_id})
             code = grpc.StatusCode.ALREADY_EXISTS if "connected already" in why else grpc.StatusCode.PERMISSION_DENIED
             # Take its hello first: aborting while the worker is still sending it can reach the
             # worker as a bare INTERNAL error instead of this reason.
@@ -509,9 +648,8 @@ class _CoordinatorServicer(cpb_grpc.CoordinatorServicer):
             await context.abort(code, why)
         handle = c.handles[job_id]
         handle.connected.add(worker_id)  # before any await: a second stream with this id is refused
-        note = getattr(c.launcher, "note_connected", None)
-        if note is not None:
-            note(job_id, worker_id)
+        if c.launcher is not None:
+            c.launcher.note_connected(job_id, worker_id)
         first = await context.read()
         if first is grpc.aio.EOF or first.WhichOneof("kind") != "hello":
             log.warning("coordinator: job %s: worker %s opened without hello; refused", job_id, worker_id)
@@ -560,6 +698,7 @@ class _CoordinatorServicer(cpb_grpc.CoordinatorServicer):
                 except ValueError as e:
                     c.engine._reject(worker_id, f"malformed result for seq {r.seq}: {e}")
                     continue
+                metrics.result(c.engine, worker_id, r.seq, r.elapsed_s)
                 c.engine.observe_result(worker_id, eng.Result(r.seq, r.task_id, r.ok, r.error, outputs))
                 c.wake()
         except (asyncio.CancelledError, grpc.aio.AioRpcError, grpc.RpcError):
@@ -583,6 +722,7 @@ class _Upload:
         self.sha256 = ""
         self.hasher = None
         self.parts: list[bytes] = []
+        self.stored: list[ObjectRef] = []
 
     def add(self, chunk) -> None:
         if chunk.key:
@@ -626,6 +766,7 @@ class _Upload:
         if self.hasher.hexdigest() != self.sha256:
             raise InputError(f"input {self.key}: sha256 does not match the bytes that arrived")
         self.storage.put(self.key, b"".join(self.parts))
+        self.stored.append(ObjectRef(self.key, self.sha256, self.size))
         self.key, self.parts = "", []
 
 
@@ -634,23 +775,31 @@ class _JobsServicer(jpb_grpc.JobsServicer):
         self.c = coordinator
 
     async def Submit(self, request, context):
+        if self.c.draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, DRAINING)
         try:
+            known = self.c.submissions.find(request)
+            if known is not None:  # sent again (the reply was lost): the job it already is
+                return jpb.JobRef(job_id=known, job_key=tokens.job_key(self.c.secret, known))
             job = job_from_proto(request)
             for key in request.inputs:
                 check_key(key)
             planner = self.c.planner_for(request, job)
             job_id, key = await self.c.submit(
                 job, workers=request.workers or 1, spare=request.spare,
-                max_attempts=request.max_attempts or 3, inputs=dict(request.inputs), planner=planner)
-        except (FsmError, StorageError, InputError) as e:
+                max_attempts=request.max_attempts or 3, inputs=dict(request.inputs), planner=planner,
+                spec=request)
+        except (FsmError, StorageError, InputError, SubmissionError) as e:
             log.warning("coordinator: refused a job: %s", e)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            await context.abort(getattr(grpc.StatusCode, getattr(e, "code", "INVALID_ARGUMENT")), str(e))
         return jpb.JobRef(job_id=job_id, job_key=key)
 
     async def SubmitStream(self, request_iterator, context):
         """The spec, then the inputs in chunks, stored under the job's prefix as each one ends;
         the job starts once all are whole. Anything wrong: nothing of it stays in storage."""
         c = self.c
+        if c.draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, DRAINING)
         job_id, upload, submitted = c.new_job_id(), None, False
         storage = c.storage.scoped(f"jobs/{job_id}")
         try:
@@ -661,8 +810,16 @@ class _JobsServicer(jpb_grpc.JobsServicer):
                     if spec is None:
                         if kind != "spec":
                             raise InputError("the first part of a streamed submission must be the job spec")
-                        spec, job = part.spec, job_from_proto(part.spec)
+                        spec = part.spec
+                        known = c.submissions.find(spec)
+                        if known is not None:  # sent again (the reply was lost): the job it already is
+                            submitted = True  # (nothing of this stream was stored)
+                            log.info("coordinator: job %s: its submission came again; answered with it", known)
+                            return jpb.JobRef(job_id=known, job_key=tokens.job_key(c.secret, known))
+                        job = job_from_proto(spec)
                         planner = c.planner_for(spec, job)
+                        if c.journal is not None:  # a crash mid-upload: its objects go at the next start
+                            await c._journal_call("begin", job_id, c.storage.url)
                         upload = _Upload(storage, c.max_input_bytes, c.max_input_object_bytes)
                         for key, data in spec.inputs.items():  # small inline inputs count too
                             upload.add(jpb.InputChunk(key=key, size=len(data),
@@ -670,12 +827,14 @@ class _JobsServicer(jpb_grpc.JobsServicer):
                     elif kind != "input":
                         raise InputError("a second job spec in one submission")
                     else:
+                        die_at("upload")  # tests only: a coordinator lost mid-upload
                         upload.add(part.input)
                 if spec is None:
                     raise InputError("an empty submission (no job spec)")
                 upload.finish()
                 job_id, key = await c.submit(job, workers=spec.workers or 1, spare=spec.spare,
-                                             max_attempts=spec.max_attempts or 3, job_id=job_id, planner=planner)
+                                             max_attempts=spec.max_attempts or 3, job_id=job_id, planner=planner,
+                                             spec=spec, stored=upload.stored)
                 submitted = True
 
                 def orphaned(ctx, job_id=job_id):
@@ -685,13 +844,14 @@ class _JobsServicer(jpb_grpc.JobsServicer):
                         log.info("coordinator: job %s: its submitter went away; cancelled", job_id)
 
                 context.add_done_callback(orphaned)
-            except (FsmError, StorageError, InputError) as e:
+            except (FsmError, StorageError, InputError, SubmissionError) as e:
                 log.warning("coordinator: refused a job: %s", e)
                 await context.abort(getattr(grpc.StatusCode, getattr(e, "code", "INVALID_ARGUMENT")), str(e))
         finally:
             if not submitted:  # refused, or the client went away mid-upload
                 for k in storage.list():
                     storage.delete(k)
+                await c._journal_quietly("drop", job_id)
         return jpb.JobRef(job_id=job_id, job_key=key)
 
     async def Watch(self, request, context):
@@ -757,22 +917,25 @@ class _JobsServicer(jpb_grpc.JobsServicer):
 INPUT_PUTS_IN_FLIGHT = 8
 
 
-async def _store_inputs(storage, inputs) -> None:
+async def _store_inputs(storage, inputs) -> list[ObjectRef]:
     """Put the inputs (taken one at a time from ``inputs``), several at once, in threads: a put
-    may be a network round trip (S3), and the loop serves other jobs meanwhile."""
+    may be a network round trip (S3), and the loop serves other jobs meanwhile. Returns the
+    stored objects' references."""
     pending: set[asyncio.Future] = set()
+    refs: list[ObjectRef] = []
     try:
         for k, data in object_pairs(inputs):
             if len(pending) >= INPUT_PUTS_IN_FLIGHT:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for f in done:
-                    f.result()
+                    refs.append(f.result())
             pending.add(asyncio.ensure_future(asyncio.to_thread(storage.put, k, data)))
     finally:
         if pending:  # let every put in flight end before raising (nothing half-done left behind)
             done, _ = await asyncio.wait(pending)
     for f in pending:
-        f.result()
+        refs.append(f.result())
+    return refs
 
 
 def write_timeline(path: str, timeline: dict) -> None:

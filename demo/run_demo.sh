@@ -8,6 +8,8 @@
 #    effect on the bikes clip, and "find the scenes this person appears in" on bundled footage.
 #    The WebM files they write, and the ExCamera encode as WebM, are left in out/demo/ to open
 #    in any browser, with a chart of the mirror pipeline's tasks on its workers (PNG).
+# 4. Sound: a clip with a soundtrack encoded (WebM, Opus) and run through a pipeline (MP4, HLS,
+#    DASH), then out/demo/index.html, a page that plays every result with its sound.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stream=demo/foreman_cif_60f.ivf
@@ -51,7 +53,7 @@ check=$(python3 -c "
 import sys
 from codec.chunks import frame_tag
 from codec.ivf import read_ivf
-from excamera.video import open_video
+from media.video import open_video
 n, period = int(sys.argv[2]), int(sys.argv[3])
 with open_video(sys.argv[4]) as video:
     inputs = sum(1 for _ in video)
@@ -118,7 +120,7 @@ chart=out/demo/bikes_mirror_tasks.png
 excamera timeline "$work/mirror_timeline.json" -o $chart
 count() { python3 -c "
 import sys
-from excamera.video import open_video
+from media.video import open_video
 with open_video(sys.argv[1]) as v:
     print(sum(1 for _ in v), f'{v.width}x{v.height}')" "$1"; }
 read -r n size <<< "$(count $mirror)"
@@ -134,7 +136,46 @@ secs=$(since "$start")
 read -r n size <<< "$(count $found)"
 [ "$n" = 16 ] || { echo "MISMATCH: find_person kept $n frames, not the person's 2 scenes of 8" >&2; exit 1; }
 echo "excamera pipeline run pipelines/find_person.json: kept the person's 2 scenes of 7 ($n frames, boxes drawn), in ${secs}s"
+
+# Video stabilisation: foreman shaken by a random jump of up to 8 px a frame (demo/make_shaky.py),
+# then steadied by pipelines/stabilize.json (motion per chunk, one smoothing step, per-chunk warp).
+shaky=out/demo/foreman_shaky.webm
+steady=out/demo/foreman_steadied.webm
+python3 demo/make_shaky.py "$stream" "$work/shaky.ivf" $shaky
+start=$(now)
+excamera pipeline run pipelines/stabilize.json -i "$work/shaky.ivf" -o $steady --workers 2 2> "$work/stab.log" \
+    || { cat "$work/stab.log" >&2; exit 1; }
+read -r n size <<< "$(count $steady)"
+[ "$n" = 60 ] || { echo "MISMATCH: the stabilize pipeline wrote $n frames, not 60" >&2; exit 1; }
+echo "excamera pipeline run pipelines/stabilize.json: $n frames, $size, the shaken foreman steadied, in $(since "$start")s"
+
+# -- 4. sound -------------------------------------------------------------------------------------
+# A clip with a soundtrack (Big Buck Bunny, H.264 + AAC): the ExCamera encode as WebM (the AAC
+# transcoded to Opus), and the mirror pipeline written as MP4 (H.264 + the AAC copied), HLS and
+# DASH; the sound stays in step with the pictures (tests/test_audio.py measures it).
+bbb=tests/data/clips/compressed/bigbuckbunny_320x180_5s_aac.mp4
+start=$(now)
+excamera encode $bbb -o out/demo/bunny_excamera.webm --workers 2 2> "$work/bunny.log" \
+    || { cat "$work/bunny.log" >&2; exit 1; }
+echo "excamera encode $bbb: VP8 with the sound as Opus, in $(since "$start")s"
+rm -f out/demo/bunny_mirror.* out/demo/bunny_mirror-*    # an earlier run's segments
+for ext in mp4 m3u8 mpd; do
+    excamera pipeline run pipelines/mirror.json -i input_0=$bbb -o output_0=out/demo/bunny_mirror.$ext \
+        --workers 2 2> "$work/bunny_$ext.log" || { cat "$work/bunny_$ext.log" >&2; exit 1; }
+done
+echo "excamera pipeline run pipelines/mirror.json on it: .mp4 (H.264 + AAC), .m3u8 (HLS), .mpd (DASH)"
+
+page=$(python3 demo/make_page.py out/demo \
+    "ExCamera encode, with its sound=out/demo/bunny_excamera.webm:sound" \
+    "Mirror pipeline as MP4 (H.264 + AAC)=out/demo/bunny_mirror.mp4:sound" \
+    "ExCamera encode of foreman (no soundtrack in the source)=out/demo/foreman_excamera.webm" \
+    "Mirror pipeline on bikes (no soundtrack in the source)=$mirror" \
+    "Scenes with the person found (no soundtrack in the source)=$found" \
+    "Foreman shaken (no soundtrack in the source)=$shaky" \
+    "Foreman shaken, then steadied by pipelines/stabilize.json=$steady" \
+    --stream "Mirror pipeline as HLS=out/demo/bunny_mirror.m3u8" \
+    --stream "Mirror pipeline as DASH=out/demo/bunny_mirror.mpd" \
+    --chart $chart)
 echo
-echo "Open these in a browser or any video player:"
-for f in out/demo/foreman_excamera.webm $mirror $found; do echo "  $(pwd)/$f"; done
-echo "and the mirror pipeline's tasks on its two workers, as a chart: $(pwd)/$chart"
+echo "Open this page in a browser; it plays every result (with sound where the source had it):"
+echo "  $(pwd)/$page"

@@ -3,7 +3,7 @@
 Writes the extension module ``codec.aot`` loads (see there for why and how it is used), in three
 child processes, each with the compiled module switched off:
 
-1. run the kernels a worker and the CLI run (``worker.lambda_warmup``'s encodes, decode and
+1. run the kernels a worker and the CLI run (``awslambda.warmup``'s encodes, decode and
    distributed job, then ``excamera vp8enc`` and ``excamera ssim`` on a tiny clip), so that numba's
    cache holds all of them;
 2. run the same again and list, for each kernel, the argument types it was called with from
@@ -37,7 +37,7 @@ RUN_KERNELS = r"""
 import contextlib, importlib, io, json, os, pkgutil, sys, tempfile
 
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-    from worker.lambda_warmup import tiny_y4m, warm_up
+    from awslambda.warmup import tiny_y4m, warm_up
     from excamera.cli import main
     warm_up()
     with tempfile.TemporaryDirectory() as d:

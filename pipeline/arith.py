@@ -1,6 +1,6 @@
 """Safe arithmetic for pipespec config strings (``"{fps}/4"``, ``"{fps}*2+1"``), never ``eval``.
 
-Sprocket lets a node's numeric option depend on the input's frame rate (DESIGN.md, "Pipelines");
+Sprocket lets a node's numeric option depend on the input's frame rate (docs/design/pipelines.md);
 this is the tiny language it needs, parsed by recursive descent into a tree that is evaluated
 with exact fractions (frame rates such as 30000/1001 stay exact)::
 
@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Mapping, Union
 
+from foundation.errors import ExcameraError
+
 MAX_LENGTH = 200
 
 
-class ArithError(ValueError):
+class ArithError(ExcameraError):
     """An expression that does not parse, or cannot be evaluated (unknown name, division by 0)."""
 
 

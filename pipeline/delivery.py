@@ -1,6 +1,6 @@
 """Delivery functions: how the items waiting on a node's input ports become tasks.
 
-DESIGN.md, "Pipelines": items (an object in storage plus its place in the video) wait on a node's
+docs/design/pipelines.md: items (an object in storage plus its place in the video) wait on a node's
 input ports; the node's delivery function takes what it can from them and returns the groups
 of inputs that become tasks, one task per ``Batch``. The signature::
 
@@ -17,11 +17,14 @@ upstream node has finished: the function must then flush what remains, or raise
 task) and a ``lineage``: the group's number, which with the inputs names the task, so it must
 depend on the data only (never on arrival order) for re-runs to give identical output.
 
-A user's delivery function is named ``module:function`` in the pipespec. For example, pairs of
-consecutive chunks, in order::
+A user's delivery function is named ``module:function`` in the pipespec. It may declare the
+streaming ports it takes and the node options it reads with ``@delivery`` (which also registers
+it by name in ``DELIVERIES``, so a pipespec may name it so once ``--stages MODULE`` imported it).
+For example, pairs of consecutive chunks, in order::
 
-    from pipeline.delivery import Batch
+    from pipeline.delivery import Batch, delivery
 
+    @delivery("two_chunks", ports=1)
     def two_chunks(node, waiting, end):
         items = waiting["frames"]
         have = {i.start: i for i in items}
@@ -41,7 +44,7 @@ consecutive chunks, in order::
         return out
 
 Built in (with Sprocket's names as aliases): ``default`` (one item, one task), ``pair`` (two
-ports joined on lineage), ``serialized_frames`` (groups of ``frames_per_chunk`` frames in frame
+ports joined by presentation time, as ffmpeg's framesync), ``serialized_frames`` (groups of ``frames_per_chunk`` frames in frame
 order, across upstream chunks), ``serialized_scenes`` (scenes, cut at flagged frames and at
 ``max_scene_frames``).
 """
@@ -51,12 +54,14 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any, Protocol
 
+from foundation.errors import ExcameraError
+from foundation.registry import Registry
 from pipeline.stage import Option
 
 
-class DeliveryError(ValueError):
+class DeliveryError(ExcameraError):
     """A delivery function that is unknown, or items it cannot deliver (one line, naming them)."""
 
 
@@ -132,46 +137,64 @@ class NodeState:
     def option(self, name: str, fps: tuple[int, int] | None = None):
         """The option's value; one given as ``"{fps}..."`` is evaluated at ``fps`` (and rounded
         to the nearest whole number when it is one of the values an int option takes)."""
-        from pipeline.spec import resolve_option
+        from pipeline.options import resolve_option
         return resolve_option(self.name, name, self.options[name], fps)
+
+
+class DeliveryFunction(Protocol):
+    """What a delivery function is (see the module docstring)."""
+
+    def __call__(self, node: NodeState, waiting: dict[str, list[Item]], end: bool) -> list[Batch]: ...
 
 
 @dataclass(frozen=True)
 class DeliveryDef:
     name: str
-    fn: Callable
+    fn: DeliveryFunction
     ports: int | None = None                  # streaming ports it takes (None: any number)
     options: dict[str, Option] = field(default_factory=dict)  # options it reads from the node
     aliases: tuple[str, ...] = ()
 
+    @classmethod
+    def undeclared(cls, name: str, fn: DeliveryFunction) -> "DeliveryDef":
+        """A ``module:function`` that no ``@delivery`` declared: its ports and options as set on
+        the function (``fn.ports = 1``, the older way a user's function declares them)."""
+        return cls(name, fn, getattr(fn, "ports", None), dict(getattr(fn, "options", {}) or {}))
 
-_BUILTIN: dict[str, DeliveryDef] = {}
-_ALIASES: dict[str, str] = {}
+
+#: The delivery functions by name (and Sprocket alias): the built-ins, and users' functions
+#: declared with ``@delivery``.
+DELIVERIES: Registry[DeliveryDef] = Registry("delivery function", error=DeliveryError,
+                                             duplicate=DeliveryError)
 
 
 def delivery(name: str, *, ports: int | None = None, options: dict[str, Option] | None = None,
              aliases: tuple[str, ...] = ()):
-    """Register a built-in delivery function."""
+    """Register the decorated delivery function as ``name`` (and each of ``aliases``), declaring
+    the streaming ports it takes (None: any number) and the node options it reads."""
 
-    def register(fn: Callable) -> Callable:
-        _BUILTIN[name] = DeliveryDef(name, fn, ports, dict(options or {}), tuple(aliases))
-        for a in aliases:
-            _ALIASES[a] = name
+    def register(fn: DeliveryFunction) -> DeliveryFunction:
+        DELIVERIES.add(name, DeliveryDef(name, fn, ports, dict(options or {}), tuple(aliases)),
+                       tuple(aliases))
         return fn
 
     return register
 
 
+def _declared(fn) -> DeliveryDef | None:
+    """The ``@delivery`` registration of ``fn``, if it has one."""
+    return next((d for _, d in DELIVERIES.items() if d.fn is fn), None)
+
+
 def get_delivery(name: str) -> DeliveryDef:
-    """A built-in delivery function (or its Sprocket alias), or ``module:function``."""
+    """A registered delivery function (built in, a Sprocket alias, or a user's ``@delivery``), or
+    ``module:function``."""
     if not isinstance(name, str) or not name:
         raise DeliveryError(f"delivery function {name!r} is not a name")
-    d = _BUILTIN.get(_ALIASES.get(name, name))
-    if d is not None:
-        return d
+    if name in DELIVERIES:
+        return DELIVERIES.get(name)
     if ":" not in name:
-        known = sorted(set(_BUILTIN) | set(_ALIASES))
-        raise DeliveryError(f"unknown delivery function {name!r} (built in: {', '.join(known)}; "
+        raise DeliveryError(f"unknown delivery function {name!r} (built in: {', '.join(builtin_names())}; "
                             f"or module:function)")
     module, _, attr = name.partition(":")
     try:
@@ -182,11 +205,15 @@ def get_delivery(name: str) -> DeliveryDef:
         raise DeliveryError(f"delivery function {name!r}: {module!r} has no {attr!r}") from None
     if not callable(fn):
         raise DeliveryError(f"delivery function {name!r} is not callable")
-    return DeliveryDef(name, fn, getattr(fn, "ports", None), dict(getattr(fn, "options", {}) or {}))
+    d = _declared(fn)
+    if d is not None:       # named by module:function: it keeps that name, and its declaration
+        return DeliveryDef(name, fn, d.ports, d.options)
+    return DeliveryDef.undeclared(name, fn)
 
 
 def builtin_names() -> list[str]:
-    return sorted(set(_BUILTIN) | set(_ALIASES))
+    """Every registered delivery function's name and alias, sorted."""
+    return sorted(DELIVERIES.names(aliases=True))
 
 
 # -- the built-in functions ----------------------------------------------------------------------
@@ -204,26 +231,125 @@ def default(node: NodeState, waiting: dict[str, list[Item]], end: bool) -> list[
 
 @delivery("pair", ports=2, aliases=("pair_delivery_func",))
 def pair(node: NodeState, waiting: dict[str, list[Item]], end: bool) -> list[Batch]:
-    """Items of the two ports joined on lineage (``pair_delivery_func``); what has no partner at
-    the end is an error naming it, not dropped."""
+    """The two ports joined by presentation time (``pair_delivery_func``), as ffmpeg's framesync
+    joins a two-input filter's inputs (its defaults: repeat the last frame of an input that
+    ended, end with the longer input). The first port drives: each of its items is one task,
+    given the second port's frames that were showing during it (the last one at or before each
+    of its frames' times). Once the first port ended, the second's frames after its last one go
+    on, each paired with that last frame. So inputs of any frame rates, chunkings and lengths
+    join; inputs that do not overlap in time are an error naming them. The stages that take
+    such tasks (``blend``, ``merge_filter``, ``overlay``: ``pipeline.stages.timejoin``) pair
+    the frames up by the same rule."""
     p0, p1 = node.ports
-    a, b = waiting.get(p0, []), waiting.get(p1, [])
-    by_lineage = {}
-    for i in b:
-        by_lineage.setdefault(i.lineage, i)
-    out = []
-    for i in list(a):
-        j = by_lineage.pop(i.lineage, None)
-        if j is not None:
-            a.remove(i)
-            b.remove(j)
-            out.append(Batch({p0: [i], p1: [j]}, i.lineage))
-    if end and (a or b):
-        left = [f"{p} {i.describe()}" for p, items in ((p0, a), (p1, b)) for i in items]
-        raise DeliveryError(f"node {node.name}: no partner on lineage for {len(left)} item(s) at the "
-                            f"end of the stream: {'; '.join(left[:5])}{' ...' if len(left) > 5 else ''}")
-    out.sort(key=lambda x: x.lineage)
+    st = node.state
+    for port in (p0, p1):
+        st.setdefault(port, []).extend(waiting.get(port, []))
+        if port in waiting:
+            waiting[port].clear()
+    a_items = sorted(st[p0], key=lambda i: (i.start, i.key))
+    b_items = sorted(st[p1], key=lambda i: (i.start, i.key))
+    out: list[Batch] = []
+    if not a_items or not b_items:
+        if end:
+            empty = p0 if not a_items else p1
+            raise DeliveryError(f"node {node.name}: {empty} carried no frames; a join needs both of its inputs")
+        return out
+    fb = as_fraction(b_items[0].fps)
+    b_end = max(i.end for i in b_items)
+    while True:
+        a = _next_item(st, a_items, "a_next", "a_done", end)
+        if a is None:
+            break
+        fa = as_fraction(a.fps)
+        lo = _floor(Fraction(a.start) / fa * fb)
+        hi = min(_floor(Fraction(a.end - 1) / fa * fb), b_end - 1 if end else 1 << 62)
+        lo = min(lo, hi)
+        if not end and not _covered(b_items, lo, hi + 1):
+            break                                       # its partners have not all arrived
+        _take(st, "a_done", a, "a_next")
+        out.append(_batch(st, {p0: [whole(a)], p1: _showing(b_items, lo, hi + 1)}))
+    if end and len(st.get("a_done", ())) == len(a_items) and not st.get("tail_done"):
+        st["tail_done"] = True
+        _check_overlap(node, p0, p1, a_items, b_items)
+        last = max(a_items, key=lambda i: i.end)
+        t_last = Fraction(last.end - 1) / as_fraction(last.fps)
+        tail = _floor(t_last * fb) + 1                  # the second's first frame after it
+        for part in _parts(b_items, tail, b_end):
+            out.append(_batch(st, {p0: [Part(last, last.count - 1, last.count)], p1: [part]}))
     return out
+
+
+def _floor(x: Fraction) -> int:
+    return x.numerator // x.denominator
+
+
+def _covered(items: list[Item], lo: int, hi: int) -> bool:
+    """Whether the sorted ``items`` hold every frame ``lo`` .. ``hi - 1``."""
+    at = lo
+    for i in items:
+        if i.start <= at < i.end:
+            at = i.end
+        if at >= hi:
+            return True
+    return at >= hi
+
+
+def _showing(items: list[Item], lo: int, hi: int) -> list[Part]:
+    """The frames of sorted ``items`` showing from frame time ``lo`` to ``hi - 1``: those in the
+    range, and before them, when ``lo`` falls in a gap (frames dropped upstream), the last frame
+    before it."""
+    parts = _parts(items, lo, hi)
+    if not parts or parts[0].start > lo:
+        before = [i for i in items if i.end <= lo and i.count]
+        if before:
+            b = max(before, key=lambda i: i.end)
+            parts.insert(0, Part(b, b.count - 1, b.count))
+    return parts
+
+
+def _next_item(st: dict, items: list[Item], nxt: str, done: str, end: bool) -> Item | None:
+    """The next item of the driving port: the one starting where the last ended; at the end,
+    whatever is left, in order (gaps: frames dropped upstream)."""
+    taken = {i.key for i in st.get(done, ())}
+    left = [i for i in items if i.key not in taken]
+    if not left:
+        return None
+    want = st.get(nxt, left[0].start if end else 0)
+    found = next((i for i in left if i.start == want), None)
+    return found if found is not None else (left[0] if end else None)
+
+
+def _take(st: dict, done: str, item: Item, nxt: str) -> None:
+    st.setdefault(done, []).append(item)
+    st[nxt] = item.end
+
+
+def _parts(items: list[Item], lo: int, hi: int) -> list[Part]:
+    """Frames ``lo`` .. ``hi - 1`` of the sorted, contiguous ``items``, as parts."""
+    out = []
+    at = lo
+    for i in items:
+        a, b = max(at, i.start), min(hi, i.end)
+        if a < b:
+            out.append(Part(i, a - i.start, b - i.start))
+            at = b
+    return out
+
+
+def _batch(st: dict, inputs: dict) -> Batch:
+    lineage = st.get("groups", 0)
+    st["groups"] = lineage + 1
+    return Batch(inputs, lineage)
+
+
+def _check_overlap(node: NodeState, p0: str, p1: str, a_items, b_items) -> None:
+    fa, fb = as_fraction(a_items[0].fps), as_fraction(b_items[0].fps)
+    a0, a1 = Fraction(a_items[0].start) / fa, Fraction(max(i.end for i in a_items) - 1) / fa
+    b0, b1 = Fraction(b_items[0].start) / fb, Fraction(max(i.end for i in b_items) - 1) / fb
+    if b0 > a1 or a0 > b1:
+        raise DeliveryError(f"node {node.name}: {p0} ({float(a0):.3f}..{float(a1):.3f} s) and {p1} "
+                            f"({float(b0):.3f}..{float(b1):.3f} s) do not overlap in time; a join "
+                            f"needs frames of both at once")
 
 
 def _in_order(node: NodeState, port: str, waiting: dict[str, list[Item]], end: bool):
@@ -364,3 +490,15 @@ def with_previous(node: NodeState, waiting: dict[str, list[Item]], end: bool) ->
                 inputs["previous"] = [Part(prev, prev.count - 1, prev.count)]
             out.append(Batch(inputs, i.lineage))
     return out
+
+
+@delivery("all", ports=1)
+def all_at_once(node: NodeState, waiting: dict[str, list[Item]], end: bool) -> list[Batch]:
+    """Every item of the port in one task, once the stream has ended (a global step over the
+    whole video, such as smoothing a camera path: ``vidstabaggregate``)."""
+    if not end:
+        return []
+    (port,) = node.ports
+    items = sorted(waiting.get(port, []), key=lambda i: (i.start, i.key))
+    waiting.get(port, []).clear()
+    return [Batch({port: items}, 0)] if items else []

@@ -6,7 +6,7 @@ timeline (``--timeline``, to which ``run_pipeline`` adds the tasks the DAG becam
 DAG instead: a column per node, a box per task (its lineage; orange when it took more than one
 attempt), an edge from each task to the tasks that took its items. ``layout`` and
 ``layout_tasks`` place everything once as shapes; both renderers draw the same shapes, as
-``excamera.timeline`` does.
+``coordinator.timeline`` does.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def render_svg(spec: Spec, timeline: dict | None = None) -> str:
 def render_png(spec: Spec, timeline: dict | None = None) -> bytes:
     from PIL import Image, ImageDraw
 
-    from excamera.timeline import png_text
+    from coordinator.timeline import png_text
 
     width, height, shapes = layout(spec) if timeline is None else layout_tasks(timeline)
     image = Image.new("RGB", (width, height), "white")

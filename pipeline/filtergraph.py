@@ -37,12 +37,13 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
+from foundation.errors import ExcameraError
 from pipeline.values import FrameBatch
 
 WHITESPACE = " \n\t\r"
 
 
-class FilterGraphError(ValueError):
+class FilterGraphError(ExcameraError):
     """A filtergraph that cannot be built or run (one line)."""
 
 
@@ -278,7 +279,7 @@ class FilterGraph:
         except av.error.FFmpegError as e:
             raise FilterGraphError(f"filtergraph {self.text!r}: ffmpeg cannot configure it: "
                                    f"{_ffmpeg(e)}") from None
-        from excamera.firstpass import _av_frame
+        from media.firstpass import _av_frame
         try:
             for index, ctx in sources.items():
                 batch = batches[index]
@@ -312,7 +313,7 @@ MAX_EXTRA = 1024
 
 def _drain(av, sinks, limit: int, text: str) -> list[list]:
     """Pull every sink until EOF, round robin (a sink may wait on another's progress)."""
-    from excamera.video import _frame_to_image
+    from media.video import _frame_to_image
     pictures: list[list] = [[] for _ in sinks]
     live = set(range(len(sinks)))
     while live:

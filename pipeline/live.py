@@ -11,12 +11,12 @@ class LiveDash:
     streamed (not VP8) drops that output back to being written at the end. ``finish`` returns
     output -> seconds until its manifest first appeared."""
 
-    def __init__(self, spec, outputs, planner, where: str, job_id: str):
+    def __init__(self, spec, outputs, planner, where: str, job_id: str, sound: str | None = None):
         import queue
 
         from pipeline import media_io
 
-        self.writers = {n: media_io.DashWriter(p) for n, p in outputs.items()
+        self.writers = {n: media_io.DashWriter(p, sound=sound) for n, p in outputs.items()
                         if p.lower().endswith(".mpd") and spec.outputs[n].port_type == "chunks"}
         self.where, self.job_id = where, job_id
         self.queue: queue.Queue = queue.Queue()
@@ -35,7 +35,7 @@ class LiveDash:
         return self
 
     def _drain(self) -> None:
-        from excamera.storage import open_storage
+        from storage import open_storage
         from pipeline.values import decode
 
         store = None

@@ -38,17 +38,21 @@ import tempfile
 from collections.abc import Iterator
 from fractions import Fraction
 
+from codec.errors import ContainerError
+from foundation.errors import ExcameraError
 from pipeline.values import EncodedChunk, FrameBatch, Records
 
 #: Output extension -> the port types that may be written to it.
 FORMS = {".webm": ("chunks", "frames", "frame"), ".ivf": ("chunks", "frames", "frame"),
+         ".mkv": ("chunks", "frames", "frame"), ".mp4": ("chunks", "frames", "frame"),
+         ".m3u8": ("chunks", "frames", "frame"),
          ".y4m": ("chunks", "frames", "frame"), ".mpd": ("chunks", "frames", "frame"),
          ".json": ("records", "scene_list", "frame_list")}
 #: A stretch whose key frames are further apart than this many chunks is decoded and cut.
 SPARSE = 2
 
 
-class MediaError(ValueError):
+class MediaError(ExcameraError):
     """An input or output this module cannot use (one line)."""
 
 
@@ -91,7 +95,7 @@ def cut_input(path: str, frames_per_chunk: int | None) -> Iterator[EncodedChunk]
 
 def _cut_decoded(path: str, frames_per_chunk: int | None) -> Iterator[EncodedChunk]:
     from codec.errors import VP8Error
-    from excamera.video import open_video
+    from media.video import open_video
     try:
         video = open_video(path)
     except VP8Error as e:
@@ -278,7 +282,7 @@ class _Cutter:
     def _decode_whole(self):
         import av
 
-        from excamera.video import _frame_to_image
+        from media.video import _frame_to_image
         container = av.open(self.path)
         try:
             video = container.streams.video[0]
@@ -363,7 +367,7 @@ def _decoded_md5s(data: bytes) -> list[str] | None:
     """MD5 of each picture a chunk decodes to on its own (None if it does not decode)."""
     import av
 
-    from excamera.video import _frame_to_image
+    from media.video import _frame_to_image
     try:
         with av.open(io.BytesIO(data)) as c:
             video = c.streams.video[0]
@@ -383,7 +387,7 @@ def read_image(path: str) -> FrameBatch:
     """One picture of an image file as a one-frame yuv420p batch (PyAV, else Pillow)."""
     import av
 
-    from excamera.video import _frame_to_image
+    from media.video import _frame_to_image
     path = os.fspath(path)
     with open(path, "rb"):
         pass  # OSError for a missing file, as it is
@@ -430,33 +434,75 @@ def check_output(path: str, port_type: str) -> None:
         raise MediaError(f"{path}: directory {directory} is not writable")
 
 
-def write_output(path: str, port_type: str, values: list) -> None:
-    """Write ``values`` of ``port_type`` (in any order; sorted by ``start``) to ``path``."""
+def sound_plan(values: list, sound: str | None, warn=None):
+    """The ``media.outputs.AudioPlan`` for an output of ``values`` (sorted by ``start``) with the
+    sound of the file ``sound`` (None: no sound). The values play one after another, so a
+    pipeline that dropped frames keeps the sound of the frames it kept, and only theirs; a value
+    whose ``meta["speed"]`` is not 1 (a stage that changes speed) covers ``count * speed``
+    input frames from its ``meta["source_start"]`` (default: its ``start``), its sound played
+    that much faster (``media.audio``)."""
+    from media.audio import spans_of
+    from media.outputs import AudioPlan, warn_line
+
+    if not sound or not values:
+        return AudioPlan()
+    pieces = [(v.meta.get("source_start", v.start), v.count, v.meta.get("speed", 1))
+              if isinstance(v.meta, dict) else (v.start, v.count, 1) for v in values]
+    return AudioPlan(sound, spans_of(pieces, tuple(values[0].fps)), warn or warn_line)
+
+
+def write_output(path: str, port_type: str, values: list, sound: str | None = None, warn=None) -> None:
+    """Write ``values`` of ``port_type`` (in any order; sorted by ``start``, played one after
+    another) to ``path``, with the sound of the file ``sound`` where the format holds sound
+    (``.webm``, ``.mkv``, ``.mp4``, ``.m3u8``, ``.mpd``; ``warn``: where a line about sound that
+    could not be kept goes)."""
     path = os.fspath(path)
     check_output(path, port_type)
     values = sorted(values, key=lambda v: v.start)
     if not values:
         raise MediaError(f"{path}: nothing to write (the port carried no value)")
     ext = os.path.splitext(path)[1].lower()
+    audio = sound_plan(values, sound, warn) if port_type != "records" else None
     if ext == ".json":
         _write_json(path, values)
     elif ext == ".y4m":
+        if audio is not None:
+            audio.warn_if_dropped("a .y4m file")
         _write_y4m(path, values)
+    elif ext in (".mp4", ".m3u8"):
+        _write_h264(path, values, audio)
     else:
+        from media.outputs import write_vp8_file
         stream = _vp8_stream(path, values)
         if ext == ".mpd":
-            _write_dash(path, stream)
-        elif ext == ".webm":
-            from excamera.webm import write_webm
-            write_webm(path, stream.frames, stream.pts, stream.keys, stream.shown, stream.width,
-                       stream.height, stream.fps)
+            _write_dash(path, stream, audio)
         else:
-            from codec.ivf import IvfHeader, IvfWriter
-            header = IvfHeader(width=stream.width, height=stream.height, rate=stream.fps[0],
-                               scale=stream.fps[1], frame_count=len(stream.frames))
-            with IvfWriter(path, header) as w:
-                for d, t in zip(stream.frames, stream.pts):
-                    w.write(d, t)
+            try:
+                write_vp8_file(path, stream.frames, stream.pts, stream.keys, stream.shown, stream.width,
+                               stream.height, stream.fps, audio)
+            except ContainerError as e:
+                raise MediaError(f"{path}: {e}") from None
+
+
+def _write_h264(path: str, values: list, audio) -> None:
+    """The pictures encoded by libx264 (``media.outputs.write_h264``), one batch decoded at a time."""
+    from codec.errors import VP8Error
+    from media.outputs import write_h264
+
+    with tempfile.TemporaryDirectory(prefix="excamera-out-") as tmpdir:
+        try:
+            batches = _pictures(values, tmpdir)
+            first = next(batches)
+
+            def pictures():
+                for b in (first, *batches):
+                    if (b.width, b.height) != (first.width, first.height):
+                        raise MediaError(f"{path}: the value at frame {b.start} is {b.width}x{b.height}, "
+                                         f"the first {first.width}x{first.height}")
+                    yield from b.images()
+            write_h264(path, pictures(), first.width, first.height, tuple(values[0].fps), audio)
+        except (VP8Error, ContainerError) as e:
+            raise MediaError(f"{path}: {e}") from None
 
 
 def _write_json(path: str, values: list) -> None:
@@ -506,7 +552,7 @@ def _vp8_stream(path: str, values: list) -> _Stream:
     from codec.errors import VP8Error
     from pipeline.stages.video import StageInputError, encode_vp8, ivf_frames
     fps = tuple(values[0].fps)
-    origin = values[0].start
+    at = 0                      # where the next value's first frame plays, in frames
     out = _Stream(fps)
     with tempfile.TemporaryDirectory(prefix="excamera-out-") as tmpdir:
         for v in values:
@@ -530,22 +576,25 @@ def _vp8_stream(path: str, values: list) -> _Stream:
                     raise MediaError(f"{path}: the chunk at frame {v.start} is {t.width}x{t.height}, "
                                      f"the first {out.width}x{out.height}")
             out.frames += frames
-            out.pts += [v.start - origin + p for p in presentation_times(tags)]
+            out.pts += [at + p for p in presentation_times(tags)]
+            at += v.count
             out.keys += [t.key_frame for t in tags]
             out.shown += [t.show_frame for t in tags]
     return out
 
 
-def _write_dash(path: str, stream: _Stream) -> None:
+def _write_dash(path: str, stream: _Stream, audio=None) -> None:
     """DASH: ffmpeg's dash muxer writes WebM segments and the manifest into a private directory
-    beside ``path``; the segments are moved out first, the manifest last."""
+    beside ``path``; the segments are moved out first, the manifest last. With ``audio`` (a
+    ``media.outputs.AudioPlan``) the sound is a second adaptation set, Opus in WebM segments."""
     import av
 
-    from excamera.webm import _template, mux_vp8
+    from media.webm import _template, mux_vp8
     directory, name = os.path.split(os.path.abspath(path))
     stem = os.path.splitext(name)[0]
     work = tempfile.mkdtemp(prefix=f".{name}.", dir=directory)
     moved: list[str] = []
+    track = audio.track("webm") if audio is not None else None
     try:
         tb = Fraction(stream.fps[1], stream.fps[0])
         first_gop = next((i for i, k in enumerate(stream.keys) if k and i), len(stream.keys))
@@ -554,10 +603,12 @@ def _write_dash(path: str, stream: _Stream) -> None:
                    "seg_duration": f"{seconds:.3f}", "init_seg_name": f"{stem}-init-$RepresentationID$.webm",
                    "media_seg_name": f"{stem}-$RepresentationID$-$Number%05d$.webm",
                    "fflags": "+bitexact"}
+        if track is not None:
+            options["adaptation_sets"] = "id=0,streams=v id=1,streams=a"
         with _template(av, stream.frames[0], stream.width, stream.height, stream.fps) as probe:
             c = av.open(os.path.join(work, name), "w", format="dash", container_options=options)
             try:
-                mux_vp8(av, c, probe, stream.frames, stream.pts, stream.keys, stream.shown, tb)
+                mux_vp8(av, c, probe, stream.frames, stream.pts, stream.keys, stream.shown, tb, audio=track)
             finally:
                 c.close()
         for f in sorted(os.listdir(work)):
@@ -575,6 +626,9 @@ def _write_dash(path: str, stream: _Stream) -> None:
         if isinstance(e, av.error.FFmpegError):
             raise MediaError(f"{path}: ffmpeg could not write DASH: {_msg(e)}") from None
         raise
+    finally:
+        if track is not None:
+            track.close()
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -584,9 +638,10 @@ class DashWriter:
     follows the last; ffmpeg's dash muxer writes each WebM segment beside ``path`` and rewrites the
     manifest (``type="dynamic"``) as it goes. ``close`` writes the final (static) manifest;
     ``abort`` removes everything written. ``first_manifest_s`` is when the manifest first
-    appeared (seconds after construction)."""
+    appeared (seconds after construction). ``sound``: a file whose sound goes beside the video
+    as a second adaptation set (Opus), muxed up to each piece's end as the pieces are."""
 
-    def __init__(self, path: str, clock=None):
+    def __init__(self, path: str, clock=None, sound: str | None = None):
         import time
 
         self.path = os.path.abspath(path)
@@ -600,6 +655,9 @@ class DashWriter:
         self.container = self.probe = self.stream = None
         self.first_manifest_s: float | None = None
         self.frames = 0
+        self.sound = sound
+        self.audio: list = []           # the sound's packets not yet muxed, in time order
+        self.track = None
 
     def add(self, chunk: EncodedChunk) -> None:
         self.pending[chunk.start] = chunk
@@ -618,7 +676,7 @@ class DashWriter:
     def _mux(self, chunk: EncodedChunk) -> None:
         import av
 
-        from excamera.webm import _template, mux_vp8
+        from media.webm import _template, mux_vp8
         from pipeline.stages.video import ivf_frames
         from codec.chunks import frame_tag, presentation_times
 
@@ -633,14 +691,31 @@ class DashWriter:
                        "init_seg_name": f"{self.stem}-init-$RepresentationID$.webm",
                        "media_seg_name": f"{self.stem}-$RepresentationID$-$Number%05d$.webm",
                        "fflags": "+bitexact"}
+            if self.sound:
+                from media.outputs import AudioPlan
+                self.track = AudioPlan(self.sound).track("webm")
+            if self.track is not None:
+                options["adaptation_sets"] = "id=0,streams=v id=1,streams=a"
             self._probe_cm = _template(av, frames[0], tags[0].width, tags[0].height, tuple(chunk.fps))
             self.probe = self._probe_cm.__enter__()
             self.container = av.open(self.path, "w", format="dash", container_options=options)
+            if self.track is not None:
+                self.stream = self.container.add_stream_from_template(self.probe.streams.video[0])
+                self.audio = self.track.packets(self.track.add_to(self.container))
         pts = [chunk.start + p for p in presentation_times(tags)]
         mux_vp8(av, self.container, self.probe, frames, pts, [t.key_frame for t in tags],
                 [t.show_frame for t in tags], tb, stream=self.stream)
         self.stream = self.container.streams.video[0]
         self.frames += chunk.count
+        self._mux_sound((chunk.start + chunk.count) * tb)
+
+    def _mux_sound(self, until) -> None:
+        """The sound's packets that start before ``until`` (seconds; None: all of them)."""
+        k = 0
+        while k < len(self.audio) and (until is None or self.audio[k].pts * self.audio[k].time_base < until):
+            self.container.mux(self.audio[k])
+            k += 1
+        del self.audio[:k]
 
     def close(self) -> None:
         """Finish: every piece must have been muxed (a gap would be a bug upstream)."""
@@ -648,8 +723,11 @@ class DashWriter:
             missing = sorted(self.pending)[:3]
             self.abort()
             raise MediaError(f"{self.path}: pieces never followed on (waiting at frame {self.next}: {missing})")
+        self.audio.clear()              # the sound after the last picture is left out
         self.container.close()
         self._probe_cm.__exit__(None, None, None)
+        if self.track is not None:
+            self.track.close()
 
     def abort(self) -> None:
         if self.container is not None:
@@ -659,6 +737,9 @@ class DashWriter:
                 pass
             self._probe_cm.__exit__(None, None, None)
             self.container = None
+        if self.track is not None:
+            self.track.close()
+            self.track = None
         for f in set(os.listdir(self.directory)) - self.before:
             if f == self.name or f.startswith(self.stem + "-"):
                 try:

@@ -1,6 +1,6 @@
 """The pipeline planner: the logical DAG of a pipespec becomes tasks as data arrives.
 
-DESIGN.md, "Pipelines". ``PipelinePlanner`` is the coordinator engine's ``Planner`` for a
+docs/design/pipelines.md. ``PipelinePlanner`` is the coordinator engine's ``Planner`` for a
 pipeline job (``coordinator.engine``): items (an object in storage and its place in the video,
 ``pipeline.delivery.Item``) wait on each node's input ports; the node's delivery function turns
 them into ``Batch``\\ es; each batch is one task running the ``pipeline-stage`` worker operation
@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from coordinator.engine import PlanError
 from coordinator.fsm import DONE, FSM, State, Task
-from excamera.storage import ObjectRef
+from storage import ObjectRef
 from pipeline.delivery import Batch, DeliveryError, Item, NodeState, Part
 from pipeline.schedulers import make_scheduler
 from pipeline.spec import Node, Spec, SpecError

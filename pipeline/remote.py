@@ -1,4 +1,4 @@
-"""A pipeline submitted to a running coordinator (``excamera pipeline run --coordinator``).
+"""A pipeline submitted to a running coordinator (a ``RemoteCoordinator`` backend).
 
 A pipeline is a dynamic job: its planner lives where the engine runs. The client reads the
 sources into items as for a local run, plans the first tasks, and sends the Jobs service the job
@@ -77,27 +77,28 @@ def sink_of(spec, key: str) -> str | None:
     return stream.dst if stream is not None and stream.dst in spec.outputs else None
 
 
-def run_remote(spec, planner, first, text, inputs, outputs, coordinator, certs, workers, spare,
-               max_attempts) -> tuple[int, dict[str, int]]:
-    """Submit the pipeline to a running coordinator, fetch the sink objects, write the outputs."""
+def run_remote(spec, planner, first, text, inputs, outputs, config, sound=None) -> tuple[int, dict[str, int]]:
+    """Submit the pipeline to the running coordinator ``config.backend`` (a ``RemoteCoordinator``),
+    fetch the sink objects, write the outputs."""
     import asyncio
 
     from coordinator.api import JobFailed, submit_remote
     from coordinator.fsm import Job
-    from excamera.storage import StorageError
-    from pipeline.run import PipelineError, _line, write_outputs
+    from storage import StorageError
+    from pipeline.outputs import PipelineError, _line, write_outputs
     from pipeline.values import BadValue, decode
 
     job = Job("pipeline", planner.fsms(), tuple(first))
+    remote = config.backend
     try:
-        result = asyncio.run(submit_remote(job, coordinator, certs, inputs=inputs, workers=workers, spare=spare,
-                                           max_attempts=max_attempts, pipeline=text))
+        result = asyncio.run(submit_remote(job, remote, inputs=inputs, workers=config.worker_count,
+                                           spare=config.spare, max_attempts=config.max_attempts, pipeline=text))
     except JobFailed as e:
         raise PipelineError(_line(e)) from None
     except (OSError, ValueError, StorageError) as e:
-        raise PipelineError(f"--coordinator {coordinator}: {_line(e)}") from None
+        raise PipelineError(f"coordinator {remote.address}: {_line(e)}") from None
     except Exception as e:  # noqa: BLE001 - grpc's errors: one line
-        raise PipelineError(f"--coordinator {coordinator}: {_line(e)}") from None
+        raise PipelineError(f"coordinator {remote.address}: {_line(e)}") from None
     by_sink: dict[str, list] = {name: [] for name in outputs}
     try:
         for key, data in result.data.items():
@@ -106,5 +107,6 @@ def run_remote(spec, planner, first, text, inputs, outputs, coordinator, certs, 
                 by_sink[sink].append((key, decode(spec.outputs[sink].port_type, data)))
     except BadValue as e:
         raise PipelineError(_line(e)) from None
-    write_outputs(spec, outputs, lambda name: [v for _, v in sorted(by_sink[name], key=lambda kv: (kv[1].start, kv[0]))])
+    write_outputs(spec, outputs, lambda name: [v for _, v in sorted(by_sink[name], key=lambda kv: (kv[1].start, kv[0]))],
+                  sound)
     return len(planner.tasks), {name: sum(v.count for _, v in by_sink[name]) for name in outputs}

@@ -1,10 +1,13 @@
 """``run_pipeline``: a pipespec, input files and output files in; the outputs written, atomically.
 
-DESIGN.md, "Pipelines". Everything a user can get wrong is checked before anything runs (the
+docs/design/pipelines.md. Everything a user can get wrong is checked before anything runs (the
 spec, each input readable, each output writable), each as one ``PipelineError`` line. The
-sources are read into items (``chunks`` ports: ``media_io.cut_input``; ``frame``:
+sources are read into items (``chunks`` ports: references to ranges of the input that the first
+stage's workers fetch and decode themselves, planned from its index alone,
+``pipeline.source_refs``, so no picture passes through here; an input with no index, or a local
+file workers elsewhere cannot read, is cut here by ``media_io.cut_input``; ``frame``:
 ``media_io.read_image``; ``frames``: batches of pictures read here), the ``PipelinePlanner``
-plans the tasks, and:
+plans the tasks, and one function per way to run (``coordinator.config.RunConfig``) takes them:
 
 * ``workers=0`` runs every task in this process, in the scheduler's order, through the same
   ``run_stage`` a worker calls (same objects, same bytes);
@@ -14,26 +17,24 @@ plans the tasks, and:
 
 Each sink's items, in frame order, go to ``media_io.write_output`` (``.mpd`` outputs are written
 while the job runs: ``pipeline.live``). With ``coordinator`` the job and its planner go to a
-running coordinator instead (``pipeline.remote``).
+running coordinator instead (a ``RemoteCoordinator`` backend: ``pipeline.remote``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
-import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Mapping
 from typing import Any, Callable
 
+from coordinator.config import RunConfig
+from pipeline.outputs import PipelineError, _line, _remove, sound_source, write_outputs  # noqa: F401 - API
 from pipeline.spec import Spec, SpecError
-
-
-class PipelineError(ValueError):
-    """A pipeline that cannot run or did not finish: one line saying what and where."""
 
 
 class _Ready:
@@ -55,6 +56,26 @@ def _load_spec(spec) -> Spec:
     return specmod.load(os.fspath(spec))
 
 
+def name_files(spec: Spec, inputs: Mapping[str, str], outputs: Mapping[str, str]
+               ) -> tuple[dict[str, str], dict[str, str]]:
+    """``-i FILE`` / ``-o FILE`` given without a name (key ``""``) named for the pipespec's one
+    source or one sink; a pipespec with several needs the names."""
+    named = []
+    for kind, given, wanted in (("input", inputs, spec.inputs), ("output", outputs, spec.outputs)):
+        given = dict(given)
+        if "" in given:
+            if len(wanted) != 1:
+                flag = "-i" if kind == "input" else "-o"
+                raise PipelineError(f"{flag} {given['']}: the pipespec has {len(wanted)} {kind}s "
+                                    f"({', '.join(wanted)}); name each ({flag} {kind}_N=FILE)")
+            (only,) = wanted
+            if only in given:
+                raise PipelineError(f"{only}: given twice (with and without its name)")
+            given[only] = given.pop("")
+        named.append(given)
+    return named[0], named[1]
+
+
 def _check_files(spec: Spec, inputs: Mapping[str, str], outputs: Mapping[str, str]) -> None:
     from pipeline import media_io
 
@@ -67,6 +88,11 @@ def _check_files(spec: Spec, inputs: Mapping[str, str], outputs: Mapping[str, st
                 flag = "-i" if kind == "input" else "-o"
                 raise PipelineError(f"{name}: no file given ({flag} {name}=FILE)")
     for name, path in inputs.items():
+        if "://" in path and not path.startswith("file://"):
+            if set(spec.inputs[name].values()) <= {"link", "chunks"}:
+                continue                  # a URL: read by range where it lies (chunks), or by its stage (link)
+            raise PipelineError(f"{name}: {path}: a URL feeds chunks or link ports only; give a local file")
+        path = media_io_path(path)
         try:
             with open(path, "rb"):
                 pass
@@ -81,14 +107,9 @@ def _check_files(spec: Spec, inputs: Mapping[str, str], outputs: Mapping[str, st
             raise PipelineError(f"{name}: {_line(e)}") from None
 
 
-def _line(e: BaseException) -> str:
-    text = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)) or type(e).__name__
-    return " ".join(text.split())
-
-
 def _frame_batches(path: str, frames_per_chunk: int | None):
-    """The pictures of ``path`` (anything ``excamera.video`` opens) in batches."""
-    from excamera.video import open_video
+    """The pictures of ``path`` (anything ``media.video`` opens) in batches."""
+    from media.video import open_video
     from pipeline.values import FrameBatch
 
     with open_video(path) as video:
@@ -104,20 +125,50 @@ def _frame_batches(path: str, frames_per_chunk: int | None):
             yield FrameBatch.from_images(batch, start, rate)
 
 
-def _source_values(name: str, path: str, port_type: str, frames_per_chunk: int | None):
+def _source_values(spec: Spec, name: str, port: str, path: str, frames_per_chunk: int | None,
+                   reach_local: bool = True):
     from pipeline import media_io
 
+    port_type = spec.inputs[name][port]
     if port_type == "chunks":
-        return media_io.cut_input(path, frames_per_chunk)
+        # References to ranges the first stage's workers fetch and decode (no picture passes
+        # through here); an input with no index, a local file they cannot reach, or a source
+        # feeding a stage that reads chunk bytes itself, is cut here.
+        from pipeline.source_refs import range_chunks, reads_ranges
+        if reads_ranges(spec, name, port):
+            chunks, why = range_chunks(path, frames_per_chunk, reach_local=reach_local)
+        else:
+            chunks, why = None, f"{port} feeds a stage that reads chunk bytes itself"
+        if chunks is not None:
+            return iter(chunks)
+        if "://" in path and not path.startswith("file://"):
+            raise PipelineError(f"{name}: {path}: {why}; the workers cannot decode it by range "
+                                "(give a local copy)")
+        if why == "no index":  # said once: the workers could not share its decoding
+            print(f"excamera: note: {name}: {path}: {why}: this process cuts it into chunks",
+                  file=sys.stderr)
+        return media_io.cut_input(media_io_path(path), frames_per_chunk)
     if port_type == "frame":
-        return iter([media_io.read_image(path)])
+        return iter([media_io.read_image(media_io_path(path))])
     if port_type == "frames":
-        return _frame_batches(path, frames_per_chunk)
-    raise PipelineError(f"{name}: a source cannot feed a {port_type} port (chunks, frames or frame)")
+        return _frame_batches(media_io_path(path), frames_per_chunk)
+    if port_type == "link":           # Sprocket's video_link / video_url: the file itself
+        from pipeline.stages.links import link_value
+        return iter([link_value(path)])
+    raise PipelineError(f"{name}: a source cannot feed a {port_type} port (chunks, frames, frame or link)")
 
 
-def _read_sources(spec: Spec, inputs: Mapping[str, str], frames_per_chunk: int | None, put) -> dict:
-    """Every source's items, its objects handed to ``put(key, data)``: (name, port) -> items."""
+def media_io_path(ref: str) -> str:
+    """A local source reference (a path or ``file://``) as a path."""
+    from media.source import local_path
+    return local_path(ref) if ref.startswith("file://") else ref
+
+
+def _read_sources(spec: Spec, inputs: Mapping[str, str], frames_per_chunk: int | None, put,
+                  reach_local: bool = True) -> dict:
+    """Every source's items, its objects handed to ``put(key, data)``: (name, port) -> items.
+    ``reach_local``: the workers can read this machine's files."""
+    from media.source import SourceError
     from pipeline.delivery import Item
 
     out = {}
@@ -125,7 +176,8 @@ def _read_sources(spec: Spec, inputs: Mapping[str, str], frames_per_chunk: int |
         for port, port_type in ports.items():
             items = []
             try:
-                for i, v in enumerate(_source_values(name, inputs[name], port_type, frames_per_chunk)):
+                for i, v in enumerate(_source_values(spec, name, port, inputs[name], frames_per_chunk,
+                                                      reach_local)):
                     data = v.to_bytes()
                     key = f"in/{name}/{port}/{i:06d}"
                     put(key, data)
@@ -133,6 +185,8 @@ def _read_sources(spec: Spec, inputs: Mapping[str, str], frames_per_chunk: int |
                                       v.start, v.count, tuple(v.fps), dict(v.meta), f"{name}:{port}"))
             except PipelineError:
                 raise
+            except SourceError as e:   # names the source itself
+                raise PipelineError(f"{name}: {_line(e)}") from None
             except (OSError, ValueError, EOFError) as e:
                 why = _line(e)
                 where = inputs[name] if why.startswith(inputs[name]) else f"{inputs[name]}: {why}"
@@ -197,149 +251,191 @@ def run_here(planner, first_tasks: list, storage) -> int:
     return ran
 
 
-def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], *,
-                 workers: int | None = None, spare: int = 0, coordinator: str | None = None,
-                 certs: str | None = None, timeline: str | None = None, stage_modules=(),
-                 on_progress: Callable[[str, int, int, bool], None] | None = None,
-                 frames_per_chunk: int | None = None, max_attempts: int = 3,
-                 storage_dir: str | None = None, timeout_s: float | None = None,
-                 scheduler=None, storage: str | None = None, keep: bool = False,
-                 backend: dict | None = None) -> dict[str, Any]:
+def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], config: RunConfig | None = None, *,
+                 stage_modules=(), on_progress: Callable[[str, int, int, bool], None] | None = None,
+                 frames_per_chunk: int | None = None, scheduler=None, audio: bool = True) -> dict[str, Any]:
     """Run the pipeline ``spec`` (a path, a parsed JSON object or a ``Spec``) on ``inputs``
-    (source name -> file) and write ``outputs`` (sink name -> file). ``workers=None`` uses one
-    worker per CPU; 0 runs in this process. ``on_progress(node, done, planned, finished)`` is
-    called as tasks are planned and done. ``scheduler`` (a name or ``{"name": "streaming",
-    "deadline": S}``, ``pipeline.schedulers``) overrides the pipespec's. ``storage`` puts the
-    job's objects in a directory or ``s3://BUCKET/PREFIX`` (removed at the end unless ``keep``);
-    ``backend`` is passed to ``run_job`` (``launcher_factory``, ``listen``, ``public_address``:
-    Lambda workers). Returns a summary (tasks per node, seconds, the scheduler's report).
-    ``PipelineError`` (one line) for anything wrong."""
-    from coordinator.api import JobFailed, run_job
-    from coordinator.engine import PlanError
-    from coordinator.fsm import Job
-    from coordinator.server import Coordinator
-    from excamera.storage import LocalStorage, StorageError, open_storage
-    from pipeline.live import LiveDash
-    from pipeline.planner import PipelinePlanner
-    from pipeline.schedulers import make_scheduler
-    from pipeline.stage import StageError, load_modules
-    from pipeline.values import decode
-
+    (source name -> file) and write ``outputs`` (sink name -> file), as ``config`` says
+    (``coordinator.config.RunConfig``; the default: one local worker process per CPU).
+    ``config.workers == 0`` runs in this process; a ``RemoteCoordinator`` backend sends the job
+    to a running coordinator; otherwise an embedded coordinator runs it. ``on_progress(node,
+    done, planned, finished)`` is called as tasks are planned and done. ``scheduler`` (a name or
+    ``{"name": "streaming", "deadline": S}``, ``pipeline.schedulers``) overrides the pipespec's.
+    ``audio``: the outputs carry the first video input's sound (``pipeline.outputs.sound_source``;
+    read from its audio packets by this process when writing, no worker carries it).
+    ``config.storage`` puts the job's objects in a directory or ``s3://BUCKET/PREFIX`` (removed at
+    the end unless ``config.keep``). Returns a summary (tasks per node, seconds, the scheduler's
+    report). ``PipelineError`` (one line) for anything wrong."""
+    config = config or RunConfig()
     t0 = time.monotonic()
     stage_modules = tuple(stage_modules)
-    try:
-        load_modules(stage_modules)
-        doc = _spec_doc(spec) if coordinator else None
-        spec = _load_spec(spec)
-    except (SpecError, StageError) as e:
-        raise PipelineError(str(e)) from None
-    if workers is None:
-        workers = os.cpu_count() or 1
-    if workers < 0 or spare < 0:
-        raise PipelineError(f"workers {workers} and spare {spare} must be 0 or more")
-    if coordinator and (workers == 0 or not certs):
-        raise PipelineError("--coordinator needs --workers N (N > 0) and --certs DIR")
-    if coordinator and timeline:
-        raise PipelineError("--timeline is written by an embedded coordinator; a running one keeps its own")
-    if coordinator and (storage or backend):
-        raise PipelineError("a running coordinator has its own storage and workers: leave out --storage "
-                            "and --backend")
+    spec, doc = _prepare(spec, stage_modules, config.remote)
+    inputs, outputs = name_files(spec, inputs, outputs)
     _check_files(spec, inputs, outputs)
-    try:
-        sched = make_scheduler(scheduler if scheduler is not None else spec.scheduler)
-        sched.workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
-        planner = PipelinePlanner(spec, on_progress=on_progress, scheduler=sched)
-    except SpecError as e:
-        raise PipelineError(str(e)) from None
-    if storage and workers == 0:
-        raise PipelineError("--storage is for the workers' job (--workers N); --workers 0 runs here")
-    if storage:
-        try:
-            open_storage(storage).check()
-        except StorageError as e:
-            raise PipelineError(f"--storage {storage}: {_line(e)}") from None
-
-    root = storage_dir or tempfile.mkdtemp(prefix="excamera-pipeline-")
-    streamed: dict[str, float] = {}
-    try:
-        if workers == 0:
-            here = LocalStorage(root).scoped("jobs/local")
-            sources = _read_sources(spec, inputs, frames_per_chunk, here.put)
+    chosen = scheduler if scheduler is not None else spec.scheduler
+    planner = _planner(spec, chosen, config.worker_count, on_progress)
+    if config.storage:
+        _check_storage(config.storage)
+    sound = sound_source(spec, inputs) if audio else None
+    with tempfile.TemporaryDirectory(prefix="excamera-pipeline-", ignore_cleanup_errors=True) as root:
+        # Local worker processes (and this one) read a local input where it lies.
+        reach_local = not config.remote and type(config.backend).__name__ == "LocalBackend"
+        read = functools.partial(_read_sources, spec, inputs, frames_per_chunk, reach_local=reach_local)
+        if config.workers == 0:
+            ran, frames_out, streamed = _pipeline_here(spec, planner, outputs, read, root, sound)
+        elif config.remote:
+            ran, frames_out, streamed = _pipeline_remote(spec, planner, outputs, read, root, config,
+                                                         (doc, chosen, stage_modules), sound)
         else:
-            spool = os.path.join(root, "spool")
-            os.makedirs(spool, exist_ok=True)
-            keys = []
-
-            def put(key, data):
-                with open(os.path.join(spool, key.replace("/", "__")), "wb") as f:
-                    f.write(data)
-                keys.append(key)
-
-            sources = _read_sources(spec, inputs, frames_per_chunk, put)
-        for (name, port), items in sources.items():
-            planner.add_input(name, port, items)
-        try:
-            first = planner.start()
-        except PlanError as e:
-            raise PipelineError(str(e)) from None
-        if not first:
-            raise PipelineError("the pipeline planned no task for its inputs")
-        if workers == 0:
-            ran = run_here(planner, first, here)
-        elif coordinator:
-            from pipeline.remote import planner_json, run_remote
-
-            text = planner_json(doc, sources, scheduler if scheduler is not None else spec.scheduler,
-                                stage_modules)
-            ran, frames_out = run_remote(spec, planner, first, text, pairs(spool, keys), outputs, coordinator,
-                                         certs, workers, spare, max_attempts)
-        else:
-            job = Job("pipeline", planner.fsms(), tuple(first))
-            job_id = Coordinator.new_job_id()
-            where = storage or os.path.join(root, "store")
-            live = LiveDash(spec, outputs, planner, where, job_id)
-            try:
-                with _worker_path(stage_modules), live:
-                    result = run_job(job, inputs=pairs(spool, keys), workers=workers, spare=spare,
-                                     max_attempts=max_attempts, storage=where, job_id=job_id,
-                                     timeline=timeline, timeout_s=timeout_s, planner=planner,
-                                     ops_modules=("pipeline.worker_op", *stage_modules), **(backend or {}))
-            except JobFailed as e:
-                _drop(storage, job_id, keep)
-                raise PipelineError(_line(e)) from None
-            except BaseException:
-                _drop(storage, job_id, keep)
-                raise
-            job_storage = open_storage(result.storage_root).scoped(result.storage_prefix)
-            ran = len(planner.tasks)
-            streamed = live.finish()
-        try:
-            if not coordinator:
-                rest = {n: p for n, p in outputs.items() if not (workers and n in streamed)}
-                write_outputs(spec, rest, _stored_values(spec, planner, here if workers == 0 else job_storage,
-                                                         decode))
-        finally:
-            if workers and not coordinator:
-                _drop(storage, job_id, keep)
-        if timeline:
-            _add_to_timeline(timeline, planner, time.monotonic() - t0)
-    finally:
-        if storage_dir is None:
-            shutil.rmtree(root, ignore_errors=True)
+            ran, frames_out, streamed = _pipeline_embedded(spec, planner, outputs, read, root, config,
+                                                           stage_modules, sound)
+        if config.timeline:
+            _add_to_timeline(config.timeline, planner, time.monotonic() - t0)
     return {"tasks": ran, "nodes": planner.progress(), "seconds": round(time.monotonic() - t0, 3),
-            "outputs": frames_out if coordinator else {name: sum(i.count for i in planner.sink_items(name))
-                                                       for name in outputs},
-            "schedule": planner.scheduler.report(),
+            "outputs": frames_out, "schedule": planner.scheduler.report(),
             "streamed": {n: round(s, 3) for n, s in streamed.items()}}
 
 
-def pairs(spool: str, keys: list[str]):
-    """The spooled source objects, (key, bytes) one at a time, each file removed once read."""
+def _prepare(spec, stage_modules: tuple[str, ...], remote: bool) -> tuple[Spec, dict | None]:
+    """The stage modules imported and the pipespec validated; its JSON too for a remote run."""
+    from pipeline.stage import StageError, load_modules
+
+    try:
+        load_modules(stage_modules)
+        doc = _spec_doc(spec) if remote else None
+        return _load_spec(spec), doc
+    except (SpecError, StageError) as e:
+        raise PipelineError(str(e)) from None
+
+
+def _planner(spec: Spec, scheduler, workers: int, on_progress):
+    """The planner with its scheduler (the pipespec's unless ``scheduler`` names another)."""
+    from pipeline.planner import PipelinePlanner
+    from pipeline.schedulers import make_scheduler
+
+    try:
+        sched = make_scheduler(scheduler)
+        sched.workers = max(1, workers)
+        return PipelinePlanner(spec, on_progress=on_progress, scheduler=sched)
+    except SpecError as e:
+        raise PipelineError(str(e)) from None
+
+
+def _check_storage(url: str) -> None:
+    """A wrong bucket or missing credentials fail now, in seconds, before any input is read."""
+    from storage import StorageError, open_storage
+
+    try:
+        open_storage(url).check()
+    except StorageError as e:
+        raise PipelineError(f"storage {url}: {_line(e).removeprefix(url + ': ')}") from None
+
+
+def _start(planner, sources: dict) -> list:
+    """The sources handed to the planner, and the first tasks it plans."""
+    from coordinator.engine import PlanError
+
+    for (name, port), items in sources.items():
+        planner.add_input(name, port, items)
+    try:
+        first = planner.start()
+    except PlanError as e:
+        raise PipelineError(str(e)) from None
+    if not first:
+        raise PipelineError("the pipeline planned no task for its inputs")
+    return first
+
+
+def _spool(read, root: str, again: bool = False):
+    """The sources read into files under ``root`` (their items, and the objects as (key, bytes)
+    pairs read back one at a time) for a job's storage or a remote coordinator. ``again``: the
+    files stay, and the pairs come from a callable that reads them afresh (a submission to a
+    coordinator that restarted mid-upload is sent again from its start)."""
+    spool = os.path.join(root, "spool")
+    os.makedirs(spool, exist_ok=True)
+    keys: list[str] = []
+
+    def put(key, data):
+        with open(os.path.join(spool, key.replace("/", "__")), "wb") as f:
+            f.write(data)
+        keys.append(key)
+
+    return read(put), (functools.partial(pairs, spool, keys, keep=True) if again else pairs(spool, keys))
+
+
+def _frames_written(planner, outputs) -> dict[str, int]:
+    return {name: sum(i.count for i in planner.sink_items(name)) for name in outputs}
+
+
+def _pipeline_here(spec, planner, outputs, read, root: str, sound: str | None = None):
+    """Every task in this process (``workers=0``), its objects in a scratch directory."""
+    from pipeline.values import decode
+    from storage import LocalStorage
+
+    here = LocalStorage(root).scoped("jobs/local")
+    first = _start(planner, read(here.put))
+    ran = run_here(planner, first, here)
+    write_outputs(spec, outputs, _stored_values(spec, planner, here, decode), sound)
+    return ran, _frames_written(planner, outputs), {}
+
+
+def _pipeline_remote(spec, planner, outputs, read, root: str, config: RunConfig, plan: tuple,
+                     sound: str | None = None):
+    """The job and its planner (``plan``: the pipespec's JSON, the scheduler, the stage modules)
+    sent to a running coordinator (``pipeline.remote``)."""
+    from pipeline.remote import planner_json, run_remote
+
+    sources, objects = _spool(read, root, again=True)
+    first = _start(planner, sources)
+    text = planner_json(plan[0], sources, *plan[1:])
+    ran, frames_out = run_remote(spec, planner, first, text, objects, outputs, config, sound)
+    return ran, frames_out, {}
+
+
+def _pipeline_embedded(spec, planner, outputs, read, root: str, config: RunConfig, stage_modules,
+                       sound: str | None = None):
+    """The job on an embedded coordinator (``coordinator.api.run_job``); ``.mpd`` outputs are
+    written as it runs (``pipeline.live``), the others from the job's storage at the end."""
+    import dataclasses
+
+    from coordinator.api import JobFailed, run_job
+    from coordinator.fsm import Job
+    from coordinator.server import Coordinator
+    from pipeline.live import LiveDash
+    from pipeline.values import decode
+    from storage import open_storage
+
+    sources, objects = _spool(read, root)
+    first = _start(planner, sources)
+    job = Job("pipeline", planner.fsms(), tuple(first))
+    job_id = Coordinator.new_job_id()
+    where = config.storage or os.path.join(root, "store")
+    live = LiveDash(spec, outputs, planner, where, job_id, sound)
+    try:
+        try:
+            with _worker_path(stage_modules), live:
+                result = run_job(job, dataclasses.replace(config, storage=where), inputs=objects, planner=planner,
+                                 job_id=job_id, ops_modules=("pipeline.worker_op", *stage_modules))
+        except JobFailed as e:
+            raise PipelineError(_line(e)) from None
+        streamed = live.finish()
+        job_storage = open_storage(result.storage_root).scoped(result.storage_prefix)
+        rest = {n: p for n, p in outputs.items() if n not in streamed}
+        write_outputs(spec, rest, _stored_values(spec, planner, job_storage, decode), sound)
+    finally:
+        _drop(config.storage, job_id, config.keep)
+    return len(planner.tasks), _frames_written(planner, outputs), streamed
+
+
+def pairs(spool: str, keys: list[str], keep: bool = False):
+    """The spooled source objects, (key, bytes) one at a time, each file removed once read
+    (unless ``keep``)."""
     for key in keys:
         path = os.path.join(spool, key.replace("/", "__"))
         with open(path, "rb") as f:
             data = f.read()
-        os.unlink(path)
+        if not keep:
+            os.unlink(path)
         yield key, data
 
 
@@ -363,37 +459,11 @@ def _spec_doc(spec) -> dict:
 def _drop(storage: str | None, job_id: str, keep: bool) -> None:
     """Remove a job's objects from ``--storage`` (the default temporary directory goes anyway)."""
     if storage and not keep:
-        from excamera.storage import StorageError, open_storage
+        from storage import StorageError, open_storage
         try:
             open_storage(storage).delete_prefix(f"jobs/{job_id}")
         except StorageError as e:
             print(f"excamera: warning: could not remove {storage}/jobs/{job_id}: {_line(e)}", file=sys.stderr)
-
-
-def write_outputs(spec, outputs, values_of) -> None:
-    """Each sink's values (``values_of(name)``, in frame order) to its file; on any failure none
-    of the outputs is left behind."""
-    from excamera.storage import StorageError
-    from pipeline import media_io
-    from pipeline.values import BadValue
-
-    written = []
-    try:
-        for name, path in outputs.items():
-            values = values_of(name)
-            if not values:
-                raise PipelineError(f"{name}: the pipeline produced nothing for this output")
-            try:
-                media_io.write_output(path, spec.outputs[name].port_type, values)
-            except (ValueError, OSError) as e:
-                raise PipelineError(f"{name}: {_line(e)}") from None
-            written.append(path)
-    except (BadValue, StorageError) as e:
-        _remove(written)
-        raise PipelineError(_line(e)) from None
-    except BaseException:
-        _remove(written)
-        raise
 
 
 def _stored_values(spec, planner, storage, decode):
@@ -428,10 +498,4 @@ def _add_to_timeline(path: str, planner, seconds: float) -> None:
         with AtomicFile(path) as out:
             out.write(json.dumps(doc, indent=1).encode())
     except OSError as e:
-        raise PipelineError(f"--timeline {path}: {_line(e)}") from None
-
-
-def _remove(paths) -> None:
-    for p in paths:
-        with contextlib.suppress(OSError):
-            os.unlink(p)
+        raise PipelineError(f"timeline {path}: {_line(e)}") from None

@@ -25,7 +25,10 @@ to done) and every output item
   time is unknown: two tasks at a time run to learn it; a task already due gets every worker.
 
 A pipespec names its scheduler with ``"scheduler": "priority"`` or ``{"name": "streaming",
-"deadline": 5}``; ``excamera pipeline run --scheduler`` overrides it.
+"deadline": 5}``; ``excamera pipeline run --scheduler`` overrides it. The names are those in
+``SCHEDULERS`` (a ``foundation.registry.Registry`` of ``Scheduler`` classes); a class registers
+with ``@SCHEDULERS.register(name)`` and is made from the pipespec's object by its
+``from_options``.
 """
 
 from __future__ import annotations
@@ -34,13 +37,16 @@ import json
 import math
 from typing import Any
 
+from foundation.registry import Registry
 from pipeline.spec import SpecError
 
-NAMES = ("fifo", "priority", "streaming")
+#: Options a pipespec's scheduler object may carry besides its name.
+OPTIONS = ("deadline", "margin")
 
 
 class Scheduler:
-    """fifo: the base every scheduler extends (see the module docstring)."""
+    """fifo: the base every scheduler extends, and so what a scheduler is (see the module
+    docstring)."""
 
     name = "fifo"
     #: Seconds a worker may sit idle before it exits (None: workers stay for the whole job).
@@ -84,7 +90,16 @@ class Scheduler:
         """The scheduler's name and the seconds from the start to the first output piece."""
         return {"scheduler": self.name, "first_output_s": self.first_output}
 
+    @classmethod
+    def from_options(cls, spec: dict) -> "Scheduler":
+        """This scheduler as a pipespec's object asks for it (its options already known to be
+        among ``OPTIONS``); SpecError in one line when they do not suit it."""
+        return cls()
 
+
+#: Scheduler classes by name: what ``"scheduler"`` and ``--scheduler`` may name.
+SCHEDULERS: Registry[type[Scheduler]] = Registry("scheduler", error=SpecError, duplicate=SpecError)
+SCHEDULERS.add(Scheduler.name, Scheduler)
 FifoScheduler = Scheduler
 
 
@@ -92,6 +107,7 @@ def first_time(task) -> float:
     return float(task.spec.params.get("first_time", 0.0))
 
 
+@SCHEDULERS.register("priority")
 class PriorityScheduler(Scheduler):
     name = "priority"
 
@@ -99,6 +115,7 @@ class PriorityScheduler(Scheduler):
         return sorted(ready, key=lambda t: (first_time(t), self.depth.get(t.spec.params.get("node"), 0)))
 
 
+@SCHEDULERS.register("streaming")
 class StreamingScheduler(PriorityScheduler):
     name = "streaming"
 
@@ -183,29 +200,35 @@ class StreamingScheduler(PriorityScheduler):
         return {**super().report(), "deadline_s": self.deadline, "outputs": self.outputs,
                 "misses": self.misses}
 
-
-def make_scheduler(value: Any) -> Scheduler:
-    """The scheduler ``value`` names: None or ``"fifo"``, ``"priority"``, ``"streaming"`` (needs a
-    deadline), or an object ``{"name": ..., "deadline": S}``. SpecError in one line otherwise."""
-    if value is None:
-        return Scheduler()
-    spec = {"name": value} if isinstance(value, str) else value
-    if not isinstance(spec, dict) or not isinstance(spec.get("name", "fifo"), str):
-        raise SpecError(f"pipespec: scheduler {json.dumps(value)} is not a name or an object with one")
-    name = spec.get("name", "fifo")
-    extra = sorted(set(spec) - {"name", "deadline", "margin"})
-    if extra:
-        raise SpecError(f"pipespec: scheduler {name}: unknown option(s) {', '.join(extra)}")
-    if name == "fifo":
-        return Scheduler()
-    if name == "priority":
-        return PriorityScheduler()
-    if name == "streaming":
+    @classmethod
+    def from_options(cls, spec: dict) -> "StreamingScheduler":
         if "deadline" not in spec:
             raise SpecError("pipespec: scheduler streaming needs a deadline (seconds until the output "
                             "must start playing)")
         margin = spec.get("margin", 1.5)
         if not isinstance(margin, (int, float)) or isinstance(margin, bool) or not 1 <= margin <= 100:
             raise SpecError(f"pipespec: scheduler streaming: margin {margin!r} must be in [1, 100]")
-        return StreamingScheduler(spec["deadline"], float(margin))
-    raise SpecError(f"pipespec: scheduler {name!r} is not available (known: {', '.join(NAMES)})")
+        return cls(spec["deadline"], float(margin))
+
+
+#: The scheduler names, sorted (kept for callers of the tuple this module had before ``SCHEDULERS``).
+NAMES = tuple(SCHEDULERS.names())
+
+
+def make_scheduler(value: Any) -> Scheduler:
+    """The scheduler ``value`` names (one of ``SCHEDULERS``): None or ``"fifo"``, ``"priority"``,
+    ``"streaming"`` (needs a deadline), or an object ``{"name": ..., "deadline": S}``. SpecError
+    in one line otherwise."""
+    if value is None:
+        return Scheduler()
+    spec = {"name": value} if isinstance(value, str) else value
+    if not isinstance(spec, dict) or not isinstance(spec.get("name", "fifo"), str):
+        raise SpecError(f"pipespec: scheduler {json.dumps(value)} is not a name or an object with one")
+    name = spec.get("name", "fifo")
+    extra = sorted(set(spec) - {"name", *OPTIONS})
+    if extra:
+        raise SpecError(f"pipespec: scheduler {name}: unknown option(s) {', '.join(extra)}")
+    if name not in SCHEDULERS:
+        raise SpecError(f"pipespec: scheduler {name!r} is not available "
+                        f"(known: {', '.join(SCHEDULERS.names())})")
+    return SCHEDULERS.get(name).from_options(spec)

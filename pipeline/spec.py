@@ -1,6 +1,6 @@
 """The pipespec: Sprocket's JSON pipeline description, parsed and validated whole before anything runs.
 
-DESIGN.md, "Pipelines"::
+docs/design/pipelines.md::
 
     {"nodes": [{"name": "decode", "stage": "decode", "config": {}},
                {"name": "gray", "stage": "grayscale", "delivery_function": "default"},
@@ -35,6 +35,7 @@ from typing import Any
 
 from pipeline import arith
 from pipeline.delivery import DeliveryDef, DeliveryError, get_delivery
+from pipeline.options import FpsExpr, SpecError, resolve_option  # noqa: F401 - part of this module's API
 from pipeline.stage import Option, StageDef, StageError, all_stages, get_stage
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -43,38 +44,6 @@ _IO_NAME = re.compile(r"(input|output)_(\d+)")
 _NODE_KEYS = {"name", "stage", "config", "delivery_function", "timeout_s", "steal",
               "lambda_function"}   # Sprocket's per-node Lambda function name: not ours, ignored
 _STREAM_KEYS = {"src", "dst", "durable"}
-
-
-class SpecError(ValueError):
-    """A pipespec that cannot run: one line naming the node or stream."""
-
-
-@dataclass(frozen=True)
-class FpsExpr:
-    """A numeric option given as arithmetic on ``fps``, evaluated once the frame rate is known."""
-
-    text: str
-    tree: Any
-    type: type
-
-    def at(self, fps: tuple[int, int]) -> int | float:
-        value = arith.evaluate(self.tree, {"fps": Fraction(fps[0], fps[1])})
-        if self.type is int:
-            return int((value + Fraction(1, 2)) // 1)   # nearest, halves up: 29.97 -> 30
-        return float(value)
-
-
-def resolve_option(node: str, name: str, value, fps: tuple[int, int] | None):
-    """An option's value for a task at ``fps`` (expressions evaluated)."""
-    if not isinstance(value, FpsExpr):
-        return value
-    if fps is None:
-        raise SpecError(f"node {node}: option {name} = {value.text!r} needs the frame rate, "
-                        f"which is not known here")
-    try:
-        return value.at(fps)
-    except arith.ArithError as e:
-        raise SpecError(f"node {node}: option {name} = {value.text!r}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -268,6 +237,28 @@ def _sprocket_config(node: str, st: StageDef, config: dict, declared: dict) -> d
     return out
 
 
+def _sprocket_graph(doc: dict) -> dict:
+    """Sprocket's face-search graph in our stages' terms (a copy when anything changes): its
+    ``rek`` finds the person's photo through a side channel, so each ``matchFace`` node with no
+    stream out feeds every ``rek`` node's ``person`` port (durable); its ``draw`` on ``frame``
+    ports is ``draw_frame`` (the boxes ride on the frames)."""
+    nodes = [n for n in doc["nodes"] if isinstance(n, dict)]
+    streams = [s for s in doc["streams"] if isinstance(s, dict)]
+    ends = {str(s.get(k, "")) for s in streams for k in ("src", "dst")}
+    faces = [n["name"] for n in nodes if n.get("stage") == "matchFace"
+             and not any(str(s.get("src", "")).startswith(f"{n['name']}:") for s in streams)]
+    reks = [n["name"] for n in nodes if n.get("stage") == "rek" and f"{n['name']}:person" not in ends]
+    draws = [n for n in nodes if n.get("stage") == "draw" and f"{n.get('name')}:frame" in ends]
+    if not (faces and reks) and not draws:
+        return doc
+    doc = dict(doc, nodes=[dict(n, stage="draw_frame") if n in draws else n for n in doc["nodes"]],
+               streams=list(doc["streams"]))
+    for f in faces[:1]:
+        for r in reks:
+            doc["streams"].append({"src": f"{f}:person", "dst": f"{r}:person", "durable": True})
+    return doc
+
+
 def _endpoint(i: int, raw: dict, key: str) -> tuple[str, str]:
     v = raw.get(key)
     if not isinstance(v, str) or v.count(":") != 1 or not all(v.split(":")):
@@ -283,6 +274,7 @@ def validate(doc: Any) -> Spec:
     for key in ("nodes", "streams"):
         if not isinstance(doc.get(key), list):
             raise SpecError(f"pipespec: {key!r} must be a list")
+    doc = _sprocket_graph(doc)
     nodes: dict[str, Node] = {}
     for i, raw in enumerate(doc["nodes"]):
         name, st, options, dl, timeout, steal = _node(i, raw)

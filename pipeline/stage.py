@@ -21,7 +21,8 @@ where in the video it belongs; the planner turns each into an item downstream. S
 deterministic: a re-issued task must write the same bytes (that is what keeps a pipeline's output
 identical when workers die).
 
-A user's module registers its stages on import; ``excamera pipeline run --stages MODULE`` (and
+The registry is ``STAGES`` (a ``foundation.registry.Registry`` of ``StageDef``); ``get_stage`` and
+``all_stages`` read it after importing the built-ins. A user's module registers its stages on import; ``excamera pipeline run --stages MODULE`` (and
 every worker) imports it. Built-in stages live in ``pipeline.stages`` and are imported on first
 lookup, so importing this module stays cheap.
 """
@@ -30,8 +31,10 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
+from foundation.errors import ExcameraError
+from foundation.registry import Registry
 from pipeline.values import PORT_TYPES
 
 #: The built-in stage modules, imported on the first lookup.
@@ -40,7 +43,7 @@ BUILTIN_MODULES: tuple[str, ...] = ("pipeline.stages",)
 _REQUIRED = object()
 
 
-class StageError(ValueError):
+class StageError(ExcameraError):
     """A stage that cannot be registered, found or configured (one line, naming it)."""
 
 
@@ -62,10 +65,17 @@ class Option:
 REQUIRED = _REQUIRED
 
 
+class StageFunction(Protocol):
+    """What ``@stage`` decorates: output port -> values, from input port -> values."""
+
+    def __call__(self, ctx: "StageContext", inputs: dict[str, list], config: dict[str, Any]
+                 ) -> dict[str, list]: ...
+
+
 @dataclass(frozen=True)
 class StageDef:
     name: str
-    fn: Callable
+    fn: StageFunction
     inputs: dict[str, str]                    # port -> port type
     outputs: dict[str, str]
     options: dict[str, Option] = field(default_factory=dict)
@@ -82,8 +92,9 @@ class StageDef:
     steal: str = ""
 
 
-_STAGES: dict[str, StageDef] = {}
-_ALIASES: dict[str, str] = {}
+#: Every registered stage, by name (and alias). Read it through ``get_stage``/``all_stages``,
+#: which import the built-in stages first.
+STAGES: Registry[StageDef] = Registry("stage", error=StageError, duplicate=StageError)
 _loaded = False
 
 
@@ -108,15 +119,10 @@ def stage(name: str, *, inputs: dict[str, str], outputs: dict[str, str],
         for port in optional_inputs:
             if port not in inputs:
                 raise StageError(f"stage {name}: optional input {port!r} is not an input")
-        for n in (name, *aliases):
-            if n in _STAGES or n in _ALIASES:
-                raise StageError(f"stage {n!r} is already registered")
         d = StageDef(name, fn, dict(inputs), dict(outputs), dict(options or {}), delivery,
                      tuple(optional_inputs), tuple(aliases), extra, (fn.__doc__ or "").strip(),
                      dict(delivery_defaults or {}), steal)
-        _STAGES[name] = d
-        for a in aliases:
-            _ALIASES[a] = name
+        STAGES.add(name, d, tuple(aliases))      # StageError for a name already taken
         return fn
 
     return register
@@ -142,15 +148,13 @@ def load_modules(modules) -> None:
 def get_stage(name: str) -> StageDef:
     """The stage registered as ``name`` or under that alias; StageError when there is none."""
     _load_builtins()
-    d = _STAGES.get(_ALIASES.get(name, name))
-    if d is None:
-        raise StageError(f"unknown stage {name!r} (known: {', '.join(sorted(_STAGES))})")
-    return d
+    return STAGES.get(name)
 
 
 def all_stages() -> dict[str, StageDef]:
+    """Every stage by its name (aliases left out), the built-ins imported first."""
     _load_builtins()
-    return dict(_STAGES)
+    return dict(STAGES.items())
 
 
 class StageContext:

@@ -8,7 +8,7 @@ through storage as one object (``to_bytes`` / ``from_bytes``):
 ==============  ================  ==========================================================
 port type       value             object
 ==============  ================  ==========================================================
-``chunks``      ``EncodedChunk``  a piece of encoded video any reader of ``excamera.video``
+``chunks``      ``EncodedChunk``  a piece of encoded video any reader of ``media.video``
                                   opens (IVF/VP8 from our encoders, a remuxed piece of the
                                   input such as Matroska, or a raw Y4M piece)
 ``frames``      ``FrameBatch``    consecutive raw pictures, I420, one losslessly compressed
@@ -35,9 +35,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from codec.image import Image
+from foundation.errors import ExcameraError
 
 
-class BadValue(ValueError):
+class BadValue(ExcameraError):
     """An object that is not a well-formed value of its port type."""
 
 

@@ -1,4 +1,4 @@
-"""The ``pipeline-stage`` worker operation: one task of a pipeline node (DESIGN.md, "Pipelines").
+"""The ``pipeline-stage`` worker operation: one task of a pipeline node (docs/design/pipelines.md).
 
 Arguments (the planner's task params, ``pipeline.planner``): ``node``, ``stage``, ``config``
 (JSON: option -> value), ``inputs`` (JSON: port -> list of ``{key, sha256, size, type, a, b,
@@ -18,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 
-from excamera.storage import Storage
+from foundation.errors import one_line
+from storage import Storage
 from pipeline.stage import StageContext, get_stage
 from pipeline.steal import Prebuilt, run_pair
 from pipeline.values import PORT_TYPES, Records, decode
@@ -56,7 +57,7 @@ def run_stage(storage: Storage, *, node: str, stage: str, config: str, inputs: s
         cfg = json.loads(config)
         values = {port: [_load(storage, d) for d in ds] for port, ds in json.loads(inputs).items()}
     except (ValueError, KeyError, TypeError, OSError) as e:
-        raise OperationError(f"{where}: inputs: {_line(e)}") from None
+        raise OperationError(f"{where}: inputs: {one_line(e)}") from None
     ctx = StageContext(node, task_id, lineage, attempt)
     stole = ""
     try:
@@ -65,7 +66,7 @@ def run_stage(storage: Storage, *, node: str, stage: str, config: str, inputs: s
         else:
             produced = st.fn(ctx, values, cfg) or {}
     except Exception as e:  # noqa: BLE001 - a stage's failure is the task's, in one line
-        raise OperationError(f"{where}: stage {st.name}: {_line(e)}") from None
+        raise OperationError(f"{where}: stage {st.name}: {one_line(e)}") from None
     finally:
         ctx.cleanup()
     if not isinstance(produced, dict):
@@ -88,11 +89,6 @@ def run_stage(storage: Storage, *, node: str, stage: str, config: str, inputs: s
     if stole:
         out["steal"] = stole
     return out
-
-
-def _line(e: BaseException) -> str:
-    text = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)) or type(e).__name__
-    return " ".join(text.split())
 
 
 @operation("pipeline-stage")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos import common_pb2 as protos_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11protos/jobs.proto\x12\rexcamera.jobs\x1a\x13protos/common.proto\"\xaa\x02\n\tStateSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\toperation\x18\x02 \x01(\t\x12\x30\n\x04\x61rgs\x18\x03 \x03(\x0b\x32\".excamera.jobs.StateSpec.ArgsEntry\x12>\n\x0btransitions\x18\x04 \x03(\x0b\x32).excamera.jobs.StateSpec.TransitionsEntry\x12\x11\n\ttimeout_s\x18\x05 \x01(\x01\x1a\x43\n\tArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.excamera.common.Value:\x02\x38\x01\x1a\x32\n\x10TransitionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"R\n\x07\x46smSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07initial\x18\x02 \x01(\t\x12(\n\x06states\x18\x03 \x03(\x0b\x32\x18.excamera.jobs.StateSpec\"\xb3\x01\n\x08TaskSpec\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x33\n\x06params\x18\x02 \x03(\x0b\x32#.excamera.jobs.TaskSpec.ParamsEntry\x12\r\n\x05\x61\x66ter\x18\x03 \x03(\t\x12\x0b\n\x03\x66sm\x18\x04 \x01(\t\x1a\x45\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.excamera.common.Value:\x02\x38\x01\"\xa6\x02\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04\x66sms\x18\x02 \x03(\x0b\x32\x16.excamera.jobs.FsmSpec\x12&\n\x05tasks\x18\x03 \x03(\x0b\x32\x17.excamera.jobs.TaskSpec\x12\x0f\n\x07workers\x18\x04 \x01(\x05\x12\r\n\x05spare\x18\x05 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x06 \x01(\x05\x12\x14\n\x0cresult_tasks\x18\x07 \x03(\t\x12\x32\n\x06inputs\x18\x08 \x03(\x0b\x32\".excamera.jobs.JobSpec.InputsEntry\x12\x10\n\x08pipeline\x18\t \x01(\t\x1a-\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\")\n\x06JobRef\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07job_key\x18\x02 \x01(\t\"h\n\nSubmitPart\x12&\n\x04spec\x18\x01 \x01(\x0b\x32\x16.excamera.jobs.JobSpecH\x00\x12*\n\x05input\x18\x02 \x01(\x0b\x32\x19.excamera.jobs.InputChunkH\x00\x42\x06\n\x04kind\"E\n\nInputChunk\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"<\n\x0c\x46\x65tchRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07job_key\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\"E\n\tDataChunk\x12*\n\x06object\x18\x01 \x01(\x0b\x32\x1a.excamera.common.ObjectRef\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xbd\x01\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04time\x18\x02 \x01(\x01\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07task_id\x18\x04 \x01(\t\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12\x12\n\nfrom_state\x18\x06 \x01(\t\x12\x10\n\x08to_state\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\x12+\n\x07objects\x18\t \x03(\x0b\x32\x1a.excamera.common.ObjectRef\" \n\x0b\x43\x61ncelReply\x12\x11\n\tcancelled\x18\x01 \x01(\x08\"\r\n\x0bListRequest\"W\n\nJobSummary\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\r\n\x05tasks\x18\x04 \x01(\x05\x12\x0c\n\x04\x64one\x18\x05 \x01(\x05\"2\n\x07JobList\x12\'\n\x04jobs\x18\x01 \x03(\x0b\x32\x19.excamera.jobs.JobSummary2\xf9\x02\n\x04Jobs\x12\x37\n\x06Submit\x12\x16.excamera.jobs.JobSpec\x1a\x15.excamera.jobs.JobRef\x12\x42\n\x0cSubmitStream\x12\x19.excamera.jobs.SubmitPart\x1a\x15.excamera.jobs.JobRef(\x01\x12@\n\x05\x46\x65tch\x12\x1b.excamera.jobs.FetchRequest\x1a\x18.excamera.jobs.DataChunk0\x01\x12\x39\n\x05Watch\x12\x15.excamera.jobs.JobRef\x1a\x17.excamera.jobs.JobEvent0\x01\x12;\n\x06\x43\x61ncel\x12\x15.excamera.jobs.JobRef\x1a\x1a.excamera.jobs.CancelReply\x12:\n\x04List\x12\x1a.excamera.jobs.ListRequest\x1a\x16.excamera.jobs.JobListb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11protos/jobs.proto\x12\rexcamera.jobs\x1a\x13protos/common.proto\"\xaa\x02\n\tStateSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\toperation\x18\x02 \x01(\t\x12\x30\n\x04\x61rgs\x18\x03 \x03(\x0b\x32\".excamera.jobs.StateSpec.ArgsEntry\x12>\n\x0btransitions\x18\x04 \x03(\x0b\x32).excamera.jobs.StateSpec.TransitionsEntry\x12\x11\n\ttimeout_s\x18\x05 \x01(\x01\x1a\x43\n\tArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.excamera.common.Value:\x02\x38\x01\x1a\x32\n\x10TransitionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"R\n\x07\x46smSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07initial\x18\x02 \x01(\t\x12(\n\x06states\x18\x03 \x03(\x0b\x32\x18.excamera.jobs.StateSpec\"\xb3\x01\n\x08TaskSpec\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x33\n\x06params\x18\x02 \x03(\x0b\x32#.excamera.jobs.TaskSpec.ParamsEntry\x12\r\n\x05\x61\x66ter\x18\x03 \x03(\t\x12\x0b\n\x03\x66sm\x18\x04 \x01(\t\x1a\x45\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.excamera.common.Value:\x02\x38\x01\"\xbd\x02\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04\x66sms\x18\x02 \x03(\x0b\x32\x16.excamera.jobs.FsmSpec\x12&\n\x05tasks\x18\x03 \x03(\x0b\x32\x17.excamera.jobs.TaskSpec\x12\x0f\n\x07workers\x18\x04 \x01(\x05\x12\r\n\x05spare\x18\x05 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x06 \x01(\x05\x12\x14\n\x0cresult_tasks\x18\x07 \x03(\t\x12\x32\n\x06inputs\x18\x08 \x03(\x0b\x32\".excamera.jobs.JobSpec.InputsEntry\x12\x10\n\x08pipeline\x18\t \x01(\t\x12\x15\n\rsubmission_id\x18\n \x01(\t\x1a-\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\")\n\x06JobRef\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07job_key\x18\x02 \x01(\t\"h\n\nSubmitPart\x12&\n\x04spec\x18\x01 \x01(\x0b\x32\x16.excamera.jobs.JobSpecH\x00\x12*\n\x05input\x18\x02 \x01(\x0b\x32\x19.excamera.jobs.InputChunkH\x00\x42\x06\n\x04kind\"E\n\nInputChunk\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"<\n\x0c\x46\x65tchRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07job_key\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\"E\n\tDataChunk\x12*\n\x06object\x18\x01 \x01(\x0b\x32\x1a.excamera.common.ObjectRef\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xbd\x01\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04time\x18\x02 \x01(\x01\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07task_id\x18\x04 \x01(\t\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12\x12\n\nfrom_state\x18\x06 \x01(\t\x12\x10\n\x08to_state\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\x12+\n\x07objects\x18\t \x03(\x0b\x32\x1a.excamera.common.ObjectRef\" \n\x0b\x43\x61ncelReply\x12\x11\n\tcancelled\x18\x01 \x01(\x08\"\r\n\x0bListRequest\"W\n\nJobSummary\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\r\n\x05tasks\x18\x04 \x01(\x05\x12\x0c\n\x04\x64one\x18\x05 \x01(\x05\"2\n\x07JobList\x12\'\n\x04jobs\x18\x01 \x03(\x0b\x32\x19.excamera.jobs.JobSummary2\xf9\x02\n\x04Jobs\x12\x37\n\x06Submit\x12\x16.excamera.jobs.JobSpec\x1a\x15.excamera.jobs.JobRef\x12\x42\n\x0cSubmitStream\x12\x19.excamera.jobs.SubmitPart\x1a\x15.excamera.jobs.JobRef(\x01\x12@\n\x05\x46\x65tch\x12\x1b.excamera.jobs.FetchRequest\x1a\x18.excamera.jobs.DataChunk0\x01\x12\x39\n\x05Watch\x12\x15.excamera.jobs.JobRef\x1a\x17.excamera.jobs.JobEvent0\x01\x12;\n\x06\x43\x61ncel\x12\x15.excamera.jobs.JobRef\x1a\x1a.excamera.jobs.CancelReply\x12:\n\x04List\x12\x1a.excamera.jobs.ListRequest\x1a\x16.excamera.jobs.JobListb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,29 +53,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKSPEC_PARAMSENTRY']._serialized_start=553
   _globals['_TASKSPEC_PARAMSENTRY']._serialized_end=622
   _globals['_JOBSPEC']._serialized_start=625
-  _globals['_JOBSPEC']._serialized_end=919
-  _globals['_JOBSPEC_INPUTSENTRY']._serialized_start=874
-  _globals['_JOBSPEC_INPUTSENTRY']._serialized_end=919
-  _globals['_JOBREF']._serialized_start=921
-  _globals['_JOBREF']._serialized_end=962
-  _globals['_SUBMITPART']._serialized_start=964
-  _globals['_SUBMITPART']._serialized_end=1068
-  _globals['_INPUTCHUNK']._serialized_start=1070
-  _globals['_INPUTCHUNK']._serialized_end=1139
-  _globals['_FETCHREQUEST']._serialized_start=1141
-  _globals['_FETCHREQUEST']._serialized_end=1201
-  _globals['_DATACHUNK']._serialized_start=1203
-  _globals['_DATACHUNK']._serialized_end=1272
-  _globals['_JOBEVENT']._serialized_start=1275
-  _globals['_JOBEVENT']._serialized_end=1464
-  _globals['_CANCELREPLY']._serialized_start=1466
-  _globals['_CANCELREPLY']._serialized_end=1498
-  _globals['_LISTREQUEST']._serialized_start=1500
-  _globals['_LISTREQUEST']._serialized_end=1513
-  _globals['_JOBSUMMARY']._serialized_start=1515
-  _globals['_JOBSUMMARY']._serialized_end=1602
-  _globals['_JOBLIST']._serialized_start=1604
-  _globals['_JOBLIST']._serialized_end=1654
-  _globals['_JOBS']._serialized_start=1657
-  _globals['_JOBS']._serialized_end=2034
+  _globals['_JOBSPEC']._serialized_end=942
+  _globals['_JOBSPEC_INPUTSENTRY']._serialized_start=897
+  _globals['_JOBSPEC_INPUTSENTRY']._serialized_end=942
+  _globals['_JOBREF']._serialized_start=944
+  _globals['_JOBREF']._serialized_end=985
+  _globals['_SUBMITPART']._serialized_start=987
+  _globals['_SUBMITPART']._serialized_end=1091
+  _globals['_INPUTCHUNK']._serialized_start=1093
+  _globals['_INPUTCHUNK']._serialized_end=1162
+  _globals['_FETCHREQUEST']._serialized_start=1164
+  _globals['_FETCHREQUEST']._serialized_end=1224
+  _globals['_DATACHUNK']._serialized_start=1226
+  _globals['_DATACHUNK']._serialized_end=1295
+  _globals['_JOBEVENT']._serialized_start=1298
+  _globals['_JOBEVENT']._serialized_end=1487
+  _globals['_CANCELREPLY']._serialized_start=1489
+  _globals['_CANCELREPLY']._serialized_end=1521
+  _globals['_LISTREQUEST']._serialized_start=1523
+  _globals['_LISTREQUEST']._serialized_end=1536
+  _globals['_JOBSUMMARY']._serialized_start=1538
+  _globals['_JOBSUMMARY']._serialized_end=1625
+  _globals['_JOBLIST']._serialized_start=1627
+  _globals['_JOBLIST']._serialized_end=1677
+  _globals['_JOBS']._serialized_start=1680
+  _globals['_JOBS']._serialized_end=2057
 # @@protoc_insertion_point(module_scope)

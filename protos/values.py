@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from excamera.storage import ObjectRef
+from storage import ObjectRef
 from protos import common_pb2
 
 #: Python type -> the name used in error messages.

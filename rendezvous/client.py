@@ -14,6 +14,7 @@ import zlib
 
 import grpc
 
+from foundation.errors import ExcameraError
 from protos import rendezvous_pb2 as pb
 from protos import rendezvous_pb2_grpc as pb_grpc
 from rendezvous.server import CHUNK_BYTES, JOB_METADATA, MAX_GRPC_MESSAGE, TOKEN_METADATA, WORKER_METADATA
@@ -25,7 +26,7 @@ CHANNEL_OPTIONS = [
 ]
 
 
-class MessageError(ValueError):
+class MessageError(ExcameraError):
     """A received message that does not match its header (size, digest, compression)."""
 
 

@@ -7,7 +7,7 @@ bytes held for a job at once are capped, and so is each message. What is held is
 sent (possibly compressed); the receiver checks the digest after decompressing.
 
 Each caller acts as one logical worker of its job (a task id), proven by that task's token
-(``excamera.tokens``: an HMAC under the job's task key, which the coordinator gives the
+(``security.tokens``: an HMAC under the job's task key, which the coordinator gives the
 rendezvous when it opens the job): it may send only as that worker and receive or release only
 that worker's messages.
 
@@ -21,7 +21,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from excamera import tokens
+from foundation.errors import ExcameraError
+from security import tokens
 
 DEFAULT_MAX_HELD_BYTES = 2 << 30      # 2 GiB held per job at once
 DEFAULT_MAX_MESSAGE_BYTES = 256 << 20  # 256 MiB per message
@@ -30,7 +31,7 @@ _NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-class RendezvousError(ValueError):
+class RendezvousError(ExcameraError):
     """A refused request; ``code`` is the gRPC status name the servicer maps it to."""
 
     code = "INVALID_ARGUMENT"

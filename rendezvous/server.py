@@ -17,7 +17,7 @@ import time
 
 import grpc
 
-from excamera import tls
+from security import tls
 from protos import rendezvous_pb2 as pb
 from protos import rendezvous_pb2_grpc as pb_grpc
 from rendezvous.core import Limits, Message, RendezvousCore, RendezvousError, check_name

@@ -12,7 +12,7 @@ def op_rebase_onto_given(ctx: OpContext, *, raw: str) -> dict:
     the state it really left (what a worker that skipped the serial step would upload). Its
     entry digest and its link name the state it was coded against, so the stitch must refuse it."""
     from codec.chunks import entry_digest_bytes
-    from excamera.encode import rebase_chunk
+    from media.excamera_encode import rebase_chunk
     frames, rate = _raw(ctx, raw)
     prediction = ivf_frames(_scratch(ctx, "pass"), "first pass")
     h, w = frames[0].y.shape

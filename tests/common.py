@@ -137,7 +137,7 @@ def subprocess_env() -> dict:
 # A child runs the Lambda handler's prepare_numba_cache(shipped, target), prints what it set and loaded.
 _PREPARE = r"""
 import json, os, sys
-from worker.lambda_handler import prepare_numba_cache
+from awslambda.handler import prepare_numba_cache
 from codec import aot
 cache = prepare_numba_cache(sys.argv[1], sys.argv[2])
 print(json.dumps({"cache": cache, "cpu_name": os.environ.get("NUMBA_CPU_NAME"),
@@ -147,7 +147,7 @@ print(json.dumps({"cache": cache, "cpu_name": os.environ.get("NUMBA_CPU_NAME"),
 
 
 def prepare_numba_cache_in_child(shipped, target, **env) -> dict:
-    """``worker.lambda_handler.prepare_numba_cache`` in a fresh process (a test process has
+    """``awslambda.handler.prepare_numba_cache`` in a fresh process (a test process has
     loaded the codec already), with no NUMBA_ or EXCAMERA_AOT settings but ``env``'s."""
     full = {k: v for k, v in subprocess_env().items() if not k.startswith(("NUMBA_", "EXCAMERA_AOT"))}
     full.update(env)

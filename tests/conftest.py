@@ -1,9 +1,15 @@
 """pytest setup: make ``common`` and the repository importable, and register markers."""
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# A coordinator daemon's journal (and a client's book of job keys) defaults to $XDG_STATE_HOME:
+# tests keep theirs out of the user's, one directory per session.
+if "EXCAMERA_TEST_STATE" not in os.environ:
+    os.environ["EXCAMERA_TEST_STATE"] = os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="excamera-test-state-")
 for p in (str(HERE), str(HERE.parent)):
     if p not in sys.path:
         sys.path.insert(0, p)

@@ -1,4 +1,4 @@
-"""Run ``worker.lambda_handler.handler`` once, as a Lambda sandbox would, in this fresh process.
+"""Run ``awslambda.handler.handler`` once, as a Lambda sandbox would, in this fresh process.
 
 ``python tests/lambda_runner.py --function NAME --timeout-s S --memory MB --request-id ID``
 reads the event (JSON) on stdin, calls the real handler with a Lambda-like context (its
@@ -43,7 +43,7 @@ def main() -> int:
                     help="a new empty directory stands for this sandbox's /tmp numba cache")
     args = ap.parse_args()
     event = json.loads(sys.stdin.buffer.read() or b"null")
-    import worker.lambda_handler as lh
+    import awslambda.handler as lh
 
     if args.shipped_cache:
         lh.SHIPPED_CACHE = args.shipped_cache

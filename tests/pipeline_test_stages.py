@@ -15,8 +15,8 @@ from pipeline.values import FrameBatch, Records
 @stage("t_unpack", inputs={"chunks": "chunks"}, outputs={"frames": "frames"})
 def t_unpack(ctx, inputs, config):
     """Chunks to frames (a stand-in for ``decode``): Y4M pieces directly, any other container
-    through ``excamera.video`` (PyAV) from a scratch file."""
-    from excamera.video import open_video
+    through ``media.video`` (PyAV) from a scratch file."""
+    from media.video import open_video
 
     out = []
     for c in inputs["chunks"]:

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from excamera.storage import ObjectRef
+from storage import ObjectRef
 from worker.ops import operation
 
 

@@ -245,7 +245,7 @@ def test_a_named_cpu_s_module_runs_only_where_the_cpu_has_its_features():
 
 @needs_compiler
 def test_the_lambda_handler_loads_the_image_s_compiled_kernels_and_leaves_numba_alone(built, tmp_path):
-    from worker.lambda_handler import CPU_NAME
+    from awslambda.handler import CPU_NAME
     assert CPU_NAME in aot.PORTABLE  # the image compiles for the CPU the handler pins numba to
     shipped = tmp_path / "shipped"
     (shipped / "codec").mkdir(parents=True)

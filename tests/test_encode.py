@@ -13,7 +13,7 @@ from codec.ivf import read_ivf
 from codec.state import DecoderState
 from codec.y4m import read_y4m
 from common import CLIPS_DIR, requires_tool
-from excamera.encode import EncodeSettings, encode_frames
+from media.excamera_encode import EncodeSettings, encode_frames
 
 CLIP = CLIPS_DIR / "foreman_qcif_176x144_10f.y4m"
 
@@ -125,7 +125,7 @@ def test_reencode_cli_continues_a_chunk_and_refuses_bad_states(tmp_path, frames)
     (tmp_path / "s.state").write_bytes(first[-1].state.to_bytes())
     pred = Encoder(EncoderConfig(quantizer=40, speed=3))
     chunk = [pred.encode(f).data for f in frames[5:]]
-    from excamera.encode_cli import write_ivf
+    from excamera.commands.encode import write_ivf
     write_ivf(str(tmp_path / "pred.ivf"), chunk, 176, 144, (30, 1))
     raw = tmp_path / "raw.y4m"
     _write_y4m(raw, frames[5:])

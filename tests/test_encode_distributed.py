@@ -21,11 +21,11 @@ import pytest
 from codec.chunks import frame_tag
 from codec.y4m import read_y4m
 from common import CLIPS_DIR, requires_tool
-from coordinator.api import JobFailed, embedded_coordinator, run_job
+from coordinator.api import JobFailed, RunConfig, embedded_coordinator, run_job
 from coordinator.excamera_job import OUT_KEY, SpooledInput, chunk_fsm, chunk_id, encode_inputs, encode_job
 from coordinator.fsm import DONE, Job, fill
-from excamera.encode import EncodeSettings, chunk_ranges, encode_frames, given_state_frame, rebase_chunk
-from excamera.storage import LocalStorage
+from media.excamera_encode import EncodeSettings, chunk_ranges, encode_frames, given_state_frame, rebase_chunk
+from storage import LocalStorage
 from worker.codec_ops import ivf_frames
 from worker.ops import DEFAULT, OpContext, OperationError
 
@@ -46,8 +46,9 @@ def run(*args):
 def distributed(frames, rate, settings, tmp_path, **kw):
     """The stream the runtime job makes (workers, spare, ... as run_job takes them)."""
     h, w = frames[0].y.shape
-    r = run_job(encode_job(len(frames), w, h, settings), inputs=encode_inputs(frames, rate, settings),
-                storage_dir=str(tmp_path / "storage"), ops_modules=("worker.codec_ops",), timeout_s=240, **kw)
+    r = run_job(encode_job(len(frames), w, h, settings),
+                RunConfig(storage=str(tmp_path / "storage"), timeout_s=240, **kw),
+                inputs=encode_inputs(frames, rate, settings), ops_modules=("worker.codec_ops",))
     return ivf_frames(r.read("stitch"), "stitched"), r
 
 
@@ -58,7 +59,7 @@ def test_split_steps_equal_reencode_chunk(clip, first_pass):
     """given_state_frame (parallel) + rebase_chunk (serial) are reencode_chunk cut in two: the
     ExCamera loop written with them gives encode_frames' bytes, states passing through to_bytes."""
     from codec.state import DecoderState
-    from excamera.encode import exit_state, first_pass as encode_first_pass
+    from media.excamera_encode import exit_state, first_pass as encode_first_pass
 
     frames, rate = clip
     settings = EncodeSettings(chunk_frames=4, batch_chunks=3, cq_level=30, first_pass=first_pass)
@@ -126,7 +127,7 @@ def stored_chunks(clip, tmp_path, batch_chunks):
     headers), each with its link beside it: (storage, stitch context, the stream, chunk keys,
     link keys, the final state)."""
     from codec.chunks import ChunkLink, entry_digest_bytes
-    from excamera.encode import exit_state
+    from media.excamera_encode import exit_state
     from worker.codec_ops import ivf_bytes
     frames, rate = clip
     settings = EncodeSettings(chunk_frames=3, batch_chunks=batch_chunks, cq_level=24, first_pass="native")
@@ -225,7 +226,7 @@ def first_pass_report(result, frames, rate, settings) -> str:
     """Why a distributed output differs: the chunks whose stored first pass is not what this
     process's first pass gives (they must all agree; tests/test_firstpass_heap.py)."""
     from coordinator.excamera_job import PASS_KEY
-    from excamera.encode import first_pass
+    from media.excamera_encode import first_pass
     storage = LocalStorage(result.storage_root).scoped(result.storage_prefix)
     differ = [i for i, (a, b) in enumerate(chunk_ranges(len(frames), settings))
               if ivf_frames(storage.get(PASS_KEY.format(chunk_id(i))), "pass") != first_pass(frames[a:b], settings, rate)]
@@ -337,8 +338,8 @@ def test_never_success_with_a_chunk_rebased_onto_the_wrong_state(clip, tmp_path,
                   for t in base.tasks)
     job = Job(base.name, base.fsms + (bad,), tasks, base.result_tasks)
     with pytest.raises(JobFailed, match=r"task stitch failed .*chunk 2 expects to start from decoder state"):
-        run_job(job, inputs=encode_inputs(frames, rate, settings), workers=2, storage_dir=str(tmp_path),
-                ops_modules=("worker.codec_ops", "codec_test_ops"), max_attempts=1, timeout_s=240)
+        run_job(job, RunConfig(workers=2, storage=str(tmp_path), max_attempts=1, timeout_s=240),
+                inputs=encode_inputs(frames, rate, settings), ops_modules=("worker.codec_ops", "codec_test_ops"))
 
 
 # -- the command line ----------------------------------------------------------------------------
@@ -363,8 +364,8 @@ def test_cli_workers_2_same_bytes_as_workers_0_ivf_and_webm(tmp_path):
         else:  # the WebM muxer writes a random segment UID even for --workers 0: compare packets
             assert webm_packets(two) == webm_packets(zero) and len(webm_packets(two)) == 15
     timeline = json.loads((tmp_path / "t.json").read_text())
-    assert timeline["status"] == "succeeded" and set(timeline["tasks"]) == {
-        "chunk-00000", "chunk-00001", "chunk-00002", "chunk-00003", "stitch"}
+    assert timeline["status"] == "succeeded" and set(timeline["tasks"]) == {  # y4m: a decode task a batch
+        "decode-00000", "decode-00001", "chunk-00000", "chunk-00001", "chunk-00002", "chunk-00003", "stitch"}
     assert sorted(os.listdir(tmp_path)) == ["t.json", "w0.ivf", "w0.webm", "w2.ivf", "w2.webm"]
 
 
@@ -442,7 +443,7 @@ def test_spooled_input_refuses_a_size_change(clip, tmp_path):
 
 
 def test_stage_progress_counts_chunks_once_per_stage():
-    from excamera.encode_cli import _StageProgress
+    from excamera.commands.progress import StageProgress as _StageProgress
     from protos import jobs_pb2 as jpb
 
     p = _StageProgress(3, tty=False)
@@ -505,8 +506,8 @@ def test_the_coordinators_process_does_not_load_the_codec():
     imports to read the input and run the job leaves numba unloaded (importing it and the codec
     cost about 0.4 s before the job could start)."""
     code = ("import sys\n"
-            "import coordinator.api, coordinator.excamera_job, excamera.encode, excamera.encode_cli, excamera.video\n"
-            "from excamera.encode import EncodeSettings, chunk_ranges\n"
+            "import coordinator.api, coordinator.excamera_job, media.excamera_encode, excamera.commands.encode, media.video\n"
+            "from media.excamera_encode import EncodeSettings, chunk_ranges\n"
             "coordinator.excamera_job.encode_job(20, 64, 48, EncodeSettings())\n"
             "print(sorted(m for m in sys.modules if m == 'numba' or m.startswith(('codec.decoder', 'codec.state'))))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)

@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from common import CLIPS_DIR, sigint_default
-from excamera import tls
+from security import tls
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = CLIPS_DIR / "RTn23_80x44p15_15f.y4m"      # 80x44, 15 frames
@@ -121,7 +121,7 @@ def test_remote_encode_refuses_a_foreign_ca_and_no_certificate(daemon, tmp_path)
         from coordinator.api import _submit_parts
         from coordinator.excamera_job import encode_job
         from coordinator.fsm import job_to_proto
-        from excamera.encode import EncodeSettings
+        from media.excamera_encode import EncodeSettings
         from protos import jobs_pb2_grpc as jpb_grpc
 
         creds = grpc.ssl_channel_credentials(root_certificates=(client / "ca.pem").read_bytes())

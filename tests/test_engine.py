@@ -8,7 +8,7 @@ from collections import Counter
 from coordinator import engine as eng
 from coordinator.engine import Engine, Result
 from coordinator.fsm import DONE, FAILED, FSM, Job, State, Task
-from excamera.storage import LocalStorage, ObjectRef
+from storage import LocalStorage, ObjectRef
 
 SEEN: Counter = Counter()
 

@@ -3,7 +3,7 @@
 from coordinator import engine as eng
 from coordinator.engine import Engine, PlanError, Result
 from coordinator.fsm import DONE, FSM, Job, State, Task
-from excamera.storage import LocalStorage
+from storage import LocalStorage
 
 FSM_D = FSM("d", "run", (State("run", "echo", {"text": "${x}"}, {"ok": DONE}, timeout_s=10),))
 

@@ -10,8 +10,8 @@ import pytest
 from common import CLIPS_DIR, VP8_DIR, requires_tool
 from bench import excamera_bench as xb
 from codec.ivf import read_ivf
-from excamera.encode import EncodeSettings, encode_frames
-from excamera.video import open_video
+from media.excamera_encode import EncodeSettings, encode_frames
+from media.video import open_video
 
 RTN = CLIPS_DIR / "RTn23_80x44p15_15f.y4m"
 FOREMAN = CLIPS_DIR / "foreman_qcif_176x144_10f.y4m"
@@ -65,7 +65,7 @@ def test_staged_encode_equals_encode_frames(rtn, first_pass, n_frames, chunk, ba
 
 
 def test_fixed_first_passes_gives_the_first_answer_again(rtn, monkeypatch):
-    import excamera.encode as encode
+    import media.excamera_encode as encode
 
     calls = []
     monkeypatch.setattr(encode, "first_pass_chunk", lambda f, s, r: calls.append(len(f)) or [bytes([len(calls)])])
@@ -151,7 +151,7 @@ def test_find_inputs_names_what_is_missing(tmp_path):
 
 
 def test_vpxenc_command_mirrors_the_first_pass_settings():
-    from excamera.firstpass import KEY_FRAME_DISTANCE, MAX_LAG, TARGET_KBPS
+    from media.firstpass import KEY_FRAME_DISTANCE, MAX_LAG, TARGET_KBPS
 
     cmd = xb.vpxenc_command("in.y4m", "out.ivf", 24, 2, 120)
     for flag in ("--good", "--cpu-used=0", "--end-usage=cq", "--cq-level=24", "--passes=2",
@@ -170,12 +170,12 @@ def test_vpxenc_command_mirrors_the_first_pass_settings():
 def test_one_pass_vpxenc_makes_the_first_pass_bytes(tmp_path):
     """Serial vpxenc really runs ExCamera's settings: over one chunk, its one-pass stream is
     libvpx_first_pass's, byte for byte (the look-ahead of 25 covers the chunk)."""
-    from excamera.firstpass import libvpx_first_pass
+    from media.firstpass import libvpx_first_pass
 
     frames, rate = xb.read_frames(str(FOREMAN), 6)
     y4m, out = tmp_path / "in.y4m", tmp_path / "out.ivf"
     xb.write_y4m(str(y4m), frames, rate)
-    from excamera.firstpass import CPU_USED
+    from media.firstpass import CPU_USED
     subprocess.run(xb.vpxenc_command(str(y4m), str(out), 30, 1, 6, cpu_used=CPU_USED), check=True,
                    capture_output=True, timeout=120)
     assert xb.ivf_frames(str(out)) == libvpx_first_pass(frames, rate, 30)

@@ -1,4 +1,4 @@
-"""The libvpx first pass does not depend on what the heap held (excamera.vpxheap).
+"""The libvpx first pass does not depend on what the heap held (media.vpxheap).
 
 libvpx (tune=ssim, cpu-used 0) reads 9 bytes past its above-context array. The foreman CIF chunk
 of frames 36..41 at cq-level 20 is sensitive to them: with those bytes 5, 8 or 20 libvpx made
@@ -53,7 +53,7 @@ def dirty_heap(fill: int, size: int = ABOVE_CONTEXT_BLOCK, count: int = 32) -> N
 
 
 def chunk_frames():
-    from excamera.video import open_video
+    from media.video import open_video
 
     with open_video(DEMO_IVF) as video:
         frames = list(video)
@@ -62,7 +62,7 @@ def chunk_frames():
 
 def chunk_digest(fill: int | None = None) -> str:
     """sha1 of the first pass of the sensitive chunk, the heap dirtied with ``fill`` first."""
-    from excamera.firstpass import libvpx_first_pass
+    from media.firstpass import libvpx_first_pass
 
     frames, rate = chunk_frames()
     if fill is not None:
@@ -79,7 +79,7 @@ def test_libvpx_heap_is_zero_filled_here():
     """On Linux (x86-64, AArch64) every loaded libvpx gets zero-filled memory."""
     import av  # noqa: F401  (loads libavcodec and with it libvpx)
 
-    from excamera.vpxheap import _loaded_libvpx, zero_libvpx_allocations
+    from media.vpxheap import _loaded_libvpx, zero_libvpx_allocations
 
     if not sys.platform.startswith("linux"):
         pytest.skip("the allocator slots are patched on Linux only")
@@ -113,7 +113,7 @@ def test_sensitive_chunk_equals_vpxenc(clean, tmp_path):
     """vpxenc's fresh heap holds zeros past the array: the zero-filled first pass is vpxenc's."""
     from codec.ivf import read_ivf
     from codec.y4m import Y4mWriter
-    from excamera.firstpass import CPU_USED, KEY_FRAME_DISTANCE, MIN_Q, TARGET_KBPS
+    from media.firstpass import CPU_USED, KEY_FRAME_DISTANCE, MIN_Q, TARGET_KBPS
 
     frames, rate = chunk_frames()
     y4m, out = tmp_path / "in.y4m", tmp_path / "out.ivf"

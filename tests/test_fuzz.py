@@ -31,7 +31,7 @@ STREAMS = {  # stem: how many leading frames to use
     "vp80-03-segmentation-1401": 4,
     "vp80-05-sharpness-1428": 3,
 }
-STREAM_SECONDS = 10.0
+STREAM_SECONDS = 120.0
 
 
 @lru_cache(maxsize=None)

@@ -9,6 +9,7 @@ import sys
 import numba
 
 import codec.jit
+import codec.numba_cache
 from common import ROOT, VECTORS, subprocess_env
 
 # A fresh process decodes a conformance vector and reports what it loaded.
@@ -50,18 +51,18 @@ def test_a_warm_process_loads_the_kernels_without_numbas_registry_and_decodes_th
 
 
 def test_an_unchecked_numba_release_is_left_alone(monkeypatch):
-    monkeypatch.setattr(codec.jit, "_release", lambda: (9, 99))
+    monkeypatch.setattr(codec.numba_cache, "_release", lambda: (9, 99))
     from numba.core import caching
     before = caching.Cache.load_overload
-    assert codec.jit.install_light_load() is False
+    assert codec.numba_cache.install_light_load() is False
     assert caching.Cache.load_overload is before
 
 
 def test_installing_again_changes_nothing():
-    first = codec.jit.install_light_load()
+    first = codec.numba_cache.install_light_load()
     from numba.core import caching
     before = caching.Cache.load_overload
-    assert codec.jit.install_light_load() is first
+    assert codec.numba_cache.install_light_load() is first
     assert caching.Cache.load_overload is before
     assert getattr(before, "light", False) is first
     assert first is numba.__version__.startswith("0.68.")

@@ -3,10 +3,12 @@ outputs written in each form, atomically."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -14,7 +16,7 @@ import pytest
 from common import CLIPS_DIR, ffmpeg_yuv, requires_tool
 
 from codec.y4m import read_y4m
-from excamera.video import open_video
+from media.video import open_video
 from pipeline.media_io import (
     MediaError,
     check_output,
@@ -151,9 +153,9 @@ def test_read_image(tmp_path):
 
 
 @pytest.mark.parametrize("path, port, match", [
-    ("o.json", "frames", r"a frames port is written as .ivf, .mpd, .webm, .y4m, not .json"),
+    ("o.json", "frames", r"a frames port is written as .ivf, .m3u8, .mkv, .mp4, .mpd, .webm, .y4m, not .json"),
     ("o.webm", "records", r"a records port is written as .json"),
-    ("o.mp4", "chunks", r"not .mp4"),
+    ("o.avi", "chunks", r"not .avi"),
     ("o", "chunks", "not a file without an extension"),
     ("o.webm", "blobs", "type 'blobs' cannot be written"),
     ("nodir/o.webm", "chunks", "does not exist"),
@@ -164,17 +166,36 @@ def test_check_output_refuses(tmp_path, path, port, match):
     assert "\n" not in str(e.value)
 
 
-def test_check_output_unwritable(tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
+@contextlib.contextmanager
+def _as_nobody():
+    """Run the block with the real and effective uid of ``nobody`` when this is root (who may
+    write anywhere, and CI runs as root), the saved uid kept so root comes back after; as any
+    other user, as that user. ``os.access`` asks with the real uid, so both must change."""
+    if os.getuid() != 0:
+        yield
+        return
+    os.setresuid(65534, 65534, 0)
     try:
-        if os.access(ro, os.W_OK):
-            pytest.skip("running as a user who may write anywhere (root)")
-        with pytest.raises(MediaError, match="is not writable"):
-            check_output(str(ro / "o.webm"), "chunks")
+        yield
     finally:
-        ro.chmod(0o755)
+        os.setresuid(0, 0, 0)
+
+
+def test_check_output_unwritable():
+    # Under a world-searchable directory (pytest's own tmp dir is root's alone, closed to nobody).
+    base = tempfile.mkdtemp(prefix="excamera-ro-")
+    os.chmod(base, 0o755)
+    ro = os.path.join(base, "ro")
+    os.mkdir(ro, 0o555)
+    os.chmod(ro, 0o555)
+    try:
+        with _as_nobody():
+            assert os.path.isdir(ro) and not os.access(ro, os.W_OK)
+            with pytest.raises(MediaError, match="is not writable"):
+                check_output(os.path.join(ro, "o.webm"), "chunks")
+        check_output(os.path.join(base, "o.webm"), "chunks")   # its writable parent passes
+    finally:
+        shutil.rmtree(base)
 
 
 def _vp8_chunks():

@@ -5,7 +5,7 @@ import hashlib
 
 import pytest
 
-from excamera.storage import LocalStorage, ObjectRef, StorageError
+from storage import LocalStorage, ObjectRef, StorageError
 from worker import fakecodec
 from worker.ops import DEFAULT, OpContext, OperationError, Registry, UnknownOperation, expand
 

@@ -49,21 +49,26 @@ def test_default_is_one_task_per_item_with_its_lineage():
     assert waiting == {"frames": []}
 
 
-def test_pair_joins_on_lineage_and_names_the_unmatched_at_the_end():
+def test_pair_joins_by_time_repeating_the_shorter_input_and_refusing_no_overlap():
+    """Joins follow ffmpeg's framesync: the first port drives, the second's frames showing at
+    each time go with it (the last one repeated once it ended), then the second's later frames
+    with the first's last frame."""
     nd = node(ports=("frames_0", "frames_1"))
     waiting = {"frames_0": [item(0, 10, port="frames_0"), item(10, 10, port="frames_0"), item(20, 5, port="frames_0")],
                "frames_1": [item(10, 10, port="frames_1")]}
-    out = pair(nd, waiting, False)
-    assert [(b.lineage, b.inputs["frames_0"][0].key, b.inputs["frames_1"][0].key) for b in out] == \
-        [(1, "k/frames_0/10", "k/frames_1/10")]
-    assert len(waiting["frames_0"]) == 2          # not an error before the end
+    assert pair(nd, waiting, False) == []          # frames 0..9 of frames_1 have not arrived
     waiting["frames_1"].append(item(0, 10, port="frames_1"))
-    waiting["frames_1"].append(item(40, 10, port="frames_1"))
-    with pytest.raises(DeliveryError) as e:
-        pair(nd, waiting, True)
-    msg = str(e.value)
-    assert msg.startswith("node n: no partner on lineage for 2 item(s) at the end of the stream:")
-    assert "frames_0 up:frames_0 lineage 2 (frames 20..24)" in msg and "frames_1 up:frames_1 lineage 4" in msg
+    out = pair(nd, waiting, False)
+    assert [(b.lineage, b.inputs["frames_0"][0].start, [(p.start, p.count) for p in b.inputs["frames_1"]])
+            for b in out] == [(0, 0, [(0, 10)]), (1, 10, [(10, 10)])]
+    out = pair(nd, waiting, True)                  # frames_1 ended at 19: its last frame goes on
+    assert [(b.inputs["frames_0"][0].start, [(p.start, p.count) for p in b.inputs["frames_1"]])
+            for b in out] == [(20, [(19, 1)])]
+    other = node(ports=("frames_0", "frames_1"))
+    late = {"frames_0": [item(0, 10, port="frames_0")], "frames_1": [item(40, 10, port="frames_1")]}
+    with pytest.raises(DeliveryError, match=r"^node n: frames_0 \(0.000..0.300 s\) and frames_1 "
+                                            r"\(1.333..1.633 s\) do not overlap in time"):
+        pair(other, late, True)
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -14,7 +14,10 @@ import pytest
 
 import pipeline_test_stages  # noqa: F401 - registers the t_* stages
 from codec.y4m import read_y4m
+from coordinator.config import ConfigError, RemoteCoordinator, RunConfig
 from pipeline.run import PipelineError, run_pipeline
+
+HERE = RunConfig(workers=0)
 
 TESTS = Path(__file__).resolve().parent
 CLIP = TESTS / "data" / "clips" / "RTn23_80x44p15_15f.y4m"     # 15 frames at 15 fps, bundled
@@ -42,8 +45,8 @@ def spec(sleep_s=0.0, fail_at=None):
 
 def run(tmp_path, name, workers, *, doc=None, **kw):
     out = {"output_0": str(tmp_path / f"{name}.y4m"), "output_1": str(tmp_path / f"{name}.json")}
-    summary = run_pipeline(doc or spec(), {"input_0": str(CLIP), "input_1": str(CLIP)}, out, workers=workers,
-                           stage_modules=STAGES, frames_per_chunk=2, **kw)
+    summary = run_pipeline(doc or spec(), {"input_0": str(CLIP), "input_1": str(CLIP)}, out,
+                           RunConfig(workers=workers, **kw), stage_modules=STAGES, frames_per_chunk=2)
     return summary, Path(out["output_0"]).read_bytes(), Path(out["output_1"]).read_bytes()
 
 
@@ -177,7 +180,7 @@ def test_inputs_and_outputs_are_checked_before_running(tmp_path):
     ]
     for inputs, outputs, message in cases:
         with pytest.raises(PipelineError) as e:
-            run_pipeline(spec(), inputs, outputs, workers=0, stage_modules=STAGES)
+            run_pipeline(spec(), inputs, outputs, HERE, stage_modules=STAGES)
         assert message in str(e.value) and "\n" not in str(e.value)
     assert not list(tmp_path.iterdir())
 
@@ -187,19 +190,21 @@ def test_an_input_of_the_wrong_kind(tmp_path):
     junk.write_bytes(b"not a video at all\n")
     out = {"output_0": str(tmp_path / "o.y4m"), "output_1": str(tmp_path / "o.json")}
     with pytest.raises(PipelineError, match=r"^input_0: .*junk.y4m: [^\n]+$"):
-        run_pipeline(spec(), {"input_0": str(junk), "input_1": str(CLIP)}, out, workers=0, stage_modules=STAGES)
+        run_pipeline(spec(), {"input_0": str(junk), "input_1": str(CLIP)}, out, HERE, stage_modules=STAGES)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.y4m"]
 
 
 def test_a_remote_coordinator_needs_workers_and_certs(tmp_path):
-    with pytest.raises(PipelineError, match="--coordinator needs --workers N"):
-        run_pipeline(spec(), {}, {}, coordinator="localhost:1", stage_modules=STAGES)
+    with pytest.raises(ConfigError, match="a remote coordinator needs a certificate directory"):
+        RunConfig(RemoteCoordinator("localhost:1", ""))
+    with pytest.raises(ConfigError, match="with no workers the job runs in this process"):
+        RunConfig(RemoteCoordinator("localhost:1", "certs"), workers=0)
 
 
 def test_progress_reports_every_node_finished(tmp_path):
     seen = {}
     out = {"output_0": str(tmp_path / "o.y4m"), "output_1": str(tmp_path / "o.json")}
-    run_pipeline(spec(), {"input_0": str(CLIP), "input_1": str(CLIP)}, out, workers=0, stage_modules=STAGES,
+    run_pipeline(spec(), {"input_0": str(CLIP), "input_1": str(CLIP)}, out, HERE, stage_modules=STAGES,
                  on_progress=lambda n, done, planned, fin: seen.__setitem__(n, (done, planned, fin)))
     # One-second input chunks (15 frames): one unpack and inv task; grp regroups into 5-frame tasks.
     assert seen == {"unpack": (1, 1, True), "inv": (1, 1, True), "grp": (3, 3, True), "ovl": (3, 3, True)}
@@ -265,10 +270,11 @@ def test_cli_errors_are_one_line_exit_1(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
 
 
-def test_dispatch_bench_smoke(monkeypatch, capsys):
+def test_dispatch_bench_smoke(monkeypatch, capsys, tmp_path):
     """The dispatch benchmark runs (tiny sizes; its figures are not asserted)."""
     import sys
     monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))   # it adds bench/ for its workers
+    monkeypatch.setenv("EXCAMERA_BENCH_RESULTS", str(tmp_path / "results.json"))  # not the committed figures
     monkeypatch.syspath_prepend(str(TESTS.parent / "bench"))
     import pipeline_bench
     assert pipeline_bench.main(["--dispatch", "--tasks", "20", "--workers", "2", "--chain", "3"]) == 0
@@ -276,10 +282,11 @@ def test_dispatch_bench_smoke(monkeypatch, capsys):
     assert "dispatch: 20 tasks of no-op stages on 2 local workers" in out and "node b: median" in out
     assert "latency: one item through 3 chained no-op nodes" in out
     assert "pipeline_bench" in sys.modules
+    assert "pipeline-dispatch" in (tmp_path / "results.json").read_text()   # its figures, recorded
 
 
 def test_progress_bars_on_a_terminal_only(capsys):
-    from excamera.pipeline_cli import NodeProgress
+    from excamera.commands.pipeline import NodeProgress
     p = NodeProgress(["decode", "gray"], tty=True)
     p("decode", 1, 3, False)
     p("decode", 3, 3, True)

@@ -7,6 +7,7 @@ import pytest
 import pipeline_test_stages  # noqa: F401 - registers the t_* stages
 from coordinator.fsm import Task
 from pipeline.delivery import Item
+from coordinator.config import RunConfig
 from pipeline.run import run_pipeline
 from pipeline.schedulers import PriorityScheduler, Scheduler, StreamingScheduler, make_scheduler
 from pipeline.spec import SpecError, validate
@@ -117,7 +118,7 @@ def test_every_scheduler_gives_the_same_bytes(tmp_path):
     outs = []
     for sched in ("fifo", "priority", {"name": "streaming", "deadline": 30}):
         out = tmp_path / f"{len(outs)}.y4m"
-        summary = run_pipeline(CHAIN, {"input_0": clip}, {"output_0": str(out)}, workers=0, scheduler=sched,
+        summary = run_pipeline(CHAIN, {"input_0": clip}, {"output_0": str(out)}, RunConfig(workers=0), scheduler=sched,
                                frames_per_chunk=4)
         outs.append(out.read_bytes())
         assert summary["schedule"]["scheduler"] == (sched if isinstance(sched, str) else "streaming")

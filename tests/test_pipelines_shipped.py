@@ -13,7 +13,8 @@ import pytest
 
 from codec.y4m import read_y4m
 from common import CLIPS_DIR, DATA, ROOT, ffmpeg_yuv, requires_tool
-from excamera.video import open_video
+from media.video import open_video
+from coordinator.config import RunConfig
 from pipeline.run import run_pipeline
 
 PIPELINES = ROOT / "pipelines"
@@ -61,7 +62,7 @@ def test_raw_output_equals_ffmpeg(name, tmp_path, flipped):
     extra, ffargs = CASES[name]
     inputs = {"input_0": str(FOREMAN), **({"input_1": str(flipped)} if extra else {})}
     out = tmp_path / "out.y4m"
-    summary = run_pipeline(raw(shipped(name)), inputs, {"output_0": str(out)}, workers=0, frames_per_chunk=4)
+    summary = run_pipeline(raw(shipped(name)), inputs, {"output_0": str(out)}, RunConfig(workers=0), frames_per_chunk=4)
     assert summary["outputs"] == {"output_0": 10}
     theirs = ffmpeg_yuv([FOREMAN] + ([flipped] if extra else []), ffargs)
     assert y4m_planes(out) == theirs
@@ -84,8 +85,8 @@ def test_encoded_output_plays_with_every_frame_and_ssim(name, tmp_path, flipped)
     extra, _ = CASES[name]
     inputs = {"input_0": str(FOREMAN), **({"input_1": str(flipped)} if extra else {})}
     out, ref = tmp_path / "out.webm", tmp_path / "raw.y4m"
-    run_pipeline(shipped(name), inputs, {"output_0": str(out)}, workers=2, frames_per_chunk=4)
-    run_pipeline(raw(shipped(name)), inputs, {"output_0": str(ref)}, workers=0, frames_per_chunk=4)
+    run_pipeline(shipped(name), inputs, {"output_0": str(out)}, RunConfig(workers=2), frames_per_chunk=4)
+    run_pipeline(raw(shipped(name)), inputs, {"output_0": str(ref)}, RunConfig(workers=0), frames_per_chunk=4)
     assert decodes_cleanly(out) == 10
     p = subprocess.run(["vpxdec", "--i420", "-o", str(tmp_path / "v.i420"), str(out)], capture_output=True,
                        text=True, timeout=120)
@@ -102,7 +103,7 @@ def test_worker_counts_give_identical_bytes(tmp_path):
     outs = []
     for workers in (0, 1, 2, 4):
         out = tmp_path / f"w{workers}.webm"
-        run_pipeline(shipped("grayscale"), {"input_0": str(FOREMAN)}, {"output_0": str(out)}, workers=workers,
+        run_pipeline(shipped("grayscale"), {"input_0": str(FOREMAN)}, {"output_0": str(out)}, RunConfig(workers=workers),
                      frames_per_chunk=3)
         outs.append(out.read_bytes())
     assert outs[0] == outs[1] == outs[2] == outs[3]
@@ -117,7 +118,7 @@ def test_excamera_gray_keeps_one_key_frame_every_n_x(tmp_path):
         if n["stage"] == "excamera_encode":
             n["config"].update(chunk_frames=2, batch_chunks=3)       # N*x = 6 on a 15-frame clip
     out = tmp_path / "out.ivf"
-    run_pipeline(doc, {"input_0": str(CLIPS_DIR / "RTn23_80x44p15_15f.y4m")}, {"output_0": str(out)}, workers=2,
+    run_pipeline(doc, {"input_0": str(CLIPS_DIR / "RTn23_80x44p15_15f.y4m")}, {"output_0": str(out)}, RunConfig(workers=2),
                  frames_per_chunk=4)
     frames = [r.data for r in read_ivf(out)[1]]
     keys = [i for i, d in enumerate(frames) if frame_tag(d).key_frame]
@@ -133,27 +134,47 @@ def test_find_person_keeps_exactly_the_persons_scenes(tmp_path):
     Zhling, a Kodak still); the photo is a foreman frame not in the video."""
     listing, video = tmp_path / "found.json", tmp_path / "found.webm"
     run_pipeline(PIPELINES / "find_person_scenes.json", {"input_0": str(FOOTAGE), "input_1": str(PERSON)},
-                 {"output_0": str(listing)}, workers=2, frames_per_chunk=5)
+                 {"output_0": str(listing)}, RunConfig(workers=2), frames_per_chunk=5)
     scenes = json.loads(listing.read_text())
     got = [(s["first_frame"], s["last_frame"]) for s in (scenes if isinstance(scenes, list) else scenes["records"])]
     assert got == [(0, 7), (24, 31)], scenes
     run_pipeline(PIPELINES / "find_person.json", {"input_0": str(FOOTAGE), "input_1": str(PERSON)},
-                 {"output_0": str(video)}, workers=0, frames_per_chunk=5)
+                 {"output_0": str(video)}, RunConfig(workers=0), frames_per_chunk=5)
     with open_video(video) as v:
         assert sum(1 for _ in v) == 16
 
 
 @requires_tool("ffmpeg")
 def test_dash_is_written_while_the_pipeline_runs(tmp_path):
-    """.mpd output: the manifest appears beside its first segments before the run ends (a player
-    can start), and at the end the segments hold every frame, the same pictures as the .ivf."""
+    """.mpd output: the manifest is on disk, still a live one (type="dynamic"), beside its first
+    segments while the job is held unfinished (its planner's report that the encode node is done
+    waits for it: the job cannot end meanwhile), so a player can start; at the end the manifest is
+    static and the segments hold every frame, the same pictures as the .ivf."""
+    import time
+
     mpd, ivf = tmp_path / "out.mpd", tmp_path / "out.ivf"
     clip = str(CLIPS_DIR / "RTn23_80x44p15_15f.y4m")
-    summary = run_pipeline(shipped("grayscale"), {"input_0": clip}, {"output_0": str(mpd)}, workers=2,
-                           frames_per_chunk=3)
-    first = summary["streamed"]["output_0"]
-    assert 0 < first < summary["seconds"], summary
-    run_pipeline(shipped("grayscale"), {"input_0": clip}, {"output_0": str(ivf)}, workers=0, frames_per_chunk=3)
+    seen: dict[str, object] = {}
+
+    def progress(node, done, planned, finished):
+        if node != "encode" or not finished or seen:
+            return
+        deadline = time.monotonic() + 60          # a hang-catcher: it takes a moment normally
+        while time.monotonic() < deadline:
+            text = mpd.read_text() if mpd.exists() else ""
+            if 'type="dynamic"' in text:
+                seen["manifest"] = text
+                seen["segments"] = sorted(p.name for p in tmp_path.glob("out-*.webm"))
+                break
+            time.sleep(0.01)
+        seen.setdefault("manifest", None)
+
+    summary = run_pipeline(shipped("grayscale"), {"input_0": clip}, {"output_0": str(mpd)}, RunConfig(workers=2),
+                           frames_per_chunk=3, on_progress=progress)
+    assert seen.get("manifest"), "no live manifest appeared while the job was held before its end"
+    assert "out-init-0.webm" in seen["segments"] and len(seen["segments"]) >= 2, seen
+    assert summary["streamed"]["output_0"] > 0, summary
+    run_pipeline(shipped("grayscale"), {"input_0": clip}, {"output_0": str(ivf)}, RunConfig(workers=0), frames_per_chunk=3)
     p = subprocess.run(["ffmpeg", "-nostdin", "-v", "warning", "-i", str(mpd), "-f", "framemd5", "-"],
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
     q = subprocess.run(["ffmpeg", "-nostdin", "-v", "warning", "-i", str(ivf), "-f", "framemd5", "-"],

@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from excamera import tokens
+from security import tokens
 from rendezvous.core import (AuthError, ConflictError, FullError, Limits, Message, RendezvousCore,
                              RendezvousError)
 

@@ -66,7 +66,7 @@ def test_timeline_command(tmp_path):
     # PNG: the same chart drawn, at the SVG's size, with the bar's color where the bar is.
     from PIL import Image
 
-    from excamera.timeline import layout
+    from coordinator.timeline import layout
     png = tmp_path / "t.png"
     assert excamera("timeline", str(src), "-o", str(png)).returncode == 0
     width, height, items = layout(tl)
@@ -87,7 +87,7 @@ def test_timeline_command(tmp_path):
 
 def test_a_pipeline_timeline_is_colored_by_node():
     """A pipeline's tasks all have the one state "run": the chart colors and names them by node."""
-    from excamera.timeline import layout
+    from coordinator.timeline import layout
     tl = {"job": "j", "name": "pipeline", "status": "succeeded", "duration": 3.0,
           "workers": [{"worker": "w1", "name": "h:1", "history": [
               [0, "idle"], [0.1, "decode.000000-aa:run"], [1.0, "encode.000000-bb:run"], [2.9, "idle"]]}],
@@ -142,7 +142,7 @@ def test_standalone_rendezvous_and_coordinator(tmp_path):
     """`excamera rendezvous serve` and `excamera coordinator serve --rendezvous`, a job submitted
     over the Jobs service, then SIGTERM: both exit 0. (--keep: the result stays in the store to be
     read here; test_encode_s3 checks that without it a fetched job's objects go.)"""
-    from coordinator.api import run_job
+    from coordinator.api import RemoteCoordinator, RunConfig, run_job
     from coordinator.shaped import shaped_inputs, shaped_job
     from worker.fakecodec import reference_output
 
@@ -163,8 +163,9 @@ def test_standalone_rendezvous_and_coordinator(tmp_path):
         _wait_listening(rdv, rport, "rendezvous")
         _wait_listening(coord, cport, "coordinator")
         chunks = [b"a" * 500, b"b" * 700, b"c" * 300]
-        r = run_job(shaped_job(3, state_bytes=5000), inputs=shaped_inputs(chunks), workers=2,
-                    coordinator=f"127.0.0.1:{cport}", certs=str(client))
+        r = run_job(shaped_job(3, state_bytes=5000),
+                    RunConfig(RemoteCoordinator(f"127.0.0.1:{cport}", str(client)), workers=2),
+                    inputs=shaped_inputs(chunks))
         (ref,) = r.objects[""].values()
         data = (tmp_path / "store" / r.storage_prefix / ref.key).read_bytes()
         assert data == reference_output(chunks, 5000)

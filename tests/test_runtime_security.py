@@ -11,7 +11,7 @@ import pytest
 
 from coordinator.api import embedded_coordinator
 from coordinator.fsm import DONE, FSM, Job, State, Task
-from excamera import tls, tokens
+from security import tls, tokens
 from protos import coordinator_pb2 as cpb
 from protos import coordinator_pb2_grpc as cpb_grpc
 from protos import rendezvous_pb2 as rpb

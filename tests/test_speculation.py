@@ -3,7 +3,7 @@
 from coordinator import engine as eng
 from coordinator.engine import Engine, Result, Speculation
 from coordinator.fsm import DONE, FSM, Job, State, Task
-from excamera.storage import LocalStorage
+from storage import LocalStorage
 
 FSM_S = FSM("s", "work", (
     State("work", "echo", {"text": "${x}"}, {"ok": "wait"}, timeout_s=100),
@@ -68,17 +68,57 @@ def test_a_slow_attempt_gets_a_duplicate_and_the_first_result_wins(tmp_path):
     assert [a["status"] for a in attempts] == ["superseded", "succeeded"]
 
 
-def test_waiting_states_and_small_samples_are_never_speculated(tmp_path):
-    clock, e, ws = setup(tmp_path, 3, 4)
-    cmds = drive(e, clock, 0, None)
-    clock.t += 1.0
-    for c in cmds:
-        e.observe_result(c.worker_id, Result(c.seq, c.task_id, True, outputs={"text": "x"}))
-    drive(e, clock, 0, None)          # all three now wait (a receive-state): no duplicates ever
-    clock.t += 50
-    actions = e.step()
-    assert not [a for a in actions if isinstance(a, eng.SendCommand)]
-    assert not [a for a in actions if isinstance(a, eng.Event) and a.kind == "speculate"]
+def straggle(tmp_path, n, slow_state="work", speculation=None):
+    """``n`` tasks on ``n + 1`` workers (one spare, idle): all but the last finish ``slow_state``
+    (and everything before it) in 1 s each, the last sits in ``slow_state`` for 50 s (half its
+    timeout, so only speculation can act); the commands the engine sent for the last task meanwhile,
+    and the states it said it speculated on."""
+    clock, e, ws = setup(tmp_path, n, n + 1, speculation)
+    slow_id = f"t{n - 1}"
+    cmds = drive(e, clock, 0)
+    assert sorted(c.task_id for c in cmds) == [f"t{i}" for i in range(n)]
+    while True:                     # everyone through the states before ``slow_state``, 1 s each
+        clock.t += 1.0
+        if all(c.state == slow_state for c in cmds):
+            break
+        for c in cmds:
+            if c.state != slow_state:
+                e.observe_result(c.worker_id, Result(c.seq, c.task_id, True, outputs={"text": "x"}))
+        cmds = [c for c in cmds if c.state == slow_state] + drive(e, clock, 0)
+    slow = next(c for c in cmds if c.task_id == slow_id)
+    for c in cmds:                  # the others finish ``slow_state`` (the peers' sample)
+        if c is not slow:
+            e.observe_result(c.worker_id, Result(c.seq, c.task_id, True, outputs={"text": "x"}))
+    for c in drive(e, clock, 0):    # and whatever follows it
+        if c.task_id != slow_id:
+            e.observe_result(c.worker_id, Result(c.seq, c.task_id, True))
+    sent, spoke = [], []
+    for _ in range(50):
+        clock.t += 1.0
+        actions = e.step()
+        sent += [a for a in actions if isinstance(a, eng.SendCommand) and a.task_id == slow_id]
+        spoke += [a.from_state for a in actions if isinstance(a, eng.Event) and a.kind == "speculate"]
+    return sent, spoke
+
+
+def test_too_few_finished_peers_are_never_speculated(tmp_path):
+    """Speculation.min_sample (3): two peers finished in 1 s leave a 50 s attempt alone; three
+    peers give it a duplicate (the same drive, so the first half could have failed)."""
+    assert Speculation().min_sample == 3
+    sent, spoke = straggle(tmp_path / "two", 3)
+    assert sent == [] and spoke == []
+    sent, spoke = straggle(tmp_path / "three", 4)
+    assert [(c.task_id, c.state, c.attempt) for c in sent] == [("t3", "work", 2)] and spoke == ["work"]
+
+
+def test_waiting_states_are_never_speculated(tmp_path):
+    """A receive-state (Speculation.waits) waits on other tasks: 50 s in it against three peers'
+    1 s gets no duplicate; the same with the exemption lifted gets one."""
+    sent, spoke = straggle(tmp_path / "exempt", 4, slow_state="wait")
+    assert sent == [] and spoke == []
+    sent, spoke = straggle(tmp_path / "not", 4, slow_state="wait", speculation=Speculation(waits=frozenset()))
+    # (the duplicate starts the task over, from its first state)
+    assert [(c.task_id, c.state, c.attempt) for c in sent] == [("t3", "work", 2)] and spoke == ["wait"]
 
 
 def test_speculation_can_be_turned_off(tmp_path):

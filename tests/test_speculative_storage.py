@@ -1,4 +1,4 @@
-"""Speculative I/O (excamera.speculative_storage): a transfer slow against its size class's median
+"""Speculative I/O (storage.speculative): a transfer slow against its size class's median
 is re-issued in parallel and the first to finish wins. Slowness is injected into a real local
 storage: the first call for a chosen key stalls."""
 
@@ -7,18 +7,21 @@ import time
 
 import pytest
 
-from excamera.speculative_storage import SpeculativeStorage, size_class
-from excamera.storage import LocalStorage, StorageError
+from storage.speculative import SpeculativeStorage, size_class
+from storage import LocalStorage, StorageError
 
 
 class Stalling(LocalStorage):
-    """The first get or put of each key in ``stall`` sleeps ``seconds`` before doing its work."""
+    """The first get or put of each key in ``stall`` waits ``seconds`` (or until ``release`` is
+    set) before doing its work; ``stalls_over`` counts the stalls that ended."""
 
     def __init__(self, root, stall, seconds=3.0):
         super().__init__(root)
         self.stall, self.seconds = set(stall), seconds
         self.calls = []
         self.lock = threading.Lock()
+        self.release = threading.Event()
+        self.stalls_over = 0
 
     def _maybe_stall(self, key):
         with self.lock:
@@ -26,7 +29,9 @@ class Stalling(LocalStorage):
             first = key in self.stall
             self.stall.discard(key)
         if first:
-            time.sleep(self.seconds)
+            self.release.wait(self.seconds)
+            with self.lock:
+                self.stalls_over += 1
 
     def get(self, key):
         self._maybe_stall(key)
@@ -42,7 +47,7 @@ def test_size_classes_are_powers_of_four():
 
 
 def test_a_stalled_get_and_put_are_reissued_and_the_fast_copy_wins(tmp_path):
-    base = Stalling(tmp_path, stall={"slow-get", "slow-put"})
+    base = Stalling(tmp_path, stall={"slow-put"}, seconds=60)
     s = SpeculativeStorage(base, factor=2.0, min_sample=5, floor_s=0.05)
     for i in range(6):
         s.put(f"k{i}", b"x" * 1000)
@@ -51,10 +56,14 @@ def test_a_stalled_get_and_put_are_reissued_and_the_fast_copy_wins(tmp_path):
     base.stall.add("slow-get")
     base.calls.clear()
     t0 = time.monotonic()
-    assert s.get("slow-get") == b"y" * 1000
-    ref = s.put("slow-put", b"z" * 1000)
-    elapsed = time.monotonic() - t0
-    assert elapsed < 1.0, elapsed                   # not the 3 s stalls
+    try:
+        assert s.get("slow-get") == b"y" * 1000
+        ref = s.put("slow-put", b"z" * 1000)
+        # Both answered while both first calls were still stalled: the re-issues won.
+        assert base.stalls_over == 0
+        assert time.monotonic() - t0 < 30           # a hang-catcher (the stalls are 60 s)
+    finally:
+        base.release.set()
     assert s.stats["reissued"] == 2 and s.stats["won_by_reissue"] == 2
     assert base.calls.count("slow-get") == 2 and base.calls.count("slow-put") == 2
     assert ref.size == 1000 and s.get("slow-put") == b"z" * 1000

@@ -284,9 +284,9 @@ def _check_against(rows, ours, tol=1e-5):
 
 
 def _ours(ref, dist) -> list[Ssim]:
-    """Our per-frame SSIM through excamera.video, over the common frames (an encode may hold
+    """Our per-frame SSIM through media.video, over the common frames (an encode may hold
     fewer frames than its source)."""
-    from excamera.video import open_video
+    from media.video import open_video
 
     with open_video(ref) as a, open_video(dist) as b:
         return [ssim_planes(x, y) for x, y in zip(a, b)]
@@ -339,10 +339,10 @@ def test_tiny_planes_are_defined_where_ffmpeg_gives_nan():
 
 
 # ---------------------------------------------------------------------------------------------
-# excamera.video
+# media.video
 
 def test_y4m_input_streams_the_same_frames_as_the_y4m_reader():
-    from excamera.video import open_video
+    from media.video import open_video
 
     header, frames = read_y4m(RTN23)
     with open_video(RTN23) as video:
@@ -353,7 +353,7 @@ def test_y4m_input_streams_the_same_frames_as_the_y4m_reader():
 
 
 def test_input_is_read_lazily(tmp_path):
-    from excamera.video import open_video
+    from media.video import open_video
 
     data = RTN23.read_bytes()
     cut = tmp_path / "cut.y4m"
@@ -366,7 +366,7 @@ def test_input_is_read_lazily(tmp_path):
 
 
 def test_ivf_input_is_our_decode_of_shown_frames():
-    from excamera.video import open_video
+    from media.video import open_video
 
     vector = VP8_DIR / "vp80-00-comprehensive-018.ivf"  # 29 frames, 28 shown
     expected = [l.md5 for l in parse_md5(md5_path(vector))]
@@ -378,7 +378,7 @@ def test_ivf_input_is_our_decode_of_shown_frames():
 
 def test_ivf_decode_errors_say_which_frame(tmp_path):
     from codec.ivf import IvfWriter, read_ivf
-    from excamera.video import open_video
+    from media.video import open_video
 
     header, frames = read_ivf(VP8_DIR / "vp80-00-comprehensive-001.ivf")
     bad = tmp_path / "bad.ivf"
@@ -409,7 +409,7 @@ def ffv1_files(tmp_path_factory):
 
 @requires_tool("ffmpeg")
 def test_pyav_input_is_lossless_for_yuv420p_even_and_odd_sizes(ffv1_files):
-    from excamera.video import open_video
+    from media.video import open_video
 
     for mkv, ref in ((ffv1_files["even"], RTN23), (ffv1_files["odd"], ffv1_files["odd_y4m"])):
         _, frames = read_y4m(ref)
@@ -422,7 +422,7 @@ def test_pyav_input_is_lossless_for_yuv420p_even_and_odd_sizes(ffv1_files):
 
 @requires_tool("ffmpeg")
 def test_pyav_converts_other_pixel_formats_to_420(ffv1_files):
-    from excamera.video import open_video
+    from media.video import open_video
 
     _, frames = read_y4m(RTN23)
     with open_video(ffv1_files["444"]) as video:
@@ -442,7 +442,7 @@ def test_pyav_converts_other_pixel_formats_to_420(ffv1_files):
     ("empty.mkv", b"", ContainerError, "not a video file ffmpeg can read"),
 ])
 def test_bad_input_raises_one_line_codec_errors(tmp_path, name, data, error, fragment):
-    from excamera.video import open_video
+    from media.video import open_video
 
     path = tmp_path / name
     path.write_bytes(data)
@@ -454,7 +454,7 @@ def test_bad_input_raises_one_line_codec_errors(tmp_path, name, data, error, fra
 
 @requires_tool("ffmpeg")
 def test_truncated_mp4_is_a_container_error(tmp_path):
-    from excamera.video import open_video
+    from media.video import open_video
 
     mp4 = tmp_path / "whole.mp4"
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(RTN23), "-c:v", "mpeg4",
@@ -469,14 +469,14 @@ def test_truncated_mp4_is_a_container_error(tmp_path):
 
 
 def test_missing_file_is_an_oserror(tmp_path):
-    from excamera.video import open_video
+    from media.video import open_video
 
     with pytest.raises(FileNotFoundError):
         open_video(tmp_path / "nope.mp4")
 
 
 def test_without_pyav_other_formats_say_so(tmp_path, monkeypatch):
-    from excamera.video import open_video
+    from media.video import open_video
 
     monkeypatch.setitem(sys.modules, "av", None)  # import av -> ImportError
     path = tmp_path / "clip.mp4"

@@ -1,10 +1,10 @@
-"""excamera.storage: keys confined to their prefix, atomic puts, verification."""
+"""storage: keys confined to their prefix, atomic puts, verification."""
 
 import hashlib
 
 import pytest
 
-from excamera.storage import LocalStorage, ObjectRef, StorageError, check_key
+from storage import LocalStorage, ObjectRef, StorageError, check_key
 
 
 @pytest.mark.parametrize("key", ["../x", "a/../../x", "/etc/passwd", "a//b", "a/./b", "", "a\\b",

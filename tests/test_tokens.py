@@ -1,8 +1,8 @@
-"""excamera.tokens: job keys, worker and task tokens."""
+"""security.tokens: job keys, worker and task tokens."""
 
 import pytest
 
-from excamera import tokens
+from security import tokens
 
 
 def test_tokens_are_distinct_per_secret_job_worker_and_task():

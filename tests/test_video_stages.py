@@ -103,11 +103,12 @@ def test_blend_equals_ffmpeg_average(tmp_path):
     assert out.y[0, 0, 0] == (int(a.y[0, 0, 0]) + int(a.y[0, -1, 0])) // 2
 
 
-def test_blend_refuses_mismatched_inputs(tmp_path):
-    with pytest.raises(StageInputError, match="frames_0 is 176x144 but frames_1 is 160x96"):
-        run("blend", tmp_path, frames_0=[batch(FOREMAN)], frames_1=[batch(CISCO)])
-    with pytest.raises(StageInputError, match="frames_0 has 10 frames .* frames_1 has 4"):
-        run("blend", tmp_path, frames_0=[batch(FOREMAN)], frames_1=[batch(FOREMAN, frames=4)])
+def test_blend_joins_other_sizes_and_lengths_by_time(tmp_path):
+    """Issue 23: frames_1 is scaled to frames_0's size and paired by time (its last frame
+    repeated), not refused; tests/test_join_by_time.py compares with ffmpeg's framesync."""
+    for other in (batch(CISCO), batch(FOREMAN, frames=4)):
+        (out,) = run("blend", tmp_path, frames_0=[batch(FOREMAN)], frames_1=[other])["frames"]
+        assert (out.count, out.width, out.height) == (10, 176, 144)
 
 
 def test_bad_filter_is_one_line(tmp_path):

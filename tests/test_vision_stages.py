@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from excamera.video import open_video
+from media.video import open_video
 from pipeline.stage import get_stage
 from pipeline.stages import vision as V
 from pipeline.values import FrameBatch, Records

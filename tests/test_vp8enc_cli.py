@@ -209,7 +209,8 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, make, fragments):
 
 def test_a_size_change_mid_stream_is_an_error(tmp_path, monkeypatch, capsys):
     """PyAV inputs can change size mid-stream; vp8enc encodes one size and says so."""
-    from excamera import cli, video
+    from excamera import cli
+    from media import video
 
     real = video.open_video
 
@@ -303,21 +304,22 @@ def test_output_must_be_an_ivf(tmp_path, args, fragment):
 
 
 def test_progress_shows_frames_of_total_on_a_terminal_only(capsys):
-    from excamera import cli
+    from excamera.commands.progress import Progress
 
-    progress = cli._Progress("encoding x.y4m", 10, enabled=True)
-    progress.update(4)
-    progress.finish(10)
+    progress = Progress({"encoding x.y4m": 10}, unit="frames", enabled=True)
+    progress.set("encoding x.y4m", 4)
+    progress.set("encoding x.y4m", 10)
+    progress.close()
     err = capsys.readouterr().err
     assert "encoding x.y4m" in err and "10/10" in err and "frames" in err
-    quiet = cli._Progress("encoding x.y4m", None, enabled=False)
-    quiet.update(3)
-    quiet.finish(3)
+    quiet = Progress({"encoding x.y4m": None}, unit="frames", enabled=False)
+    quiet.set("encoding x.y4m", 3)
+    quiet.close()
     assert capsys.readouterr().err == ""
 
 
 def test_frame_count_hint_of_a_y4m_is_its_frame_count():
-    from excamera.video import open_video
+    from media.video import open_video
 
     for clip in (CLIPS_DIR / "foreman_qcif_176x144_10f.y4m", KODIM):
         with open_video(clip) as video:

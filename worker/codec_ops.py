@@ -1,6 +1,6 @@
 """The real ExCamera codec operations, registered for workers (``coordinator.excamera_job``).
 
-Each runs one step of ``excamera.encode`` for one chunk, over the job's storage and the task
+Each runs one step of ``media.excamera_encode`` for one chunk, over the job's storage and the task
 attempt's scratch space (NSDI 2017, section 4; the same steps, in the same order, as
 ``encode_frames`` runs them in one process, so the output is byte-identical):
 
@@ -23,7 +23,7 @@ attempt's scratch space (NSDI 2017, section 4; the same steps, in the same order
   recorded entry digest against the real decoder state (``codec.chunks.stitch_chunks``); and the
   frame count checked against the job's.
 
-The first pass is decoded once, where it is made (``excamera.encode.FirstPass``): the dump, the
+The first pass is decoded once, where it is made (``media.excamera_encode.FirstPass``): the dump, the
 encode-given-state and the rebase of the same attempt take its states from a per-process memo
 keyed by the chunk's bytes (``_decoded_pass``), and decode it again only when the memo lost it
 (a re-issued attempt that reused a stored first pass, or one evicted to bound memory).
@@ -42,24 +42,25 @@ import struct
 import tempfile
 import threading
 
-from excamera.storage import ObjectRef, StorageError
-from worker.ops import OpContext, OperationError, _scratch, operation
+from storage import ObjectRef, StorageError
+from worker.ops import OpContext, OperationError, _scratch, get_verified, operation
 
 _FRAME_RECORD = struct.Struct("<IQ")
 
 
 def _settings(**fields):
-    from excamera.encode import EncodeSettings
+    from media.excamera_encode import EncodeSettings
     try:
         return EncodeSettings(**fields)
     except ValueError as e:
         raise OperationError(str(e)) from None
 
 
-def _raw(ctx: OpContext, key: str):
-    """The chunk's raw frames and frame rate from a Y4M object."""
+def _raw(ctx: OpContext, key: str, verified: list[str] = ()):
+    """The chunk's raw frames and frame rate from a Y4M object (checked against ``verified``,
+    ``worker.ops.get_verified``)."""
     from codec.y4m import Y4mReader
-    with Y4mReader(io.BytesIO(ctx.storage.get(key))) as reader:
+    with Y4mReader(io.BytesIO(get_verified(ctx, key, verified))) as reader:
         frames = list(reader)
         rate = reader.header.rate
     if not frames:
@@ -98,7 +99,7 @@ def _pass_size(fp) -> int:
 
 
 def _remember_pass(ivf: bytes, fp) -> None:
-    """Keep ``fp`` (``excamera.encode.FirstPass``) for the later steps of the attempt whose scratch
+    """Keep ``fp`` (``media.excamera_encode.FirstPass``) for the later steps of the attempt whose scratch
     ``pass`` is ``ivf``: the state dump, encode-given-state and rebase then use its states instead
     of decoding the chunk again. Keyed by the IVF's bytes, so a value can only be found by the
     chunk it was decoded from; the oldest entries go when the memo holds over ``PASS_MEMO_BYTES``
@@ -113,10 +114,10 @@ def _remember_pass(ivf: bytes, fp) -> None:
 
 
 def _decoded_pass(ctx: OpContext, *, forget: bool = False):
-    """The attempt's first pass (scratch ``pass``) as an ``excamera.encode.FirstPass``: from the
+    """The attempt's first pass (scratch ``pass``) as an ``media.excamera_encode.FirstPass``: from the
     memo when this process made or decoded it, else decoded now (and remembered unless
     ``forget``: the rebase is its last use)."""
-    from excamera.encode import FirstPass
+    from media.excamera_encode import FirstPass
     ivf = _scratch(ctx, "pass")
     with _pass_memo_lock:
         entry = _pass_memo.pop(ivf, None) if forget else _pass_memo.get(ivf)
@@ -141,7 +142,7 @@ def _state(ctx: OpContext, slot: str):
 
 @operation("vp8-first-pass")
 def op_first_pass(ctx: OpContext, *, raw: str, output: str, first_pass: str = "libvpx",
-                  cq_level: int = 20, speed: int = 1) -> dict:
+                  cq_level: int = 20, speed: int = 1, verified: list[str] = ()) -> dict:
     """Step 1: encode the raw chunk ``raw`` from the empty state and terminate it; the chunk IVF
     to storage ``output`` and scratch ``pass``.
 
@@ -149,9 +150,9 @@ def op_first_pass(ctx: OpContext, *, raw: str, output: str, first_pass: str = "l
     already in ``output`` instead of encoding again: what it hands on must equal what the lost
     attempt handed on, and libvpx's output is not always the same from run to run (see README,
     "Known problems"). Objects are renamed into place whole, so one that exists is complete."""
-    from excamera.encode import first_pass_chunk
+    from media.excamera_encode import first_pass_chunk
     settings = _settings(cq_level=cq_level, first_pass=first_pass, speed=speed)
-    frames, rate = _raw(ctx, raw)
+    frames, rate = _raw(ctx, raw, verified)
     if ctx.attempt > 1 and ctx.storage.exists(output):
         ivf = ctx.storage.get(output)
         data = ivf_frames(ivf, output)
@@ -183,17 +184,18 @@ def op_dump_state(ctx: OpContext, *, output: str) -> dict:
 
 
 @operation("vp8-encode-given-state")
-def op_encode_given_state(ctx: OpContext, *, raw: str, speed: int = 1, kf_q_weight: float = 0.75) -> dict:
+def op_encode_given_state(ctx: OpContext, *, raw: str, speed: int = 1, kf_q_weight: float = 0.75,
+                          verified: list[str] = ()) -> dict:
     """Step 2: the chunk's first raw frame as an interframe against the previous chunk's
     first-pass exit state (scratch ``given_state``), into scratch ``given_frame``. With no given
     state (an empty one: the chunk begins its batch) there is nothing to do."""
-    from excamera.encode import given_state_frame
+    from media.excamera_encode import given_state_frame
     if not _scratch(ctx, "given_state"):
         ctx.scratch["given_frame"] = b""
         return {"encoded": False}
     settings = _settings(speed=speed, kf_q_weight=kf_q_weight)
     given = _state(ctx, "given_state")
-    frames, _ = _raw(ctx, raw)
+    frames, _ = _raw(ctx, raw, verified)
     fp = _decoded_pass(ctx)
     try:
         data = given_state_frame(given, frames[0], fp.frames, settings, fp.states)
@@ -204,14 +206,14 @@ def op_encode_given_state(ctx: OpContext, *, raw: str, speed: int = 1, kf_q_weig
 
 
 @operation("vp8-rebase")
-def op_rebase(ctx: OpContext, *, raw: str) -> dict:
+def op_rebase(ctx: OpContext, *, raw: str, verified: list[str] = ()) -> dict:
     """Step 3: the chunk coded onto the state the previous chunk really left (scratch
     ``state_in``; empty when the chunk begins its batch, which keeps its first pass). The chunk
     IVF, recording its entry-state digest, into scratch ``output``; its exit state into scratch
     ``final`` for the next chunk."""
     from codec.chunks import entry_digest_bytes
-    from excamera.encode import rebase_chunk
-    frames, rate = _raw(ctx, raw)
+    from media.excamera_encode import rebase_chunk
+    frames, rate = _raw(ctx, raw, verified)
     h, w = frames[0].y.shape
     if not _scratch(ctx, "state_in"):
         if _scratch(ctx, "given_frame"):
@@ -265,7 +267,7 @@ def _link(ctx: OpContext, key: str):
 
 @operation("vp8-stitch")
 def op_stitch(ctx: OpContext, *, chunks: list[str], output: str, frames: int,
-              links: list[str] = ()) -> dict:
+              links: list[str] = (), verified: list[str] = ()) -> dict:
     """Join the chunk objects ``chunks`` into one IVF at ``output``: each chunk's recorded entry
     digest must be the state the chunks before it leave, and the stream must show ``frames``
     pictures. Nothing is written otherwise.
@@ -283,7 +285,7 @@ def op_stitch(ctx: OpContext, *, chunks: list[str], output: str, frames: int,
         for i, key in enumerate(chunks):
             path = os.path.join(tmp, f"{i:06d}-{os.path.basename(key)}")
             with open(path, "wb") as f:
-                f.write(ctx.storage.get(key))
+                f.write(get_verified(ctx, key, verified))
             paths.append(path)
         found = [_link(ctx, k) for k in links]
         try:
@@ -298,3 +300,7 @@ def op_stitch(ctx: OpContext, *, chunks: list[str], output: str, frames: int,
     return {"object": ref, "frames": len(stitched.frames), "digest": stitched.digest,
             "decoded": stitched.state is not None,
             "sha256": hashlib.sha256(data).hexdigest()}
+
+
+# The decode tasks that feed the chunk tasks their raw chunks: registered wherever these are.
+import worker.decode_ops  # noqa: E402,F401

@@ -21,8 +21,10 @@ the same way::
         ...
         return {"encoded": ctx.storage.put(f"chunks/{ctx.task_id}.ivf", data)}
 
-Built-in operations (see each docstring): ``sleep``, ``echo``, ``fail``, ``hash-object``,
-``make-object``, ``make-state``, ``send-state``, ``receive-state``, ``upload``, ``concat``.
+The registry is a ``foundation.registry.Registry`` of ``Operation`` entries; ``DEFAULT`` (also
+named ``OPERATIONS``) is the one workers use unless given another. Built-in operations (see each
+docstring): ``sleep``, ``echo``, ``fail``, ``hash-object``, ``make-object``, ``make-state``,
+``send-state``, ``receive-state``, ``upload``, ``concat``.
 No I/O happens at import time.
 """
 
@@ -34,14 +36,16 @@ import inspect
 import random
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
-from excamera.storage import ObjectRef, Storage
+from foundation.errors import ExcameraError
+from foundation.registry import Registry as _Registry
+from storage import ObjectRef, Storage
 
 ALLOWED_TYPES = (int, float, str, bytes, bool, ObjectRef)
 
 
-class OperationError(ValueError):
+class OperationError(ExcameraError):
     """An operation refused its input or failed; the message is one line for the result."""
 
 
@@ -62,6 +66,13 @@ class OpContext:
     timeout_s: float = 60.0
 
 
+class OperationFunction(Protocol):
+    """What ``@operation`` registers: the context, then typed keyword-only arguments; a dict of
+    typed outputs (or None), directly or awaited."""
+
+    def __call__(self, ctx: OpContext, /, **kwargs: Any) -> dict | None | Awaitable[dict | None]: ...
+
+
 @dataclass(frozen=True)
 class Param:
     name: str
@@ -73,7 +84,7 @@ class Param:
 @dataclass(frozen=True)
 class Operation:
     name: str
-    fn: Callable
+    fn: OperationFunction
     params: dict[str, Param]
     is_async: bool
 
@@ -122,15 +133,21 @@ def _param_type(fn_name: str, name: str, hint) -> Any:
                     f"int, float, str, bytes, bool, list[str], ObjectRef")
 
 
-class Registry:
-    """Name -> Operation."""
+class Registry(_Registry[Operation]):
+    """Name -> Operation: the project's registry type, which also checks and runs them."""
 
     def __init__(self) -> None:
-        self._ops: dict[str, Operation] = {}
+        super().__init__("operation", error=UnknownOperation)
 
-    def register(self, name: str, fn: Callable) -> Callable:
-        if name in self._ops and self._ops[name].fn is not fn:
-            raise ValueError(f"operation {name!r} is already registered")
+    def register(self, name: str, fn: Callable | None = None, aliases: tuple[str, ...] = ()):
+        """Register ``fn`` as operation ``name`` (its signature checked: TypeError when it is not
+        an operation's); without ``fn``, a decorator that does."""
+        if fn is None:
+            return lambda f: self.register(name, f, aliases)
+        if name in self:                             # checked first, as the signature may not be
+            if self.get(name).fn is fn:
+                return fn                            # the same function twice: harmless
+            raise self.duplicate(f"operation {name!r} is already registered")
         hints = typing.get_type_hints(fn)
         sig = inspect.signature(fn)
         params = {}
@@ -142,17 +159,8 @@ class Registry:
             params[pname] = Param(pname, _param_type(name, pname, hints.get(pname)),
                                   p.default is inspect.Parameter.empty,
                                   None if p.default is inspect.Parameter.empty else p.default)
-        self._ops[name] = Operation(name, fn, params, inspect.iscoroutinefunction(fn))
+        self.add(name, Operation(name, fn, params, inspect.iscoroutinefunction(fn)), aliases)
         return fn
-
-    def get(self, name: str) -> Operation:
-        op = self._ops.get(name)
-        if op is None:
-            raise UnknownOperation(f"unknown operation {name!r}")
-        return op
-
-    def names(self) -> list[str]:
-        return sorted(self._ops)
 
     async def call(self, name: str, ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         """Check the arguments, run the operation, check its outputs."""
@@ -182,6 +190,7 @@ def check_outputs(name: str, out: Any) -> dict[str, Any]:
 
 #: The registry workers use unless given another.
 DEFAULT = Registry()
+OPERATIONS = DEFAULT
 
 
 def operation(name: str, registry: Registry = DEFAULT) -> Callable[[Callable], Callable]:
@@ -203,6 +212,24 @@ def _scratch(ctx: OpContext, name: str) -> bytes:
     except KeyError:
         raise OperationError(f"task {ctx.task_id}: no scratch value {name!r} (held: "
                              f"{', '.join(sorted(ctx.scratch)) or 'none'})") from None
+
+
+def get_verified(ctx: OpContext, key: str, verified: list[str]) -> bytes:
+    """Object ``key``, checked against the digest the coordinator accepted for it: ``verified``
+    holds ``"KEY SHA256 SIZE"`` lines (the FSM's ``${after}``). An empty list checks nothing (a
+    job whose inputs the client stored); a key it does not name, or other bytes, fail the task."""
+    data = ctx.storage.get(key)
+    if not verified:
+        return data
+    for line in verified:
+        k, _, rest = line.partition(" ")
+        if k == key:
+            sha, _, size = rest.partition(" ")
+            if len(data) != int(size) or hashlib.sha256(data).hexdigest() != sha:
+                raise OperationError(f"storage key {key!r}: holds {len(data)} bytes that are not the "
+                                     f"{size} verified ({sha[:16]}...)")
+            return data
+    raise OperationError(f"storage key {key!r}: not among the objects verified for this task")
 
 
 # -- built-in operations -------------------------------------------------------------------------

@@ -21,9 +21,9 @@ import time
 
 import grpc
 
-from excamera import tls
-from excamera.speculative_storage import SpeculativeStorage
-from excamera.storage import StorageError, open_storage
+from security import tls
+from storage.speculative import SpeculativeStorage
+from storage import StorageError, open_storage
 from protos import coordinator_pb2 as pb
 from protos import coordinator_pb2_grpc as pb_grpc
 from protos import values
@@ -34,9 +34,15 @@ log = logging.getLogger("excamera.worker")
 JOB_METADATA = "x-excamera-job"
 WORKER_METADATA = "x-excamera-worker"
 TOKEN_METADATA = "x-excamera-token"
+#: The worker's side of liveness: it pings the coordinator (a frozen or vanished coordinator ends
+#: the stream, and the worker exits) at most every 5 s while idle on the wire, with no limit on
+#: pings without data; the coordinator pings every worker more often (coordinator.server), and
+#: accepts these (its minimum interval is 1 s).
 CHANNEL_OPTIONS = [
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_time_ms", 5_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.ping_timeout_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", 8 << 20),
     ("grpc.max_send_message_length", 8 << 20),
     # One real connection per worker, even when many workers share a process.
@@ -45,6 +51,9 @@ CHANNEL_OPTIONS = [
 
 
 def _one_line(exc: BaseException) -> str:
+    """The error line a failed command's result carries. Unlike ``foundation.errors.one_line`` it
+    keeps an OSError's errno and file name, gives a gRPC error its status name, and names the
+    class of an exception no operation meant to raise (a bug, to be told apart from bad input)."""
     text = str(exc) or type(exc).__name__
     if isinstance(exc, grpc.aio.AioRpcError):
         text = f"{exc.code().name}: {exc.details()}"
@@ -62,97 +71,148 @@ async def run_worker(coordinator: str, bundle: tls.Bundle, job_id: str, worker_i
     hangs up without running it (a cloud function about to reach its own time limit), and the
     coordinator re-issues the task elsewhere. ``stats`` (a dict), if given, counts the commands
     run under ``"commands"`` and notes when the first one came (``time.monotonic()``) under
-    ``"first_command"``."""
-    from rendezvous.client import CHANNEL_OPTIONS as RDV_OPTIONS
-    from rendezvous.client import RendezvousClient
+    ``"first_command"``.
 
+    The steps: open the stream and say hello (``_hello``), open the job's storage and the
+    rendezvous the welcome names, then run commands as they come (``_Session.serve``)."""
     metadata = ((JOB_METADATA, job_id), (WORKER_METADATA, worker_id), (TOKEN_METADATA, token))
     creds = tls.client_credentials(bundle)
     name = name or f"{socket.gethostname()}:{os.getpid()}"
-    rdv_channel = None
     async with grpc.aio.secure_channel(coordinator, creds, options=CHANNEL_OPTIONS) as channel:
         call = pb_grpc.CoordinatorStub(channel).Work(metadata=metadata)
+        session = _Session(call, job_id, name, registry, can_take, stats)
         try:
-            await call.write(pb.WorkerMessage(hello=pb.Hello(name=name, pid=os.getpid(),
-                                                             operations=registry.names())))
-            first = await call.read()
-            if first is grpc.aio.EOF or first.WhichOneof("kind") != "welcome":
+            welcome = await _hello(call, name, registry)
+            if welcome is None:
                 return "refused: no welcome"
-            welcome = first.welcome
-            try:  # a directory, or s3://BUCKET/PREFIX (boto3's own chain finds the credentials;
-                # making its client takes most of a second, off the loop)
-                storage = SpeculativeStorage((await asyncio.to_thread(open_storage, welcome.storage_root))
-                                             .scoped(welcome.storage_prefix))
+            try:
+                session.storage = await _job_storage(welcome)
             except StorageError as e:
                 return f"refused: storage: {e}"
-            if welcome.rendezvous:
-                rdv_channel = grpc.aio.secure_channel(welcome.rendezvous, creds,
-                                                      options=RDV_OPTIONS + [("grpc.use_local_subchannel_pool", 1)])
-            write_lock = asyncio.Lock()
-            scratch_owner: tuple[str, int] | None = None
-            scratch: dict[str, bytes] = {}
-            running: asyncio.Task | None = None
-            busy = asyncio.Event()  # set while a command runs
-
-            async def execute(cmd: pb.Command, ctx: OpContext) -> None:
-                start = time.monotonic()
-                result = pb.Result(seq=cmd.seq, task_id=cmd.task_id)
-                try:
-                    args = values.from_map(cmd.args)
-                    outputs = await registry.call(cmd.operation, ctx, args)
-                    values.to_map(outputs, result.outputs)
-                    result.ok = True
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:  # noqa: BLE001 - every failure becomes a result
-                    result.ok = False
-                    result.error = f"{cmd.operation}: {_one_line(e)}"
-                result.elapsed_s = time.monotonic() - start
-                busy.clear()  # before the write: the next command may arrive right after it
-                async with write_lock:
-                    await call.write(pb.WorkerMessage(result=result))
-
-            while True:
-                msg = await call.read()
-                if msg is grpc.aio.EOF:
-                    return "coordinator closed the stream"
-                kind = msg.WhichOneof("kind")
-                if kind == "shutdown":
-                    return f"shutdown: {msg.shutdown.reason}"
-                if kind != "command":
-                    log.warning("worker %s: unexpected %s message ignored", name, kind)
-                    continue
-                cmd = msg.command
-                if can_take is not None and not busy.is_set() and not can_take(cmd.timeout_s or 60.0):
-                    return f"out of time: not enough left for {cmd.operation} ({cmd.timeout_s or 60.0:g} s)"
-                if busy.is_set():
-                    log.warning("worker %s: command %d while busy; refused", name, cmd.seq)
-                    async with write_lock:
-                        await call.write(pb.WorkerMessage(result=pb.Result(
-                            seq=cmd.seq, task_id=cmd.task_id, ok=False, error="worker busy")))
-                    continue
-                if scratch_owner != (cmd.task_id, cmd.attempt):  # a new task attempt: fresh scratch
-                    scratch_owner, scratch = (cmd.task_id, cmd.attempt), {}
-                # At the rendezvous this command acts as its task, with the task's token.
-                rendezvous = (RendezvousClient(rdv_channel, job_id, cmd.task_id, cmd.task_token)
-                              if rdv_channel is not None else None)
-                ctx = OpContext(job_id=job_id, task_id=cmd.task_id, attempt=cmd.attempt,
-                                storage=storage, rendezvous=rendezvous, scratch=scratch,
-                                timeout_s=cmd.timeout_s or 60.0)
-                busy.set()
-                if stats is not None:
-                    stats["commands"] = stats.get("commands", 0) + 1
-                    stats.setdefault("first_command", time.monotonic())
-                running = asyncio.create_task(execute(cmd, ctx))
+            session.open_rendezvous(welcome.rendezvous, creds)
+            return await session.serve()
         except grpc.aio.AioRpcError as e:
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
                 return f"coordinator gone: {e.code().name}"
             return f"refused: {e.code().name}: {e.details()}"
         finally:
-            if 'running' in locals() and running is not None and not running.done():
-                running.cancel()
-            if rdv_channel is not None:
-                await rdv_channel.close()
+            await session.close()
+
+
+async def _hello(call, name: str, registry: Registry):
+    """Say who this worker is and what it can run; the coordinator's ``Welcome``, or None when it
+    answers anything else."""
+    await call.write(pb.WorkerMessage(hello=pb.Hello(name=name, pid=os.getpid(),
+                                                     operations=registry.names())))
+    first = await call.read()
+    if first is grpc.aio.EOF or first.WhichOneof("kind") != "welcome":
+        return None
+    return first.welcome
+
+
+async def _job_storage(welcome) -> SpeculativeStorage:
+    """The job's storage: a directory, or s3://BUCKET/PREFIX (boto3's own chain finds the
+    credentials; making its client takes most of a second, so it is made off the loop), confined
+    to the job's prefix. StorageError when it cannot be opened."""
+    opened = await asyncio.to_thread(open_storage, welcome.storage_root)
+    return SpeculativeStorage(opened.scoped(welcome.storage_prefix))
+
+
+class _Session:
+    """One worker's stream after the welcome: one command at a time, each run as a task so the
+    stream is read (a ``Shutdown``, a command refused while busy) while it runs."""
+
+    def __init__(self, call, job_id: str, name: str, registry: Registry, can_take, stats: dict | None):
+        self.call, self.job_id, self.name, self.registry = call, job_id, name, registry
+        self.can_take, self.stats = can_take, stats
+        self.storage = None
+        self.rdv_channel = None
+        self.write_lock = asyncio.Lock()
+        self.scratch_owner: tuple[str, int] | None = None
+        self.scratch: dict[str, bytes] = {}
+        self.running: asyncio.Task | None = None
+        self.busy = asyncio.Event()  # set while a command runs
+
+    def open_rendezvous(self, address: str, creds) -> None:
+        if address:
+            from rendezvous.client import CHANNEL_OPTIONS as RDV_OPTIONS
+            self.rdv_channel = grpc.aio.secure_channel(
+                address, creds, options=RDV_OPTIONS + [("grpc.use_local_subchannel_pool", 1)])
+
+    async def serve(self) -> str:
+        """Read the stream until it ends or says to stop; why it ended."""
+        while True:
+            msg = await self.call.read()
+            if msg is grpc.aio.EOF:
+                return "coordinator closed the stream"
+            kind = msg.WhichOneof("kind")
+            if kind == "shutdown":
+                return f"shutdown: {msg.shutdown.reason}"
+            if kind != "command":
+                log.warning("worker %s: unexpected %s message ignored", self.name, kind)
+                continue
+            why = await self.take(msg.command)
+            if why:
+                return why
+
+    async def take(self, cmd: pb.Command) -> str | None:
+        """Start ``cmd``, or refuse it while another runs; a reason to hang up when there is no
+        time left to run it."""
+        timeout_s = cmd.timeout_s or 60.0
+        if self.can_take is not None and not self.busy.is_set() and not self.can_take(timeout_s):
+            return f"out of time: not enough left for {cmd.operation} ({timeout_s:g} s)"
+        if self.busy.is_set():
+            log.warning("worker %s: command %d while busy; refused", self.name, cmd.seq)
+            await self.send(pb.Result(seq=cmd.seq, task_id=cmd.task_id, ok=False, error="worker busy"))
+            return None
+        ctx = self.context(cmd)
+        self.busy.set()
+        if self.stats is not None:
+            self.stats["commands"] = self.stats.get("commands", 0) + 1
+            self.stats.setdefault("first_command", time.monotonic())
+        self.running = asyncio.create_task(self.execute(cmd, ctx))
+        return None
+
+    def context(self, cmd: pb.Command) -> OpContext:
+        """The command's ``OpContext``: scratch kept across one task attempt's commands, and at
+        the rendezvous it acts as its task, with the task's token."""
+        if self.scratch_owner != (cmd.task_id, cmd.attempt):  # a new task attempt: fresh scratch
+            self.scratch_owner, self.scratch = (cmd.task_id, cmd.attempt), {}
+        rendezvous = None
+        if self.rdv_channel is not None:
+            from rendezvous.client import RendezvousClient
+            rendezvous = RendezvousClient(self.rdv_channel, self.job_id, cmd.task_id, cmd.task_token)
+        return OpContext(job_id=self.job_id, task_id=cmd.task_id, attempt=cmd.attempt,
+                         storage=self.storage, rendezvous=rendezvous, scratch=self.scratch,
+                         timeout_s=cmd.timeout_s or 60.0)
+
+    async def execute(self, cmd: pb.Command, ctx: OpContext) -> None:
+        """Run the operation; every failure becomes a result."""
+        start = time.monotonic()
+        result = pb.Result(seq=cmd.seq, task_id=cmd.task_id)
+        try:
+            args = values.from_map(cmd.args)
+            outputs = await self.registry.call(cmd.operation, ctx, args)
+            values.to_map(outputs, result.outputs)
+            result.ok = True
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - every failure becomes a result
+            result.ok = False
+            result.error = f"{cmd.operation}: {_one_line(e)}"
+        result.elapsed_s = time.monotonic() - start
+        self.busy.clear()  # before the write: the next command may arrive right after it
+        await self.send(result)
+
+    async def send(self, result: pb.Result) -> None:
+        async with self.write_lock:
+            await self.call.write(pb.WorkerMessage(result=result))
+
+    async def close(self) -> None:
+        if self.running is not None and not self.running.done():
+            self.running.cancel()
+        if self.rdv_channel is not None:
+            await self.rdv_channel.close()
 
 
 async def run_workers(workers: list[tuple[str, str]], coordinator: str, bundle: tls.Bundle, job_id: str, *,

@@ -20,6 +20,7 @@ from fractions import Fraction
 import numpy as np
 
 from codec.image import Image
+from foundation.errors import ExcameraError
 from pipeline.stage import Option, StageContext, stage
 from pipeline.values import EncodedChunk, FrameBatch
 
@@ -28,7 +29,7 @@ EXTENSIONS = {"ivf": ".ivf", "y4m": ".y4m", "matroska": ".mkv", "webm": ".webm",
               "mp4": ".mp4"}
 
 
-class StageInputError(ValueError):
+class StageInputError(ExcameraError):
     """Input a stage cannot use (one line, naming what is wrong)."""
 
 
@@ -50,11 +51,19 @@ def join(batches: list[FrameBatch], what: str = "frames") -> FrameBatch:
 
 
 def chunk_images(chunk: EncodedChunk, tmpdir: str | None = None) -> Iterator[Image]:
-    """The pictures of ``chunk`` one at a time (``excamera.video.open_video`` on a temporary file
+    """The pictures of ``chunk`` one at a time (``media.video.open_video`` on a temporary file
     of the chunk's container); ``check_images`` checks them once all are read."""
     from codec.errors import VP8Error
-    from excamera.video import open_video
+    from media.video import open_video
 
+    if chunk.container == "range":  # a reference: this worker fetches and decodes the range itself
+        from media.source import SourceError
+        from pipeline.source_refs import range_images
+        try:
+            yield from range_images(chunk)
+        except (SourceError, VP8Error) as e:
+            raise StageInputError(f"chunk at frame {chunk.start}: {e}") from None
+        return
     ext = EXTENSIONS.get(chunk.container, ".bin")
     fd, path = tempfile.mkstemp(suffix=ext, dir=tmpdir or None)
     try:
@@ -125,15 +134,15 @@ def encode_vp8(batch: FrameBatch, cq_level: int = 20, encoder: str = "libvpx",
     """``batch`` as one VP8 chunk (IVF): a key frame, then interframes.
 
     ``libvpx``: libvpx through PyAV in constant-quality mode at ``cq_level`` (``crf`` with an
-    unlimited bit rate, as ``excamera.firstpass``; ffmpeg's quantizer range), deadline "good",
+    unlimited bit rate, as ``media.firstpass``; ffmpeg's quantizer range), deadline "good",
     ``cpu-used=speed``, one thread, no look-ahead, no automatic key frames: deterministic. ``native``: our encoder at the
-    quantizer ``excamera.encode.native_quantizer(cq_level)``, ``speed`` 0..4."""
+    quantizer ``media.excamera_encode.native_quantizer(cq_level)``, ``speed`` 0..4."""
     if not 0 <= cq_level <= 63:
         raise StageInputError(f"cq_level {cq_level} is outside 0..63")
     images = batch.images()
     if encoder == "native":
         from codec.encoder import Encoder, EncoderConfig
-        from excamera.encode import native_quantizer
+        from media.excamera_encode import native_quantizer
         if not 0 <= speed <= 4:
             raise StageInputError(f"speed {speed} is outside 0..4 for the native encoder")
         enc = Encoder(EncoderConfig(quantizer=native_quantizer(cq_level), speed=speed,
@@ -156,7 +165,7 @@ def encode_vp8(batch: FrameBatch, cq_level: int = 20, encoder: str = "libvpx",
 def _libvpx(images: list[Image], fps: tuple[int, int], cq_level: int, speed: int) -> list[bytes]:
     import av
 
-    from excamera.firstpass import (
+    from media.firstpass import (
         KEY_FRAME_DISTANCE,
         TARGET_KBPS,
         _av_frame,
@@ -194,9 +203,10 @@ def _libvpx(images: list[Image], fps: tuple[int, int], cq_level: int, speed: int
 
 # -- the stages -----------------------------------------------------------------------------------
 
-@stage("decode", inputs={"chunks": "chunks"}, outputs={"frames": "frames"}, steal="decode")
+@stage("decode", inputs={"chunks": "chunks"}, outputs={"frames": "frames"}, steal="decode",
+       aliases=("C_F_stealwork_decode",))
 def decode(ctx: StageContext, inputs: dict, config: dict) -> dict:
-    """Encoded chunks (any container ``excamera.video`` opens) -> their pictures, one batch per
+    """Encoded chunks (any container ``media.video`` opens) -> their pictures, one batch per
     chunk, numbered from the chunk's ``start``."""
     return {"frames": [decode_chunk(c, ctx.tmpdir) for c in inputs["chunks"]]}
 
@@ -215,22 +225,39 @@ def grayscale(ctx: StageContext, inputs: dict, config: dict) -> dict:
 
 
 @stage("video_filter", inputs={"frames": "frames"}, outputs={"frames": "frames"},
-       options={"filter": Option(str, help="an ffmpeg filter string (-vf syntax), e.g. "
-                                 "'crop=iw/2:ih:0:0,hflip'; run in process through PyAV")})
+       options={"video_filter": Option(str, "null", "an ffmpeg filter string (-vf syntax), e.g. "
+                                       "'crop=iw/2:ih:0:0,hflip'; run in process through PyAV "
+                                       "(Sprocket's name for it)"),
+                "filter": Option(str, "", "the same, by its older name here (either, not both)")})
 def video_filter(ctx: StageContext, inputs: dict, config: dict) -> dict:
     """Any ffmpeg filtergraph with one input, on each task's pictures (``pipeline.filtergraph``);
-    the graph's first output is the stage's."""
+    the graph's first output is the stage's. Without one, ``null``: the pictures as they are."""
     from pipeline.filtergraph import FilterGraph
-    graph = FilterGraph(config["filter"], 1)
+    graph = FilterGraph(filter_text(config), 1)
     out = graph.run([join(inputs["frames"])])[0]
     return {"frames": [out] if out is not None else []}
 
 
+def filter_text(config: dict) -> str:
+    """The filter of a stage that takes it as ``video_filter`` (Sprocket) or ``filter``."""
+    given = config.get("filter") or ""
+    if given and config.get("video_filter", "null") != "null":
+        raise StageInputError("give the filter as video_filter or as filter, not both")
+    return given or config.get("video_filter") or "null"
+
+
 @stage("duplicate_filter", inputs={"frames": "frames"},
-       outputs={"frames_0": "frames", "frames_1": "frames"}, steal="frames")
+       outputs={"frames_0": "frames", "frames_1": "frames"}, steal="frames",
+       options={"video_filter": Option(str, "null", "an ffmpeg filter (-vf syntax) applied before "
+                                       "the copy; it must map each picture on its own")})
 def duplicate_filter(ctx: StageContext, inputs: dict, config: dict) -> dict:
-    """The same pictures on two ports (Sprocket's branch point)."""
-    frames = inputs["frames"]
+    """The pictures, through ``video_filter`` (default ``null``), on two ports (Sprocket's
+    branch point)."""
+    frames = list(inputs["frames"])
+    if config["video_filter"] != "null":
+        from pipeline.filtergraph import FilterGraph
+        graph = FilterGraph(config["video_filter"], 1)
+        frames = [f for f in (graph.run([b])[0] for b in frames) if f is not None]
     return {"frames_0": list(frames), "frames_1": list(frames)}
 
 
@@ -238,13 +265,28 @@ def duplicate_filter(ctx: StageContext, inputs: dict, config: dict) -> dict:
        outputs={"frames": "frames"}, delivery="pair",
        options={"filter_complex": Option(str, "hstack", "an ffmpeg filtergraph with two inputs "
                                          "([0] = frames_0, [1] = frames_1; unlabelled inputs take "
-                                         "them in order), e.g. hstack")})
+                                         "them in order), e.g. hstack"),
+                "video_filter": Option(str, "", "the same, by Sprocket's name (either, not both)")})
 def merge_filter(ctx: StageContext, inputs: dict, config: dict) -> dict:
-    """Two streams of pictures through one two-input ffmpeg filtergraph (Sprocket's merge)."""
+    """Two streams of pictures through one two-input ffmpeg filtergraph (Sprocket's merge),
+    their frames paired by presentation time (``pipeline.stages.timejoin``); frames_1 is
+    scaled to frames_0's size first when the two differ."""
+    text = config["video_filter"] or config["filter_complex"]
+    if config["video_filter"] and config["filter_complex"] != "hstack":
+        raise StageInputError("give the filtergraph as filter_complex or as video_filter, not both")
+    return {"frames": join_through(text, inputs, scale=True)}
+
+
+def join_through(text: str, inputs: dict, scale: bool) -> list[FrameBatch]:
+    """frames_0 and frames_1 paired by time, through the two-input filtergraph ``text``."""
     from pipeline.filtergraph import FilterGraph
-    graph = FilterGraph(config["filter_complex"], 2)
-    out = graph.run([join(inputs["frames_0"], "frames_0"), join(inputs["frames_1"], "frames_1")])[0]
-    return {"frames": [out] if out is not None else []}
+    from pipeline.stages.timejoin import align
+    graph = FilterGraph(text, 2)
+    pair = align(inputs["frames_0"], inputs["frames_1"], scale)
+    if pair is None:
+        return []
+    out = graph.run(list(pair))[0]
+    return [out] if out is not None else []
 
 
 def blend_batches(a: FrameBatch, b: FrameBatch) -> FrameBatch:
@@ -262,12 +304,15 @@ def blend_batches(a: FrameBatch, b: FrameBatch) -> FrameBatch:
 
 
 @stage("blend", inputs={"frames_0": "frames", "frames_1": "frames"},
-       outputs={"frames": "frames"}, delivery="pair", steal="frames")
+       outputs={"frames": "frames"}, delivery="pair")
 def blend(ctx: StageContext, inputs: dict, config: dict) -> dict:
-    """The average of two streams of pictures of one size, equal to ffmpeg's
-    ``[0][1]blend=all_mode=average``."""
-    return {"frames": [blend_batches(join(inputs["frames_0"], "frames_0"),
-                                     join(inputs["frames_1"], "frames_1"))]}
+    """The average of two streams of pictures, equal to ffmpeg's
+    ``[1]scale=W:H[b];[0][b]blend=all_mode=average`` (W x H: frames_0's size; the scale only
+    when the sizes differ): frames paired by presentation time as ffmpeg's framesync pairs
+    them (``pipeline.stages.timejoin``), so inputs of other rates and lengths blend."""
+    from pipeline.stages.timejoin import align
+    pair = align(inputs["frames_0"], inputs["frames_1"], scale=True)
+    return {"frames": [blend_batches(*pair)] if pair is not None else []}
 
 
 @stage("encode", inputs={"frames": "frames"}, outputs={"chunks": "chunks"},
@@ -291,7 +336,7 @@ def encode(ctx: StageContext, inputs: dict, config: dict) -> dict:
                 "cq_level": Option(int, 20, "constant quality, libvpx's 0..63 scale"),
                 "first_pass": Option(str, "libvpx", "libvpx or native", ("libvpx", "native"))})
 def excamera_encode(ctx: StageContext, inputs: dict, config: dict) -> dict:
-    """Pictures -> one ExCamera[N, x] stream per task (``excamera.encode.encode_frames``).
+    """Pictures -> one ExCamera[N, x] stream per task (``media.excamera_encode.encode_frames``).
 
     Its delivery function (``serialized_frames``) regroups the pictures in frame order into
     groups of its ``frames_per_chunk`` option, which defaults to N·x (``chunk_frames`` ×
@@ -300,7 +345,7 @@ def excamera_encode(ctx: StageContext, inputs: dict, config: dict) -> dict:
     encode-given-state and rebase. Any number of frames works: fewer than N become one shorter chunk, more than N·x
     begin a new key frame every N·x."""
     from codec.chunks import presentation_times
-    from excamera.encode import EncodeSettings, encode_frames
+    from media.excamera_encode import EncodeSettings, encode_frames
     b = join(inputs["frames"])
     try:
         settings = EncodeSettings(min(config["chunk_frames"], b.count), config["batch_chunks"],

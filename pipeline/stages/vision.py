@@ -11,7 +11,7 @@ face_match     ``frames``, ``person`` (durable photo)  ``frames``, ``records`` `
                                                        distances, matches, match}``
 draw           ``frames``, ``records``                 ``frames``
 select         ``frames``, ``records``                 ``frames``, ``records``, ``scenes``
-reference_face ``image``                               ``person`` (alias ``matchFace``)
+reference_face ``image`` (or ``person``: Sprocket's)   ``person`` (alias ``matchFace``)
 ============== ======================================= =======================================
 
 Boxes are ``[x, y, w, h]`` in pixels of the picture. The libraries (``scenedetect``,
@@ -33,6 +33,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from foundation.errors import ExcameraError
 from pipeline.stage import Option, stage
 from pipeline.values import FrameBatch, Records
 
@@ -45,7 +46,7 @@ CONTENT_THRESHOLD = 40.0
 ADAPTIVE_THRESHOLD = 3.0
 
 
-class VisionError(ValueError):
+class VisionError(ExcameraError):
     """Bad input to a vision stage (one line)."""
 
 
@@ -343,14 +344,16 @@ def face_match(ctx, inputs, config):
     return {"frames": [frames], "records": [Records(recs, frames.start, frames.count, frames.fps)]}
 
 
-@stage("reference_face", inputs={"image": "frame"}, outputs={"person": "frame"},
-       options={"upsample": _UPSAMPLE}, aliases=("matchFace",), extra=EXTRA)
+@stage("reference_face", inputs={"image": "frame", "person": "frame"}, outputs={"person": "frame"},
+       optional_inputs=("image", "person"), options={"upsample": _UPSAMPLE}, aliases=("matchFace",),
+       extra=EXTRA)
 def reference_face(ctx, inputs, config):
     """Checks the person's photo shows exactly one face and passes it on (``meta["face_box"]``)
     for ``face_match``'s ``person`` port, which computes (and caches) its embedding."""
-    if not inputs.get("image"):
-        raise VisionError("reference_face: no photo on port image")
-    photo = inputs["image"][0]
+    given = inputs.get("image") or inputs.get("person")
+    if not given:
+        raise VisionError("reference_face: no photo on port image (or person)")
+    photo = given[0]
     _, rect = _one_face(photo, config)
     return {"person": [FrameBatch(photo.y[:1], photo.u[:1], photo.v[:1], photo.start, photo.fps,
                                   {**photo.meta, "face_box": _box(rect)})]}

@@ -1,0 +1,322 @@
+"""``excamera encode``: ExCamera[N, x] — chunks encoded in parallel, then rebased in series —
+in this process (``--workers 0``), on an embedded coordinator's workers (local processes or AWS
+Lambda invocations), or on a running coordinator (``--coordinator``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from excamera.commands.base import (CliError, UsageError, add_run_options, address, check_backend_options,
+                                    check_storage, command, describe, int_in, quiet_runtime_logs,
+                                    run_config_from, write_ivf)
+from excamera.commands.progress import PhaseProgress, StageProgress
+
+__all__ = ["register", "cmd_encode", "write_ivf"]
+
+
+def register(sub) -> None:
+    enc = command(
+        sub, "encode", cmd_encode,
+        help="encode a video with ExCamera[N, x] (chunks in parallel, rebased in series)",
+        description="Encode INPUT (y4m or anything PyAV opens) to VP8 the ExCamera way: chunks of N "
+                    "frames encoded independently, each chunk's first frame re-encoded against the "
+                    "previous chunk's state and the rest rebased onto it, one key frame every N*x "
+                    "frames. --workers N (default: one per CPU) runs the steps on N local worker "
+                    "processes through an embedded coordinator and rendezvous, or, with --coordinator, "
+                    "on N workers a running coordinator launches; --workers 0 runs every step in this "
+                    "process; the same output bytes every way.")
+    enc.add_argument("input", metavar="INPUT")
+    enc.add_argument("-o", "--output", required=True, metavar="OUT",
+                     help="OUT.webm (with the input's sound as Opus), OUT.mkv (its sound copied) or OUT.ivf")
+    enc.add_argument("--no-audio", action="store_true", help="leave the input's sound out")
+    enc.add_argument("--chunk-frames", type=int_in(1, 100000), default=6, metavar="N")
+    enc.add_argument("--batch-chunks", type=int_in(1, 100000), default=16, metavar="X")
+    enc.add_argument("--cq-level", type=int_in(0, 63), default=20, metavar="C")
+    enc.add_argument("--first-pass", choices=("libvpx", "native"), default="libvpx")
+    enc.add_argument("--speed", type=int_in(0, 4), default=1, help="native encoder speed 0..4")
+    add_run_options(enc, unit="chunks")
+
+
+def _usage(message: str) -> UsageError:
+    return UsageError(message, show_usage=False)
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """The run options fit together (``--workers`` resolved); a one-line usage error otherwise."""
+    if args.workers == 0:
+        for flag, value in (("--spare", args.spare), ("--timeline", args.timeline),
+                            ("--coordinator", args.coordinator), ("--storage", args.storage)):
+            if value:
+                raise _usage(f"{flag} needs --workers N (N > 0): --workers 0 runs in this process")
+    if args.coordinator:
+        try:
+            address(args.coordinator)
+        except argparse.ArgumentTypeError as e:
+            raise _usage(f"--coordinator: {e}") from None
+        if not args.certs:
+            raise _usage("--coordinator needs --certs DIR (ca.pem, client.pem, client.key)")
+        if args.timeline:
+            raise _usage("--timeline is written by an embedded coordinator; a running one keeps its own")
+    elif args.certs:
+        raise _usage("--certs goes with --coordinator")
+    if args.coordinator and args.storage:
+        raise _usage("--storage is an embedded coordinator's; a running one has its own")
+    if args.keep and not args.storage:
+        raise _usage("--keep needs --storage (the default temporary directory always goes)")
+    check_backend_options(args)
+    if args.backend == "lambda" and (args.workers == 0 or args.coordinator):
+        raise _usage("--backend lambda runs the job on an embedded coordinator: it needs --workers N and no "
+                     "--coordinator (a running one chooses its own backend)")
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from media.excamera_encode import EncodeSettings
+
+    out = args.output
+    if not out.lower().endswith((".ivf", ".webm", ".mkv")):
+        raise CliError(f"-o {out}: the output must end in .ivf, .webm or .mkv (the ExCamera encode is VP8; "
+                       "excamera pipeline run writes .mp4)")
+    if args.workers is None:  # the machine's cores, through the embedded runtime
+        args.workers = os.cpu_count() or 1
+    _check_options(args)
+    config = run_config_from(args) if args.workers else None
+    if args.storage:  # before reading the video: a wrong bucket or no credentials fail in seconds
+        check_storage(args.storage)
+    if args.coordinator:  # before reading the video: a bad --certs is the quicker error
+        from security import tls
+
+        try:
+            tls.load(args.certs, need=tls.WORKER_FILES)
+        except tls.CertError as e:
+            raise CliError(f"--certs {args.certs}: {e}") from None
+    settings = EncodeSettings(args.chunk_frames, args.batch_chunks, args.cq_level, args.first_pass, args.speed)
+    started = time.monotonic()
+    if config is None:  # one batch of pictures in memory at a time: read as the encode goes
+        data, n_frames, w, h, rate = _encode_here(args.input, settings)
+    else:
+        data, n_frames, w, h, rate = _encode_on_workers(args, settings, config)
+    _write(out, data, w, h, rate, None if args.no_audio else args.input)
+    how = f"{args.workers} worker{'s' * (args.workers != 1)}" if args.workers else "in this process"
+    if args.coordinator:
+        how += f" of {args.coordinator}"
+    print(f"{out}: {n_frames} frames, {w}x{h}, {sum(map(len, data))} bytes, ExCamera[{settings.chunk_frames},"
+          f"{settings.batch_chunks}] at cq-level {settings.cq_level}, {how}, {time.monotonic() - started:.2f} s",
+          file=sys.stderr)
+    return 0
+
+
+def _write(out: str, data: list[bytes], w: int, h: int, rate, sound_from: str | None = None) -> None:
+    """The stream to ``out`` with the sound of ``sound_from`` (its audio packets only are read;
+    see media/audio.py) for as long as the pictures last."""
+    if out.lower().endswith((".webm", ".mkv")):
+        from codec.chunks import frame_tag, presentation_times
+        from media.audio import spans_of
+        from media.outputs import AudioPlan, write_vp8_file
+
+        tags = [frame_tag(d) for d in data]
+        shown = sum(t.show_frame for t in tags)
+        audio = AudioPlan(sound_from, spans_of([(0, shown, 1)], rate)) if sound_from else AudioPlan()
+        write_vp8_file(out, data, presentation_times(tags), [t.key_frame for t in tags],
+                       [t.show_frame for t in tags], w, h, rate, audio)
+    else:
+        if sound_from:
+            from media.outputs import AudioPlan
+
+            AudioPlan(sound_from).warn_if_dropped("an .ivf file")
+        write_ivf(out, data, w, h, rate)
+
+
+def _encode_here(path: str, settings):
+    """``encode_frames`` straight from the video reader (``--workers 0``): (compressed frames,
+    pictures read, width, height, rate)."""
+    from media.excamera_encode import encode_frames
+    from media.index import open_video_at
+    from media.source import SourceError
+
+    try:
+        with open_video_at(path) as video:  # a URL is read by range, as workers read it
+            progress = PhaseProgress()
+            try:
+                data = encode_frames(video, settings, video.rate, progress, total_frames=video.frame_count_hint)
+            finally:
+                progress.finish()
+            return data, video.frames_read, video.width, video.height, video.rate
+    except SourceError as e:
+        raise CliError(str(e)) from None
+    except (OSError, ValueError) as e:
+        raise CliError(f"{path}: {describe(e)}") from None
+
+
+def _encode_on_workers(args, settings, config):
+    """One chunk of pictures in memory at a time: the raw chunks go to files first (the job needs
+    the frame count), then into the job's storage or up to the coordinator."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="excamera-input-") as spool_dir:
+        spooled = _plan_input(args, settings, config)
+        try:
+            if config.remote:
+                data = _encode_remote(spooled, settings, args, config)
+            else:
+                data = _encode_embedded(spooled, settings, args, config)
+        except ValueError as e:
+            raise CliError(f"{args.input}: {describe(e)}") from None
+        return data, spooled.n_frames, spooled.width, spooled.height, spooled.rate
+
+
+def _plan_input(args, settings, config):
+    """The input as a reference the job's decode tasks read by range (``SourceInput``), planned
+    from its index alone. Local worker processes read a local file where it lies; a running
+    coordinator's or Lambda workers get it uploaded once, compressed."""
+    from coordinator.excamera_job import SourceInput
+    from media.source import SourceError
+
+    reach_local = not config.remote and getattr(args, "backend", "local") != "lambda"
+    try:
+        source = SourceInput(args.input, settings, reach_local=reach_local)
+    except SourceError as e:
+        raise CliError(str(e)) from None
+    except (OSError, ValueError) as e:
+        raise CliError(f"{args.input}: {describe(e)}") from None
+    if source.note:
+        print(f"excamera: note: {source.note}", file=sys.stderr)
+    return source
+
+
+def _spool(path: str, settings, directory: str):
+    """The video's raw chunk objects written to ``directory`` (``SpooledInput``), with progress."""
+    from coordinator.excamera_job import SpooledInput
+    from media.video import open_video
+
+    try:
+        with open_video(path) as video:
+            progress = PhaseProgress()
+            hint = video.frame_count_hint
+            total = -(-hint // settings.chunk_frames) if hint else None
+            try:
+                spooled = SpooledInput(video, video.rate, settings, directory,
+                                       lambda done: progress("reading", done, total))
+            finally:
+                progress.finish()
+    except (OSError, ValueError) as e:
+        raise CliError(f"{path}: {describe(e)}") from None
+    if not spooled.n_frames:
+        raise CliError(f"{path}: no frames")
+    return spooled
+
+
+def _encode_embedded(spooled, settings, args, config) -> list[bytes]:
+    """ExCamera[N, x] over ``spooled`` (a ``SpooledInput``) as a runtime job
+    (``coordinator.excamera_job``) on an embedded coordinator; the stitched stream's frames. Its
+    objects go to a temporary directory, or to ``--storage`` under ``jobs/JOB_ID``, removed when
+    it ends, however it ends (success, failure, Ctrl-C), unless ``--keep``."""
+    import dataclasses
+    import tempfile
+
+    from coordinator.excamera_job import encode_job
+    from coordinator.server import Coordinator
+
+    job = encode_job(spooled.n_frames, spooled.width, spooled.height, settings, source=spooled.plan)
+    progress = StageProgress(sum(t.fsm == "excamera-encode-chunk" for t in job.tasks))
+    quiet_runtime_logs()
+    if not config.storage:
+        with tempfile.TemporaryDirectory(prefix="excamera-encode-") as storage:
+            return _run_embedded(job, spooled, progress, args, dataclasses.replace(config, storage=storage))
+    job_id = Coordinator.new_job_id()
+    try:
+        return _run_embedded(job, spooled, progress, args, config, job_id)
+    finally:
+        _remove_or_keep(config.storage, job_id, config.keep)
+
+
+def _run_embedded(job, spooled, progress, args, config, job_id: str | None = None) -> list[bytes]:
+    from coordinator.api import JobFailed, run_job
+    from storage import StorageError
+    from worker.codec_ops import ivf_frames
+
+    try:
+        result = run_job(job, config, inputs=spooled.pairs(), ops_modules=("worker.codec_ops",),
+                         on_event=progress, job_id=job_id)
+        progress.finish()
+        _report_cost(result)
+        return ivf_frames(result.read("stitch"), "the stitched stream")
+    except JobFailed as e:
+        raise CliError(f"{args.input}: {e}") from None
+    except StorageError as e:
+        if not args.storage:
+            raise
+        raise CliError(f"--storage {args.storage}: {e}") from None
+    finally:
+        progress.finish()
+
+
+def _remove_or_keep(url: str, job_id: str, keep: bool) -> None:
+    where = f"{url.rstrip('/')}/jobs/{job_id}"
+    if keep:
+        print(f"excamera: kept the job's objects in {where}", file=sys.stderr)
+        return
+    from storage import StorageError, open_storage
+
+    try:
+        open_storage(url).delete_prefix(f"jobs/{job_id}")
+    except StorageError as e:
+        print(f"excamera: warning: could not remove {where}: {e}", file=sys.stderr)
+
+
+def _report_cost(result) -> None:
+    """The job's cost on stderr (Lambda: invocations, GB-seconds, dollars; local: CPU-seconds)."""
+    if "cost" in result.timeline:
+        from coordinator.cost import describe as cost_line
+
+        print(cost_line(result.timeline["cost"]), file=sys.stderr)
+
+
+def _encode_remote(spooled, settings, args, config) -> list[bytes]:
+    """ExCamera[N, x] over ``spooled`` on a running coordinator (``--coordinator``): the job and
+    its raw chunks go up over the Jobs service in a chunked stream, one chunk read at a time, the
+    coordinator launches the workers, the job's events drive the progress bars, and the stitched
+    stream comes back in chunks, checked against its verified digest. Ctrl-C cancels the job
+    there."""
+    import asyncio
+
+    # gRPC's C core logs failed handshakes on stderr itself; the error below says it in one line.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    import grpc
+
+    from coordinator.api import JobFailed, submit_remote
+    from coordinator.excamera_job import STITCHED_KEY, encode_job
+    from security import tls
+    from storage import StorageError
+    from worker.codec_ops import ivf_frames
+
+    job = encode_job(spooled.n_frames, spooled.width, spooled.height, settings, source=spooled.plan)
+    progress = StageProgress(sum(t.fsm == "excamera-encode-chunk" for t in job.tasks))
+    submitted: list[str] = []
+    where = f"--coordinator {args.coordinator}"
+    try:
+        # inputs=pairs, not pairs(): re-read from the file if the submission must be sent again
+        result = asyncio.run(submit_remote(job, config.backend, inputs=spooled.pairs, workers=config.worker_count,
+                                           spare=config.spare, on_event=progress, on_submitted=submitted.append))
+    except KeyboardInterrupt:
+        progress.finish()
+        what = f"job {submitted[0]} cancelled on the coordinator" if submitted else "nothing was submitted"
+        print(f"excamera: interrupted: {what}; no output written", file=sys.stderr)
+        raise
+    except JobFailed as e:
+        progress.finish()
+        raise CliError(f"{args.input}: {e}") from None
+    except tls.CertError as e:
+        raise CliError(f"--certs {args.certs}: {e}") from None
+    except grpc.aio.AioRpcError as e:
+        progress.finish()
+        detail = " ".join((e.details() or "").split()) or "no detail"
+        if e.code() == grpc.StatusCode.UNAVAILABLE:
+            detail += " (is it running, and do --certs come from its CA?)"
+        raise CliError(f"{where}: {e.code().name.lower()}: {detail}") from None
+    except StorageError as e:
+        raise CliError(f"{where}: {e}") from None
+    progress.finish()
+    return ivf_frames(result.read("", STITCHED_KEY), "the stitched stream")

@@ -1,0 +1,447 @@
+"""What a job will take before it runs (``excamera plan``): the real job — the ExCamera encode's
+FSMs (``coordinator.excamera_job``) or a pipeline's planner and scheduler — replayed on simulated
+workers (``coordinator.simulate``) that take the time the measured cost model says.
+
+The cost model (``bench/costmodel.json``, written by ``make bench``: ``bench/plan_bench.py
+--measure``) holds each operation's seconds per frame at the size it was measured, scaled here by
+pixel count; and the bytes per frame of what each stores. Everything else is an assumption, set
+below with its source, and listed by ``assumptions()`` (``excamera plan`` prints them).
+
+Two ways the input reaches the workers are modelled:
+
+* ``client``: what ``excamera encode`` and ``excamera pipeline run`` do today on one machine: the
+  client decodes (encode) or cuts (pipeline) the whole input and puts every chunk in storage
+  before the job starts; at Lambda scale it also uploads the raw chunks over its own link;
+* ``ranged`` (issue 21's data path): workers read their own byte range of the compressed input
+  and decode it (a decode task per chunk, modelled inside the chunk's first command), and the
+  stitch joins chunks by multipart copy without reading them. The client reads only the index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+
+from coordinator.cost import prices
+from coordinator.engine import SendCommand
+from coordinator.simulate import Fleet, Simulation, Work
+from foundation.errors import ExcameraError
+from storage import ObjectRef
+
+
+class PlanError(ExcameraError):
+    """A job that cannot be planned (bad shape, a stage the cost model has not measured)."""
+
+
+# -- assumptions (each printed by ``assumptions``) -----------------------------------------------
+
+#: Lambda: new execution environments per function name per 10 s (AWS, Lambda scaling behaviour,
+#: since Nov 2023); the account's concurrency quota is taken to allow the fleet.
+LAMBDA_SCALE_PER_10S = 1000
+#: Lambda: MB of configured memory per vCPU (AWS: 1,769 MB is one vCPU's worth).
+VCPU_MB = 1769
+#: Lambda: a cold start, invocation to the worker's first command: the platform's start of a
+#: container image (not measured here; AWS quotes about 1 s for images with cached layers) plus
+#: the process's own start measured by bench/lambda_cold_start_bench.py (0.21 s: README).
+LAMBDA_COLD_START_S = 1.0 + 0.21
+#: A Lambda vCPU's speed against one core of the machine the cost model was measured on (unmeasured:
+#: taken as equal).
+LAMBDA_CORE_SPEED = 1.0
+#: Per-worker network bandwidth to S3 and the rendezvous (bytes/s; published measurements of
+#: Lambda put it at 50-100 MB/s).
+LAMBDA_BANDWIDTH = 75e6
+#: S3 request latency (first byte), GET and PUT, within a region.
+S3_GET_S, S3_PUT_S = 0.03, 0.05
+#: S3 request rates per key prefix (AWS: 3,500 PUT/COPY/POST/DELETE and 5,500 GET/HEAD a second;
+#: S3 splits a busy prefix over minutes, longer than these jobs).
+S3_PUT_PER_S, S3_GET_PER_S = 3500, 5500
+#: Coordinator <-> worker, one way, within a region (the coordinator on EC2 beside the workers).
+LAMBDA_DISPATCH_S = 0.002
+#: Stragglers: a worker is slow with this probability (a noisy host) by this factor; others vary
+#: uniformly within +-jitter.
+STRAGGLER_P, STRAGGLER_X, JITTER = 0.01, 3.0, 0.1
+#: The stitch on S3 (``ranged``): links read and parts copied (UploadPartCopy, parts >= 5 MiB)
+#: this many at a time, each copy this long.
+STITCH_CONCURRENCY, PART_BYTES, PART_COPY_S = 64, 5 << 20, 0.2
+#: ``client`` at Lambda scale: the client's upload bandwidth (bytes/s).
+CLIENT_UPLOAD = 125e6
+#: ``ranged``: the client reads the container's index (seconds).
+INDEX_S = 1.0
+
+
+def assumptions(backend: str, memory_mb: int, functions: int = 1) -> list[str]:
+    if backend != "lambda":
+        return ["local worker processes on this machine; operation times as measured here (cost "
+                "model), divided among the cores when workers outnumber them; a worker's start and a "
+                "command's round trip as measured by a real run"]
+    p = prices()
+    vcpu = memory_mb / VCPU_MB
+    return [
+        f"scaling: {LAMBDA_SCALE_PER_10S:,} new execution environments per 10 s per function name "
+        f"(x{functions} function name(s)); the account's concurrency quota allows the fleet",
+        f"cold start {LAMBDA_COLD_START_S:.2f} s (1.0 s platform start of an image, assumed; 0.21 s "
+        f"process start, measured); billed from invocation to exit",
+        f"{memory_mb} MB = {vcpu:.2f} vCPU (1,769 MB per vCPU); one-threaded operations run at "
+        f"min(1, vCPU) x {LAMBDA_CORE_SPEED:g} of a core here",
+        f"${p['lambda_gb_second']:.10f} per GB-s, ${p['lambda_request'] * 1e6:.2f} per million requests "
+        f"(us-east-1, x86; coordinator/cost.py)",
+        f"S3: {S3_GET_S * 1000:.0f} ms GET / {S3_PUT_S * 1000:.0f} ms PUT latency; {S3_PUT_PER_S:,} PUT and "
+        f"{S3_GET_PER_S:,} GET a second per key prefix (a prefix: the key up to its last '/')",
+        f"{LAMBDA_BANDWIDTH / 1e6:.0f} MB/s per worker to S3 and the rendezvous; coordinator one-way "
+        f"latency {LAMBDA_DISPATCH_S * 1000:.0f} ms",
+        f"stragglers: {STRAGGLER_P:.0%} of workers {STRAGGLER_X:g}x slower, the rest within "
+        f"+-{JITTER:.0%}; the engine's speculation re-issues them",
+    ]
+
+
+# -- the cost model ------------------------------------------------------------------------------
+
+def default_costmodel_path() -> str:
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.environ.get("EXCAMERA_COSTMODEL") or os.path.join(here, "bench", "costmodel.json")
+
+
+@dataclass
+class CostModel:
+    doc: dict
+    path: str
+
+    @classmethod
+    def load(cls, path: str | None = None) -> "CostModel":
+        path = path or default_costmodel_path()
+        try:
+            with open(path) as f:
+                doc = json.load(f)
+        except FileNotFoundError:
+            raise PlanError(f"{path}: no cost model (make bench writes it: python bench/plan_bench.py "
+                            f"--measure)") from None
+        except (OSError, ValueError) as e:
+            raise PlanError(f"{path}: {e}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("ops"), dict):
+            raise PlanError(f"{path}: not a cost model (no ops)")
+        return cls(doc, path)
+
+    @property
+    def pixels(self) -> int:
+        return self.doc["width"] * self.doc["height"]
+
+    def seconds(self, op: str, frames: float, pixels: int, local: bool = False) -> float:
+        """``op`` over ``frames`` frames of ``pixels``: as measured in one process on one core, or
+        (``local``) as measured inside a real run's workers on this machine, where there is one."""
+        table = self.doc["ops"]
+        if local and op in self.doc.get("local", {}).get("ops", {}):
+            table = self.doc["local"]["ops"]
+        entry = table.get(op)
+        if entry is None:
+            known = ", ".join(sorted(self.doc["ops"]))
+            raise PlanError(f"the cost model has no time for {op} (it has: {known}); measure it in "
+                            f"bench/plan_bench.py")
+        return entry["s_per_frame"] * frames * pixels / self.pixels
+
+    def bytes(self, kind: str, frames: float, pixels: int) -> int:
+        return int(self.doc["bytes_per_frame"][kind] * frames * pixels / self.pixels)
+
+    def local(self, key: str, default: float) -> float:
+        v = self.doc.get("local", {}).get(key)
+        return default if v is None else float(v)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The input: its length, picture size and frame rate."""
+
+    frames: int
+    width: int
+    height: int
+    fps: tuple[int, int]
+
+    @classmethod
+    def of(cls, duration_s: float, width: int, height: int, fps: float = 30.0) -> "Shape":
+        if duration_s <= 0 or width <= 0 or height <= 0 or fps <= 0:
+            raise PlanError(f"duration {duration_s:g} s, size {width}x{height} and {fps:g} fps must be positive")
+        rate = Fraction(fps).limit_denominator(1001)
+        return cls(max(1, round(duration_s * fps)), width, height, (rate.numerator, rate.denominator))
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    @property
+    def seconds(self) -> float:
+        return self.frames * self.fps[1] / self.fps[0]
+
+
+def probe(path: str) -> Shape:
+    """The shape of a video file, from its container (PyAV), without decoding it."""
+    import av
+
+    try:
+        with av.open(path) as c:
+            if not c.streams.video:
+                raise PlanError(f"{path}: no video stream")
+            s = c.streams.video[0]
+            rate = s.average_rate or s.guessed_rate or Fraction(30)
+            frames = s.frames
+            if not frames:
+                duration = (float(s.duration * s.time_base) if s.duration else
+                            (c.duration / 1e6 if c.duration else 0.0))
+                frames = round(duration * rate)
+            if frames <= 0:
+                raise PlanError(f"{path}: the container does not say how long the video is")
+            r = Fraction(rate).limit_denominator(1001)
+            return Shape(int(frames), s.codec_context.width, s.codec_context.height, (r.numerator, r.denominator))
+    except PlanError:
+        raise
+    except (OSError, ValueError, av.FFmpegError) as e:   # av's errors are OSError/ValueError too
+        raise PlanError(f"{path}: {' '.join(str(e).split())}") from None
+
+
+# -- fleets --------------------------------------------------------------------------------------
+
+def lambda_fleet(memory_mb: int, functions: int = 1, state_bytes: int = 0) -> Fleet:
+    p = prices()
+    return Fleet(kind="lambda", start_s=LAMBDA_COLD_START_S, scale_per_10s=LAMBDA_SCALE_PER_10S,
+                 functions=functions, speed=min(1.0, memory_mb / VCPU_MB) * LAMBDA_CORE_SPEED,
+                 dispatch_s=LAMBDA_DISPATCH_S, bandwidth_Bps=LAMBDA_BANDWIDTH, get_s=S3_GET_S, put_s=S3_PUT_S,
+                 get_per_s=S3_GET_PER_S, put_per_s=S3_PUT_PER_S, straggler_p=STRAGGLER_P,
+                 straggler_x=STRAGGLER_X, jitter=JITTER, memory_mb=memory_mb,
+                 gb_second_usd=p["lambda_gb_second"], request_usd=p["lambda_request"], state_bytes=state_bytes)
+
+
+def local_fleet(model: CostModel, workers: int, state_bytes: int = 0) -> Fleet:
+    cores = os.cpu_count() or 1
+    return Fleet(kind="local", start_s=model.local("worker_start_s", 1.0),
+                 speed=min(1.0, cores / max(1, workers)),
+                 dispatch_s=model.local("dispatch_s", 0.003), bandwidth_Bps=1e9, state_bytes=state_bytes)
+
+
+# -- the ExCamera encode -------------------------------------------------------------------------
+
+class _EncodeWork:
+    """The time and storage traffic of each command of the ExCamera job (``worker.decode_ops``,
+    ``worker.codec_ops``)."""
+
+    def __init__(self, model: CostModel, shape: Shape, settings, mode: str, local: bool):
+        from media.excamera_encode import chunk_ranges
+
+        self.m, self.shape, self.settings, self.mode, self.local = model, shape, settings, mode, local
+        self.ranges = chunk_ranges(shape.frames, settings)
+
+    def _s(self, op: str, frames: float) -> float:
+        return self.m.seconds(op, frames, self.shape.pixels, self.local)
+
+    def __call__(self, cmd: SendCommand) -> Work:
+        m, px, op, a = self.m, self.shape.pixels, cmd.operation, cmd.args
+        if op == "vp8-stitch":
+            return self._stitch()
+        if op == "decode-range":   # fetch its byte range, decode from the key frame, store raw chunks
+            f = int(a["stop"]) - max(0, int(a["key_frame"]))
+            n = self.settings.chunk_frames
+            return Work(self._s(op, f), [(f"source/{a['start']}", m.bytes("compressed_input", f, px))],
+                        [(k, m.bytes("raw", n, px)) for k in a["keys"]])
+        i = int(cmd.task_id.rsplit("-", 1)[1])
+        lo, hi = self.ranges[i]
+        f = hi - lo
+        raw = (a.get("raw", ""), m.bytes("raw", f, px))
+        if op == "vp8-first-pass":
+            return Work(self._s(op, f), [raw], [(a["output"], m.bytes("pass", f, px))])
+        if op == "vp8-dump-state":
+            return Work(self._s(op, f), [], [(a["output"], self._state())])
+        if op == "vp8-encode-given-state":
+            return Work(self._s(op, f), [raw])
+        if op == "vp8-rebase":
+            if i % self.settings.batch_chunks == 0:
+                return Work(0.0)         # a batch's first chunk keeps its first pass
+            return Work(self._s(op, f), [raw])
+        if op == "vp8-upload-chunk":
+            return Work(self._s(op, f), [], [(a["key"], m.bytes("chunk", f, px)), (a["link"], 300)])
+        raise PlanError(f"the encode model has no time for operation {op}")
+
+    def _state(self) -> int:
+        return int(self.m.doc["state_bytes"] * self.shape.pixels / self.m.pixels)
+
+    def _stitch(self) -> Work:
+        m, px, n = self.m, self.shape.pixels, len(self.ranges)
+        total = m.bytes("chunk", self.shape.frames, px)
+        if self.mode == "ranged":
+            parts = max(1, math.ceil(total / PART_BYTES))
+            w = Work(self._s("vp8-stitch", self.shape.frames))
+            w.cpu_s += math.ceil(n / STITCH_CONCURRENCY) * S3_GET_S + math.ceil(parts / STITCH_CONCURRENCY) * PART_COPY_S
+            return w
+        return Work(self._s("vp8-stitch", self.shape.frames), [("out/all", total)], [("output.ivf", total)])
+
+
+#: Without an input to read the index of: a key frame every this many seconds (a common
+#: streaming encoder setting).
+GOP_S = 2.0
+
+
+def source_plan(shape: Shape, settings, index=None):
+    """The decode ranges the encode's job gets (``media.index.plan_ranges``) for ``index`` (read
+    from the input), or for an input of ``shape`` with a key frame every ``GOP_S`` seconds."""
+    from coordinator.excamera_job import SourcePlan
+    from media.index import KeyFrame, VideoIndex, plan_ranges
+
+    if index is None:
+        gop = max(1, round(GOP_S * shape.fps[0] / shape.fps[1]))
+        index = VideoIndex("pyav", shape.frames, shape.width, shape.height, shape.fps,
+                           tuple(KeyFrame(f, f, 0) for f in range(0, shape.frames, gop)), True)
+    return SourcePlan("plan:input", "", index, tuple(plan_ranges(index, settings.chunk_frames,
+                                                                settings.chunk_frames)))
+
+
+def plan_encode(model: CostModel, shape: Shape, settings, *, workers: int, fleet: Fleet,
+                mode: str = "ranged", index=None, seed: int = 1) -> dict:
+    """``excamera encode``'s job as it is built today: decode tasks by range of the input's key
+    frames, then the chunks' FSMs and the stitch."""
+    from coordinator.excamera_job import encode_job
+
+    if shape.frames < settings.chunk_frames:
+        raise PlanError(f"{shape.frames} frames: fewer than one chunk of {settings.chunk_frames}")
+    fleet.state_bytes = int(model.doc["state_bytes"] * shape.pixels / model.pixels)
+    job = encode_job(shape.frames, shape.width, shape.height, settings, source=source_plan(shape, settings, index))
+    work = _EncodeWork(model, shape, settings, mode, fleet.kind == "local")
+    sim = Simulation(fleet, work, seed=seed, step_s=_step(shape))
+    r = sim.run(job, workers=workers)
+    client = _client_s(model, shape, fleet, "ranged", "spool_s_per_frame", "raw")
+    return _summary(r, client, fleet, workers, settings.chunk_frames, settings.batch_chunks, 0, mode)
+
+
+# -- pipelines -----------------------------------------------------------------------------------
+
+class _StageWork:
+    """The time, traffic and output items of each ``pipeline-stage`` command."""
+
+    def __init__(self, model: CostModel, shape: Shape, mode: str):
+        self.m, self.shape, self.mode = model, shape, mode
+        self.planner = None      # set once made (it needs the simulation's clock)
+        self.local = False
+
+    def __call__(self, cmd: SendCommand) -> Work:
+        from pipeline.stage import get_stage
+
+        a = cmd.args
+        stage = get_stage(a["stage"])
+        inputs = json.loads(a["inputs"])
+        px = self.shape.pixels
+        gets, frames, start, fps = [], 0, None, (self.shape.fps[0], self.shape.fps[1])
+        for port, ds in inputs.items():
+            n = 0
+            for d in ds:
+                part = (d["b"] - d["a"]) / max(1, d["count"])
+                gets.append((d["key"], int(d["size"] * part)))
+                n += d["b"] - d["a"]
+            frames = max(frames, n)
+        from pipeline.delivery import Part
+
+        _, batch = self.planner.tasks[cmd.task_id]
+        starts = [x.item.start + x.a if isinstance(x, Part) else x.start for xs in batch.inputs.values() for x in xs]
+        cpu = self.m.seconds(f"stage:{stage.name}", frames, px, self.local)
+        if a.get("steal"):
+            cpu *= 0.55          # a work-stealing pair: each attempt does about half, and a unit more
+        outputs, items, puts = {}, [], []
+        begin = min(starts, default=0)
+        for j, (port, kind) in enumerate(sorted(stage.outputs.items())):
+            key = f"{a['prefix']}.{port}.0"
+            size = {"frames": self.m.bytes("frames", frames, px),
+                    "chunks": self.m.bytes("encoded", frames, px)}.get(kind, 1000)
+            name = f"o{j}"
+            outputs[name] = ObjectRef(key, hashlib.sha256(key.encode()).hexdigest(), size)
+            puts.append((key, size))
+            items.append({"ref": name, "port": port, "start": int(begin), "count": frames, "fps": list(fps),
+                          "meta": {}})
+        outputs["items"] = json.dumps(items)
+        return Work(cpu, gets, puts, outputs)
+
+
+def plan_pipeline(model: CostModel, shape: Shape, spec_path: str, *, workers: int, fleet: Fleet,
+                  scheduler=None, deadline: float | None = None, frames_per_chunk: int | None = None,
+                  mode: str = "client", seed: int = 1) -> dict:
+    from coordinator.fsm import Job
+    from pipeline.delivery import Item
+    from pipeline.planner import PipelinePlanner
+    from pipeline.schedulers import make_scheduler
+    from pipeline.spec import SpecError, load
+
+    try:
+        spec = load(spec_path)
+        sched_value = scheduler if scheduler is not None else spec.scheduler
+        if isinstance(sched_value, str) and sched_value == "streaming":
+            if deadline is None:
+                raise PlanError("--scheduler streaming needs --deadline S")
+            sched_value = {"name": "streaming", "deadline": deadline}
+        sched = make_scheduler(sched_value)
+    except SpecError as e:
+        raise PlanError(str(e)) from None
+    sched.workers = workers
+    if deadline is None:
+        deadline = getattr(sched, "deadline", None)
+    work = _StageWork(model, shape, mode)
+    work.local = fleet.kind == "local"
+    sim = Simulation(fleet, work, seed=seed, step_s=_step(shape))
+    planner = work.planner = PipelinePlanner(spec, scheduler=sched, clock=lambda: sim.now)
+    arrivals: list[tuple[float, object]] = []
+    planner.on_output = lambda sink, items: arrivals.extend((sim.now, i) for i in items)
+    per = frames_per_chunk or max(1, round(shape.fps[0] / shape.fps[1]))
+    px = shape.pixels
+    for name, ports in spec.inputs.items():
+        for port, kind in ports.items():
+            if kind != "chunks":
+                raise PlanError(f"{name}:{port}: plan models sources of compressed chunks only, not {kind}")
+            items = []
+            for i, s in enumerate(range(0, shape.frames, per)):
+                n = min(per, shape.frames - s)
+                key = f"in/{name}/{port}/{i:06d}"
+                items.append(Item(key, hashlib.sha256(key.encode()).hexdigest(), model.bytes("compressed_input", n, px),
+                                  "chunks", i, s, n, shape.fps, {}, f"{name}:{port}"))
+            planner.add_input(name, port, items)
+    first = planner.start()
+    job = Job("pipeline", planner.fsms(), tuple(first))
+    r = sim.run(job, workers=workers, planner=planner)
+    late = 0
+    if deadline is not None:
+        for t, item in arrivals:
+            due = deadline + item.start * shape.fps[1] / shape.fps[0]
+            late += t > due + 1e-6
+    client = _client_s(model, shape, fleet, mode, "cut_s_per_frame", "compressed_input", "pipeline_client_fixed_s")
+    out = _summary(r, client, fleet, workers, per, None, late, mode)
+    out.update(scheduler=sched.name, deadline_s=deadline, pieces=len(arrivals))
+    return out
+
+
+# -- shared --------------------------------------------------------------------------------------
+
+def _step(shape: Shape) -> float:
+    """The engine's step grid: finer for small jobs (the validation), coarser for an hour of video."""
+    return 0.002 if shape.frames <= 2000 else 0.05
+
+
+def _client_s(model: CostModel, shape: Shape, fleet: Fleet, mode: str, per_frame: str, kind: str,
+              fixed_key: str = "client_fixed_s") -> float:
+    """The client's time around the job: a fixed part (measured: start, index, output written)
+    and its share of the input."""
+    fixed = model.local(fixed_key, 1.0)
+    if mode == "ranged":   # the index only; a remote one over the network (locally it is in ``fixed``)
+        return fixed + (INDEX_S if fleet.kind == "lambda" else 0.0)
+    s = fixed + model.doc["client"][per_frame] * shape.frames * shape.pixels / model.pixels
+    if fleet.kind == "lambda":       # today's funnel: every chunk goes up through the client's link
+        s += model.bytes(kind, shape.frames, shape.pixels) / CLIENT_UPLOAD
+    return s
+
+
+def _summary(r, client_s: float, fleet: Fleet, workers: int, chunk_frames, batch_chunks, late: int,
+             mode: str) -> dict:
+    if r.status != "succeeded":
+        raise PlanError(f"the simulated job {r.status}: {r.error}")
+    return {"wall_s": round(client_s + r.wall_s, 3), "job_s": round(r.wall_s, 3), "client_s": round(client_s, 3),
+            "cost_usd": round(r.cost_usd, 4), "worker_seconds": round(r.worker_seconds, 1),
+            "busy_seconds": round(r.busy_seconds, 1), "peak_workers": r.peak_workers,
+            "late_pieces": late, "chunk_frames": chunk_frames, "batch_chunks": batch_chunks,
+            "workers": workers, "backend": fleet.kind, "memory_mb": fleet.memory_mb or None,
+            "invocations": r.invocations, "input": mode, "s3_requests": {"GET": r.gets, "PUT": r.puts},
+            "peak_requests_per_prefix_s": r.peak_prefix_rate, "throttled_s": round(r.throttled_s, 2),
+            "last_worker_joined_s": round(r.last_join_s, 2)}
