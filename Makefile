@@ -65,6 +65,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/distributed_bench.py --workers 2
 	$(BIN)/python bench/distributed_bench.py --workers 2 --clip ../shared/testdata/clips/compressed/bigbuckbunny.mp4
 	$(BIN)/python bench/data_path_bench.py --workers 2
+	$(BIN)/python bench/plan_bench.py
 	# Every bench above recorded its figures in bench/results.json: the tables follow from them.
 	$(BIN)/python bench/render.py
 

@@ -16,7 +16,12 @@ MEMORY_MB = 3008
 TIMEOUT_S = 900
 EPHEMERAL_MB = 2048
 MAX_EVENT_AGE_S = 120
-BASE_IMAGE = "public.ecr.aws/lambda/python:3.12"
+#: The image's Python and the glibc of the distribution its base runs: Lambda's Python 3.12 and later
+#: bases are Amazon Linux 2023 (glibc 2.34, dnf); 3.11 and earlier Amazon Linux 2 (glibc 2.26), too old
+#: for the manylinux_2_28 wheels of av and numpy (tests/test_lambda_image.py resolves them).
+IMAGE_PYTHON = "3.12"
+IMAGE_GLIBC = (2, 34)
+BASE_IMAGE = f"public.ecr.aws/lambda/python:{IMAGE_PYTHON}"
 HANDLER = "awslambda.handler.handler"
 #: Packages only the tests use: never in a worker image.
 TEST_ONLY = {"pytest", "hypothesis", "moto", "flask", "flask-cors", "awslambdaric", "grpcio-tools"}

@@ -299,17 +299,27 @@ class ChunkLink:
     sha256: str
     entry: str
     exit: str
+    # The chunk file's size, frames and shown frames (-1: not recorded), so that a join can lay
+    # the chunks out from links alone (``worker.assemble_ops``).
+    size: int = -1
+    frames: int = -1
+    shown: int = -1
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"sha256": self.sha256, "entry": self.entry, "exit": self.exit}).encode()
+        d = {"sha256": self.sha256, "entry": self.entry, "exit": self.exit}
+        d.update({k: v for k, v in (("size", self.size), ("frames", self.frames), ("shown", self.shown)) if v >= 0})
+        return json.dumps(d).encode()
 
     @staticmethod
     def from_bytes(data: bytes) -> ChunkLink | None:
         """The link in ``data``, or None where it is not one."""
         try:
             d = json.loads(data)
-            link = ChunkLink(d["sha256"], d["entry"], d["exit"])
-        except (ValueError, KeyError, TypeError):
+            link = ChunkLink(d["sha256"], d["entry"], d["exit"], d.get("size", -1), d.get("frames", -1),
+                             d.get("shown", -1))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (link.size, link.frames, link.shown)):
             return None
         return link if all(isinstance(v, str) for v in (link.sha256, link.entry, link.exit)) else None
 

@@ -6,10 +6,10 @@ it and carries out what it decides, and tests drive it directly with a fake cloc
 *acts* (start ready tasks on idle workers, re-issue lost or straggling ones, ask for workers,
 finish jobs), and returns the actions for the servicer.
 
-Three lifecycles are literal tables below (after Ray's autoscaler): tasks, task attempts and
-worker connections; every change is checked against its table, timestamped, and counted in
-``seen`` (tests assert every edge is exercised). Inside an attempt, the job's FSM table decides
-the next state from each result.
+Four lifecycles are literal tables in ``coordinator.lifecycle`` (after Ray's autoscaler): jobs,
+tasks, task attempts and worker connections, each status a ``StrEnum``; every change is checked
+against its table, timestamped, and counted in ``seen`` (tests assert every edge is exercised).
+Inside an attempt, the job's FSM table decides the next state from each result.
 
 Policies:
 
@@ -30,7 +30,10 @@ Policies:
   that split its work; the first to finish wins and the other, a moment from done, is left to
   finish and go idle (stopped if it is not done ``PAIR_DRAIN_S`` later);
 * a task fails after ``max_attempts`` failed attempts (or ``max_lost`` lost ones); the job then
-  fails. A job succeeds only when every task is done and every result object re-verifies.
+  fails. A job succeeds only when every task is done and every result object re-verifies;
+* a job without a planner whose workers a launcher started stops the idle ones no task left can
+  use (more than its waiting and ready tasks, wanted duplicates and spares): an idle worker is
+  paid for, and the launcher replaces one should a task come back.
 
 Dynamic jobs (pipelines): a job added with a ``planner`` (``Planner`` below) gains tasks while it
 runs. Each time one of its tasks is done (its winning attempt verified), the engine hands the
@@ -42,71 +45,36 @@ planner's. A ``PlanError`` from the planner fails the job with its message.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 from coordinator.fsm import DONE, ERROR, FAILED, LOST, OK, TIMEOUT, FsmError, Job, Task, fill
+from coordinator.lifecycle import (TABLES, TASK_ENDED, WORKER_LIVE, AttemptStatus, JobStatus, TaskStatus,
+                                  WorkerStatus)
 from foundation.errors import ExcameraError
 from storage import ObjectRef, Storage
 
 log = logging.getLogger("excamera.coordinator")
 
-# -- lifecycles: allowed transitions, with why each edge exists ----------------------------------
-
-TASK_TRANSITIONS: dict[str, dict[str, str]] = {
-    "waiting": {"ready": "every task it runs after is done",
-                "cancelled": "the job ended before it could start"},
-    "ready": {"running": "an idle worker took it (late binding)",
-              "cancelled": "the job ended before a worker took it"},
-    "running": {"done": "an attempt reached done with every object verified; first valid wins",
-                "ready": "every attempt failed or was lost and attempts remain: re-issue",
-                "failed": "the FSM reached failed, or no attempts remain",
-                "cancelled": "the job ended (cancelled, or another task failed)"},
-    "done": {}, "failed": {}, "cancelled": {},
-}
-
-ATTEMPT_TRANSITIONS: dict[str, dict[str, str]] = {
-    "running": {"succeeded": "its FSM reached done and its objects verified",
-                "errored": "an operation failed, a result did not verify, or the table had no edge",
-                "lost": "its worker went away, or it ran past four timeouts and was abandoned",
-                "redirected": "a timeout or lost edge of its FSM moved the task to another state; "
-                              "a new attempt starts there",
-                "superseded": "another attempt of the task won, or the job ended"},
-    "succeeded": {}, "errored": {}, "lost": {}, "redirected": {}, "superseded": {},
-}
-
-WORKER_TRANSITIONS: dict[str, dict[str, str]] = {
-    "idle": {"busy": "given a task attempt",
-             "stopping": "the job ended, or it is not needed",
-             "gone": "its stream ended while idle"},
-    "busy": {"idle": "its attempt ended and it can take another task",
-             "stopping": "its attempt was superseded or abandoned, or the job ended",
-             "gone": "its stream ended mid-task (killed, crashed, network)"},
-    "stopping": {"gone": "its stream ended after the shutdown"},
-    "gone": {},
-}
-
-JOB_TRANSITIONS: dict[str, dict[str, str]] = {
-    "running": {"succeeded": "every task done and every result object verified",
-                "failed": "a task failed, or a result did not verify",
-                "cancelled": "cancelled by a client"},
-    "succeeded": {}, "failed": {}, "cancelled": {},
-}
-
-TABLES = {"task": TASK_TRANSITIONS, "attempt": ATTEMPT_TRANSITIONS,
-          "worker": WORKER_TRANSITIONS, "job": JOB_TRANSITIONS}
-
 STRAGGLER_FACTOR_ABANDON = 4.0
 LAUNCH_TIMEOUT_S = 60.0
 #: The operations that read a task's mailbox at the rendezvous.
 RECEIVING_OPERATIONS = ("receive-state",)
+#: Seconds a plain job's worker may stay idle while only waiting tasks could use it
+#: (``Engine._retire_unneeded``): a few cold starts' worth.
+PLAIN_IDLE_EXIT_S = 5.0
+
 #: Seconds the losing attempt of a pair task may take to finish after its peer won.
 PAIR_DRAIN_S = 5.0
+#: The table a status belongs to, by its type (``Engine.seen`` counts edges by table name).
+_TABLE_NAMES = {TaskStatus: "task", AttemptStatus: "attempt", WorkerStatus: "worker", JobStatus: "job"}
 
 
 @dataclass(frozen=True)
@@ -265,7 +233,7 @@ class AttemptRec:
     worker_id: str
     state: str
     entered: float
-    status: str = "running"
+    status: AttemptStatus = AttemptStatus.RUNNING
     seq: int = 0
     straggling: bool = False
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -275,7 +243,7 @@ class AttemptRec:
 @dataclass(eq=False)
 class TaskRec:
     spec: Task
-    status: str
+    status: TaskStatus
     attempts: list[AttemptRec] = field(default_factory=list)
     errors: int = 0
     lost: int = 0
@@ -286,7 +254,7 @@ class TaskRec:
     seq: int = 0                            # the order it was added to its job
 
     def running(self) -> list[AttemptRec]:
-        return [a for a in self.attempts if a.status == "running"]
+        return [a for a in self.attempts if a.status == AttemptStatus.RUNNING]
 
 
 @dataclass(eq=False)
@@ -294,7 +262,7 @@ class WorkerRec:
     worker_id: str
     job_id: str
     name: str
-    status: str
+    status: WorkerStatus
     connected: float
     next_seq: int = 1
     attempt: AttemptRec | None = None
@@ -311,13 +279,16 @@ class JobRec:
     max_attempts: int
     max_lost: int
     created: float
-    status: str = "running"
+    status: JobStatus = JobStatus.RUNNING
     tasks: dict[str, TaskRec] = field(default_factory=dict)
     worker_ids: list[str] = field(default_factory=list)
     pending_launches: list[float] = field(default_factory=list)  # deadlines
     launches: int = 0
     launch_budget: int = 0
     launcher: bool = True
+    # A plain job that has retired a worker only waiting tasks could use: from then on it
+    # launches only for its started and ready tasks (``Engine._retire_unneeded``).
+    lean: bool = False
     objects: dict[str, dict[str, ObjectRef]] = field(default_factory=dict)
     error: str = ""
     ended: float = 0.0
@@ -334,8 +305,8 @@ class JobRec:
     # tasks by status (waiting, ready, running), so that each step looks only at the tasks that
     # can change (a pipeline may have tens of thousands waiting for a worker).
     live: dict[str, TaskRec] = field(default_factory=dict)
-    by_status: dict[str, dict[str, TaskRec]] = field(
-        default_factory=lambda: {"waiting": {}, "ready": {}, "running": {}})
+    by_status: dict[TaskStatus, dict[str, TaskRec]] = field(
+        default_factory=lambda: {TaskStatus.WAITING: {}, TaskStatus.READY: {}, TaskStatus.RUNNING: {}})
     added: int = 0
     ready_seq: int = 0            # the highest seq that became ready; ready is in seq order below it
     ready_sorted: bool = True
@@ -372,7 +343,9 @@ class Engine:
 
     # -- lifecycle bookkeeping ------------------------------------------------------------------
 
-    def _move(self, table: str, obj, new: str) -> None:
+    def _move(self, obj, new: StrEnum) -> None:
+        """Change ``obj``'s status to ``new`` through its table (the one of ``new``'s type)."""
+        table = _TABLE_NAMES[type(new)]
         old = obj.status
         if new not in TABLES[table].get(old, {}):
             raise LifecycleError(f"{table} {getattr(obj, 'worker_id', '') or getattr(obj, 'job_id', '')}"
@@ -383,18 +356,18 @@ class Engine:
     def _event(self, job_id: str, kind: str, **kw) -> None:
         self._actions.append(Event(job_id, self.clock(), kind, **kw))
 
-    def _task_move(self, job: JobRec, task: TaskRec, new: str, detail: str = "") -> None:
+    def _task_move(self, job: JobRec, task: TaskRec, new: TaskStatus, detail: str = "") -> None:
         old = task.status
-        self._move("task", task, new)
+        self._move(task, new)
         tid = task.spec.task_id
         job.by_status[old].pop(tid, None)
         if new in job.by_status:
             job.by_status[new][tid] = task
-        if new == "ready":  # keep note of whether the ready tasks are still in the order added
+        if new == TaskStatus.READY:  # keep note of whether the ready tasks are still in the order added
             if task.seq < job.ready_seq:
                 job.ready_sorted = False
             job.ready_seq = max(job.ready_seq, task.seq)
-        if new in ("done", "failed", "cancelled"):
+        if new in TASK_ENDED:
             job.live.pop(tid, None)
         self._event(job.job_id, "task", task_id=task.spec.task_id, from_state=old, to_state=new,
                     detail=detail)
@@ -407,16 +380,16 @@ class Engine:
                 if t.task_id in job.tasks:
                     raise FsmError(f"task id {t.task_id!r} is taken")
                 job.job.check_task(t, job.tasks)
-                job.track(TaskRec(t, "waiting"))
+                job.track(TaskRec(t, TaskStatus.WAITING))
                 job.launch_budget += 2
         except (PlanError, FsmError) as e:
-            self._end_job(job, "failed", f"planning after task {task.spec.task_id}: {e}", now)
+            self._end_job(job, JobStatus.FAILED, f"planning after task {task.spec.task_id}: {e}", now)
             return
         if new:
             self._event(job.job_id, "plan", task_id=task.spec.task_id, detail=f"{len(new)} new task(s)")
 
-    def _worker_move(self, w: WorkerRec, new: str, label: str | None = None) -> None:
-        self._move("worker", w, new)
+    def _worker_move(self, w: WorkerRec, new: WorkerStatus, label: str | None = None) -> None:
+        self._move(w, new)
         w.history.append((self.clock(), label or new))
 
     # -- jobs -----------------------------------------------------------------------------------
@@ -433,9 +406,9 @@ class Engine:
                      launcher=launcher, planner=planner)
         rec.launch_budget = 3 * (workers + spare) + 2 * len(job.tasks)
         for t in job.tasks:
-            rec.track(TaskRec(t, "waiting"))
+            rec.track(TaskRec(t, TaskStatus.WAITING))
         self.jobs[job_id] = rec
-        self._event(job_id, "job", to_state="running", detail=f"{len(job.tasks)} tasks")
+        self._event(job_id, "job", to_state=JobStatus.RUNNING, detail=f"{len(job.tasks)} tasks")
         return rec
 
     # -- observations (recorded now, handled at the next step) ---------------------------------
@@ -477,7 +450,7 @@ class Engine:
             getattr(self, "_on_" + item[0].replace("-", "_"))(now, *item[1:])
         self._check_timeouts(now)
         for job in list(self.jobs.values()):
-            if job.status == "running":
+            if job.status == JobStatus.RUNNING:
                 self._act(job, now)
         actions, self._actions = self._actions, []
         return actions
@@ -486,29 +459,29 @@ class Engine:
 
     def _on_connect(self, now: float, worker_id: str, job_id: str, name: str) -> None:
         job = self.jobs.get(job_id)
-        w = WorkerRec(worker_id, job_id, name, "idle", now, history=[(now, "idle")])
+        w = WorkerRec(worker_id, job_id, name, WorkerStatus.IDLE, now, history=[(now, WorkerStatus.IDLE)])
         self.workers[worker_id] = w
         if job is None:
-            self._worker_move(w, "stopping")
+            self._worker_move(w, WorkerStatus.STOPPING)
             self._actions.append(StopWorker(worker_id, f"job {job_id} is unknown"))
             return
         job.worker_ids.append(worker_id)
         if job.pending_launches:
             job.pending_launches.pop(0)
-        if job.status != "running":
-            self._worker_move(w, "stopping")
+        if job.status != JobStatus.RUNNING:
+            self._worker_move(w, WorkerStatus.STOPPING)
             self._actions.append(StopWorker(worker_id, f"job {job_id} is {job.status}"))
 
     def _on_disconnect(self, now: float, worker_id: str) -> None:
         w = self.workers.get(worker_id)
-        if w is None or w.status == "gone":
+        if w is None or w.status == WorkerStatus.GONE:
             return
         a = w.attempt
-        self._worker_move(w, "gone")
+        self._worker_move(w, WorkerStatus.GONE)
         w.attempt = None
         if w.job_id in self.jobs:
             self.jobs[w.job_id].draining.pop(worker_id, None)
-        if a is not None and a.status == "running":
+        if a is not None and a.status == AttemptStatus.RUNNING:
             log.warning("coordinator: job %s: worker %s (%s) lost during task %s, state %s",
                         w.job_id, worker_id, w.name, a.task.spec.task_id, a.state,
                         extra={"job": w.job_id, "task": a.task.spec.task_id, "attempt": a.number,
@@ -521,13 +494,13 @@ class Engine:
 
     def _on_cancel(self, now: float, job_id: str) -> None:
         job = self.jobs.get(job_id)
-        if job is not None and job.status == "running":
-            self._end_job(job, "cancelled", "cancelled by a client", now)
+        if job is not None and job.status == JobStatus.RUNNING:
+            self._end_job(job, JobStatus.CANCELLED, "cancelled by a client", now)
 
     def _on_fail(self, now: float, job_id: str, why: str) -> None:
         job = self.jobs.get(job_id)
-        if job is not None and job.status == "running":
-            self._end_job(job, "failed", why, now)
+        if job is not None and job.status == JobStatus.RUNNING:
+            self._end_job(job, JobStatus.FAILED, why, now)
 
     def _on_launch_failed(self, now: float, job_id: str, count: int) -> None:
         job = self.jobs.get(job_id)
@@ -540,126 +513,176 @@ class Engine:
         self.rejected.append(msg)
 
     def _on_result(self, now: float, worker_id: str, r: Result) -> None:
-        w = self.workers.get(worker_id)
-        if w is None or w.status == "gone":
-            return self._reject(worker_id, "unknown or disconnected worker")
-        if w.status == "stopping":
-            log.debug("coordinator: late result from stopping worker %s ignored", worker_id)
+        """A worker's answer: check that it answers the command outstanding, verify what it
+        reports, and follow its FSM's edge on the outcome."""
+        a = self._answered_attempt(worker_id, r)
+        if a is None:
             return
-        a = w.attempt
-        job = self.jobs.get(w.job_id)
-        if a is not None and a.status == "superseded" and job is not None and \
-                job.draining.pop(worker_id, None) is not None:
-            log.debug("coordinator: %s: the losing attempt of pair task %s finished", worker_id,
-                      a.task.spec.task_id)
-            w.attempt = None
-            self._worker_move(w, "idle")
-            return
-        if a is None or a.status != "running":
-            return self._reject(worker_id, f"result for a task not given (seq {r.seq}, task "
-                                           f"{r.task_id!r}); the worker has no command outstanding")
-        if r.seq != a.seq or r.task_id != a.task.spec.task_id:
-            return self._reject(worker_id, f"result for a task not given (seq {r.seq}, task "
-                                           f"{r.task_id!r}); outstanding is seq {a.seq}, task "
-                                           f"{a.task.spec.task_id!r}")
-        job = self.jobs[w.job_id]
-        task = a.task
+        job, task = self.jobs[self.workers[worker_id].job_id], a.task
         where = f"job {job.job_id}: task {task.spec.task_id} attempt {a.number} state {a.state}"
-        if not r.ok:
-            outcome, error = ERROR, r.error or "operation failed"
-        else:
-            outcome, error = r.outputs.get("outcome", OK), ""
-            for name, value in r.outputs.items():
-                if isinstance(value, ObjectRef):
-                    why = job.storage.verify(value)
-                    if why is not None:
-                        outcome, error = ERROR, f"unverified result {name}: {why}"
-                        break
+        outcome, error = self._outcome(job, r)
         if outcome == ERROR:
             log.warning("coordinator: %s (worker %s): %s", where, worker_id, error)
         else:
             a.outputs[a.state] = dict(r.outputs)
-        fsm = job.job.fsm(task.spec.fsm)
         try:
-            target = fsm.next_state(a.state, outcome)
+            target = job.job.fsm(task.spec.fsm).next_state(a.state, outcome)
         except FsmError as e:
             if outcome != ERROR:
                 log.error("coordinator: %s: %s", where, e)
                 error = str(e)
-            self._attempt_end(job, a, "errored", error, now)
+            self._attempt_end(job, a, AttemptStatus.ERRORED, error, now)
             return
         self._event(job.job_id, "transition", task_id=task.spec.task_id, worker_id=worker_id,
                     from_state=a.state, to_state=target, detail=error or outcome)
         if outcome != ERROR:
-            key = (task.spec.fsm, a.state)
-            job.durations.setdefault(key, []).append(now - a.entered)
-            job.medians.pop(key, None)
-            frames = self._frames(job, task)
-            if frames:
-                job.rates.setdefault(key, []).append((now - a.entered) / frames)
-                job.rate_medians.pop(key, None)
+            self._record_time(job, a, now)
+        self._follow(job, a, target, error, now)
+
+    def _answered_attempt(self, worker_id: str, r: Result) -> AttemptRec | None:
+        """The running attempt that result ``r`` answers; None when there is none: the result is
+        rejected (an unknown worker, a command not given), ignored (a stopping worker), or ends
+        a pair's losing attempt."""
+        w = self.workers.get(worker_id)
+        if w is None or w.status == WorkerStatus.GONE:
+            self._reject(worker_id, "unknown or disconnected worker")
+            return None
+        if w.status == WorkerStatus.STOPPING:
+            log.debug("coordinator: late result from stopping worker %s ignored", worker_id)
+            return None
+        a = w.attempt
+        if a is not None and self._drained(w, a):
+            return None
+        if a is None or a.status != AttemptStatus.RUNNING:
+            self._reject(worker_id, f"result for a task not given (seq {r.seq}, task "
+                                    f"{r.task_id!r}); the worker has no command outstanding")
+            return None
+        if r.seq != a.seq or r.task_id != a.task.spec.task_id:
+            self._reject(worker_id, f"result for a task not given (seq {r.seq}, task "
+                                    f"{r.task_id!r}); outstanding is seq {a.seq}, task "
+                                    f"{a.task.spec.task_id!r}")
+            return None
+        return a
+
+    def _drained(self, w: WorkerRec, a: AttemptRec) -> bool:
+        """Whether ``a`` is the superseded attempt of a pair task, now finished within its
+        ``PAIR_DRAIN_S``: its worker goes idle (and the result is not used)."""
+        job = self.jobs.get(w.job_id)
+        if a.status != AttemptStatus.SUPERSEDED or job is None or job.draining.pop(w.worker_id, None) is None:
+            return False
+        log.debug("coordinator: %s: the losing attempt of pair task %s finished", w.worker_id,
+                  a.task.spec.task_id)
+        w.attempt = None
+        self._worker_move(w, WorkerStatus.IDLE)
+        return True
+
+    @staticmethod
+    def _outcome(job: JobRec, r: Result) -> tuple[str, str]:
+        """The result's outcome and error: ``error`` when the operation failed or an object it
+        reports does not verify; else its ``outcome`` output, or ``ok``."""
+        if not r.ok:
+            return ERROR, r.error or "operation failed"
+        for name, value in r.outputs.items():
+            if isinstance(value, ObjectRef):
+                why = job.storage.verify(value)
+                if why is not None:
+                    return ERROR, f"unverified result {name}: {why}"
+        return r.outputs.get("outcome", OK), ""
+
+    def _record_time(self, job: JobRec, a: AttemptRec, now: float) -> None:
+        """Note the seconds (and seconds per frame) attempt ``a`` took in its state: what
+        speculation measures slowness against (``_slow_limit``)."""
+        key = (a.task.spec.fsm, a.state)
+        # Kept in order (insort), so that a median is an index, not a sort of every time so far.
+        bisect.insort(job.durations.setdefault(key, []), now - a.entered)
+        job.medians.pop(key, None)
+        frames = self._frames(job, a.task)
+        if frames:
+            bisect.insort(job.rates.setdefault(key, []), (now - a.entered) / frames)
+            job.rate_medians.pop(key, None)
+
+    def _follow(self, job: JobRec, a: AttemptRec, target: str, error: str, now: float) -> None:
+        """Attempt ``a`` moves to ``target`` on a result: ``done`` and ``failed`` end it; any
+        other state is issued to its worker."""
+        task = a.task
         a.state, a.entered = target, now
         a.history.append((now, target))
         if target == DONE:
-            self._attempt_end(job, a, "succeeded", "", now)
+            self._attempt_end(job, a, AttemptStatus.SUCCEEDED, "", now)
         elif target == FAILED:
             task.errors = job.max_attempts  # the FSM said so: no more attempts
-            self._attempt_end(job, a, "errored", error or f"fsm reached {FAILED}", now)
+            self._attempt_end(job, a, AttemptStatus.ERRORED, error or f"fsm reached {FAILED}", now)
         else:
-            w.history.append((now, f"{task.spec.task_id}:{target}"))
+            self.workers[a.worker_id].history.append((now, f"{task.spec.task_id}:{target}"))
             self._issue(job, a, now)
 
     def _check_timeouts(self, now: float) -> None:
+        """Deadlines passed: launches that never connected, pair attempts that did not drain,
+        and each running attempt's clock in its state (``_check_attempt``)."""
         for job in self.jobs.values():
-            if job.status != "running":
+            if job.status != JobStatus.RUNNING:
                 continue
             job.pending_launches = [d for d in job.pending_launches if d >= now]
             for wid, until in list(job.draining.items()):
                 if now > until:
                     del job.draining[wid]
                     self._stop_worker(wid, f"the losing attempt of a pair ran {PAIR_DRAIN_S:g} s past its peer's win")
-            for task in list(job.by_status["running"].values()):
+            for task in list(job.by_status[TaskStatus.RUNNING].values()):
                 for a in task.running():
-                    fsm = job.job.fsm(task.spec.fsm)
-                    timeout = fsm.state(a.state).timeout_s
-                    spent = now - a.entered
-                    target = fsm.edge(a.state, TIMEOUT)
-                    if target is not None and spent > timeout:
-                        log.warning("coordinator: job %s: task %s attempt %d timed out in state %s "
-                                    "(%.1f s > %.1f s); its timeout edge leads to %s", job.job_id,
-                                    task.spec.task_id, a.number, a.state, spent, timeout, target,
-                                    extra=_ids(job, a))
-                        self._stop_worker(a.worker_id, f"state {a.state} timed out")
-                        self._engine_edge(job, a, TIMEOUT, target,
-                                          f"timed out in state {a.state} after {spent:.1f} s", now)
-                    elif spent > STRAGGLER_FACTOR_ABANDON * timeout:
-                        log.warning("coordinator: job %s: task %s attempt %d abandoned in state %s "
-                                    "after %.1f s", job.job_id, task.spec.task_id, a.number, a.state, spent,
-                                    extra=_ids(job, a))
-                        self._stop_worker(a.worker_id, "attempt abandoned (ran past four timeouts)")
-                        self._lost(job, a, "abandoned", now)
-                    elif spent > timeout and not a.straggling:
-                        a.straggling = True
-                        log.warning("coordinator: job %s: task %s attempt %d straggling in state %s "
-                                    "(%.1f s > %.1f s); re-issuing", job.job_id, task.spec.task_id,
-                                    a.number, a.state, spent, timeout, extra=_ids(job, a))
-                        self._event(job.job_id, "straggler", task_id=task.spec.task_id,
-                                    worker_id=a.worker_id, from_state=a.state)
-                        if len(task.running()) < 2:
-                            task.wants_duplicate = True
-                    elif not a.straggling and len(task.running()) < 2:
-                        slow = self._slow_limit(job, a, fsm.state(a.state).operation)
-                        if slow is not None and spent > slow[0]:
-                            limit, basis = slow
-                            a.straggling = True
-                            log.warning("coordinator: job %s: task %s attempt %d slow in state %s "
-                                        "(%.1f s, over %.1f s: %gx %s); speculating",
-                                        job.job_id, task.spec.task_id, a.number, a.state, spent, limit,
-                                        self.speculation.factor, basis, extra=_ids(job, a))
-                            self._event(job.job_id, "speculate", task_id=task.spec.task_id,
-                                        worker_id=a.worker_id, from_state=a.state,
-                                        detail=f"{spent:.2f} s > {limit:.2f} s ({basis})")
-                            task.wants_duplicate = True
+                    self._check_attempt(job, task, a, now)
+
+    def _check_attempt(self, job: JobRec, task: TaskRec, a: AttemptRec, now: float) -> None:
+        """Attempt ``a``'s time in its state against its limits, first that passed wins: the
+        state's timeout edge, four timeouts (abandoned), one timeout (straggling), slowness
+        (speculation)."""
+        fsm = job.job.fsm(task.spec.fsm)
+        timeout = fsm.state(a.state).timeout_s
+        spent = now - a.entered
+        target = fsm.edge(a.state, TIMEOUT)
+        if target is not None and spent > timeout:
+            log.warning("coordinator: job %s: task %s attempt %d timed out in state %s "
+                        "(%.1f s > %.1f s); its timeout edge leads to %s", job.job_id,
+                        task.spec.task_id, a.number, a.state, spent, timeout, target,
+                        extra=_ids(job, a))
+            self._stop_worker(a.worker_id, f"state {a.state} timed out")
+            self._engine_edge(job, a, TIMEOUT, target, f"timed out in state {a.state} after {spent:.1f} s", now)
+        elif spent > STRAGGLER_FACTOR_ABANDON * timeout:
+            log.warning("coordinator: job %s: task %s attempt %d abandoned in state %s "
+                        "after %.1f s", job.job_id, task.spec.task_id, a.number, a.state, spent,
+                        extra=_ids(job, a))
+            self._stop_worker(a.worker_id, "attempt abandoned (ran past four timeouts)")
+            self._lost(job, a, "abandoned", now)
+        elif spent > timeout and not a.straggling:
+            self._straggling(job, task, a, spent, timeout)
+        elif not a.straggling and len(task.running()) < 2:
+            self._speculate(job, task, a, spent, fsm.state(a.state).operation)
+
+    def _straggling(self, job: JobRec, task: TaskRec, a: AttemptRec, spent: float, timeout: float) -> None:
+        """``a`` ran past its state's timeout (which names no edge): a duplicate attempt starts."""
+        a.straggling = True
+        log.warning("coordinator: job %s: task %s attempt %d straggling in state %s "
+                    "(%.1f s > %.1f s); re-issuing", job.job_id, task.spec.task_id,
+                    a.number, a.state, spent, timeout, extra=_ids(job, a))
+        self._event(job.job_id, "straggler", task_id=task.spec.task_id,
+                    worker_id=a.worker_id, from_state=a.state)
+        if len(task.running()) < 2:
+            task.wants_duplicate = True
+
+    def _speculate(self, job: JobRec, task: TaskRec, a: AttemptRec, spent: float, operation: str) -> None:
+        """A duplicate of ``a`` when it is slow for its state (``Speculation``)."""
+        slow = self._slow_limit(job, a, operation)
+        if slow is None or spent <= slow[0]:
+            return
+        limit, basis = slow
+        a.straggling = True
+        log.warning("coordinator: job %s: task %s attempt %d slow in state %s "
+                    "(%.1f s, over %.1f s: %gx %s); speculating",
+                    job.job_id, task.spec.task_id, a.number, a.state, spent, limit,
+                    self.speculation.factor, basis, extra=_ids(job, a))
+        self._event(job.job_id, "speculate", task_id=task.spec.task_id,
+                    worker_id=a.worker_id, from_state=a.state,
+                    detail=f"{spent:.2f} s > {limit:.2f} s ({basis})")
+        task.wants_duplicate = True
 
     def _frames(self, job: JobRec, task: TaskRec) -> int | None:
         """``task_frames`` of the task, worked out once."""
@@ -681,7 +704,7 @@ class Engine:
             per_frame = job.rate_medians.get(key)
             basis = "the state's median seconds per frame"
             if per_frame is None and job.rates.get(key):
-                ordered = sorted(job.rates[key])
+                ordered = job.rates[key]
                 per_frame = job.rate_medians[key] = ordered[len(ordered) // 2]
             if per_frame is None:
                 stage = a.task.spec.params.get("stage")
@@ -698,7 +721,7 @@ class Engine:
             return None
         median = job.medians.get(key)
         if median is None:
-            ordered = sorted(times)
+            ordered = times
             median = job.medians[key] = ordered[len(ordered) // 2]
         return max(spec.factor * median, spec.floor_s), "its peers' median"
 
@@ -706,7 +729,7 @@ class Engine:
         """The attempt's worker is gone (or abandoned): its state's ``lost`` edge, else the default."""
         target = job.job.fsm(a.task.spec.fsm).edge(a.state, LOST)
         if target is None:
-            self._attempt_end(job, a, "lost", why, now)
+            self._attempt_end(job, a, AttemptStatus.LOST, why, now)
         else:
             self._engine_edge(job, a, LOST, target, why, now)
 
@@ -723,84 +746,104 @@ class Engine:
         a.state, a.entered = target, now
         a.history.append((now, target))
         if target == DONE:
-            self._attempt_end(job, a, "succeeded", "", now)
+            self._attempt_end(job, a, AttemptStatus.SUCCEEDED, "", now)
         elif target == FAILED:
             task.errors = job.max_attempts  # the FSM said so: no more attempts
-            self._attempt_end(job, a, "errored", f"{why}; the {outcome} edge of {old!r} leads to {FAILED}",
+            self._attempt_end(job, a, AttemptStatus.ERRORED, f"{why}; the {outcome} edge of {old!r} leads to {FAILED}",
                               now)
         else:
             if not [o for o in task.running() if o is not a]:
                 task.resume = (target, {k: dict(v) for k, v in a.outputs.items()})
-            self._attempt_end(job, a, "redirected", f"{why}; resuming at {target!r}", now)
+            self._attempt_end(job, a, AttemptStatus.REDIRECTED, f"{why}; resuming at {target!r}", now)
 
     # act ----------------------------------------------------------------------------------------
 
     def _act(self, job: JobRec, now: float) -> None:
-        for task in list(job.by_status["waiting"].values()):
-            if all(job.tasks[d].status == "done" for d in task.spec.after):
-                self._task_move(job, task, "ready")
-        idle = [self.workers[w] for w in job.worker_ids if self.workers[w].status == "idle"]
+        """Release the tasks whose dependencies are done, give ready tasks and wanted duplicates
+        to idle workers, then finish the job or see to its workers."""
+        done = TaskStatus.DONE  # looked up once: an enum member's lookup costs, and this loop is long
+        for task in list(job.by_status[TaskStatus.WAITING].values()):
+            if all(job.tasks[d].status == done for d in task.spec.after):
+                self._task_move(job, task, TaskStatus.READY)
+        idle = [self.workers[w] for w in job.worker_ids if self.workers[w].status == WorkerStatus.IDLE]
         exit_s = getattr(job.planner, "idle_exit_s", None)
-        released = 0          # tasks the scheduler lets go that no idle worker took (idle_exit_s)
-        if (idle or exit_s is not None) and job.by_status["ready"]:
-            # In the order the tasks were added (re-sorted only when one came back out of order).
-            if not job.ready_sorted:
-                job.by_status["ready"] = dict(sorted(job.by_status["ready"].items(), key=lambda kv: kv[1].seq))
-                job.ready_sorted = True
-            ready = list(job.by_status["ready"].values())
-            if job.planner is not None and (len(ready) > 1 or exit_s is not None):
-                ready = job.planner.order(ready, now)
-            released = max(0, len(ready) - len(idle))
-            for task in ready:
-                if not idle:
-                    break
-                self._task_move(job, task, "running")
-                self._start_attempt(job, task, idle.pop(0), now)
-                if task.spec.pair:   # its peer now if a worker is free, else as soon as one is
-                    task.wants_duplicate = True
-                    if idle:
-                        task.wants_duplicate = False
-                        self._start_attempt(job, task, idle.pop(0), now)
-        for task in list(job.by_status["running"].values()) if idle else ():
+        released = self._start_ready(job, idle, exit_s, now)
+        for task in list(job.by_status[TaskStatus.RUNNING].values()) if idle else ():
             if not idle:
                 break
             if task.wants_duplicate and len(task.running()) < 2:
                 task.wants_duplicate = False
                 self._start_attempt(job, task, idle.pop(0), now)
-        if job.status != "running":
+        if job.status != JobStatus.RUNNING:
             return
         if job.unfinished() == 0:
             if job.planner is None or job.planner.complete():
                 self._finish(job, now)
             else:  # a planner bug: nothing runs and nothing more will be planned
-                self._end_job(job, "failed", "the planner added no task, yet is not complete", now)
+                self._end_job(job, JobStatus.FAILED, "the planner added no task, yet is not complete", now)
             return
         if exit_s is not None:
             self._retire_idle(job, exit_s, now)
+        elif job.planner is None and job.launcher:
+            self._retire_unneeded(job, now)
         if job.launcher:
-            live = sum(1 for w in job.worker_ids if self.workers[w].status in ("idle", "busy"))
-            if exit_s is not None:   # only for the work there is: the running and the released
-                pending = sum(len(t.running()) for t in job.by_status["running"].values()) + released
-            else:  # a dynamic job's task count grows as it runs: keep its workers
-                pending = job.workers if job.planner is not None else job.unfinished()
-            # A duplicate no idle worker took (every worker may be waiting on the very task that
-            # is slow) gets a worker of its own rather than waiting for one to free up.
-            duplicates = sum(1 for t in job.by_status["running"].values()
-                             if t.wants_duplicate and len(t.running()) < 2)
-            wanted = min(job.workers + job.spare, pending + job.spare) + duplicates
-            missing = min(wanted - live - len(job.pending_launches), job.launch_budget - job.launches)
-            if missing > 0:
-                job.launches += missing
-                job.pending_launches.extend([now + LAUNCH_TIMEOUT_S] * missing)
-                self._actions.append(Launch(job.job_id, missing))
-            elif live == 0 and not job.pending_launches and job.launches >= job.launch_budget:
-                self._end_job(job, "failed", f"no workers left and the launch budget "
-                                             f"({job.launch_budget}) is spent", now)
+            self._launch(job, exit_s, released, now)
+
+    def _start_ready(self, job: JobRec, idle: list[WorkerRec], exit_s: float | None, now: float) -> int:
+        """Start ready tasks on the ``idle`` workers (taking them from the list), in the order the
+        tasks were added or the scheduler's; returns how many tasks the scheduler let go that no
+        idle worker took (counted with ``idle_exit_s``)."""
+        if not ((idle or exit_s is not None) and job.by_status[TaskStatus.READY]):
+            return 0
+        if not job.ready_sorted:  # re-sorted only when a task came back out of order
+            job.by_status[TaskStatus.READY] = dict(sorted(job.by_status[TaskStatus.READY].items(),
+                                                          key=lambda kv: kv[1].seq))
+            job.ready_sorted = True
+        ready = list(job.by_status[TaskStatus.READY].values())
+        if job.planner is not None and (len(ready) > 1 or exit_s is not None):
+            ready = job.planner.order(ready, now)
+        released = max(0, len(ready) - len(idle))
+        for task in ready:
+            if not idle:
+                break
+            self._task_move(job, task, TaskStatus.RUNNING)
+            self._start_attempt(job, task, idle.pop(0), now)
+            if task.spec.pair:   # its peer now if a worker is free, else as soon as one is
+                task.wants_duplicate = True
+                if idle:
+                    task.wants_duplicate = False
+                    self._start_attempt(job, task, idle.pop(0), now)
+        return released
+
+    def _launch(self, job: JobRec, exit_s: float | None, released: int, now: float) -> None:
+        """Ask for the workers the job lacks (within its launch budget); the job fails when it
+        has none left and may launch no more."""
+        live = sum(1 for w in job.worker_ids if self.workers[w].status in WORKER_LIVE)
+        if exit_s is not None:   # only for the work there is: the running and the released
+            pending = sum(len(t.running()) for t in job.by_status[TaskStatus.RUNNING].values()) + released
+        elif job.lean:   # past its peak (``_retire_unneeded``): the started and ready tasks
+            pending = (sum(len(t.running()) for t in job.by_status[TaskStatus.RUNNING].values())
+                       + len(job.by_status[TaskStatus.READY]))
+        else:  # a dynamic job's task count grows as it runs: keep its workers
+            pending = job.workers if job.planner is not None else job.unfinished()
+        # A duplicate no idle worker took (every worker may be waiting on the very task that
+        # is slow) gets a worker of its own rather than waiting for one to free up.
+        duplicates = sum(1 for t in job.by_status[TaskStatus.RUNNING].values()
+                         if t.wants_duplicate and len(t.running()) < 2)
+        wanted = min(job.workers + job.spare, pending + job.spare) + duplicates
+        missing = min(wanted - live - len(job.pending_launches), job.launch_budget - job.launches)
+        if missing > 0:
+            job.launches += missing
+            job.pending_launches.extend([now + LAUNCH_TIMEOUT_S] * missing)
+            self._actions.append(Launch(job.job_id, missing))
+        elif live == 0 and not job.pending_launches and job.launches >= job.launch_budget:
+            self._end_job(job, JobStatus.FAILED, f"no workers left and the launch budget "
+                                                 f"({job.launch_budget}) is spent", now)
 
     def _retire_idle(self, job: JobRec, exit_s: float, now: float) -> None:
         """Stop the workers idle for ``exit_s`` beyond the ``spare`` ones: the scheduler holds
         the work back, and an idle worker is paid for. Its launch goes back to the budget."""
-        idle = [self.workers[w] for w in job.worker_ids if self.workers[w].status == "idle"]
+        idle = [self.workers[w] for w in job.worker_ids if self.workers[w].status == WorkerStatus.IDLE]
         idle.sort(key=lambda w: w.history[-1][0])
         for w in idle[:max(0, len(idle) - job.spare)]:
             if now - w.history[-1][0] >= exit_s:
@@ -808,6 +851,34 @@ class Engine:
                 self._event(job.job_id, "retire", worker_id=w.worker_id,
                             detail=f"idle {now - w.history[-1][0]:.1f} s while the scheduler holds the work back")
                 self._stop_worker(w.worker_id, "idle: the scheduler holds the work back")
+
+    def _retire_unneeded(self, job: JobRec, now: float) -> None:
+        """A job without a planner knows all its tasks: stop the idle workers no task can use (an
+        encode's tail: its last rebases run while the chunk workers sit idle, and on Lambda an
+        idle worker is paid for). At once those beyond its unstarted tasks (waiting or ready),
+        wanted duplicates and ``spare``; after ``PLAIN_IDLE_EXIT_S`` idle, those beyond the ready
+        tasks, duplicates and spares too (a waiting task mostly starts on the worker the task it
+        waits on frees; one that finds none gets a launch, as the job then launches only for its
+        started and ready tasks: ``JobRec.lean``). Only where a launcher can replace them; each
+        launch goes back to the budget."""
+        idle = [self.workers[w] for w in job.worker_ids if self.workers[w].status == WorkerStatus.IDLE]
+        if not idle:
+            return
+        now_usable = len(job.by_status[TaskStatus.READY]) + job.spare + sum(
+            1 for t in job.by_status[TaskStatus.RUNNING].values() if t.wants_duplicate and len(t.running()) < 2)
+        usable = now_usable + len(job.by_status[TaskStatus.WAITING])
+        if len(idle) <= now_usable:
+            return
+        idle.sort(key=lambda w: w.history[-1][0])
+        surplus = len(idle) - now_usable
+        for i, w in enumerate(idle[:surplus]):
+            if i >= len(idle) - usable:
+                if now - w.history[-1][0] < PLAIN_IDLE_EXIT_S:
+                    break   # (oldest first: the rest are idle for less)
+                job.lean = True
+            job.launches = max(0, job.launches - 1)
+            self._event(job.job_id, "retire", worker_id=w.worker_id, detail="idle: no task left can use it")
+            self._stop_worker(w.worker_id, "idle: no task left can use it")
 
     def _start_attempt(self, job: JobRec, task: TaskRec, w: WorkerRec, now: float) -> None:
         fsm = job.job.fsm(task.spec.fsm)
@@ -817,7 +888,7 @@ class Engine:
                        outputs={k: dict(v) for k, v in outputs.items()}, history=[(now, start)])
         task.attempts.append(a)
         w.attempt = a
-        self._worker_move(w, "busy", f"{task.spec.task_id}:{start}")
+        self._worker_move(w, WorkerStatus.BUSY, f"{task.spec.task_id}:{start}")
         self._event(job.job_id, "attempt", task_id=task.spec.task_id, worker_id=w.worker_id,
                     to_state=start, detail=f"attempt {a.number}")
         self._issue(job, a, now)
@@ -841,7 +912,7 @@ class Engine:
         except FsmError as e:
             log.error("coordinator: job %s: task %s state %s: %s", job.job_id, task.spec.task_id,
                       state.name, e)
-            self._attempt_end(job, a, "errored", str(e), now)
+            self._attempt_end(job, a, AttemptStatus.ERRORED, str(e), now)
             return
         w = self.workers[a.worker_id]
         a.seq = w.next_seq
@@ -851,56 +922,61 @@ class Engine:
 
     def _stop_worker(self, worker_id: str, reason: str) -> None:
         w = self.workers[worker_id]
-        if w.status in ("idle", "busy"):
+        if w.status in WORKER_LIVE:
             w.attempt = None
-            self._worker_move(w, "stopping")
+            self._worker_move(w, WorkerStatus.STOPPING)
             self._actions.append(StopWorker(worker_id, reason))
 
-    def _attempt_end(self, job: JobRec, a: AttemptRec, status: str, error: str, now: float) -> None:
+    def _attempt_end(self, job: JobRec, a: AttemptRec, status: AttemptStatus, error: str, now: float) -> None:
         """Close an attempt, free (or stop) its worker, and move its task on."""
         task = a.task
-        self._move("attempt", a, status)
+        self._move(a, status)
         w = self.workers.get(a.worker_id)
         if w is not None and w.attempt is a:
             w.attempt = None
-            if w.status == "busy":
-                self._worker_move(w, "idle")
-        if status == "succeeded":
-            if task.status == "running":
-                task.winner = a
-                self._task_move(job, task, "done", f"attempt {a.number} on {a.worker_id}")
-                if self.done_log is not None:
-                    self.done_log.append((job.job_id, task.spec.task_id, a.outputs))
-                task.wants_duplicate = False
-                for other in task.running():
-                    self._move("attempt", other, "superseded")
-                    if task.spec.pair:
-                        # a pair's peer is a unit away from done: let it finish and go idle
-                        # rather than stop a worker that is fine (stopped if it does not)
-                        job.draining[other.worker_id] = now + PAIR_DRAIN_S
-                    else:
-                        self._stop_worker(other.worker_id, f"task {task.spec.task_id} done by another attempt")
-                if self._receives(job, task.spec.fsm):
-                    self._actions.append(ReleaseMailbox(job.job_id, task.spec.task_id))
-                if job.planner is not None:
-                    self._plan(job, task, now)
+            if w.status == WorkerStatus.BUSY:
+                self._worker_move(w, WorkerStatus.IDLE)
+        if status == AttemptStatus.SUCCEEDED:
+            if task.status == TaskStatus.RUNNING:
+                self._task_won(job, task, a, now)
             return
-        if status == "errored":
+        if status == AttemptStatus.ERRORED:
             task.errors += 1
             task.last_error = error
-        elif status in ("lost", "redirected"):
+        elif status in (AttemptStatus.LOST, AttemptStatus.REDIRECTED):
             task.lost += 1
             task.last_error = error
-        if task.status != "running" or task.running():
+        if task.status != TaskStatus.RUNNING or task.running():
             task.resume = None
             return
         if task.errors >= job.max_attempts or task.lost >= job.max_lost:
             task.resume = None
-            self._task_move(job, task, "failed", task.last_error)
-            self._end_job(job, "failed", f"task {task.spec.task_id} failed after "
-                                         f"{len(task.attempts)} attempt(s): {task.last_error}", now)
+            self._task_move(job, task, TaskStatus.FAILED, task.last_error)
+            self._end_job(job, JobStatus.FAILED, f"task {task.spec.task_id} failed after "
+                                                 f"{len(task.attempts)} attempt(s): {task.last_error}", now)
         else:
-            self._task_move(job, task, "ready", f"re-issue after: {error}")
+            self._task_move(job, task, TaskStatus.READY, f"re-issue after: {error}")
+
+    def _task_won(self, job: JobRec, task: TaskRec, a: AttemptRec, now: float) -> None:
+        """Attempt ``a`` is the first to succeed: the task is done, its other attempts are
+        superseded, its mailbox released, and a dynamic job plans from it."""
+        task.winner = a
+        self._task_move(job, task, TaskStatus.DONE, f"attempt {a.number} on {a.worker_id}")
+        if self.done_log is not None:
+            self.done_log.append((job.job_id, task.spec.task_id, a.outputs))
+        task.wants_duplicate = False
+        for other in task.running():
+            self._move(other, AttemptStatus.SUPERSEDED)
+            if task.spec.pair:
+                # a pair's peer is a unit away from done: let it finish and go idle
+                # rather than stop a worker that is fine (stopped if it does not)
+                job.draining[other.worker_id] = now + PAIR_DRAIN_S
+            else:
+                self._stop_worker(other.worker_id, f"task {task.spec.task_id} done by another attempt")
+        if self._receives(job, task.spec.fsm):
+            self._actions.append(ReleaseMailbox(job.job_id, task.spec.task_id))
+        if job.planner is not None:
+            self._plan(job, task, now)
 
     @staticmethod
     def _receives(job: JobRec, fsm_name: str) -> bool:
@@ -927,29 +1003,29 @@ class Engine:
             for name, ref in refs.items():
                 why = job.storage.verify(ref)
                 if why is not None:
-                    self._end_job(job, "failed", f"task {tid}: result {name} did not verify: {why}", now)
+                    self._end_job(job, JobStatus.FAILED, f"task {tid}: result {name} did not verify: {why}", now)
                     return
             objects[tid] = refs
         job.objects = objects
-        self._end_job(job, "succeeded", "", now)
+        self._end_job(job, JobStatus.SUCCEEDED, "", now)
 
-    def _end_job(self, job: JobRec, status: str, error: str, now: float) -> None:
-        self._move("job", job, status)
+    def _end_job(self, job: JobRec, status: JobStatus, error: str, now: float) -> None:
+        self._move(job, status)
         job.error, job.ended = error, now
         for task in list(job.live.values()):
             for a in task.running():
-                self._move("attempt", a, "superseded")
-            if task.status in ("waiting", "ready", "running"):
-                self._task_move(job, task, "cancelled", f"job {status}")
+                self._move(a, AttemptStatus.SUPERSEDED)
+            if task.status not in TASK_ENDED:
+                self._task_move(job, task, TaskStatus.CANCELLED, f"job {status}")
         for wid in job.worker_ids:
             self._stop_worker(wid, f"job {status}")
         if error:
-            (log.info if status == "cancelled" else log.error)("coordinator: job %s %s: %s",
+            (log.info if status == JobStatus.CANCELLED else log.error)("coordinator: job %s %s: %s",
                                                               job.job_id, status, error,
                                                               extra={"job": job.job_id})
         else:
             log.info("coordinator: job %s %s", job.job_id, status, extra={"job": job.job_id})
-        self._event(job.job_id, "job", from_state="running", to_state=status, detail=error)
+        self._event(job.job_id, "job", from_state=JobStatus.RUNNING, to_state=status, detail=error)
         self._actions.append(JobEnded(job.job_id, status, job.objects, error))
 
     # -- recovery (coordinator.recovery) -------------------------------------------------------
@@ -961,17 +1037,17 @@ class Engine:
         has no such task waiting (a task the replay has not planned)."""
         job = self.jobs[job_id]
         task = job.tasks.get(task_id)
-        if task is None or task.status != "waiting":
+        if task is None or task.status != TaskStatus.WAITING:
             return False
         now = self.clock()
-        self._task_move(job, task, "ready", "recovered")
-        self._task_move(job, task, "running", "recovered")
+        self._task_move(job, task, TaskStatus.READY, "recovered")
+        self._task_move(job, task, TaskStatus.RUNNING, "recovered")
         a = AttemptRec(task, len(task.attempts) + 1, "", DONE, now,
                        outputs={k: dict(v) for k, v in outputs.items()}, history=[(now, DONE)])
         task.attempts.append(a)
-        self._move("attempt", a, "succeeded")
+        self._move(a, AttemptStatus.SUCCEEDED)
         task.winner = a
-        self._task_move(job, task, "done", "verified before the coordinator restarted")
+        self._task_move(job, task, TaskStatus.DONE, "verified before the coordinator restarted")
         if job.planner is not None:
             self._plan(job, task, now)
         return True
@@ -980,7 +1056,7 @@ class Engine:
                   objects: dict[str, dict[str, ObjectRef]]) -> JobRec:
         """A job that ended before a restart, kept so that it can be listed and its results
         fetched; it has no tasks and never runs."""
-        rec = JobRec(job_id, job, storage, 1, 0, 1, 1, self.clock(), status=status, objects=objects,
+        rec = JobRec(job_id, job, storage, 1, 0, 1, 1, self.clock(), status=JobStatus(status), objects=objects,
                      error=error, launcher=False)
         rec.ended = rec.created
         self.jobs[job_id] = rec

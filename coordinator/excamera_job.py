@@ -1,21 +1,25 @@
 """The ExCamera[N, x] encode as a runtime job over the real codec operations (``worker.codec_ops``).
 
-One task per chunk of N frames, each running the worker FSM of ExCamera (NSDI 2017, section 4;
-``coordinator.shaped`` is the same shape over stand-ins)::
+One task per chunk of N frames, each running the parallel part of ExCamera's worker FSM (NSDI
+2017, section 4; ``coordinator.shaped`` is the paper's whole FSM over stand-ins)::
 
-    first-pass -> dump-state -> send-state -> receive-state -> encode-given-state
-               -> receive-final -> rebase -> send-final -> upload -> done
+    first-pass -> dump-state -> send-state -> receive-state -> encode-given-state -> done
 
-then one ``stitch`` task after every chunk. Chunk i hands its first-pass exit state to chunk i+1
-(tag ``fp-state``) and, after its rebase, the state it really leaves (tag ``final``), both through
-the rendezvous; the serial part is the chain of ``final`` states along a batch of x chunks. A chunk
-that begins a batch has no predecessor (``prev`` is empty) and keeps its first pass, key frame
-first; one that ends a batch has no successor (``next`` is empty). Received states are kept at the
-rendezvous until the receiving task is done, so a re-issued attempt (a worker killed, a straggler)
-receives them again; every operation is deterministic, so re-issued work sends and uploads the
-same bytes, and the stitch checks every chunk's entry digest against the real decoder state:
-from the link each chunk's upload leaves beside it (the full digests of the states it enters and
-leaves, which its rebase learned by decoding it), else by decoding the stream again.
+then one ``rebase`` task per batch of x chunks, after that batch's chunk tasks, and one ``stitch``
+task after every rebase task. Chunk i hands its first-pass exit state to chunk i+1 (tag
+``fp-state``) through the rendezvous; a chunk that begins a batch has no predecessor (``prev`` is
+empty) and keeps its first pass, key frame first; one that ends a batch has no successor (``next``
+is empty). Received states are kept at the rendezvous until the receiving task is done, so a
+re-issued attempt (a worker killed, a straggler) receives them again. Each chunk task stores its
+first pass, its first-pass exit state and its given-state frame, and ends: the serial part, the
+chain of states the chunks really leave along a batch, runs in the batch's rebase task, one worker
+walking the chunks in order (``vp8-rebase-batch``), so no chunk worker is held (and, on Lambda,
+paid) while the chunks before it are rebased. The rebase task checks every object it reads
+against the digest the coordinator accepted from the task that wrote it (``${after}``). Every
+operation is deterministic, so re-issued work stores the same bytes, and the stitch checks every
+chunk's entry digest against the real decoder state: from the link stored beside each chunk (the
+full digests of the states it enters and leaves, which its rebase learned by decoding it), else by
+decoding the stream again.
 
 ``encode_job`` builds the job. Its raw chunk objects (one Y4M each) come either from the job's own
 decode tasks (``SourcePlan``: one per input GOP or group of GOPs, each reading its byte range of
@@ -39,6 +43,7 @@ PASS_KEY = "pass/{}.ivf"
 STATE_KEY = "pass/{}.state"
 OUT_KEY = "out/{}.ivf"
 LINK_KEY = "out/{}.link"
+GIVEN_KEY = "pass/{}.given"
 STITCHED_KEY = "output.ivf"
 
 #: Seconds of budget per pixel of a chunk's frames for a working state, on top of a floor that
@@ -47,11 +52,16 @@ STITCHED_KEY = "output.ivf"
 SECONDS_PER_PIXEL = 1e-5
 MIN_TIMEOUT_S = 60.0
 
-STAGES = ("first-pass", "encode-given-state", "rebase", "upload", "stitch")
+STAGES = ("first-pass", "encode-given-state", "rebase", "stitch")
 
 
 def chunk_id(i: int) -> str:
     return f"chunk-{i:05d}"
+
+
+def rebase_id(b: int) -> str:
+    """The rebase task of batch ``b``."""
+    return f"rebase-{b:05d}"
 
 
 #: The longest timeout an FSM state may have (``coordinator.fsm``).
@@ -71,8 +81,8 @@ DIGESTS_REQUIRED = "*digests-required*"
 
 
 def chunk_fsm(work_s: float, wait_s: float, checked: bool = False) -> FSM:
-    """The per-chunk FSM; ``work_s`` times out working states, ``wait_s`` the waits for a state
-    from the previous chunk (up to a batch of rebases, and a re-issued predecessor's redo).
+    """The per-chunk FSM; ``work_s`` times out working states, ``wait_s`` the wait for the
+    previous chunk's first-pass state (its first pass, and a re-issued predecessor's redo).
     ``checked``: the raw chunks come from decode tasks, and each read checks them against the
     digests the coordinator accepted (``${after}``, ``worker.ops.get_verified``)."""
     checks = {"verified": [DIGESTS_REQUIRED, "${after}"]} if checked else {}
@@ -91,16 +101,43 @@ def chunk_fsm(work_s: float, wait_s: float, checked: bool = False) -> FSM:
               {"sender": "${prev}", "tag": "fp-state", "into": "given_state", "keep": True},
               {"ok": "encode-given-state"}, wait_s),
         State("encode-given-state", "vp8-encode-given-state",
-              {"raw": "${raw}", "speed": "${speed}", "kf_q_weight": "${kf_q_weight}", **checks},
-              {"ok": "receive-final"}, work_s),
-        State("receive-final", "receive-state",
-              {"sender": "${prev}", "tag": "final", "into": "state_in", "keep": True},
-              {"ok": "rebase"}, wait_s),
-        State("rebase", "vp8-rebase", {"raw": "${raw}", **checks}, {"ok": "send-final"}, work_s),
-        State("send-final", "send-state", {"to": "${next}", "tag": "final", "scratch": "final", "compress": "no"},
-              {"ok": "upload"}, work_s),
-        State("upload", "vp8-upload-chunk", {"key": "${out}", "link": "${link}"}, {"ok": DONE}, work_s),
+              {"raw": "${raw}", "speed": "${speed}", "kf_q_weight": "${kf_q_weight}", "output": "${given}",
+               "last": True, **checks},
+              {"ok": DONE}, work_s),
     ))
+
+
+def rebase_fsm(work_s: float, checked: bool = False) -> FSM:
+    """A batch's serial rebase, in one worker (``worker.codec_ops.rebase_batch``). Every object
+    it reads was reported by a task it runs after, so every read is checked; the raw chunks only
+    when the job's decode tasks wrote them (``checked``)."""
+    return FSM("excamera-encode-rebase", "rebase", (
+        State("rebase", "vp8-rebase-batch",
+              {"raws": ["${raws}"], "passes": ["${passes}"], "states": ["${states}"], "givens": ["${givens}"],
+               "outs": ["${outs}"], "links": ["${links}"], "verified": [DIGESTS_REQUIRED, "${after}"],
+               "raw_checked": checked},
+              {"ok": DONE}, work_s),
+    ))
+
+
+def _rebase_tasks(n: int, x: int, chunk_frames: int, n_frames: int, writer: dict[int, str]) -> list:
+    """One rebase task per batch of ``x`` of the ``n`` chunks, after the batch's chunk tasks
+    (and the decode tasks that wrote their raw chunks: their digests check the raw reads)."""
+    tasks = []
+    for b, lo in enumerate(range(0, n, x)):
+        ids = range(lo, min(n, lo + x))
+        after = tuple(chunk_id(i) for i in ids) + tuple(dict.fromkeys(writer[i] for i in ids if i in writer))
+        tasks.append(Task(rebase_id(b), "excamera-encode-rebase", {
+            "raws": [RAW_KEY.format(chunk_id(i)) for i in ids],
+            "passes": [PASS_KEY.format(chunk_id(i)) for i in ids],
+            "states": [STATE_KEY.format(chunk_id(i)) for i in ids],
+            "givens": [GIVEN_KEY.format(chunk_id(i)) for i in ids],
+            "outs": [OUT_KEY.format(chunk_id(i)) for i in ids],
+            "links": [LINK_KEY.format(chunk_id(i)) for i in ids],
+            # (what the engine's speculation scales a slow attempt by)
+            "frames": min(n_frames, ids[-1] * chunk_frames + chunk_frames) - lo * chunk_frames},
+            after=after))
+    return tasks
 
 
 def stitch_fsm(work_s: float, checked: bool = False) -> FSM:
@@ -110,6 +147,72 @@ def stitch_fsm(work_s: float, checked: bool = False) -> FSM:
                                         "frames": "${frames}", **checks},
               {"ok": DONE}, work_s),
     ))
+
+
+#: Keys of the joined output's layout and parts (``worker.assemble_ops``).
+LAYOUT_KEY = "out/layout.json"
+PART_KEY = "out/parts/{:05d}.ivf"
+#: Chunks per assemble task planned (the parts are laid out by size once the chunks are done;
+#: each assemble task takes every K-th part).
+ASSEMBLE_CHUNKS = 16
+
+
+@dataclass(frozen=True)
+class JoinPlan:
+    """How the output is joined without a funnel (``worker.assemble_ops``): into the S3
+    multipart upload ``upload_id`` of ``destination`` (``s3://BUCKET/KEY``; the caller started it
+    and aborts it if the job fails), or, with no destination, as parts in the job's storage that
+    the caller writes out in order. ``part_min``: the smallest part but the last (S3's 5 MiB;
+    lower only against a server that allows it, in tests)."""
+
+    destination: str = ""
+    upload_id: str = ""
+    part_min: int = 5 << 20
+
+
+def stitch_links_fsm(work_s: float) -> FSM:
+    return FSM("excamera-encode-stitch", "stitch", (
+        State("stitch", "vp8-stitch-links",
+              {"chunks": ["${chunks}"], "links": ["${links}"], "frames": "${frames}", "width": "${width}",
+               "height": "${height}", "rate_num": "${rate_num}", "rate_den": "${rate_den}",
+               "part_min": "${part_min}", "layout": "${layout}", "verified": [DIGESTS_REQUIRED, "${after}"]},
+              {"ok": DONE}, work_s),
+    ))
+
+
+def assemble_fsm(work_s: float) -> FSM:
+    return FSM("excamera-encode-assemble", "assemble", (
+        State("assemble", "vp8-assemble",
+              {"layout": "${layout}", "index": "${index}", "of": "${of}", "parts": "${parts}",
+               "destination": "${destination}", "upload_id": "${upload_id}",
+               "verified": [DIGESTS_REQUIRED, "${after}"]},
+              {"ok": DONE}, work_s),
+    ))
+
+
+def join_fsm(work_s: float) -> FSM:
+    return FSM("excamera-encode-join", "join", (
+        State("join", "vp8-join", {"layout": "${layout}", "destination": "${destination}",
+                                   "upload_id": "${upload_id}", "verified": [DIGESTS_REQUIRED, "${after}"]},
+              {"ok": DONE}, work_s),
+    ))
+
+
+def _join_tasks(n: int, n_frames: int, width: int, height: int, rate, join: JoinPlan, after: tuple) -> list:
+    """The stitch (from links), the assemble tasks and the join, after the rebase tasks ``after``."""
+    k = max(1, -(-n // ASSEMBLE_CHUNKS))
+    where = {"destination": join.destination, "upload_id": join.upload_id}
+    tasks = [Task("stitch", "excamera-encode-stitch",
+                  {"chunks": [OUT_KEY.format(chunk_id(i)) for i in range(n)],
+                   "links": [LINK_KEY.format(chunk_id(i)) for i in range(n)], "frames": n_frames,
+                   "width": width, "height": height, "rate_num": int(rate[0]), "rate_den": int(rate[1]),
+                   "part_min": int(join.part_min), "layout": LAYOUT_KEY},
+                  after=after)]
+    tasks += [Task(f"assemble-{j:05d}", "excamera-encode-assemble",
+                   {"layout": LAYOUT_KEY, "index": j, "of": k, "parts": PART_KEY, **where}, after=("stitch",)) for j in range(k)]
+    tasks.append(Task("join", "excamera-encode-join", {"layout": LAYOUT_KEY, **where},
+                      after=("stitch",) + tuple(f"assemble-{j:05d}" for j in range(k))))
+    return tasks
 
 
 @dataclass(frozen=True)
@@ -157,13 +260,16 @@ def _decode_tasks(source: SourcePlan, width: int, height: int, settings) -> tupl
     return tasks, writer
 
 
-def encode_job(n_frames: int, width: int, height: int, settings, source: SourcePlan | None = None) -> Job:
+def encode_job(n_frames: int, width: int, height: int, settings, source: SourcePlan | None = None,
+               join: JoinPlan | None = None, rate: tuple[int, int] = (30, 1)) -> Job:
     """The job for ``n_frames`` raw frames of ``width`` x ``height`` with ``settings``
     (``media.excamera_encode.EncodeSettings``): stored by ``encode_inputs`` beforehand, or, given
     ``source``, decoded by the job's own decode tasks (one per range of ``source.ranges``: an
     input GOP or group of GOPs), each chunk task running after the one that writes its raw chunk
     and checking it against the digest the coordinator accepted. Its result task is ``stitch``,
-    whose ``stitch.object`` is the whole stream as IVF."""
+    whose ``stitch.object`` is the whole stream as IVF; given ``join`` (a ``JoinPlan``), no task
+    reads every chunk: the stitch proves the chain from links, assemble tasks build the output's
+    parts (an IVF of ``rate`` frames a second) and ``join`` completes it, its result."""
     from media.excamera_encode import chunk_ranges
 
     if n_frames < settings.chunk_frames:
@@ -171,30 +277,44 @@ def encode_job(n_frames: int, width: int, height: int, settings, source: SourceP
     ranges = chunk_ranges(n_frames, settings)
     n, x = len(ranges), settings.batch_chunks
     work = work_timeout(width, height, settings.chunk_frames)
-    # A wait covers the rebases ahead of this chunk in its batch, and a predecessor that starts over.
-    wait = min(MAX_TIMEOUT_S, work * (min(x, n) + 4))
+    # A wait covers a predecessor's first pass, and a predecessor that starts over.
+    wait = min(MAX_TIMEOUT_S, work * 4)
     # The stitch proves the chain from the chunks' links, or else decodes the whole stream.
     stitch = work_timeout(width, height, n_frames)
     tasks, writer = [], {}
-    fsms = [chunk_fsm(work, wait, checked=source is not None), stitch_fsm(stitch, checked=source is not None)]
+    fsms = [chunk_fsm(work, wait, checked=source is not None), stitch_fsm(stitch, checked=source is not None),
+            rebase_fsm(work_timeout(width, height, settings.chunk_frames * min(x, n) * 2), checked=source is not None)]
     if source is not None:
         tasks, writer = _decode_tasks(source, width, height, settings)
         longest = max(r.stop - r.key.frame for r in source.ranges)
         fsms.append(decode_fsm(work_timeout(width, height, longest)))
+    rebase = _rebase_tasks(n, x, settings.chunk_frames, n_frames, writer)
     for i in range(n):
         cid = chunk_id(i)
         tasks.append(Task(cid, "excamera-encode-chunk", {
             "raw": RAW_KEY.format(cid), "pass": PASS_KEY.format(cid), "fp_state": STATE_KEY.format(cid),
-            "out": OUT_KEY.format(cid), "link": LINK_KEY.format(cid), "first_pass": settings.first_pass, "cq_level": settings.cq_level,
+            "given": GIVEN_KEY.format(cid) if i % x else "", "first_pass": settings.first_pass,
+            "cq_level": settings.cq_level,
             "speed": settings.speed, "kf_q_weight": float(settings.kf_q_weight),
             "prev": chunk_id(i - 1) if i % x else "",
             "next": chunk_id(i + 1) if (i + 1) % x and i + 1 < n else ""},
             after=(writer[i],) if i in writer else ()))
+        if (i + 1) % x == 0 or i + 1 == n:
+            # Each batch's rebase right after its chunks: ready tasks start in the order added,
+            # so a batch's serial walk (the critical path) goes before later batches' chunks.
+            tasks.append(rebase[i // x])
+    rebases = tuple(t.task_id for t in rebase)
+    if join is not None:
+        fsms[1] = stitch_links_fsm(stitch)  # (a link that does not fit: the stream is decoded)
+        fsms += [assemble_fsm(work), join_fsm(work)]
+        tasks += _join_tasks(n, n_frames, width, height, rate, join, rebases)
+        return Job(f"excamera-encode-{settings.chunk_frames}x{settings.batch_chunks}",
+                   tuple(fsms), tuple(tasks), result_tasks=("join",))
     tasks.append(Task("stitch", "excamera-encode-stitch",
                       {"chunks": [OUT_KEY.format(chunk_id(i)) for i in range(n)],
                        "links": [LINK_KEY.format(chunk_id(i)) for i in range(n)], "output": STITCHED_KEY,
                        "frames": n_frames},
-                      after=tuple(chunk_id(i) for i in range(n))))
+                      after=rebases))
     return Job(f"excamera-encode-{settings.chunk_frames}x{settings.batch_chunks}",
                tuple(fsms), tuple(tasks), result_tasks=("stitch",))
 

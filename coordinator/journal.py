@@ -34,6 +34,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coordinator.lifecycle import JobStatus
 from foundation.errors import ExcameraError
 from protos import coordinator_pb2 as cpb
 from protos import values
@@ -62,8 +63,9 @@ CREATE TABLE IF NOT EXISTS results (
     PRIMARY KEY (job_id, task_id));
 """
 
-#: Job statuses the journal records (the engine's, and ``uploading`` before a job exists).
-ENDED = ("succeeded", "failed", "cancelled")
+#: Job statuses the journal records (the engine's ``JobStatus``, and ``uploading`` before a job
+#: exists); these are the ended ones.
+ENDED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 class JournalError(ExcameraError):

@@ -15,6 +15,9 @@ What is simulated, and how (every figure is a field of ``Fleet``, stated where i
   factor, plus its storage reads and writes: each request waits for its prefix's request rate
   (``put_per_s`` / ``get_per_s`` per prefix; a prefix is the key up to its last ``/``), then
   takes ``get_s`` / ``put_s`` of latency and its bytes over ``bandwidth_Bps``;
+* workers of one machine (``cores`` > 0, the local backend) share its cores: while k of them
+  compute, each runs at ``min(1, cores / k)`` of its speed (processor sharing), so a job that keeps
+  one worker busy runs faster per operation than one that keeps all of them busy;
 * the rendezvous: ``send-state`` makes the state available to its receiver after its transfer;
   ``receive-state`` ends when the state it waits for is there (and has come over the network);
 * stragglers: each worker draws a speed factor: with probability ``straggler_p`` it runs
@@ -50,6 +53,7 @@ class Fleet:
     scale_per_10s: int | None = None    # new workers per 10 s per function name (None: no limit)
     functions: int = 1
     speed: float = 1.0                  # a worker's core against the cost model's
+    cores: float = 0.0                  # >0: the workers share this many cores (one machine)
     dispatch_s: float = 0.002           # coordinator <-> worker, one way
     bandwidth_Bps: float = 1e9          # a worker's network (or disk) bandwidth
     get_s: float = 0.0                  # storage request latency
@@ -69,12 +73,15 @@ class Fleet:
 @dataclass
 class Work:
     """What a command costs: CPU seconds, storage reads and writes (key, bytes), and the outputs
-    its result reports."""
+    its result reports. ``warm``: (what, seconds) added to the CPU time the first time a worker
+    runs anything of ``what`` (a process loading its compiled codec once)."""
 
     cpu_s: float = 0.0
     gets: list[tuple[str, int]] = field(default_factory=list)
     puts: list[tuple[str, int]] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+    warm: tuple[str, float] | None = None
+    wait_s: float = 0.0     # waiting on requests issued together (not CPU: no slow host stretches it)
 
 
 @dataclass
@@ -86,6 +93,7 @@ class SimWorker:
     stopped: float | None = None
     token: int = 0          # bumped when stopped: its pending completions are void
     busy_s: float = 0.0
+    warmed: set = field(default_factory=set)
 
 
 @dataclass
@@ -105,6 +113,20 @@ class SimResult:
     engine: Engine
     job_id: str
     last_join_s: float
+
+
+def held_by_state(r: SimResult) -> dict[str, float]:
+    """Worker-seconds held, by what the workers were doing (the engine's worker histories: a task's
+    FSM state, ``idle`` for no task), largest first: where a fleet's paid time goes."""
+    job = r.engine.jobs[r.job_id]
+    end = job.ended or r.engine.clock()
+    held: dict[str, float] = {}
+    for wid in job.worker_ids:
+        h = r.engine.workers[wid].history + [(end, "")]
+        for (t0, label), (t1, _) in zip(h, h[1:]):
+            state = str(label).rsplit(":", 1)[-1]
+            held[state] = held.get(state, 0.0) + max(0.0, t1 - t0)
+    return dict(sorted(((k, round(v, 1)) for k, v in held.items()), key=lambda kv: -kv[1]))
 
 
 class _NullStorage:
@@ -130,11 +152,14 @@ class Simulation:
         self.mail: dict[tuple[str, str], float] = {}           # (receiver, tag) -> available at
         self.waiting: dict[tuple[str, str], list] = {}         # (receiver, tag) -> [(worker, cmd, token)]
         self._grants: list[float] = []                         # launch grant times (scaling)
-        self._prefix_next: dict[tuple[str, str], float] = {}   # (kind, prefix) -> next free slot
-        self._prefix_count: dict[tuple[str, str, int], int] = {}
+        self._prefix_count: dict[tuple[str, str, int], int] = {}   # (kind, prefix, second) -> requests
         self.gets = self.puts = 0
         self.throttled = 0.0
         self.ended: JobEnded | None = None
+        # processor sharing (``Fleet.cores``): worker id -> [CPU seconds left, token, then]
+        self._cpu: dict[str, list] = {}
+        self._cpu_at = 0.0
+        self._cpu_version = 0
 
     # -- events ------------------------------------------------------------------------------
 
@@ -213,6 +238,10 @@ class Simulation:
             return
         w.stopped = self.now
         w.token += 1
+        if w.worker_id in self._cpu:     # its computation stops with it
+            self._cpu_advance()
+            del self._cpu[w.worker_id]
+            self._cpu_next()
         self._at(self.now + self.fleet.dispatch_s, self.engine.observe_disconnect, worker_id)
 
     # -- commands ----------------------------------------------------------------------------
@@ -245,12 +274,59 @@ class Simulation:
         t = arrive
         for key, size in work.gets:
             t = self._request("GET", key, size, t)
-        cpu = work.cpu_s * w.factor / max(self.fleet.speed, 1e-9)
-        t += cpu
+        cpu_s = work.cpu_s
+        if work.warm is not None and work.warm[0] not in w.warmed:
+            w.warmed.add(work.warm[0])
+            cpu_s += work.warm[1]
+        cpu = cpu_s * w.factor / max(self.fleet.speed, 1e-9)
         w.busy_s += cpu
-        for key, size in work.puts:
-            t = self._request("PUT", key, size, t)
-        self._finish(w, cmd, w.token, t, work.outputs)
+        token = w.token
+        t += work.wait_s
+
+        def then(t: float) -> None:
+            for key, size in work.puts:
+                t = self._request("PUT", key, size, t)
+            self._finish(w, cmd, token, t, work.outputs)
+
+        if self.fleet.cores > 0 and cpu > 0:
+            self._at(t, self._cpu_start, w, cpu, token, then)
+        else:
+            then(t + cpu)
+
+    # -- processor sharing (one machine's cores) ---------------------------------------------
+
+    def _cpu_advance(self) -> None:
+        k = len(self._cpu)
+        if k:
+            done = (self.now - self._cpu_at) * min(1.0, self.fleet.cores / k)
+            for entry in self._cpu.values():
+                entry[0] -= done
+        self._cpu_at = self.now
+
+    def _cpu_next(self) -> None:
+        """(Re)book the next CPU completion; an older booking is void (its version is stale)."""
+        self._cpu_version += 1
+        if self._cpu:
+            rate = min(1.0, self.fleet.cores / len(self._cpu))
+            left = min(e[0] for e in self._cpu.values())
+            self._at(self.now + max(0.0, left) / rate, self._cpu_done, self._cpu_version)
+
+    def _cpu_start(self, w: SimWorker, cpu: float, token: int, then) -> None:
+        if w.token != token:
+            return
+        self._cpu_advance()
+        self._cpu[w.worker_id] = [cpu, token, then]
+        self._cpu_next()
+
+    def _cpu_done(self, version: int) -> None:
+        if version != self._cpu_version:
+            return
+        self._cpu_advance()
+        for wid in [wid for wid, e in self._cpu.items() if e[0] <= 1e-9]:
+            _, token, then = self._cpu.pop(wid)
+            if self.workers[wid].token == token:
+                then(self.now)
+        self._cpu_next()
 
     def _transfer(self) -> float:
         f = self.fleet
@@ -262,19 +338,22 @@ class Simulation:
         return key.rsplit("/", 1)[0] if "/" in key else ""
 
     def _request(self, kind: str, key: str, size: int, t: float) -> float:
-        """A storage request issued at ``t``: when it ends (rate limit, latency, bytes)."""
+        """A storage request issued at ``t``: when it ends (rate limit, latency, bytes).
+
+        The limit is counted per whole second of the clock, so that a request booked ahead (a
+        command's PUT after its CPU time is worked out when the command starts) takes a slot in
+        its own second and never delays an earlier request behind it."""
         f = self.fleet
         rate = f.get_per_s if kind == "GET" else f.put_per_s
         prefix = self._prefix(key)
+        second = int(t)
         if rate:
-            slot = (kind, prefix)
-            start = max(t, self._prefix_next.get(slot, 0.0))
-            self._prefix_next[slot] = start + 1.0 / rate
-            self.throttled += start - t
-        else:
-            start = t
-        second = (kind, prefix, int(start))
-        self._prefix_count[second] = self._prefix_count.get(second, 0) + 1
+            while self._prefix_count.get((kind, prefix, second), 0) >= rate:
+                second += 1
+        start = max(t, float(second))
+        self.throttled += start - t
+        slot = (kind, prefix, second)
+        self._prefix_count[slot] = self._prefix_count.get(slot, 0) + 1
         if kind == "GET":
             self.gets += 1
         else:

@@ -39,6 +39,8 @@ from typing import Callable
 
 import numpy as np
 
+from foundation.errors import ExcameraError
+
 #: Output container -> codecs copied as they are (None: any codec ffmpeg names).
 COPY = {"webm": {"opus", "vorbis"}, "matroska": None, "mp4": {"aac", "mp3"}, "mpegts": {"aac", "mp3"}}
 #: Output container -> the encoder used when the input's codec cannot be copied.
@@ -165,8 +167,8 @@ def read_audio(path: str, target: str, spans: list[Span] | None = None,
         raise
 
 
-class _Unreadable(Exception):
-    pass
+class _Unreadable(ExcameraError):
+    """Sound nothing here can decode: the video is written without it (one warning line)."""
 
 
 def _codec_tag(stream) -> str:

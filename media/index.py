@@ -62,7 +62,14 @@ def read_index(f) -> VideoIndex:
         if reader.header.fourcc == VP8_FOURCC:
             return _ivf_index(reader)
         f.seek(0)
-    return _pyav_index(f)
+    index = _pyav_index(f)
+    from dataclasses import replace
+
+    from media.video import first_picture_turns
+    f.seek(0)
+    if first_picture_turns(f) % 2:  # a rotated phone video: pictures are decoded turned
+        index = replace(index, width=index.height, height=index.width)
+    return index
 
 
 def _y4m_index(f) -> VideoIndex:
@@ -133,7 +140,11 @@ def _pyav_index(f) -> VideoIndex:
         rate = (rate_fraction.numerator, rate_fraction.denominator) if rate_fraction else DEFAULT_RATE
         entries = [e for e in stream.index_entries if not e.is_discard]
         keys = tuple(KeyFrame(i, e.timestamp, e.pos) for i, e in enumerate(entries) if e.is_keyframe)
-        if entries and keys and keys[0].frame == 0 and ctx.width and ctx.height:
+        # An index lists every frame only in some containers (MP4's sample table); Matroska's cues
+        # list key frames alone, so an index is taken as the frame list only when the stream's
+        # own frame count agrees with it.
+        complete = bool(entries) and stream.frames == len(entries)
+        if complete and keys and keys[0].frame == 0 and ctx.width and ctx.height:
             return VideoIndex("pyav", len(entries), ctx.width, ctx.height, rate, keys, True)
         # No index: count the packets (no decoding), and have one reader decode it all.
         frames = 0

@@ -64,8 +64,10 @@ def _ffmpeg(e: BaseException) -> str:
 
 
 def write_vp8_file(path: str, frames: list[bytes], pts: list[int], keys: list[bool], shown: list[bool],
-                   width: int, height: int, rate: tuple[int, int], audio: AudioPlan = NO_AUDIO) -> None:
-    """VP8 ``frames`` (decode order; ``pts`` in frames at ``rate``) to ``path`` by its extension."""
+                   width: int, height: int, rate: tuple[int, int], audio: AudioPlan = NO_AUDIO,
+                   time_base: Fraction | None = None) -> None:
+    """VP8 ``frames`` (decode order; ``pts`` in frames at ``rate``, or in ticks of ``time_base``
+    for a variable-rate input's times: not in ``.ivf``) to ``path`` by its extension."""
     ext = os.path.splitext(path)[1].lower()
     if ext == ".ivf":
         from codec.ivf import IvfHeader, IvfWriter
@@ -81,7 +83,8 @@ def write_vp8_file(path: str, frames: list[bytes], pts: list[int], keys: list[bo
     fmt = "webm" if ext == ".webm" else "matroska"
     track = audio.track(fmt)
     try:
-        write_webm(path, frames, pts, keys, shown, width, height, rate, audio=track, format=fmt)
+        write_webm(path, frames, pts, keys, shown, width, height, rate, audio=track, format=fmt,
+                   time_base=time_base)
     finally:
         if track is not None:
             track.close()
@@ -101,16 +104,18 @@ def _even(n: int) -> int:
     return max(2, n - n % 2)
 
 
-def _h264_packets(av, container, pictures: Iterable, width: int, height: int, rate: tuple[int, int]) -> list:
-    """Encode ``pictures`` (``codec.image.Image``, one per frame at ``rate``) with libx264 into a
-    new stream of ``container``; its packets. 4:2:0 needs an even size: an odd last row or
-    column is cropped."""
+def _h264_packets(av, container, pictures: Iterable, width: int, height: int, rate: tuple[int, int],
+                  times=None) -> list:
+    """Encode ``pictures`` (``codec.image.Image``, one per frame at ``rate``; with ``times``,
+    ``(ticks, time_base)``, at those times instead) with libx264 into a new stream of
+    ``container``; its packets. 4:2:0 needs an even size: an odd last row or column is cropped."""
     import numpy as np
 
     stream = container.add_stream("libx264", rate=Fraction(rate[0], rate[1]))
     w, h = _even(width), _even(height)
     stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-    stream.codec_context.time_base = Fraction(rate[1], rate[0])
+    tb = times[1] if times else Fraction(rate[1], rate[0])
+    stream.codec_context.time_base = tb
     stream.codec_context.gop_size = max(1, round(SEGMENT_S * rate[0] / rate[1]))
     stream.options = {"crf": str(CRF), "preset": "veryfast", "sc_threshold": "0"}
     packets = []
@@ -119,16 +124,17 @@ def _h264_packets(av, container, pictures: Iterable, width: int, height: int, ra
         for plane, src in zip(frame.planes, (im.y[:h, :w], im.u[:h // 2, :w // 2], im.v[:h // 2, :w // 2])):
             view = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
             view[:, :plane.width] = src
-        frame.pts = i
-        frame.time_base = Fraction(rate[1], rate[0])
+        frame.pts = times[0][i] if times else i
+        frame.time_base = tb
         packets += stream.encode(frame)
     packets += stream.encode(None)
     return packets
 
 
 def write_h264(path: str, pictures: Iterable, width: int, height: int, rate: tuple[int, int],
-               audio: AudioPlan = NO_AUDIO) -> None:
-    """``pictures`` as H.264 (libx264) with AAC sound: ``.mp4``, or HLS for ``.m3u8``."""
+               audio: AudioPlan = NO_AUDIO, times=None) -> None:
+    """``pictures`` as H.264 (libx264) with AAC sound: ``.mp4``, or HLS for ``.m3u8``; ``times``:
+    ``(ticks, time_base)`` of each picture (a variable-rate input's, ``.mp4`` only)."""
     import av
 
     from codec.ivf import AtomicFile
@@ -145,7 +151,7 @@ def write_h264(path: str, pictures: Iterable, width: int, height: int, rate: tup
             # By name: +faststart reopens the file to move the index to the front.
             c = av.open(out.tmp_path, "w", format="mp4", container_options={"movflags": "+faststart"})
             try:
-                video = _h264_packets(av, c, pictures, width, height, rate)
+                video = _h264_packets(av, c, pictures, width, height, rate, times)
                 sound = track.packets(track.add_to(c)) if track is not None else []
                 mux_in_time_order(c, video, sound)
             finally:

@@ -15,7 +15,14 @@ Three readers, picked by the file's first bytes (then by its extension, so a dam
   *shown* frame (hidden alt-ref frames update the decoder and yield nothing).
 * anything else, including IVF files of other codecs: PyAV (ffmpeg's libraries), imported only
   here and only then. The first video stream is decoded; ``yuv420p`` and ``yuvj420p`` frames are
-  taken as they are, every other pixel format is converted to ``yuv420p`` by ffmpeg's swscale.
+  taken as they are, every other pixel format (4:2:2, 4:4:4, 10-bit, RGB) is converted to
+  ``yuv420p`` by ffmpeg's swscale, with one ``excamera: note:`` line on stderr per input file.
+  A phone video's rotation (its display matrix) is applied as ffmpeg applies it by default
+  (autorotate: 90 and 270 degrees transpose the picture, so ``width`` and ``height`` swap).
+
+VP8 codes sizes up to 16383x16383 (RFC 6386 section 9.1: 14 bits each); ``check_vp8_size``
+says so in one line for a larger input. ``frame_times`` gives a variable-frame-rate input's
+presentation times, which the pipeline's writers keep.
 
 Frames are read one at a time, never the whole video. Errors are ``codec.errors`` exceptions with
 a one-line message that says where (``frame <n>``, counting pictures from 0, and the byte offset
@@ -39,6 +46,98 @@ from codec.image import Image
 NATIVE_PIXEL_FORMATS = ("yuv420p", "yuvj420p")
 #: Frame rate reported when the container does not say (the Y4M default).
 DEFAULT_RATE = (30, 1)
+#: The largest width and height a VP8 frame header holds (RFC 6386 section 9.1: 14 bits).
+VP8_MAX_SIZE = 16383
+
+_noted: set[str] = set()   # files whose conversion this process has noted (one line per file)
+
+
+def check_vp8_size(width: int, height: int) -> None:
+    """``UnsupportedError`` (one line) unless VP8 can code a ``width`` x ``height`` picture."""
+    if not (1 <= width <= VP8_MAX_SIZE and 1 <= height <= VP8_MAX_SIZE):
+        raise UnsupportedError(f"the video is {width}x{height}; VP8 codes at most "
+                               f"{VP8_MAX_SIZE}x{VP8_MAX_SIZE} (RFC 6386 section 9.1)")
+
+
+def note_conversion(path: str, pixel_format: str | None) -> None:
+    """One ``excamera: note:`` line on stderr, once per file in this process, when its pictures
+    (``pixel_format``, ffmpeg's name) are converted to 8-bit 4:2:0."""
+    import sys
+
+    if not pixel_format or pixel_format in NATIVE_PIXEL_FORMATS:
+        return
+    key = os.path.abspath(path)
+    if key not in _noted:
+        _noted.add(key)
+        print(f"excamera: note: {path}: its pictures are {pixel_format}; converted to 8-bit "
+              "4:2:0 (yuv420p), the only format VP8 codes", file=sys.stderr)
+
+
+def input_pixel_format(path: str) -> str | None:
+    """ffmpeg's name for the pixel format of ``path``'s first video stream (None: not a file
+    PyAV reads, or no video stream). Y4M and VP8 IVF files are 8-bit 4:2:0 here."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(12)
+        if magic.startswith(b"YUV4MPEG2") or (magic.startswith(b"DKIF") and magic[8:12] == b"VP80"):
+            return None
+        import av
+        with av.open(path) as c:
+            if not c.streams.video or c.streams.video[0].codec_context is None:
+                return None
+            fmt = c.streams.video[0].codec_context.format
+            return fmt.name if fmt is not None else None
+    except Exception:  # noqa: BLE001 - whoever reads it next reports what is wrong
+        return None
+
+
+def quarter_turns(frame) -> int:
+    """How many quarter turns clockwise ffmpeg's autorotate turns this PyAV frame (0..3), from
+    its display matrix (``frame.rotation`` is counterclockwise degrees)."""
+    try:
+        degrees = frame.rotation
+    except Exception:  # noqa: BLE001 - no display matrix
+        return 0
+    return round(-(degrees or 0) / 90) % 4
+
+
+def first_picture_turns(f) -> int:
+    """``quarter_turns`` of the first picture of ``f`` (a path or a seekable file PyAV opens);
+    0 when it has none. Used where sizes are planned without decoding (``media.index``)."""
+    import av
+    try:
+        with av.open(f) as c:
+            for frame in c.decode(c.streams.video[0]):
+                return quarter_turns(frame)
+    except Exception:  # noqa: BLE001 - the decode proper reports a damaged file
+        return 0
+    return 0
+
+
+def frame_times(path: str):
+    """The presentation times of ``path``'s pictures, in picture order: ``(times, time_base)``,
+    ``times`` in ticks of ``time_base`` counted from the first picture; None when the input
+    plays at a constant rate (every step the same), has no timestamps, or is Y4M/IVF.
+    Only packet headers are read (no decoding)."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(12)
+        if magic.startswith(b"YUV4MPEG2") or magic.startswith(b"DKIF"):
+            return None
+        import av
+        with av.open(path) as c:
+            stream = c.streams.video[0]
+            pts = [p.pts for p in c.demux(stream) if p.size]
+            time_base = stream.time_base
+    except Exception:  # noqa: BLE001 - no timestamps to keep; the reader reports the rest
+        return None
+    if len(pts) < 3 or None in pts or len(set(pts)) != len(pts) or time_base is None:
+        return None
+    pts.sort()
+    steps = {b - a for a, b in zip(pts, pts[1:])}
+    if max(steps) - min(steps) <= 1:  # constant rate (a tick of rounding aside)
+        return None
+    return [t - pts[0] for t in pts], time_base
 
 
 class VideoReader:
@@ -91,8 +190,9 @@ class VideoReader:
         self.close()
 
 
-def open_video(path: str | os.PathLike) -> VideoReader:
-    """Open ``path`` for reading pictures (see the module docstring for the formats)."""
+def open_video(path: str | os.PathLike, notes: bool = True) -> VideoReader:
+    """Open ``path`` for reading pictures (see the module docstring for the formats); ``notes``:
+    say on stderr when the pictures are converted (off for a pipeline's chunk files)."""
     path = os.fspath(path)
     with open(path, "rb") as f:  # OSError for a missing file or a directory, before any guessing
         magic = f.read(9)
@@ -106,7 +206,7 @@ def open_video(path: str | os.PathLike) -> VideoReader:
         if reader.header.fourcc == VP8_FOURCC:
             return _open_ivf(path, reader)
         reader.close()
-    return _open_pyav(path)
+    return _open_pyav(path, notes)
 
 
 # -- Y4M ------------------------------------------------------------------------------------------
@@ -176,7 +276,7 @@ def _ffmpeg_message(exc: BaseException) -> str:
     return " ".join(str(text).split())
 
 
-def _open_pyav(path: str) -> VideoReader:
+def _open_pyav(path: str, notes: bool = False) -> VideoReader:
     try:
         import av
     except ImportError:
@@ -221,17 +321,26 @@ def _open_pyav(path: str) -> VideoReader:
             yield _frame_to_image(frame, index)
             index += 1
 
+    if notes and context.format is not None:
+        note_conversion(path, context.format.name)
     stream_frames = frames()
-    if not (width and height):  # the stream header did not say: take the first picture's size
-        first = next(stream_frames, None)
-        width, height = (first.width, first.height) if first else (0, 0)
-        rest = stream_frames
+    # The first picture's size, rotated as shown (its display matrix); a decode error is raised
+    # where the pictures are read, as for any other frame.
+    try:
+        first, failed = next(stream_frames, None), None
+    except VP8Error as e:
+        first, failed = None, e
+    if first is not None:
+        width, height = first.width, first.height
+    rest = stream_frames
 
-        def chained() -> Iterator[Image]:
-            if first is not None:
-                yield first
-                yield from rest
-        stream_frames = chained()
+    def chained() -> Iterator[Image]:
+        if failed is not None:
+            raise failed
+        if first is not None:
+            yield first
+            yield from rest
+    stream_frames = chained()
     return VideoReader(path, "pyav", width, height, rate, stream_frames, container.close, hint)
 
 
@@ -248,6 +357,9 @@ def _frame_to_image(frame, index: int) -> Image:
     except Exception as e:  # noqa: BLE001 - e.g. swscale refusing a format
         raise UnsupportedError(f"frame {index}: cannot convert ffmpeg's {frame.format.name} "
                                f"picture to yuv420p: {_ffmpeg_message(e)}") from None
+    turns = quarter_turns(frame)
+    if turns:  # autorotate, per plane: ffmpeg's transpose=clock (1), hflip+vflip (2), cclock (3)
+        planes = [np.ascontiguousarray(np.rot90(p, -turns)) for p in planes]
     image = Image(*planes)
     cw, ch = (image.width + 1) // 2, (image.height + 1) // 2
     if image.u.shape != (ch, cw) or image.v.shape != (ch, cw):

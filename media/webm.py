@@ -54,7 +54,7 @@ def mux_vp8(av, container, probe, frames, pts, key_frames, shown, time_base, str
 
 def write_webm(path: str | os.PathLike, frames: list[bytes], pts: list[int], key_frames: list[bool],
                shown: list[bool], width: int, height: int, rate: tuple[int, int], audio=None,
-               format: str = "webm") -> None:
+               format: str = "webm", time_base: Fraction | None = None) -> None:
     """Mux VP8 ``frames`` (decode order) into a WebM file at ``path``.
 
     ``pts`` are in frames (``1 / rate`` seconds, ``rate`` = (numerator, denominator) frames per
@@ -69,7 +69,7 @@ def write_webm(path: str | os.PathLike, frames: list[bytes], pts: list[int], key
         import av
     except ImportError:
         raise ContainerError("writing WebM needs PyAV (pip install av); write .ivf instead") from None
-    time_base = Fraction(rate[1], rate[0])
+    time_base = time_base or Fraction(rate[1], rate[0])   # given: pts are a variable-rate input's times
     out = AtomicFile(path)
     try:
         with _template(av, frames[0], width, height, rate) as probe:

@@ -2,7 +2,7 @@
 FSMs (``coordinator.excamera_job``) or a pipeline's planner and scheduler — replayed on simulated
 workers (``coordinator.simulate``) that take the time the measured cost model says.
 
-The cost model (``bench/costmodel.json``, written by ``make bench``: ``bench/plan_bench.py
+The cost model (``pipeline/costmodel.json``, package data, written by ``make bench``: ``bench/plan_bench.py
 --measure``) holds each operation's seconds per frame at the size it was measured, scaled here by
 pixel count; and the bytes per frame of what each stores. Everything else is an assumption, set
 below with its source, and listed by ``assumptions()`` (``excamera plan`` prints them).
@@ -28,7 +28,7 @@ from fractions import Fraction
 
 from coordinator.cost import prices
 from coordinator.engine import SendCommand
-from coordinator.simulate import Fleet, Simulation, Work
+from coordinator.simulate import Fleet, Simulation, Work, held_by_state
 from foundation.errors import ExcameraError
 from storage import ObjectRef
 
@@ -101,8 +101,15 @@ def assumptions(backend: str, memory_mb: int, functions: int = 1) -> list[str]:
 # -- the cost model ------------------------------------------------------------------------------
 
 def default_costmodel_path() -> str:
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return os.environ.get("EXCAMERA_COSTMODEL") or os.path.join(here, "bench", "costmodel.json")
+    """``EXCAMERA_COSTMODEL``, else the model shipped beside this module (package data, so an
+    installed wheel has it; ``make bench`` rewrites it)."""
+    return os.environ.get("EXCAMERA_COSTMODEL") or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                "costmodel.json")
+
+
+#: Operations a model measured before they existed is timed by: the sum of these, per frame
+#: (``vp8-rebase-batch`` does per chunk what ``vp8-rebase`` and ``vp8-upload-chunk`` did).
+STANDS_IN = {"vp8-rebase-batch": ("vp8-rebase", "vp8-upload-chunk")}
 
 
 @dataclass
@@ -136,6 +143,8 @@ class CostModel:
         if local and op in self.doc.get("local", {}).get("ops", {}):
             table = self.doc["local"]["ops"]
         entry = table.get(op)
+        if entry is None and op in STANDS_IN:   # a model measured before the operation existed
+            return sum(self.seconds(o, frames, pixels, local) for o in STANDS_IN[op])
         if entry is None:
             known = ", ".join(sorted(self.doc["ops"]))
             raise PlanError(f"the cost model has no time for {op} (it has: {known}); measure it in "
@@ -213,9 +222,11 @@ def lambda_fleet(memory_mb: int, functions: int = 1, state_bytes: int = 0) -> Fl
 
 
 def local_fleet(model: CostModel, workers: int, state_bytes: int = 0) -> Fleet:
-    cores = os.cpu_count() or 1
-    return Fleet(kind="local", start_s=model.local("worker_start_s", 1.0),
-                 speed=min(1.0, cores / max(1, workers)),
+    """Worker processes on this machine: they share its cores (``cores``: as many as it has, or as
+    many as the calibration found free of other load: ``bench/plan_bench.py``), each operation
+    taking its time as measured alone when it has a core to itself."""
+    cores = model.local("cores", float(os.cpu_count() or 1))
+    return Fleet(kind="local", start_s=model.local("worker_start_s", 1.0), cores=cores,
                  dispatch_s=model.local("dispatch_s", 0.003), bandwidth_Bps=1e9, state_bytes=state_bytes)
 
 
@@ -225,10 +236,11 @@ class _EncodeWork:
     """The time and storage traffic of each command of the ExCamera job (``worker.decode_ops``,
     ``worker.codec_ops``)."""
 
-    def __init__(self, model: CostModel, shape: Shape, settings, mode: str, local: bool):
+    def __init__(self, model: CostModel, shape: Shape, settings, mode: str, fleet: Fleet):
         from media.excamera_encode import chunk_ranges
 
-        self.m, self.shape, self.settings, self.mode, self.local = model, shape, settings, mode, local
+        self.m, self.shape, self.settings, self.mode = model, shape, settings, mode
+        self.fleet, self.local = fleet, fleet.kind == "local"
         self.ranges = chunk_ranges(shape.frames, settings)
 
     def _s(self, op: str, frames: float) -> float:
@@ -238,28 +250,113 @@ class _EncodeWork:
         m, px, op, a = self.m, self.shape.pixels, cmd.operation, cmd.args
         if op == "vp8-stitch":
             return self._stitch()
+        if op in ("vp8-stitch-links", "vp8-assemble", "vp8-join"):
+            return self._join(op, a)
         if op == "decode-range":   # fetch its byte range, decode from the key frame, store raw chunks
             f = int(a["stop"]) - max(0, int(a["key_frame"]))
             n = self.settings.chunk_frames
             return Work(self._s(op, f), [(f"source/{a['start']}", m.bytes("compressed_input", f, px))],
                         [(k, m.bytes("raw", n, px)) for k in a["keys"]])
-        i = int(cmd.task_id.rsplit("-", 1)[1])
+        if op == "vp8-rebase-batch":
+            return self._rebase_batch(cmd.task_id, a)
+        i = self._chunk(cmd.task_id)
+        if i is None:        # not a chunk's task (the job's shape changed): its listed chunks' frames
+            lists = [v for v in a.values() if isinstance(v, list)]
+            return self._other(op, self.settings.chunk_frames * max([1] + [len(v) for v in lists]))
         lo, hi = self.ranges[i]
         f = hi - lo
         raw = (a.get("raw", ""), m.bytes("raw", f, px))
         if op == "vp8-first-pass":
-            return Work(self._s(op, f), [raw], [(a["output"], m.bytes("pass", f, px))])
+            w = self._codec(op, f)
+            w.gets, w.puts = [raw], [(a["output"], m.bytes("pass", f, px))]
+            return w
         if op == "vp8-dump-state":
             return Work(self._s(op, f), [], [(a["output"], self._state())])
-        if op == "vp8-encode-given-state":
-            return Work(self._s(op, f), [raw])
-        if op == "vp8-rebase":
+        # (the raw chunk is read once an attempt, by its first pass: ``worker.codec_ops._raw``)
+        if op in ("vp8-encode-given-state", "vp8-rebase"):
             if i % self.settings.batch_chunks == 0:
-                return Work(0.0)         # a batch's first chunk keeps its first pass
-            return Work(self._s(op, f), [raw])
+                return Work(0.0)         # a batch's first chunk keeps its first pass: nothing to do
+            w = self._codec(op, f)
+            if a.get("output"):          # the given-state frame stored for the batch's rebase
+                w.puts = [(a["output"], m.bytes("chunk", 2, px))]
+            return w
         if op == "vp8-upload-chunk":
             return Work(self._s(op, f), [], [(a["key"], m.bytes("chunk", f, px)), (a["link"], 300)])
-        raise PlanError(f"the encode model has no time for operation {op}")
+        return self._other(op, f)
+
+    def _rebase_batch(self, task_id: str, a: dict) -> Work:
+        """A batch's serial rebase in one worker (``worker.codec_ops.rebase_batch``): each later
+        chunk decodes its first pass and is coded again (``vp8-rebase-batch``'s measured seconds
+        per rebased frame); the first chunk keeps its first pass. Its reads are prefetched
+        (``REBASE_PREFETCH`` at a time) while it computes: only the first chunk's wait, and any
+        excess of the rest's transfer over the computing, add to the time; each chunk and its
+        link are stored in turn."""
+        from worker.codec_ops import REBASE_PREFETCH
+
+        m, px, n = self.m, self.shape.pixels, len(a["passes"])
+        b = int(task_id.rpartition("-")[2]) if task_id.rpartition("-")[2].isdigit() else 0
+        lo = b * self.settings.batch_chunks
+        frames = [hi - lo_ for lo_, hi in self.ranges[lo:lo + n]] or [self.settings.chunk_frames] * n
+        w = self._codec("vp8-rebase-batch", sum(frames[1:]))
+        state = self._state()
+        first = [(a["passes"][0], m.bytes("pass", frames[0], px)), (a["states"][0], state)]
+        rest = sum(m.bytes("raw", f, px) + m.bytes("pass", f, px) + state + 2000 for f in frames[1:])
+        f = self.fleet
+        io = rest / f.bandwidth_Bps + 4 * max(0, n - 1) * f.get_s / max(1, REBASE_PREFETCH)
+        w.wait_s = max(0.0, io - w.cpu_s / f.speed)   # what the prefetch cannot hide
+        w.gets = first
+        w.puts = [p for j, fr in enumerate(frames) for p in ((a["outs"][j], m.bytes("chunk", fr, px)),
+                                                              (a["links"][j], 300))]
+        return w
+
+    def _chunk(self, task_id: str) -> int | None:
+        """The chunk a task is for (``chunk-00012``), or None."""
+        name, _, n = task_id.rpartition("-")
+        return int(n) if name == "chunk" and n.isdigit() and int(n) < len(self.ranges) else None
+
+    def _codec(self, op: str, frames: float) -> Work:
+        """A codec operation: the first one a worker process runs also loads the compiled codec
+        (measured as ``codec_warmup_s``; none where the model has no figure)."""
+        warm = (self.m.doc.get("local", {}) if self.local else self.m.doc).get("codec_warmup_s")
+        return Work(self._s(op, frames), warm=("codec", float(warm)) if warm else None)
+
+    def _other(self, op: str, frames: float) -> Work:
+        """An operation this model does not know by name (the job's shape changed): the fallback
+        (docs/design/engine.md) is the cost model's own entry for that name, per frame of the
+        task's chunk (its CPU time only: no storage traffic is modelled for it). A name the cost
+        model lacks too is an error that says how to measure it."""
+        if op not in self.m.doc["ops"] and op not in self.m.doc.get("local", {}).get("ops", {}) \
+                and op not in STANDS_IN:
+            raise PlanError(f"the ExCamera job has an operation {op!r} that the cost model {self.m.path} "
+                            f"has no time for; add it to bench/plan_bench.py's measurements (make bench "
+                            f"rewrites the model) or give --costmodel a model that has it")
+        return self._codec(op, frames) if op.startswith("vp8-") else Work(self._s(op, frames))
+
+    def _join(self, op: str, a: dict) -> Work:
+        """The output joined without a funnel (``worker.assemble_ops``): the stitch reads every
+        chunk's link (``STITCH_CONCURRENCY`` at a time) and lays out the parts; each assemble task
+        reads its share of the chunks and stores one part (S3: an UploadPart of the multipart
+        upload); the join completes it (one request)."""
+        m, px, n = self.m, self.shape.pixels, len(self.ranges)
+        remote = self.mode == "ranged" and not self.local
+        if op == "vp8-stitch-links":
+            w = Work(0.0, [], [("out/layout.json", 64 * n)])
+            if remote:
+                w.wait_s = math.ceil(n / STITCH_CONCURRENCY) * S3_GET_S
+            else:
+                w.gets = [(f"out/link-{i}", 300) for i in range(n)]
+            return w
+        if op == "vp8-assemble":
+            of, index = int(a["of"]), int(a["index"])
+            mine = len(range(index, n, of))
+            size = m.bytes("chunk", mine * self.settings.chunk_frames, px)
+            w = Work(0.0, [], [(f"out/parts/{index}", size)])
+            if remote:   # its chunks read STITCH_CONCURRENCY at a time, bytes over its link
+                w.wait_s = math.ceil(mine / STITCH_CONCURRENCY) * S3_GET_S + size / LAMBDA_BANDWIDTH
+            else:
+                w.gets = [(f"out/chunk-{index}-{j}", size // max(1, mine)) for j in range(mine)]
+            return w
+        return Work(wait_s=S3_PUT_S + PART_COPY_S if remote else 0.0)   # vp8-join: one completing request
 
     def _state(self) -> int:
         return int(self.m.doc["state_bytes"] * self.shape.pixels / self.m.pixels)
@@ -270,7 +367,7 @@ class _EncodeWork:
         if self.mode == "ranged":
             parts = max(1, math.ceil(total / PART_BYTES))
             w = Work(self._s("vp8-stitch", self.shape.frames))
-            w.cpu_s += math.ceil(n / STITCH_CONCURRENCY) * S3_GET_S + math.ceil(parts / STITCH_CONCURRENCY) * PART_COPY_S
+            w.wait_s = math.ceil(n / STITCH_CONCURRENCY) * S3_GET_S + math.ceil(parts / STITCH_CONCURRENCY) * PART_COPY_S
             return w
         return Work(self._s("vp8-stitch", self.shape.frames), [("out/all", total)], [("output.ivf", total)])
 
@@ -280,16 +377,23 @@ class _EncodeWork:
 GOP_S = 2.0
 
 
+def assumed_index(shape: Shape):
+    """An input of ``shape`` with a key frame every ``GOP_S`` seconds (no input to read it from)."""
+    from media.index import KeyFrame, VideoIndex
+
+    gop = max(1, round(GOP_S * shape.fps[0] / shape.fps[1]))
+    return VideoIndex("pyav", shape.frames, shape.width, shape.height, shape.fps,
+                      tuple(KeyFrame(f, f, 0) for f in range(0, shape.frames, gop)), True)
+
+
 def source_plan(shape: Shape, settings, index=None):
     """The decode ranges the encode's job gets (``media.index.plan_ranges``) for ``index`` (read
     from the input), or for an input of ``shape`` with a key frame every ``GOP_S`` seconds."""
     from coordinator.excamera_job import SourcePlan
-    from media.index import KeyFrame, VideoIndex, plan_ranges
+    from media.index import plan_ranges
 
     if index is None:
-        gop = max(1, round(GOP_S * shape.fps[0] / shape.fps[1]))
-        index = VideoIndex("pyav", shape.frames, shape.width, shape.height, shape.fps,
-                           tuple(KeyFrame(f, f, 0) for f in range(0, shape.frames, gop)), True)
+        index = assumed_index(shape)
     return SourcePlan("plan:input", "", index, tuple(plan_ranges(index, settings.chunk_frames,
                                                                 settings.chunk_frames)))
 
@@ -303,8 +407,14 @@ def plan_encode(model: CostModel, shape: Shape, settings, *, workers: int, fleet
     if shape.frames < settings.chunk_frames:
         raise PlanError(f"{shape.frames} frames: fewer than one chunk of {settings.chunk_frames}")
     fleet.state_bytes = int(model.doc["state_bytes"] * shape.pixels / model.pixels)
-    job = encode_job(shape.frames, shape.width, shape.height, settings, source=source_plan(shape, settings, index))
-    work = _EncodeWork(model, shape, settings, mode, fleet.kind == "local")
+    from coordinator.excamera_job import JoinPlan
+
+    # As ``excamera encode`` builds it: the output joined without a funnel (on Lambda, into an
+    # S3 multipart upload: ``-o s3://``).
+    join = JoinPlan("s3://plan/output.ivf", "plan") if fleet.kind == "lambda" else JoinPlan()
+    job = encode_job(shape.frames, shape.width, shape.height, settings, source=source_plan(shape, settings, index),
+                     join=join, rate=shape.fps)
+    work = _EncodeWork(model, shape, settings, mode, fleet)
     sim = Simulation(fleet, work, seed=seed, step_s=_step(shape))
     r = sim.run(job, workers=workers)
     client = _client_s(model, shape, fleet, "ranged", "spool_s_per_frame", "raw")
@@ -360,8 +470,13 @@ class _StageWork:
 
 def plan_pipeline(model: CostModel, shape: Shape, spec_path: str, *, workers: int, fleet: Fleet,
                   scheduler=None, deadline: float | None = None, frames_per_chunk: int | None = None,
-                  mode: str = "client", seed: int = 1) -> dict:
+                  mode: str = "client", index=None, seed: int = 1) -> dict:
+    """A pipeline's job: its sources cut as ``excamera pipeline run`` cuts them (at the key frames
+    of ``index``, else of ``assumed_index``: ``pipeline.source_refs.plan_cuts``), its real planner
+    and scheduler. ``mode``: ``client`` (the client cuts the input) or ``ranged`` (each first
+    stage's worker reads its range)."""
     from coordinator.fsm import Job
+    from pipeline.source_refs import plan_cuts
     from pipeline.delivery import Item
     from pipeline.planner import PipelinePlanner
     from pipeline.schedulers import make_scheduler
@@ -393,8 +508,9 @@ def plan_pipeline(model: CostModel, shape: Shape, spec_path: str, *, workers: in
             if kind != "chunks":
                 raise PlanError(f"{name}:{port}: plan models sources of compressed chunks only, not {kind}")
             items = []
-            for i, s in enumerate(range(0, shape.frames, per)):
-                n = min(per, shape.frames - s)
+            cuts = plan_cuts(index if index is not None and index.indexed else assumed_index(shape), per)
+            for i, (s, stop) in enumerate(cuts):
+                n = stop - s
                 key = f"in/{name}/{port}/{i:06d}"
                 items.append(Item(key, hashlib.sha256(key.encode()).hexdigest(), model.bytes("compressed_input", n, px),
                                   "chunks", i, s, n, shape.fps, {}, f"{name}:{port}"))
@@ -444,4 +560,4 @@ def _summary(r, client_s: float, fleet: Fleet, workers: int, chunk_frames, batch
             "workers": workers, "backend": fleet.kind, "memory_mb": fleet.memory_mb or None,
             "invocations": r.invocations, "input": mode, "s3_requests": {"GET": r.gets, "PUT": r.puts},
             "peak_requests_per_prefix_s": r.peak_prefix_rate, "throttled_s": round(r.throttled_s, 2),
-            "last_worker_joined_s": round(r.last_join_s, 2)}
+            "last_worker_joined_s": round(r.last_join_s, 2), "held_by_state_s": held_by_state(r)}

@@ -451,11 +451,36 @@ def sound_plan(values: list, sound: str | None, warn=None):
     return AudioPlan(sound, spans_of(pieces, tuple(values[0].fps)), warn or warn_line)
 
 
-def write_output(path: str, port_type: str, values: list, sound: str | None = None, warn=None) -> None:
+def output_times(values: list, times) -> tuple[list[int], Fraction] | None:
+    """Each output picture's presentation time for ``values`` (sorted, played one after another)
+    from the input's ``times`` (``media.video.frame_times``: ticks per input picture and the
+    time base): each picture lasts as long as its input picture did, so an output of every
+    input picture keeps the input's times exactly. None: no times (a constant rate), or values
+    that do not map to input pictures one to one (a stage that changes speed)."""
+    if not times:
+        return None
+    ticks, tb = times
+    steps = [b - a for a, b in zip(ticks, ticks[1:])]
+    steps.append(steps[-1])        # the last picture lasts as long as the one before it
+    out, at = [], 0
+    for v in values:
+        meta = v.meta if isinstance(v.meta, dict) else {}
+        source = meta.get("source_start", v.start)
+        if meta.get("speed", 1) != 1 or source < 0 or source + v.count > len(steps):
+            return None
+        for k in range(source, source + v.count):
+            out.append(at)
+            at += steps[k]
+    return out, Fraction(tb)
+
+
+def write_output(path: str, port_type: str, values: list, sound: str | None = None, warn=None,
+                 times=None) -> None:
     """Write ``values`` of ``port_type`` (in any order; sorted by ``start``, played one after
     another) to ``path``, with the sound of the file ``sound`` where the format holds sound
     (``.webm``, ``.mkv``, ``.mp4``, ``.m3u8``, ``.mpd``; ``warn``: where a line about sound that
-    could not be kept goes)."""
+    could not be kept goes). ``times``: a variable-frame-rate input's ``media.video.frame_times``,
+    kept in ``.webm``, ``.mkv`` and ``.mp4`` outputs (``output_times``)."""
     path = os.fspath(path)
     check_output(path, port_type)
     values = sorted(values, key=lambda v: v.start)
@@ -470,21 +495,26 @@ def write_output(path: str, port_type: str, values: list, sound: str | None = No
             audio.warn_if_dropped("a .y4m file")
         _write_y4m(path, values)
     elif ext in (".mp4", ".m3u8"):
-        _write_h264(path, values, audio)
+        _write_h264(path, values, audio, output_times(values, times) if ext == ".mp4" else None)
     else:
         from media.outputs import write_vp8_file
         stream = _vp8_stream(path, values)
         if ext == ".mpd":
             _write_dash(path, stream, audio)
         else:
+            kept = output_times(values, times) if ext in (".webm", ".mkv") else None
+            pts, tb = stream.pts, None
+            if kept is not None:   # frame numbers to the input's times (hidden frames: the next shown)
+                last = len(kept[0]) - 1
+                pts, tb = [kept[0][min(p, last)] for p in stream.pts], kept[1]
             try:
-                write_vp8_file(path, stream.frames, stream.pts, stream.keys, stream.shown, stream.width,
-                               stream.height, stream.fps, audio)
+                write_vp8_file(path, stream.frames, pts, stream.keys, stream.shown, stream.width,
+                               stream.height, stream.fps, audio, time_base=tb)
             except ContainerError as e:
                 raise MediaError(f"{path}: {e}") from None
 
 
-def _write_h264(path: str, values: list, audio) -> None:
+def _write_h264(path: str, values: list, audio, times=None) -> None:
     """The pictures encoded by libx264 (``media.outputs.write_h264``), one batch decoded at a time."""
     from codec.errors import VP8Error
     from media.outputs import write_h264
@@ -500,7 +530,7 @@ def _write_h264(path: str, values: list, audio) -> None:
                         raise MediaError(f"{path}: the value at frame {b.start} is {b.width}x{b.height}, "
                                          f"the first {first.width}x{first.height}")
                     yield from b.images()
-            write_h264(path, pictures(), first.width, first.height, tuple(values[0].fps), audio)
+            write_h264(path, pictures(), first.width, first.height, tuple(values[0].fps), audio, times)
         except (VP8Error, ContainerError) as e:
             raise MediaError(f"{path}: {e}") from None
 

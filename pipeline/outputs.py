@@ -39,10 +39,28 @@ def sound_source(spec, inputs) -> str | None:
     return None
 
 
-def write_outputs(spec, outputs, values_of, sound: str | None = None) -> None:
+def timing_source(spec, inputs) -> str | None:
+    """The file whose frame times the outputs keep (the first video source by number; its
+    times matter only when it plays at a variable rate, ``media.video.frame_times``)."""
+    def number(name: str) -> int:
+        digits = name.rpartition("_")[2]
+        return int(digits) if digits.isdigit() else 0
+
+    for name in sorted(inputs, key=number):
+        ports = spec.inputs.get(name, {})
+        if any(t in ("chunks", "frames") or p.endswith("link") for p, t in ports.items()):
+            return inputs[name]
+    return None
+
+
+def write_outputs(spec, outputs, values_of, sound: str | None = None, timing: str | None = None) -> None:
     """Each sink's values (``values_of(name)``, in frame order) to its file, with the sound of
-    the file ``sound`` (``sound_source``; None: silent); on any failure none of the outputs is
-    left behind."""
+    the file ``sound`` (``sound_source``; None: silent) and the frame times of the file
+    ``timing`` (``timing_source``) where it plays at a variable rate; on any failure none of the
+    outputs is left behind."""
+    from media.video import frame_times
+
+    times = frame_times(timing) if timing else None
     from storage import StorageError
     from pipeline import media_io
     from pipeline.values import BadValue
@@ -54,7 +72,7 @@ def write_outputs(spec, outputs, values_of, sound: str | None = None) -> None:
             if not values:
                 raise PipelineError(f"{name}: the pipeline produced nothing for this output")
             try:
-                media_io.write_output(path, spec.outputs[name].port_type, values, sound)
+                media_io.write_output(path, spec.outputs[name].port_type, values, sound, times=times)
             except (ValueError, OSError) as e:
                 raise PipelineError(f"{name}: {_line(e)}") from None
             written.append(path)

@@ -77,7 +77,7 @@ def sink_of(spec, key: str) -> str | None:
     return stream.dst if stream is not None and stream.dst in spec.outputs else None
 
 
-def run_remote(spec, planner, first, text, inputs, outputs, config, sound=None) -> tuple[int, dict[str, int]]:
+def run_remote(spec, planner, first, text, inputs, outputs, config, sound=None, timing=None) -> tuple[int, dict[str, int]]:
     """Submit the pipeline to the running coordinator ``config.backend`` (a ``RemoteCoordinator``),
     fetch the sink objects, write the outputs."""
     import asyncio
@@ -108,5 +108,5 @@ def run_remote(spec, planner, first, text, inputs, outputs, config, sound=None) 
     except BadValue as e:
         raise PipelineError(_line(e)) from None
     write_outputs(spec, outputs, lambda name: [v for _, v in sorted(by_sink[name], key=lambda kv: (kv[1].start, kv[0]))],
-                  sound)
+                  sound, timing)
     return len(planner.tasks), {name: sum(v.count for _, v in by_sink[name]) for name in outputs}

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from typing import Any, Callable
 
 from coordinator.config import RunConfig
-from pipeline.outputs import PipelineError, _line, _remove, sound_source, write_outputs  # noqa: F401 - API
+from pipeline.outputs import PipelineError, _line, _remove, sound_source, timing_source, write_outputs  # noqa: F401 - API
 from pipeline.spec import Spec, SpecError
 
 
@@ -171,8 +171,12 @@ def _read_sources(spec: Spec, inputs: Mapping[str, str], frames_per_chunk: int |
     from media.source import SourceError
     from pipeline.delivery import Item
 
+    from media.video import input_pixel_format, note_conversion
+
     out = {}
     for name, ports in spec.inputs.items():
+        if any(t in ("chunks", "frames") or p.endswith("link") for p, t in ports.items()):
+            note_conversion(inputs[name], input_pixel_format(inputs[name]))  # once, not per chunk
         for port, port_type in ports.items():
             items = []
             try:
@@ -277,18 +281,19 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], co
     if config.storage:
         _check_storage(config.storage)
     sound = sound_source(spec, inputs) if audio else None
+    timing = timing_source(spec, inputs)   # a variable-frame-rate input's times are kept
     with tempfile.TemporaryDirectory(prefix="excamera-pipeline-", ignore_cleanup_errors=True) as root:
         # Local worker processes (and this one) read a local input where it lies.
         reach_local = not config.remote and type(config.backend).__name__ == "LocalBackend"
         read = functools.partial(_read_sources, spec, inputs, frames_per_chunk, reach_local=reach_local)
         if config.workers == 0:
-            ran, frames_out, streamed = _pipeline_here(spec, planner, outputs, read, root, sound)
+            ran, frames_out, streamed = _pipeline_here(spec, planner, outputs, read, root, sound, timing)
         elif config.remote:
             ran, frames_out, streamed = _pipeline_remote(spec, planner, outputs, read, root, config,
-                                                         (doc, chosen, stage_modules), sound)
+                                                         (doc, chosen, stage_modules), sound, timing)
         else:
             ran, frames_out, streamed = _pipeline_embedded(spec, planner, outputs, read, root, config,
-                                                           stage_modules, sound)
+                                                           stage_modules, sound, timing)
         if config.timeline:
             _add_to_timeline(config.timeline, planner, time.monotonic() - t0)
     return {"tasks": ran, "nodes": planner.progress(), "seconds": round(time.monotonic() - t0, 3),
@@ -367,7 +372,8 @@ def _frames_written(planner, outputs) -> dict[str, int]:
     return {name: sum(i.count for i in planner.sink_items(name)) for name in outputs}
 
 
-def _pipeline_here(spec, planner, outputs, read, root: str, sound: str | None = None):
+def _pipeline_here(spec, planner, outputs, read, root: str, sound: str | None = None,
+                   timing: str | None = None):
     """Every task in this process (``workers=0``), its objects in a scratch directory."""
     from pipeline.values import decode
     from storage import LocalStorage
@@ -375,12 +381,12 @@ def _pipeline_here(spec, planner, outputs, read, root: str, sound: str | None = 
     here = LocalStorage(root).scoped("jobs/local")
     first = _start(planner, read(here.put))
     ran = run_here(planner, first, here)
-    write_outputs(spec, outputs, _stored_values(spec, planner, here, decode), sound)
+    write_outputs(spec, outputs, _stored_values(spec, planner, here, decode), sound, timing)
     return ran, _frames_written(planner, outputs), {}
 
 
 def _pipeline_remote(spec, planner, outputs, read, root: str, config: RunConfig, plan: tuple,
-                     sound: str | None = None):
+                     sound: str | None = None, timing: str | None = None):
     """The job and its planner (``plan``: the pipespec's JSON, the scheduler, the stage modules)
     sent to a running coordinator (``pipeline.remote``)."""
     from pipeline.remote import planner_json, run_remote
@@ -388,12 +394,12 @@ def _pipeline_remote(spec, planner, outputs, read, root: str, config: RunConfig,
     sources, objects = _spool(read, root, again=True)
     first = _start(planner, sources)
     text = planner_json(plan[0], sources, *plan[1:])
-    ran, frames_out = run_remote(spec, planner, first, text, objects, outputs, config, sound)
+    ran, frames_out = run_remote(spec, planner, first, text, objects, outputs, config, sound, timing)
     return ran, frames_out, {}
 
 
 def _pipeline_embedded(spec, planner, outputs, read, root: str, config: RunConfig, stage_modules,
-                       sound: str | None = None):
+                       sound: str | None = None, timing: str | None = None):
     """The job on an embedded coordinator (``coordinator.api.run_job``); ``.mpd`` outputs are
     written as it runs (``pipeline.live``), the others from the job's storage at the end."""
     import dataclasses
@@ -421,7 +427,7 @@ def _pipeline_embedded(spec, planner, outputs, read, root: str, config: RunConfi
         streamed = live.finish()
         job_storage = open_storage(result.storage_root).scoped(result.storage_prefix)
         rest = {n: p for n, p in outputs.items() if n not in streamed}
-        write_outputs(spec, rest, _stored_values(spec, planner, job_storage, decode), sound)
+        write_outputs(spec, rest, _stored_values(spec, planner, job_storage, decode), sound, timing)
     finally:
         _drop(config.storage, job_id, config.keep)
     return len(planner.tasks), _frames_written(planner, outputs), streamed

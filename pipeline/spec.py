@@ -190,6 +190,23 @@ def _node(i: int, raw: Any) -> tuple[str, StageDef, dict, DeliveryDef, float, bo
         config = {}
     if not isinstance(config, dict):
         raise SpecError(f"node {name}: config must be an object")
+    options = _options(name, st, dl, config)
+    timeout = raw.get("timeout_s", DEFAULT_TIMEOUT_S)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 24 * 3600:
+        raise SpecError(f"node {name}: timeout_s must be seconds in (0, 86400], got {json.dumps(timeout)}")
+    steal = raw.get("steal", False)
+    if not isinstance(steal, bool):
+        raise SpecError(f"node {name}: steal must be true or false, got {json.dumps(steal)}")
+    if steal and not st.steal:
+        stealers = sorted(n for n, d in all_stages().items() if d.steal)
+        raise SpecError(f"node {name}: stage {st.name} cannot split a task between a pair of "
+                        f"attempts (steal works with: {', '.join(stealers)})")
+    return name, st, options, dl, float(timeout), steal
+
+
+def _options(name: str, st: StageDef, dl: DeliveryDef, config: dict) -> dict[str, Any]:
+    """Every option of node ``name``'s stage and delivery function: its ``config``'s value, else
+    the default (a delivery option the stage sets derives from the stage's options)."""
     declared = {**dl.options, **st.options}
     config = _sprocket_config(name, st, config, declared)
     options = {}
@@ -205,17 +222,7 @@ def _node(i: int, raw: Any) -> tuple[str, StageDef, dict, DeliveryDef, float, bo
     for key, default in st.delivery_defaults.items():
         if key in dl.options and key not in options:
             options[key] = _option_value(name, key, dl.options[key], default(options))
-    timeout = raw.get("timeout_s", DEFAULT_TIMEOUT_S)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 24 * 3600:
-        raise SpecError(f"node {name}: timeout_s must be seconds in (0, 86400], got {json.dumps(timeout)}")
-    steal = raw.get("steal", False)
-    if not isinstance(steal, bool):
-        raise SpecError(f"node {name}: steal must be true or false, got {json.dumps(steal)}")
-    if steal and not st.steal:
-        stealers = sorted(n for n, d in all_stages().items() if d.steal)
-        raise SpecError(f"node {name}: stage {st.name} cannot split a task between a pair of "
-                        f"attempts (steal works with: {', '.join(stealers)})")
-    return name, st, options, dl, float(timeout), steal
+    return options
 
 
 def _sprocket_config(node: str, st: StageDef, config: dict, declared: dict) -> dict:
@@ -268,106 +275,23 @@ def _endpoint(i: int, raw: dict, key: str) -> tuple[str, str]:
 
 
 def validate(doc: Any) -> Spec:
-    """A ``Spec`` from the parsed JSON ``doc``, or SpecError naming the first thing wrong."""
+    """A ``Spec`` from the parsed JSON ``doc``, or SpecError naming the first thing wrong: the
+    nodes (each on its own), then the streams in order (each against the nodes and the streams
+    before it), then each node's ports, the graph's ends, and that it has no cycle."""
     if not isinstance(doc, dict):
         raise SpecError("pipespec: the top level must be an object with nodes and streams")
     for key in ("nodes", "streams"):
         if not isinstance(doc.get(key), list):
             raise SpecError(f"pipespec: {key!r} must be a list")
     doc = _sprocket_graph(doc)
-    nodes: dict[str, Node] = {}
-    for i, raw in enumerate(doc["nodes"]):
-        name, st, options, dl, timeout, steal = _node(i, raw)
-        if name in nodes:
-            raise SpecError(f"node {name}: the name is used twice")
-        nodes[name] = Node(name, st, options, dl, timeout, steal)
-
-    inputs: dict[str, dict[str, str]] = {}
-    outputs: dict[str, Stream] = {}
-    used_src: dict[tuple[str, str], int] = {}
-    streams: list[Stream] = []
-    for i, raw in enumerate(doc["streams"]):
-        if not isinstance(raw, dict):
-            raise SpecError(f"streams[{i}]: not an object")
-        unknown = sorted(set(raw) - _STREAM_KEYS)
-        if unknown:
-            raise SpecError(f"streams[{i}]: unknown key(s) {', '.join(unknown)}")
-        src, sp = _endpoint(i, raw, "src")
-        dst, dp = _endpoint(i, raw, "dst")
-        label = f"stream {src}:{sp} -> {dst}:{dp}"
-        durable = raw.get("durable", False)
-        if not isinstance(durable, bool):
-            raise SpecError(f"{label}: durable must be true or false")
-        if (src, sp) in used_src:
-            raise SpecError(f"{label}: source port {src}:{sp} already feeds streams[{used_src[src, sp]}]; "
-                            f"a source port feeds exactly one destination (duplicate_filter copies)")
-        used_src[src, sp] = i
-        # the source end
-        io = _IO_NAME.fullmatch(src)
-        if io and io.group(1) == "output":
-            raise SpecError(f"{label}: {src} is a sink; it cannot be a stream's source")
-        if io:
-            src_type = None
-        elif src not in nodes:
-            raise SpecError(f"{label}: unknown node {src!r}")
-        elif sp not in nodes[src].stage.outputs:
-            raise SpecError(f"{label}: node {src} (stage {nodes[src].stage.name}) has no output port "
-                            f"{sp!r} (outputs: {', '.join(sorted(nodes[src].stage.outputs)) or 'none'})")
-        else:
-            src_type = nodes[src].stage.outputs[sp]
-        # the destination end
-        io_dst = _IO_NAME.fullmatch(dst)
-        if io_dst and io_dst.group(1) == "input":
-            raise SpecError(f"{label}: {dst} is a source; it cannot be a stream's destination")
-        if io_dst:
-            if src_type is None:
-                raise SpecError(f"{label}: a source straight into a sink; there is nothing to run")
-            if dst in outputs:
-                raise SpecError(f"{label}: sink {dst} already takes {outputs[dst]}; a sink takes one stream")
-            if durable:
-                raise SpecError(f"{label}: a sink takes no durable stream")
-            dst_type = src_type
-        elif dst not in nodes:
-            raise SpecError(f"{label}: unknown node {dst!r}")
-        elif dp not in nodes[dst].stage.inputs:
-            raise SpecError(f"{label}: node {dst} (stage {nodes[dst].stage.name}) has no input port "
-                            f"{dp!r} (inputs: {', '.join(sorted(nodes[dst].stage.inputs)) or 'none'})")
-        else:
-            dst_type = nodes[dst].stage.inputs[dp]
-        if src_type is not None and src_type != dst_type:
-            raise SpecError(f"{label}: port types differ ({src}:{sp} is {src_type}, {dst}:{dp} is {dst_type})")
-        s = Stream(src, sp, dst, dp, dst_type, durable, i)
-        streams.append(s)
-        if io:
-            inputs.setdefault(src, {})[sp] = dst_type
-        else:
-            nodes[src].outputs[sp] = s
-        if io_dst:
-            outputs[dst] = s
-        else:
-            node = nodes[dst]
-            if dp in node.inputs and (dp in node.durable) != durable:
-                raise SpecError(f"{label}: port {dst}:{dp} is fed both durable and streaming streams")
-            node.inputs.setdefault(dp, []).append(s)
-            if durable:
-                node.durable.add(dp)
-
+    nodes = _nodes(doc["nodes"])
+    streams, inputs, outputs = _streams(doc["streams"], nodes)
     for n in nodes.values():
-        for port in sorted(n.stage.inputs):
-            if port not in n.inputs and port not in n.stage.optional_inputs:
-                raise SpecError(f"node {n.name}: input port {port!r} ({n.stage.inputs[port]}) is not "
-                                f"connected, and stage {n.stage.name} needs it")
-        ports = n.streaming_ports
-        if not ports:
-            raise SpecError(f"node {n.name}: no streaming input (only durable ones or none); it would never run")
-        if n.delivery.ports is not None and len(ports) != n.delivery.ports:
-            raise SpecError(f"node {n.name}: delivery function {n.delivery.name} takes {n.delivery.ports} "
-                            f"streaming input port(s); the node has {len(ports)} ({', '.join(ports)})")
+        _check_ports(n)
     if not inputs:
         raise SpecError("pipespec: no stream from an input_N source")
     if not outputs:
         raise SpecError("pipespec: no stream into an output_N sink; the pipeline would write nothing")
-
     upstream = {name: {s.src for ss in n.inputs.values() for s in ss} for name, n in nodes.items()}
     order = _topological(nodes, upstream)
     scheduler = doc.get("scheduler")
@@ -375,6 +299,131 @@ def validate(doc: Any) -> Spec:
         raise SpecError("pipespec: scheduler must be a name or an object")
     return Spec({n: nodes[n] for n in order}, streams, dict(sorted(inputs.items())),
                 dict(sorted(outputs.items())), scheduler, upstream, doc)
+
+
+def _nodes(raws: list) -> dict[str, Node]:
+    """The nodes by name, each checked by ``_node``; a name may be used once."""
+    nodes: dict[str, Node] = {}
+    for i, raw in enumerate(raws):
+        name, st, options, dl, timeout, steal = _node(i, raw)
+        if name in nodes:
+            raise SpecError(f"node {name}: the name is used twice")
+        nodes[name] = Node(name, st, options, dl, timeout, steal)
+    return nodes
+
+
+def _streams(raws: list, nodes: dict[str, Node]) -> tuple[list[Stream], dict[str, dict[str, str]],
+                                                          dict[str, Stream]]:
+    """The streams, each checked (``_stream``) and joined to its ends (``_join``) before the next;
+    with the pipeline's sources (input_N -> port -> type) and sinks (output_N -> its stream)."""
+    inputs: dict[str, dict[str, str]] = {}
+    outputs: dict[str, Stream] = {}
+    used_src: dict[tuple[str, str], int] = {}   # (node, port) -> the stream it feeds
+    streams: list[Stream] = []
+    for i, raw in enumerate(raws):
+        s = _stream(i, raw, nodes, used_src, outputs)
+        streams.append(s)
+        _join(s, nodes, inputs, outputs)
+    return streams, inputs, outputs
+
+
+def _stream(i: int, raw: Any, nodes: dict[str, Node], used_src: dict[tuple[str, str], int],
+            outputs: dict[str, Stream]) -> Stream:
+    """Stream ``i``: its keys, a source port feeding no other stream, its two ends, and port
+    types that agree (an input_N source takes the type of what it feeds)."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"streams[{i}]: not an object")
+    unknown = sorted(set(raw) - _STREAM_KEYS)
+    if unknown:
+        raise SpecError(f"streams[{i}]: unknown key(s) {', '.join(unknown)}")
+    src, sp = _endpoint(i, raw, "src")
+    dst, dp = _endpoint(i, raw, "dst")
+    label = f"stream {src}:{sp} -> {dst}:{dp}"
+    durable = raw.get("durable", False)
+    if not isinstance(durable, bool):
+        raise SpecError(f"{label}: durable must be true or false")
+    if (src, sp) in used_src:
+        raise SpecError(f"{label}: source port {src}:{sp} already feeds streams[{used_src[src, sp]}]; "
+                        f"a source port feeds exactly one destination (duplicate_filter copies)")
+    used_src[src, sp] = i
+    src_type = _source_type(label, src, sp, nodes)
+    dst_type = _destination_type(label, dst, dp, src_type, durable, nodes, outputs)
+    if src_type is not None and src_type != dst_type:
+        raise SpecError(f"{label}: port types differ ({src}:{sp} is {src_type}, {dst}:{dp} is {dst_type})")
+    return Stream(src, sp, dst, dp, dst_type, durable, i)
+
+
+def _source_type(label: str, src: str, sp: str, nodes: dict[str, Node]) -> str | None:
+    """The type of a stream's source port; None for an input_N source (it has the type of what
+    it feeds)."""
+    io = _IO_NAME.fullmatch(src)
+    if io and io.group(1) == "output":
+        raise SpecError(f"{label}: {src} is a sink; it cannot be a stream's source")
+    if io:
+        return None
+    if src not in nodes:
+        raise SpecError(f"{label}: unknown node {src!r}")
+    if sp not in nodes[src].stage.outputs:
+        raise SpecError(f"{label}: node {src} (stage {nodes[src].stage.name}) has no output port "
+                        f"{sp!r} (outputs: {', '.join(sorted(nodes[src].stage.outputs)) or 'none'})")
+    return nodes[src].stage.outputs[sp]
+
+
+def _destination_type(label: str, dst: str, dp: str, src_type: str | None, durable: bool,
+                      nodes: dict[str, Node], outputs: dict[str, Stream]) -> str:
+    """The type of a stream's destination port; an output_N sink takes its source's type, and
+    one stream, not durable."""
+    io = _IO_NAME.fullmatch(dst)
+    if io and io.group(1) == "input":
+        raise SpecError(f"{label}: {dst} is a source; it cannot be a stream's destination")
+    if io:
+        if src_type is None:
+            raise SpecError(f"{label}: a source straight into a sink; there is nothing to run")
+        if dst in outputs:
+            raise SpecError(f"{label}: sink {dst} already takes {outputs[dst]}; a sink takes one stream")
+        if durable:
+            raise SpecError(f"{label}: a sink takes no durable stream")
+        return src_type
+    if dst not in nodes:
+        raise SpecError(f"{label}: unknown node {dst!r}")
+    if dp not in nodes[dst].stage.inputs:
+        raise SpecError(f"{label}: node {dst} (stage {nodes[dst].stage.name}) has no input port "
+                        f"{dp!r} (inputs: {', '.join(sorted(nodes[dst].stage.inputs)) or 'none'})")
+    return nodes[dst].stage.inputs[dp]
+
+
+def _join(s: Stream, nodes: dict[str, Node], inputs: dict[str, dict[str, str]],
+          outputs: dict[str, Stream]) -> None:
+    """Record checked stream ``s`` at its ends: a source's port or a node's output, a sink or a
+    node's input (whose streams are all durable or all streaming)."""
+    if _IO_NAME.fullmatch(s.src):
+        inputs.setdefault(s.src, {})[s.src_port] = s.port_type
+    else:
+        nodes[s.src].outputs[s.src_port] = s
+    if _IO_NAME.fullmatch(s.dst):
+        outputs[s.dst] = s
+        return
+    node = nodes[s.dst]
+    if s.dst_port in node.inputs and (s.dst_port in node.durable) != s.durable:
+        raise SpecError(f"stream {s}: port {s.dst}:{s.dst_port} is fed both durable and streaming streams")
+    node.inputs.setdefault(s.dst_port, []).append(s)
+    if s.durable:
+        node.durable.add(s.dst_port)
+
+
+def _check_ports(n: Node) -> None:
+    """Node ``n``'s every needed input port is connected, at least one streams, and its delivery
+    function takes that many streaming ports."""
+    for port in sorted(n.stage.inputs):
+        if port not in n.inputs and port not in n.stage.optional_inputs:
+            raise SpecError(f"node {n.name}: input port {port!r} ({n.stage.inputs[port]}) is not "
+                            f"connected, and stage {n.stage.name} needs it")
+    ports = n.streaming_ports
+    if not ports:
+        raise SpecError(f"node {n.name}: no streaming input (only durable ones or none); it would never run")
+    if n.delivery.ports is not None and len(ports) != n.delivery.ports:
+        raise SpecError(f"node {n.name}: delivery function {n.delivery.name} takes {n.delivery.ports} "
+                        f"streaming input port(s); the node has {len(ports)} ({', '.join(ports)})")
 
 
 def _topological(nodes: dict[str, Node], upstream: dict[str, set[str]]) -> list[str]:

@@ -246,3 +246,113 @@ class S3Storage(Storage):
             probe.delete_object(Bucket=self.bucket, Key=key)
         except (BotoCoreError, ClientError) as e:
             raise self._fail(e, None) from None
+
+
+# -- one output object written in parts (``excamera encode -o s3://BUCKET/KEY``) -------------------
+
+#: S3's smallest part but the last (``EntityTooSmall`` below it), and its most parts an upload.
+PART_MIN = 5 << 20
+MAX_PARTS = 10000
+
+
+def parse_object_url(url: str) -> tuple[str, str]:
+    """(bucket, key) of ``s3://BUCKET/KEY``; StorageError saying what is wrong."""
+    bucket, key = parse_s3_url(url)
+    if not key:
+        raise StorageError(f"{url}: names a bucket but no object (s3://BUCKET/KEY)")
+    return bucket, key
+
+
+class MultipartOutput:
+    """One S3 object ``url`` made of parts that several processes upload: whoever starts it
+    (``start``) hands ``upload_id`` on; each part goes up where its bytes are
+    (``put_part``), and nothing is visible at ``url`` until ``complete``. ``abort`` drops every
+    part uploaded (S3 keeps the parts of an upload left open, and bills them, until it is
+    aborted; a bucket lifecycle rule ``AbortIncompleteMultipartUpload`` covers a client that
+    died before it could abort). Errors are StorageError, one line naming ``url``."""
+
+    def __init__(self, url: str, upload_id: str = "", client=None):
+        self.url = url
+        self.bucket, self.key = parse_object_url(url)
+        self.upload_id = upload_id
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            client = boto3.session.Session().client("s3", config=Config(retries={"mode": "standard"}))
+        self.client = client
+
+    def _fail(self, e: Exception) -> StorageError:
+        from botocore.exceptions import ClientError, NoCredentialsError
+
+        code = _error_code(e)
+        if isinstance(e, ClientError):
+            if code == "NoSuchBucket":
+                return StorageError(f"{self.url}: no such bucket {self.bucket!r}")
+            if code == "NoSuchUpload":
+                return StorageError(f"{self.url}: the multipart upload is gone (aborted, or completed already)")
+            if code in ("AccessDenied", "403", "Forbidden"):
+                return StorageError(f"{self.url}: access denied (check the IAM permissions)")
+            message = e.response.get("Error", {}).get("Message", "") or str(e)
+            return StorageError(f"{self.url}: {code}: {' '.join(message.split())}")
+        if isinstance(e, NoCredentialsError):
+            return StorageError(f"{self.url}: no AWS credentials (configure a profile, AWS_ACCESS_KEY_ID "
+                                f"and AWS_SECRET_ACCESS_KEY, or a role)")
+        return StorageError(f"{self.url}: {' '.join(str(e).split()) or type(e).__name__}")
+
+    def _call(self, method: str, **kw):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self.client, method)(Bucket=self.bucket, Key=self.key, **kw)
+        except (BotoCoreError, ClientError) as e:
+            raise self._fail(e) from None
+
+    def start(self) -> str:
+        """A new upload (CreateMultipartUpload, SHA-256 checked per part); its id."""
+        self.upload_id = self._call("create_multipart_upload", ChecksumAlgorithm="SHA256")["UploadId"]
+        return self.upload_id
+
+    def put_part(self, number: int, data: bytes) -> str:
+        """Part ``number`` (1..10000) from ``data``, S3 checking its SHA-256; the part's ETag.
+        Sent again, a part replaces the one before (a re-issued task uploads the same bytes)."""
+        if not 1 <= number <= MAX_PARTS:
+            raise StorageError(f"{self.url}: part {number} out of 1..{MAX_PARTS}")
+        sha = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        r = self._call("upload_part", UploadId=self.upload_id, PartNumber=number, Body=bytes(data),
+                       ChecksumAlgorithm="SHA256", ChecksumSHA256=sha)
+        return r["ETag"]
+
+    def parts(self) -> dict[int, tuple[str, int, str]]:
+        """Part number -> (ETag, size, base64 SHA-256 or '') of every part S3 holds now."""
+        out, marker = {}, 0
+        while True:
+            r = self._call("list_parts", UploadId=self.upload_id, PartNumberMarker=marker)
+            for p in r.get("Parts", ()):
+                out[int(p["PartNumber"])] = (p["ETag"], int(p["Size"]), p.get("ChecksumSHA256", ""))
+            if not r.get("IsTruncated"):
+                return out
+            marker = int(r["NextPartNumberMarker"])
+
+    def complete(self, sizes: list[int]) -> None:
+        """Make the object visible from parts 1..len(sizes), each of the size given: refused
+        (StorageError, the upload left for ``abort``) if S3 holds other parts or sizes."""
+        held = self.parts()
+        if sorted(held) != list(range(1, len(sizes) + 1)):
+            raise StorageError(f"{self.url}: the upload holds parts {sorted(held)[:8]}..., "
+                               f"not 1..{len(sizes)}")
+        for n, size in enumerate(sizes, 1):
+            if held[n][1] != size:
+                raise StorageError(f"{self.url}: part {n} holds {held[n][1]} bytes, not the {size} assembled")
+        listed = []
+        for n in range(1, len(sizes) + 1):
+            part = {"PartNumber": n, "ETag": held[n][0]}
+            if held[n][2]:
+                part["ChecksumSHA256"] = held[n][2]
+            listed.append(part)
+        self._call("complete_multipart_upload", UploadId=self.upload_id, MultipartUpload={"Parts": listed})
+
+    def abort(self) -> None:
+        """Drop the upload and its parts (nothing to do when none was started)."""
+        if self.upload_id:
+            self._call("abort_multipart_upload", UploadId=self.upload_id)

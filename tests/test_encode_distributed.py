@@ -25,7 +25,7 @@ from coordinator.api import JobFailed, RunConfig, embedded_coordinator, run_job
 from coordinator.excamera_job import OUT_KEY, SpooledInput, chunk_fsm, chunk_id, encode_inputs, encode_job
 from coordinator.fsm import DONE, Job, fill
 from media.excamera_encode import EncodeSettings, chunk_ranges, encode_frames, given_state_frame, rebase_chunk
-from storage import LocalStorage
+from storage import LocalStorage, ObjectRef
 from worker.codec_ops import ivf_frames
 from worker.ops import DEFAULT, OpContext, OperationError
 
@@ -104,22 +104,67 @@ def test_job_fsm_run_in_process_equals_workers_0(clip, tmp_path):
     for key, data in encode_inputs(frames, rate, settings).items():
         storage.put(key, data)
     relay = _Mailboxes()
+    reported = {}  # task -> the objects it reported (what the engine hands on as ${after})
     for task in job.tasks:  # in order: a chunk's predecessor has always run before it
         fsm = job.fsm(task.fsm)
         ctx = OpContext("j", task.task_id, 1, storage, relay)
         name, outputs = fsm.initial, {}
+        after = [f"{v.key} {v.sha256} {v.size}" for d in task.after for v in reported[d]]
         while name != DONE:
             state = fsm.state(name)
-            context = dict(task.params, task_id=task.task_id, job_id="j", attempt=1, **outputs)
+            context = dict(task.params, task_id=task.task_id, job_id="j", attempt=1, after=after, **outputs)
             out = asyncio.run(DEFAULT.call(state.operation, ctx, fill(state.args, context)))
             outputs.update({f"{name}.{k}": v for k, v in out.items()})
             name = fsm.next_state(name, out.get("outcome", "ok"))
+        reported[task.task_id] = [v for v in outputs.values() if isinstance(v, ObjectRef)]
     stitched = ivf_frames(storage.get("output.ivf"), "stitched")
     assert stitched == encode_frames(frames, settings, rate)
     assert outputs["stitch.decoded"] is False  # every chunk left its link: the chain was proved from them
     # Batches of 2: chunks 0, 2, 4 keep their key frames; 1 and 3 were rebased.
     assert [frame_tag(ivf_frames(storage.get(OUT_KEY.format(chunk_id(i))), "c")[0]).key_frame
             for i in range(5)] == [True, False, True, False, True]
+
+
+def test_batch_rebase_refuses_objects_other_than_those_accepted(clip, tmp_path):
+    """The batch's rebase task reads what its chunk tasks stored, each checked against the digest
+    the coordinator accepted (``${after}``): another given-state frame, or none accepted at all
+    (a recovered task without its digests), fails it naming the object."""
+    frames, rate = clip
+    settings = EncodeSettings(chunk_frames=5, batch_chunks=3, cq_level=30, first_pass="native")
+    h, w = frames[0].y.shape
+    job = encode_job(len(frames), w, h, settings)
+    storage = LocalStorage(tmp_path).scoped("jobs/j")
+    for key, data in encode_inputs(frames, rate, settings).items():
+        storage.put(key, data)
+    relay, reported = _Mailboxes(), []
+    for task in job.tasks:
+        if task.fsm != "excamera-encode-chunk":
+            continue
+        fsm, name, outputs = job.fsm(task.fsm), job.fsm(task.fsm).initial, {}
+        ctx = OpContext("j", task.task_id, 1, storage, relay)
+        while name != DONE:
+            context = dict(task.params, task_id=task.task_id, job_id="j", attempt=1, after=[], **outputs)
+            out = asyncio.run(DEFAULT.call(fsm.state(name).operation, ctx, fill(fsm.state(name).args, context)))
+            outputs.update({f"{name}.{k}": v for k, v in out.items()})
+            name = fsm.next_state(name, "ok")
+        reported += [f"{v.key} {v.sha256} {v.size}" for v in outputs.values() if isinstance(v, ObjectRef)]
+    (rebase,) = [t for t in job.tasks if t.fsm == "excamera-encode-rebase"]
+    state = job.fsm(rebase.fsm).state("rebase")
+
+    def walk(after):
+        args = fill(state.args, dict(rebase.params, task_id=rebase.task_id, job_id="j", attempt=1, after=after))
+        return asyncio.run(DEFAULT.call(state.operation, OpContext("j", rebase.task_id, 1, storage), args))
+
+    given = rebase.params["givens"][2]
+    good = storage.get(given)
+    storage.put(given, good[:-1] + bytes([good[-1] ^ 1]))
+    with pytest.raises(OperationError, match=f"storage key '{given}': holds .* not the .* verified"):
+        walk(reported)
+    storage.put(given, good)
+    with pytest.raises(OperationError, match="not among the objects verified"):
+        walk([])
+    out = walk(reported)
+    assert [out[f"chunk-{j:05d}"].key for j in range(3)] == [OUT_KEY.format(chunk_id(j)) for j in range(3)]
 
 
 def stored_chunks(clip, tmp_path, batch_chunks):
@@ -330,11 +375,12 @@ def test_never_success_with_a_chunk_rebased_onto_the_wrong_state(clip, tmp_path,
     settings = EncodeSettings(chunk_frames=5, batch_chunks=3, cq_level=30, first_pass="native")
     h, w = frames[0].y.shape
     base = encode_job(len(frames), w, h, settings)
-    good = base.fsm("excamera-encode-chunk")
-    bad = dataclasses.replace(good, name="broken-chunk", states=tuple(
+    good = base.fsm("excamera-encode-rebase")
+    bad = dataclasses.replace(good, name="broken-rebase", states=tuple(
         dataclasses.replace(s, operation="test-rebase-onto-given") if s.name == "rebase" else s
         for s in good.states))
-    tasks = tuple(dataclasses.replace(t, fsm="broken-chunk") if t.task_id == chunk_id(2) else t
+    # (chunk 2 is the last of the first batch: the broken walk codes it onto chunk 1's first pass)
+    tasks = tuple(dataclasses.replace(t, fsm="broken-rebase") if t.task_id == "rebase-00000" else t
                   for t in base.tasks)
     job = Job(base.name, base.fsms + (bad,), tasks, base.result_tasks)
     with pytest.raises(JobFailed, match=r"task stitch failed .*chunk 2 expects to start from decoder state"):
@@ -364,8 +410,9 @@ def test_cli_workers_2_same_bytes_as_workers_0_ivf_and_webm(tmp_path):
         else:  # the WebM muxer writes a random segment UID even for --workers 0: compare packets
             assert webm_packets(two) == webm_packets(zero) and len(webm_packets(two)) == 15
     timeline = json.loads((tmp_path / "t.json").read_text())
-    assert timeline["status"] == "succeeded" and set(timeline["tasks"]) == {  # y4m: a decode task a batch
-        "decode-00000", "decode-00001", "chunk-00000", "chunk-00001", "chunk-00002", "chunk-00003", "stitch"}
+    assert timeline["status"] == "succeeded" and set(timeline["tasks"]) - {"assemble-00000", "join"} == {
+        "decode-00000", "decode-00001", "chunk-00000", "chunk-00001", "chunk-00002", "chunk-00003",  # y4m: a
+        "rebase-00000", "rebase-00001", "stitch"}  # decode task a batch; a rebase task a batch
     assert sorted(os.listdir(tmp_path)) == ["t.json", "w0.ivf", "w0.webm", "w2.ivf", "w2.webm"]
 
 
@@ -446,13 +493,14 @@ def test_stage_progress_counts_chunks_once_per_stage():
     from excamera.commands.progress import StageProgress as _StageProgress
     from protos import jobs_pb2 as jpb
 
-    p = _StageProgress(3, tty=False)
+    p = _StageProgress(3, tty=False, batches=2)
     for tid, a, b in [("chunk-00000", "first-pass", "dump-state"), ("chunk-00001", "first-pass", "dump-state"),
-                      ("chunk-00000", "first-pass", "dump-state"), ("chunk-00000", "rebase", "send-final"),
+                      ("chunk-00000", "first-pass", "dump-state"), ("rebase-00000", "rebase", "done"),
                       ("stitch", "stitch", "done")]:
         p(jpb.JobEvent(kind="transition", task_id=tid, from_state=a, to_state=b))
     p(jpb.JobEvent(kind="attempt", task_id="chunk-00000", detail="attempt 2"))
-    assert p.line().startswith("first pass 2/3 | given state 0/3 | rebase 1/3 | upload 0/3 | stitch 1/1")
+    # (a rebase task walks a batch: the rebase counts batches)
+    assert p.line().startswith("first pass 2/3 | given state 0/3 | rebase 1/2 | stitch 1/1")
     assert p.line().endswith("1 re-issued")
 
 
@@ -479,12 +527,20 @@ def test_job_shape_and_timeouts():
     assert len(chunks) == 8 and job.result_tasks == ("stitch",)
     assert [t.params["prev"] != "" for t in chunks] == [False, True, True, True, False, True, True, True]
     assert [t.params["next"] != "" for t in chunks] == [True, True, True, False, True, True, True, False]
-    assert job.tasks[-1].after == tuple(t.task_id for t in chunks) and job.tasks[-1].params["frames"] == 45
+    # The chunk tasks end after encode-given-state; one rebase task per batch walks its chunks.
+    assert [s.name for s in job.fsm("excamera-encode-chunk").states][-1] == "encode-given-state"
+    rebases = [t for t in job.tasks if t.task_id.startswith("rebase-")]
+    assert [t.after for t in rebases] == [tuple(t.task_id for t in chunks[:4]), tuple(t.task_id for t in chunks[4:])]
+    assert [t.params["frames"] for t in rebases] == [24, 21]
+    assert rebases[1].params["outs"] == [f"out/chunk-{i:05d}.ivf" for i in range(4, 8)]
+    assert job.tasks[-1].after == tuple(t.task_id for t in rebases) and job.tasks[-1].params["frames"] == 45
     small = job.fsm("excamera-encode-chunk")
     big = encode_job(30 * 3600, 3840, 2160, settings)
     large = big.fsm("excamera-encode-chunk")
-    assert 60 <= small.state("rebase").timeout_s < large.state("rebase").timeout_s < 3600
-    assert large.state("receive-final").timeout_s > 4 * large.state("rebase").timeout_s
+    assert 60 <= small.state("encode-given-state").timeout_s < large.state("encode-given-state").timeout_s < 3600
+    assert large.state("receive-state").timeout_s >= 4 * large.state("encode-given-state").timeout_s
+    walk = big.fsm("excamera-encode-rebase").state("rebase").timeout_s
+    assert 4 * large.state("encode-given-state").timeout_s < walk <= 24 * 3600
     assert big.fsm("excamera-encode-stitch").state("stitch").timeout_s == 24 * 3600
 
 

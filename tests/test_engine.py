@@ -3,11 +3,13 @@
 Every scenario adds the lifecycle edges it exercised to SEEN; the last test checks that every
 edge of every lifecycle table was exercised by some scenario."""
 
+import json
 from collections import Counter
 
 from coordinator import engine as eng
 from coordinator.engine import Engine, Result
 from coordinator.fsm import DONE, FAILED, FSM, Job, State, Task
+from coordinator.lifecycle import AttemptStatus, JobStatus, TaskStatus, WorkerStatus
 from storage import LocalStorage, ObjectRef
 
 SEEN: Counter = Counter()
@@ -257,6 +259,58 @@ def test_launches_up_to_workers_plus_spare(tmp_path):
     h.finish()
 
 
+def test_plain_job_retires_idle_workers_no_task_can_use(tmp_path):
+    """A job without a planner (an encode's tail: the last tasks run while the others' workers
+    sit idle) stops at once the idle workers beyond its unstarted tasks, and after a grace those
+    only a waiting task could use; a launcher replaces one should a task come back. Without a
+    launcher nothing is stopped (nothing could replace it)."""
+    def job(launcher):
+        last = Task("last", "t", {"x": "z"}, after=("t0", "t1", "t2", "t3"))
+        h = Harness(tmp_path / str(launcher), tasks(4) + [last], workers=4, launcher=launcher)
+        h.step()
+        ws = h.connect(4)
+        h.step()
+        return h, ws
+
+    def skip(h, w):   # the task's quick way to done
+        h.answer(w, outputs={"outcome": "skip"})
+        return h.step()
+
+    h, ws = job(True)
+    assert sorted(h.outstanding) == sorted(ws)
+    actions = skip(h, ws[0])      # idle, and "last" still to run: kept a while
+    assert not [a for a in actions if isinstance(a, eng.StopWorker)]
+    h.clock.t += eng.PLAIN_IDLE_EXIT_S - 0.5
+    assert not [a for a in h.step() if isinstance(a, eng.StopWorker)]
+    h.clock.t += 0.5              # idle that long while only a waiting task could use it: goes
+    actions = h.step()
+    assert [a.worker_id for a in actions if isinstance(a, eng.StopWorker)] == [ws[0]]
+    assert [e.detail for e in events(actions, "retire")] == ["idle: no task left can use it"]
+    h.e.observe_disconnect(ws[0])
+    assert not [a for a in skip(h, ws[1]) if isinstance(a, eng.StopWorker)]
+    actions = skip(h, ws[2])      # two idle, one task left that can use one: the longer idle goes at once
+    assert [a.worker_id for a in actions if isinstance(a, eng.StopWorker)] == [ws[1]]
+    assert not [a for a in actions if isinstance(a, eng.Launch)]
+    actions = skip(h, ws[3])      # "last" starts on one of them; the other goes
+    assert next(iter(h.outstanding.values())).task_id == "last"
+    (runner,) = h.outstanding
+    assert [a.worker_id for a in actions if isinstance(a, eng.StopWorker)] == [({ws[2], ws[3]} - {runner}).pop()]
+    for w in set(ws[1:]) - {runner}:   # the stopped workers exit
+        h.e.observe_disconnect(w)
+    assert not [a for a in h.step() if isinstance(a, eng.Launch)]
+    h.e.observe_disconnect(runner)  # its worker is lost: the launcher replaces it
+    assert [a for a in h.step() if isinstance(a, eng.Launch)] == [eng.Launch("j", 1)]
+    assert h.e.jobs["j"].tasks["last"].status == "ready"
+    h.finish()
+
+    h, ws = job(False)            # two idle, one task waiting, past the grace: all kept
+    actions = skip(h, ws[0]) + skip(h, ws[1])
+    h.clock.t += eng.PLAIN_IDLE_EXIT_S + 1
+    assert not [a for a in actions + h.step() if isinstance(a, eng.StopWorker)]
+    assert sum(h.e.workers[w].status == "idle" for w in ws) == 2
+    h.finish()
+
+
 # -- timeout and lost edges named by the FSM (a custom FSM) ---------------------------------------
 
 FSM_EDGES = FSM("t", "probe", (
@@ -378,6 +432,29 @@ def test_no_edges_keeps_the_default_policy(tmp_path):
     h.finish()
 
 
+def test_statuses_are_enums_with_the_wire_strings(tmp_path):
+    """The records hold enum members; what leaves the engine (actions, events, timeline JSON)
+    carries the same plain strings as before the enums."""
+    h = Harness(tmp_path, [Task("a", "t", {"x": "1"})])
+    (w,) = h.connect(1)
+    h.step()
+    job = h.e.jobs["j"]
+    assert job.status is JobStatus.RUNNING and job.tasks["a"].status is TaskStatus.RUNNING
+    assert job.tasks["a"].attempts[0].status is AttemptStatus.RUNNING
+    assert h.e.workers[w].status is WorkerStatus.BUSY
+    h.answer(w, outputs={"outcome": "skip"})
+    actions = h.step()
+    (end,) = ended(actions)
+    assert end.status is JobStatus.SUCCEEDED
+    moves = [(a.from_state, a.to_state) for a in actions if isinstance(a, eng.Event) and a.kind == "task"]
+    assert moves == [("running", "done")]
+    doc = json.loads(json.dumps(h.e.timeline("j")))
+    assert doc["status"] == "succeeded" and doc["tasks"]["a"][0]["status"] == "succeeded"
+    assert [label for _, label in doc["workers"][0]["history"]] == ["idle", "a:start", "idle", "stopping"]
+    assert f"{end.status}" == str(end.status) == "succeeded"
+    h.finish()
+
+
 def test_every_lifecycle_edge_is_exercised():
     missing = [(table, a, b) for table, t in eng.TABLES.items() for a, outs in t.items()
                for b in outs if SEEN[(table, a, b)] == 0]
@@ -396,3 +473,16 @@ def test_lifecycle_tables_have_no_unreachable_status():
                 seen.add(s)
                 todo.extend(table[s])
         assert seen == set(table), f"{name}: unreachable {set(table) - seen}"
+
+
+def test_lifecycle_tables_are_keyed_by_one_enum_each():
+    """Each table's statuses, sources and targets alike, are exactly the members of its enum,
+    and every edge says why it exists."""
+    enums = {"task": TaskStatus, "attempt": AttemptStatus, "worker": WorkerStatus, "job": JobStatus}
+    assert set(eng.TABLES) == set(enums)
+    for name, table in eng.TABLES.items():
+        members = set(enums[name])
+        assert set(table) == members, name
+        for src, edges in table.items():
+            assert type(src) is enums[name] and all(type(dst) is enums[name] for dst in edges), (name, src)
+            assert all(why.strip() for why in edges.values()), (name, src)

@@ -71,9 +71,11 @@ def test_pinned_requirements_resolve_for_the_image(context, tmp_path):
     docker, reqs = context
     base = re.search(r"^FROM\s+(\S+)", docker, re.M)[1]
     python = base.rsplit(":", 1)[1]
+    from awslambda import package
     from excamera.commands import lambda_
 
-    assert python == lambda_.IMAGE_PYTHON and BASES[base][0] == lambda_.IMAGE_GLIBC
+    assert python == package.IMAGE_PYTHON and BASES[base][0] == package.IMAGE_GLIBC
+    assert lambda_.BASE_IMAGE == package.BASE_IMAGE    # the CLI's help repeats it: no drift
     names = {r.split("==")[0] for r in reqs}
     assert {"av", "numpy", "numba", "llvmlite"} <= names
     p = pip_download(reqs, BASES[base][0], python, tmp_path / "ok")

@@ -100,9 +100,10 @@ def test_http_and_s3_sources_give_the_same_bytes(tmp_path, client_cut, s3env):
         assert _run(GRAYSCALE, server.url("clip.mp4"), tmp_path / "http.ivf", 2) == expect
         assert server.log and all(rng for _, _, rng in server.log)  # ranged requests only
         # Each decode task fetches its own blocks (of 1 MiB: this whole small file), the client
-        # the index's: never more than one file's worth a reader.
+        # the index's: never more than one file's worth a reader; speculation may run a task
+        # twice (a duplicate reads its own blocks), never more.
         tasks = len(source_refs.range_chunks(str(GOP10), 3)[0])
-        assert server.sent <= (tasks + 1) * GOP10.stat().st_size
+        assert server.sent <= (2 * tasks + 1) * GOP10.stat().st_size
     finally:
         server.stop()
     bucket = s3env.bucket(f"pipesrc-{next(_BUCKETS)}")

@@ -11,10 +11,17 @@ attempt's scratch space (NSDI 2017, section 4; the same steps, in the same order
   scratch ``fp_state`` and storage; the built-in ``send-state`` hands it to the next chunk.
 * ``vp8-encode-given-state``: once the previous chunk's first-pass state has arrived (scratch
   ``given_state``, by ``receive-state``), the chunk's first raw frame coded as an interframe
-  against it, into scratch ``given_frame``. A chunk that begins a batch keeps its key frame.
+  against it, into scratch ``given_frame`` and, given ``output``, storage (the batch's rebase
+  task reads it there). A chunk that begins a batch keeps its key frame.
+* ``vp8-rebase-batch``: the serial step for a whole batch, in one worker, after its chunk
+  workers are gone: each chunk in turn coded again onto the state the chunk before it really
+  left (its raw frames, first pass, given-state frame and the previous chunk's first-pass state
+  read from storage and checked against the digests the coordinator accepted), stored with its
+  link exactly as ``vp8-rebase`` and ``vp8-upload-chunk`` store one chunk (those two run the step
+  a chunk at a time, as ``bench/plan_bench.py`` measures it).
 * ``vp8-rebase``: once the state the previous chunk really left has arrived (scratch
   ``state_in``), the chunk coded again onto it; the chunk IVF (recording its entry-state digest)
-  into scratch ``output``, its exit state into scratch ``final`` for ``send-state``.
+  into scratch ``output``, its exit state into scratch ``final``.
 * ``vp8-upload-chunk``: the chunk IVF to storage, and beside it its link (``codec.chunks.ChunkLink``:
   its hash and the full digests of the states it enters and leaves, known from the rebase, which
   decoded it).
@@ -23,10 +30,12 @@ attempt's scratch space (NSDI 2017, section 4; the same steps, in the same order
   recorded entry digest against the real decoder state (``codec.chunks.stitch_chunks``); and the
   frame count checked against the job's.
 
-The first pass is decoded once, where it is made (``media.excamera_encode.FirstPass``): the dump, the
-encode-given-state and the rebase of the same attempt take its states from a per-process memo
-keyed by the chunk's bytes (``_decoded_pass``), and decode it again only when the memo lost it
-(a re-issued attempt that reused a stored first pass, or one evicted to bound memory).
+The first pass is decoded once in its chunk task, where it is made
+(``media.excamera_encode.FirstPass``): the dump and the encode-given-state of the same attempt
+(and ``vp8-rebase`` where it runs in the same process) take its states from a per-process memo
+keyed by the chunk's bytes (``_decoded_pass``), and decode it again only when the memo lost it (a re-issued attempt that
+reused a stored first pass, or one evicted to bound memory). The batch rebase, in another worker,
+decodes each chunk's first pass once more (N frames decoded per chunk on the serial path).
 
 Importing this module registers the operations and imports no codec module: each operation
 imports what it needs when it runs, so a worker that never runs one pays nothing for it.
@@ -60,7 +69,12 @@ def _raw(ctx: OpContext, key: str, verified: list[str] = ()):
     """The chunk's raw frames and frame rate from a Y4M object (checked against ``verified``,
     ``worker.ops.get_verified``)."""
     from codec.y4m import Y4mReader
-    with Y4mReader(io.BytesIO(get_verified(ctx, key, verified))) as reader:
+    # Read (and checked) once an attempt: the first pass and encode-given-state read the same
+    # chunk, and a second fetch would add its transfer to the chunk's time.
+    data = ctx.scratch.get(f"raw:{key}")
+    if data is None:
+        data = ctx.scratch[f"raw:{key}"] = get_verified(ctx, key, verified)
+    with Y4mReader(io.BytesIO(data)) as reader:
         frames = list(reader)
         rate = reader.header.rate
     if not frames:
@@ -185,36 +199,72 @@ def op_dump_state(ctx: OpContext, *, output: str) -> dict:
 
 @operation("vp8-encode-given-state")
 def op_encode_given_state(ctx: OpContext, *, raw: str, speed: int = 1, kf_q_weight: float = 0.75,
-                          verified: list[str] = ()) -> dict:
+                          verified: list[str] = (), output: str = "", last: bool = False) -> dict:
     """Step 2: the chunk's first raw frame as an interframe against the previous chunk's
-    first-pass exit state (scratch ``given_state``), into scratch ``given_frame``. With no given
-    state (an empty one: the chunk begins its batch) there is nothing to do."""
+    first-pass exit state (scratch ``given_state``), into scratch ``given_frame`` and, given
+    ``output``, storage. With no given state (an empty one: the chunk begins its batch) there is
+    nothing to do. ``last``: the attempt's last use of its first pass (the rebase runs
+    elsewhere), so its memo entry goes."""
     from media.excamera_encode import given_state_frame
     if not _scratch(ctx, "given_state"):
         ctx.scratch["given_frame"] = b""
+        if last:
+            with _pass_memo_lock:
+                _pass_memo.pop(_scratch(ctx, "pass"), None)
         return {"encoded": False}
     settings = _settings(speed=speed, kf_q_weight=kf_q_weight)
     given = _state(ctx, "given_state")
     frames, _ = _raw(ctx, raw, verified)
-    fp = _decoded_pass(ctx)
+    fp = _decoded_pass(ctx, forget=last)
     try:
         data = given_state_frame(given, frames[0], fp.frames, settings, fp.states)
     except ValueError as e:
         raise OperationError(f"{raw}: encode-given-state: {e}") from None
     ctx.scratch["given_frame"] = data
+    if output:
+        return {"encoded": True, "size": len(data), "object": ctx.storage.put(output, data)}
     return {"encoded": True, "size": len(data)}
+
+
+def _rebased(state_in, given, given_frame: bytes, frames: list, fp, rate, where: str, onto=None):
+    """One chunk coded onto ``state_in`` (``media.excamera_encode.rebase_chunk``): its IVF
+    (recording its entry-state digest), the state it leaves, and the digests of both (for its
+    link). ``onto``: tests only, the state to code onto instead (a broken rebase)."""
+    from codec.chunks import entry_digest_bytes
+    from media.excamera_encode import rebase_chunk
+    if not given_frame:
+        raise OperationError(f"{where}: a state to rebase onto but no given-state frame")
+    state_in = state_in if onto is None else onto(state_in, given)
+    try:
+        out, final = rebase_chunk(state_in, given, given_frame, frames, fp.frames, fp.states)
+    except ValueError as e:
+        raise OperationError(f"{where}: rebase: {e}") from None
+    h, w = frames[0].y.shape
+    ivf = ivf_bytes(out, w, h, rate, entry_digest_bytes(state_in))
+    return ivf, final, f"{state_in.digest()} {final.digest()}".encode()
+
+
+def _store_chunk(ctx: OpContext, key: str, link: str, data: bytes, states: bytes) -> ObjectRef:
+    """The rebased chunk IVF to ``key`` and beside it at ``link`` what the rebase knows of it
+    (``codec.chunks.ChunkLink``; ``states``: "ENTRY EXIT" digests, ENTRY empty for a chunk that
+    begins its batch)."""
+    from codec.chunks import ChunkLink, frame_tag
+    entry, _, exit_ = states.decode().partition(" ")
+    frames = ivf_frames(data, key)
+    shown = sum(frame_tag(d).show_frame for d in frames)  # (the rebase decoded them: tags parse)
+    ref = ctx.storage.put(key, data)
+    ctx.storage.put(link, ChunkLink(hashlib.sha256(data).hexdigest(), entry, exit_, len(data), len(frames),
+                                    shown).to_bytes())
+    return ref
 
 
 @operation("vp8-rebase")
 def op_rebase(ctx: OpContext, *, raw: str, verified: list[str] = ()) -> dict:
-    """Step 3: the chunk coded onto the state the previous chunk really left (scratch
+    """Step 3 for one chunk: coded onto the state the previous chunk really left (scratch
     ``state_in``; empty when the chunk begins its batch, which keeps its first pass). The chunk
     IVF, recording its entry-state digest, into scratch ``output``; its exit state into scratch
-    ``final`` for the next chunk."""
-    from codec.chunks import entry_digest_bytes
-    from media.excamera_encode import rebase_chunk
+    ``final``."""
     frames, rate = _raw(ctx, raw, verified)
-    h, w = frames[0].y.shape
     if not _scratch(ctx, "state_in"):
         if _scratch(ctx, "given_frame"):
             raise OperationError(f"task {ctx.task_id}: a given-state frame but no state to rebase onto")
@@ -225,34 +275,96 @@ def op_rebase(ctx: OpContext, *, raw: str, verified: list[str] = ()) -> dict:
         ctx.scratch["states"] = b" " + _scratch(ctx, "fp_digest")
         return {"rebased": False, "frames": len(ivf_frames(ctx.scratch["output"], "first pass"))}
     fp = _decoded_pass(ctx, forget=True)
-    state_in = _state(ctx, "state_in")
-    given = _state(ctx, "given_state")
-    given_frame = _scratch(ctx, "given_frame")
-    if not given_frame:
-        raise OperationError(f"task {ctx.task_id}: a state to rebase onto but no given-state frame")
-    try:
-        out, final = rebase_chunk(state_in, given, given_frame, frames, fp.frames, fp.states)
-    except ValueError as e:
-        raise OperationError(f"{raw}: rebase: {e}") from None
-    ctx.scratch["output"] = ivf_bytes(out, w, h, rate, entry_digest_bytes(state_in))
+    ivf, final, states = _rebased(_state(ctx, "state_in"), _state(ctx, "given_state"), _scratch(ctx, "given_frame"),
+                                  frames, fp, rate, f"task {ctx.task_id}")
+    ctx.scratch["output"] = ivf
     ctx.scratch["final"] = final.to_bytes()
-    digest = final.digest()
-    ctx.scratch["states"] = f"{state_in.digest()} {digest}".encode()
-    return {"rebased": True, "frames": len(out), "digest": digest}
+    ctx.scratch["states"] = states
+    return {"rebased": True, "frames": len(ivf_frames(ivf, "rebased chunk")), "digest": final.digest()}
 
 
 @operation("vp8-upload-chunk")
 def op_upload_chunk(ctx: OpContext, *, key: str, link: str) -> dict:
-    """The rebased chunk (scratch ``output``) to storage ``key``, and beside it at ``link`` what
-    this attempt knows of it (``codec.chunks.ChunkLink``: its bytes' hash, the full digests of
-    its entry and exit states, from scratch ``states``), which lets the stitch check the chain
+    """The rebased chunk (scratch ``output``) to storage ``key``, and beside it at ``link`` its
+    ``codec.chunks.ChunkLink`` (from scratch ``states``), which lets the stitch check the chain
     without decoding the stream again."""
-    from codec.chunks import ChunkLink
-    data = _scratch(ctx, "output")
-    entry, _, exit_ = _scratch(ctx, "states").decode().partition(" ")
-    ref = ctx.storage.put(key, data)
-    ctx.storage.put(link, ChunkLink(hashlib.sha256(data).hexdigest(), entry, exit_).to_bytes())
-    return {"object": ref}
+    return {"object": _store_chunk(ctx, key, link, _scratch(ctx, "output"), _scratch(ctx, "states"))}
+
+
+#: Chunks whose inputs a batch rebase fetches ahead of the one it codes (storage reads overlap the
+#: serial coding; each 1080p chunk's raw frames are about 19 MB, so only a few are held).
+REBASE_PREFETCH = 2
+
+
+def rebase_batch(ctx: OpContext, *, raws: list[str], passes: list[str], states: list[str], givens: list[str],
+                 outs: list[str], links: list[str], verified: list[str], raw_checked: bool, onto=None) -> dict:
+    """``vp8-rebase-batch`` (``onto``: tests only, see ``_rebased``)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from codec.state import DecoderState
+    from codec.y4m import Y4mReader
+    from media.excamera_encode import FirstPass
+
+    n = len(passes)
+    if not n or any(len(v) != n for v in (raws, states, givens, outs, links)):
+        raise OperationError(f"vp8-rebase-batch: lists of unequal lengths or empty ({len(raws)} raws, {n} passes, "
+                             f"{len(states)} states, {len(givens)} givens, {len(outs)} outs, {len(links)} links)")
+
+    def fetch(j: int) -> tuple:
+        """Chunk ``j``'s stored inputs, each checked against what the coordinator accepted."""
+        ivf = get_verified(ctx, passes[j], verified)
+        if j == 0:   # begins the batch: keeps its first pass and hands on its first-pass state
+            return ivf, get_verified(ctx, states[0], verified), None, None
+        raw = get_verified(ctx, raws[j], verified if raw_checked else [])
+        return ivf, get_verified(ctx, states[j - 1], verified), get_verified(ctx, givens[j], verified), raw
+
+    def state(data: bytes, key: str) -> DecoderState:
+        try:
+            return DecoderState.from_bytes(data)
+        except ValueError as e:
+            raise OperationError(f"{key}: {e}") from None
+
+    out: dict = {}
+    final = None
+    with ThreadPoolExecutor(max_workers=REBASE_PREFETCH, thread_name_prefix="rebase-fetch") as pool:
+        ahead = [pool.submit(fetch, j) for j in range(min(n, REBASE_PREFETCH + 1))]
+        for j in range(n):
+            ivf, state_bytes, given_frame, raw = ahead[j].result()
+            ahead[j] = None
+            if j + REBASE_PREFETCH + 1 < n:
+                ahead.append(pool.submit(fetch, j + REBASE_PREFETCH + 1))
+            if j == 0:
+                final = state(state_bytes, states[0])
+                data, line = ivf, f" {final.digest()}".encode()
+            else:
+                with Y4mReader(io.BytesIO(raw)) as reader:
+                    frames, rate = list(reader), reader.header.rate
+                if not frames:
+                    raise OperationError(f"{raws[j]}: the raw chunk holds no frames")
+                try:
+                    fp = FirstPass.decode(ivf_frames(ivf, passes[j]))
+                except ValueError as e:
+                    raise OperationError(f"{passes[j]}: {e}") from None
+                data, final, line = _rebased(final, state(state_bytes, states[j - 1]), given_frame, frames, fp,
+                                             rate, raws[j], onto)
+            out[f"chunk-{j:05d}"] = _store_chunk(ctx, outs[j], links[j], data, line)
+    out["digest"] = final.digest()
+    return out
+
+
+@operation("vp8-rebase-batch")
+def op_rebase_batch(ctx: OpContext, *, raws: list[str], passes: list[str], states: list[str], givens: list[str],
+                    outs: list[str], links: list[str], verified: list[str], raw_checked: bool = False) -> dict:
+    """Step 3 for a batch, in series in this worker: its first chunk keeps its first pass
+    (``passes[0]``) and hands on its first-pass state (``states[0]``); each later chunk ``j`` is
+    coded onto the state chunk ``j - 1`` really left, from its raw frames ``raws[j]``, its first
+    pass, its given-state frame ``givens[j]`` and the state it was coded against,
+    ``states[j - 1]``. Each chunk and its link go to ``outs[j]`` and ``links[j]``, as
+    ``vp8-rebase`` then ``vp8-upload-chunk`` store them. Every object read is checked against
+    ``verified`` (``worker.ops.get_verified``), the raw chunks only when ``raw_checked`` (the
+    job's decode tasks wrote them; a client's own uploads have no accepted digest)."""
+    return rebase_batch(ctx, raws=raws, passes=passes, states=states, givens=givens, outs=outs, links=links,
+                        verified=verified, raw_checked=raw_checked)
 
 
 def _link(ctx: OpContext, key: str):
@@ -304,3 +416,4 @@ def op_stitch(ctx: OpContext, *, chunks: list[str], output: str, frames: int,
 
 # The decode tasks that feed the chunk tasks their raw chunks: registered wherever these are.
 import worker.decode_ops  # noqa: E402,F401
+import worker.assemble_ops  # noqa: E402,F401  (the output joined without a funnel)

@@ -79,6 +79,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if not out.lower().endswith((".ivf", ".webm", ".mkv")):
         raise CliError(f"-o {out}: the output must end in .ivf, .webm or .mkv (the ExCamera encode is VP8; "
                        "excamera pipeline run writes .mp4)")
+    if out.startswith("s3://") and not out.lower().endswith(".ivf"):
+        # WebM needs the muxer over every frame (Matroska clusters and cues): not joined in parts yet.
+        raise CliError(f"-o {out}: an s3:// output is written as .ivf, joined in S3 from the workers' parts "
+                       "(write .webm or .mkv to a local file)")
     if args.workers is None:  # the machine's cores, through the embedded runtime
         args.workers = os.cpu_count() or 1
     _check_options(args)
@@ -94,15 +98,25 @@ def cmd_encode(args: argparse.Namespace) -> int:
             raise CliError(f"--certs {args.certs}: {e}") from None
     settings = EncodeSettings(args.chunk_frames, args.batch_chunks, args.cq_level, args.first_pass, args.speed)
     started = time.monotonic()
-    if config is None:  # one batch of pictures in memory at a time: read as the encode goes
-        data, n_frames, w, h, rate = _encode_here(args.input, settings)
-    else:
-        data, n_frames, w, h, rate = _encode_on_workers(args, settings, config)
-    _write(out, data, w, h, rate, None if args.no_audio else args.input)
+    upload = _start_upload(out, args)  # before reading the video: a bucket we cannot write fails at once
+    try:
+        if config is None:  # one batch of pictures in memory at a time: read as the encode goes
+            data, n_frames, w, h, rate = _encode_here(args.input, settings)
+            size = sum(map(len, data))
+            if upload is not None:
+                _upload_here(upload, data, w, h, rate)
+            else:
+                _write(out, data, w, h, rate, None if args.no_audio else args.input)
+        else:
+            size, n_frames, w, h, rate = _encode_on_workers(args, settings, config, upload)
+    except BaseException:
+        if upload is not None:
+            _abort(upload)
+        raise
     how = f"{args.workers} worker{'s' * (args.workers != 1)}" if args.workers else "in this process"
     if args.coordinator:
         how += f" of {args.coordinator}"
-    print(f"{out}: {n_frames} frames, {w}x{h}, {sum(map(len, data))} bytes, ExCamera[{settings.chunk_frames},"
+    print(f"{out}: {n_frames} frames, {w}x{h}, {size} bytes, ExCamera[{settings.chunk_frames},"
           f"{settings.batch_chunks}] at cq-level {settings.cq_level}, {how}, {time.monotonic() - started:.2f} s",
           file=sys.stderr)
     return 0
@@ -129,6 +143,78 @@ def _write(out: str, data: list[bytes], w: int, h: int, rate, sound_from: str | 
         write_ivf(out, data, w, h, rate)
 
 
+def _start_upload(out: str, args):
+    """The multipart upload of ``-o s3://BUCKET/KEY`` (``storage.s3.MultipartOutput``), started
+    here so that the workers' parts have somewhere to go; None for a local output."""
+    if not out.startswith("s3://"):
+        return None
+    from storage import StorageError
+    from storage.s3 import MultipartOutput
+
+    if not args.no_audio:
+        from media.outputs import AudioPlan
+
+        AudioPlan(args.input).warn_if_dropped("an .ivf file")
+    try:
+        upload = MultipartOutput(out)
+        upload.start()
+    except StorageError as e:
+        raise CliError(f"-o {e}") from None
+    return upload
+
+
+def _abort(upload) -> None:
+    from storage import StorageError
+
+    try:
+        upload.abort()
+    except StorageError as e:
+        print(f"excamera: warning: could not abort the upload of {upload.url}: {e}", file=sys.stderr)
+
+
+def _upload_here(upload, data: list[bytes], w: int, h: int, rate) -> None:
+    """``--workers 0`` to S3: the stream this process holds anyway, in parts of S3's size."""
+    from codec.ivf import IvfHeader
+    from storage import StorageError
+    from storage.s3 import PART_MIN
+    from worker.codec_ops import ivf_bytes
+
+    whole = ivf_bytes(data, w, h, rate)
+    assert whole[:32] == IvfHeader(width=w, height=h, rate=rate[0], scale=rate[1], frame_count=len(data)).to_bytes()
+    sizes = [len(whole[i:i + PART_MIN]) for i in range(0, len(whole), PART_MIN)]
+    try:
+        for n, start in enumerate(range(0, len(whole), PART_MIN), 1):
+            upload.put_part(n, whole[start:start + PART_MIN])
+        upload.complete(sizes)
+    except StorageError as e:
+        raise CliError(f"-o {e}") from None
+
+
+def _deliver(out: str, parts, w: int, h: int, rate, sound_from: str | None) -> int:
+    """The joined parts (``worker.assemble_ops``; bytes of the IVF file, in order) to a local
+    ``out``: an .ivf written as they come, one part in memory at a time; .webm / .mkv muxed from
+    their frames. The bytes of frames written."""
+    from codec.ivf import AtomicFile
+    from worker.codec_ops import ivf_frames
+
+    if out.lower().endswith(".ivf"):
+        if sound_from:
+            from media.outputs import AudioPlan
+
+            AudioPlan(sound_from).warn_if_dropped("an .ivf file")
+        size = count = 0
+        with AtomicFile(out) as f:
+            for part in parts:
+                if not count:
+                    count = int.from_bytes(part[24:28], "little")  # the IVF header's frame count
+                f.write(part)
+                size += len(part)
+        return size - 32 - 12 * count
+    data = ivf_frames(b"".join(parts), "the joined stream")
+    _write(out, data, w, h, rate, sound_from)
+    return sum(map(len, data))
+
+
 def _encode_here(path: str, settings):
     """``encode_frames`` straight from the video reader (``--workers 0``): (compressed frames,
     pictures read, width, height, rate)."""
@@ -138,6 +224,8 @@ def _encode_here(path: str, settings):
 
     try:
         with open_video_at(path) as video:  # a URL is read by range, as workers read it
+            from media.video import check_vp8_size
+            check_vp8_size(video.width, video.height)
             progress = PhaseProgress()
             try:
                 data = encode_frames(video, settings, video.rate, progress, total_frames=video.frame_count_hint)
@@ -150,21 +238,31 @@ def _encode_here(path: str, settings):
         raise CliError(f"{path}: {describe(e)}") from None
 
 
-def _encode_on_workers(args, settings, config):
-    """One chunk of pictures in memory at a time: the raw chunks go to files first (the job needs
-    the frame count), then into the job's storage or up to the coordinator."""
-    import tempfile
+def _encode_on_workers(args, settings, config, upload=None):
+    """The job over the input planned by range (``_plan_input``); its output joined without a
+    funnel (``coordinator.excamera_job.JoinPlan``): into ``upload`` (``-o s3://``) by the
+    workers, or written here part by part. (bytes of frames, frames, width, height, rate)."""
+    from coordinator.excamera_job import JoinPlan
 
-    with tempfile.TemporaryDirectory(prefix="excamera-input-") as spool_dir:
-        spooled = _plan_input(args, settings, config)
-        try:
-            if config.remote:
-                data = _encode_remote(spooled, settings, args, config)
-            else:
-                data = _encode_embedded(spooled, settings, args, config)
-        except ValueError as e:
-            raise CliError(f"{args.input}: {describe(e)}") from None
-        return data, spooled.n_frames, spooled.width, spooled.height, spooled.rate
+    spooled = _plan_input(args, settings, config)
+    join = JoinPlan(upload.url, upload.upload_id) if upload is not None else JoinPlan()
+    w, h, rate = spooled.width, spooled.height, spooled.rate
+    sound = None if args.no_audio else args.input
+
+    def deliver(parts, joined_bytes: int) -> int:
+        if upload is None:
+            return _deliver(args.output, parts, w, h, rate, sound)
+        head = upload.client.head_object(Bucket=upload.bucket, Key=upload.key)  # (completed by the join)
+        return int(head["ContentLength"]) - 32 - 12 * spooled.n_frames
+
+    try:
+        if config.remote:
+            size = _encode_remote(spooled, settings, args, config, join, deliver)
+        else:
+            size = _encode_embedded(spooled, settings, args, config, join, deliver)
+    except ValueError as e:
+        raise CliError(f"{args.input}: {describe(e)}") from None
+    return size, spooled.n_frames, w, h, rate
 
 
 def _plan_input(args, settings, config):
@@ -183,6 +281,12 @@ def _plan_input(args, settings, config):
         raise CliError(f"{args.input}: {describe(e)}") from None
     if source.note:
         print(f"excamera: note: {source.note}", file=sys.stderr)
+    from media.video import check_vp8_size, input_pixel_format, note_conversion
+    try:
+        check_vp8_size(source.width, source.height)
+    except ValueError as e:
+        raise CliError(f"{args.input}: {describe(e)}") from None
+    note_conversion(args.input, input_pixel_format(args.input))
     return source
 
 
@@ -208,7 +312,7 @@ def _spool(path: str, settings, directory: str):
     return spooled
 
 
-def _encode_embedded(spooled, settings, args, config) -> list[bytes]:
+def _encode_embedded(spooled, settings, args, config, join, deliver) -> int:
     """ExCamera[N, x] over ``spooled`` (a ``SpooledInput``) as a runtime job
     (``coordinator.excamera_job``) on an embedded coordinator; the stitched stream's frames. Its
     objects go to a temporary directory, or to ``--storage`` under ``jobs/JOB_ID``, removed when
@@ -219,30 +323,41 @@ def _encode_embedded(spooled, settings, args, config) -> list[bytes]:
     from coordinator.excamera_job import encode_job
     from coordinator.server import Coordinator
 
-    job = encode_job(spooled.n_frames, spooled.width, spooled.height, settings, source=spooled.plan)
-    progress = StageProgress(sum(t.fsm == "excamera-encode-chunk" for t in job.tasks))
+    job = encode_job(spooled.n_frames, spooled.width, spooled.height, settings, source=spooled.plan, join=join,
+                     rate=spooled.rate)
+    progress = StageProgress(sum(t.fsm == "excamera-encode-chunk" for t in job.tasks),
+                             batches=sum(t.fsm == "excamera-encode-rebase" for t in job.tasks))
     quiet_runtime_logs()
     if not config.storage:
         with tempfile.TemporaryDirectory(prefix="excamera-encode-") as storage:
-            return _run_embedded(job, spooled, progress, args, dataclasses.replace(config, storage=storage))
+            return _run_embedded(job, spooled, progress, args, dataclasses.replace(config, storage=storage),
+                                 deliver=deliver)
     job_id = Coordinator.new_job_id()
     try:
-        return _run_embedded(job, spooled, progress, args, config, job_id)
+        return _run_embedded(job, spooled, progress, args, config, job_id, deliver)
     finally:
         _remove_or_keep(config.storage, job_id, config.keep)
 
 
-def _run_embedded(job, spooled, progress, args, config, job_id: str | None = None) -> list[bytes]:
+def _joined(result) -> tuple[list[str], int]:
+    """The names of the join's part objects in order, and the joined output's size."""
+    refs = result.objects.get("join") or result.objects.get("", {})
+    names = sorted(n for n, ref in refs.items() if ref.key.startswith("out/parts/"))
+    return names, sum(refs[n].size for n in names)
+
+
+def _run_embedded(job, spooled, progress, args, config, job_id: str | None = None, deliver=None) -> int:
     from coordinator.api import JobFailed, run_job
     from storage import StorageError
-    from worker.codec_ops import ivf_frames
 
     try:
         result = run_job(job, config, inputs=spooled.pairs(), ops_modules=("worker.codec_ops",),
                          on_event=progress, job_id=job_id)
         progress.finish()
         _report_cost(result)
-        return ivf_frames(result.read("stitch"), "the stitched stream")
+        names, size = _joined(result)
+        # One part read (and checked against its digest) at a time, as the file is written.
+        return deliver((result.read("join", n) for n in names), size)
     except JobFailed as e:
         raise CliError(f"{args.input}: {e}") from None
     except StorageError as e:
@@ -274,7 +389,7 @@ def _report_cost(result) -> None:
         print(cost_line(result.timeline["cost"]), file=sys.stderr)
 
 
-def _encode_remote(spooled, settings, args, config) -> list[bytes]:
+def _encode_remote(spooled, settings, args, config, join, deliver) -> int:
     """ExCamera[N, x] over ``spooled`` on a running coordinator (``--coordinator``): the job and
     its raw chunks go up over the Jobs service in a chunked stream, one chunk read at a time, the
     coordinator launches the workers, the job's events drive the progress bars, and the stitched
@@ -287,13 +402,14 @@ def _encode_remote(spooled, settings, args, config) -> list[bytes]:
     import grpc
 
     from coordinator.api import JobFailed, submit_remote
-    from coordinator.excamera_job import STITCHED_KEY, encode_job
+    from coordinator.excamera_job import encode_job
     from security import tls
     from storage import StorageError
-    from worker.codec_ops import ivf_frames
 
-    job = encode_job(spooled.n_frames, spooled.width, spooled.height, settings, source=spooled.plan)
-    progress = StageProgress(sum(t.fsm == "excamera-encode-chunk" for t in job.tasks))
+    job = encode_job(spooled.n_frames, spooled.width, spooled.height, settings, source=spooled.plan, join=join,
+                     rate=spooled.rate)
+    progress = StageProgress(sum(t.fsm == "excamera-encode-chunk" for t in job.tasks),
+                             batches=sum(t.fsm == "excamera-encode-rebase" for t in job.tasks))
     submitted: list[str] = []
     where = f"--coordinator {args.coordinator}"
     try:
@@ -319,4 +435,5 @@ def _encode_remote(spooled, settings, args, config) -> list[bytes]:
     except StorageError as e:
         raise CliError(f"{where}: {e}") from None
     progress.finish()
-    return ivf_frames(result.read("", STITCHED_KEY), "the stitched stream")
+    names, size = _joined(result)
+    return deliver((result.data[result.objects[""][n].key] for n in names), size)

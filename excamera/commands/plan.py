@@ -13,7 +13,7 @@ from excamera.commands.base import CliError, UsageError, at_least, command, seco
 EPILOG = """\
 How: the real job (the ExCamera encode's FSMs with its decode tasks, or the pipeline's planner and
 scheduler) runs on the coordinator's real engine with simulated workers on a simulated clock; each
-operation takes the seconds per frame measured by `make bench` (bench/costmodel.json: in one
+operation takes the seconds per frame measured by `make bench` (pipeline/costmodel.json: in one
 process for Lambda, inside a real --workers 2 run for local), scaled by pixel count.
 Lambda assumptions (pipeline/forecast.py): 1,000 new execution environments per 10 s per
 function name (--functions multiplies it); cold start 1.21 s (1.0 s platform, assumed; 0.21 s
@@ -65,7 +65,7 @@ def register(sub) -> None:
     p.add_argument("--batch-chunks", type=at_least(1), default=16, metavar="X")
     p.add_argument("--frames-per-chunk", type=at_least(1), default=None, metavar="N",
                    help="a pipeline source's pieces (default: one second)")
-    p.add_argument("--costmodel", metavar="FILE", help="default: bench/costmodel.json")
+    p.add_argument("--costmodel", metavar="FILE", help="default: the one shipped, pipeline/costmodel.json (make bench measures it)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -92,9 +92,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         else:
             fleet = local_fleet(model, args.workers)
         if args.pipeline:
+            # As ``excamera pipeline run`` reads an indexed input: by range, in the workers.
             r = plan_pipeline(model, shape, args.pipeline, workers=args.workers, fleet=fleet,
                               scheduler=args.scheduler, deadline=args.deadline,
-                              frames_per_chunk=args.frames_per_chunk)
+                              frames_per_chunk=args.frames_per_chunk, index=index,
+                              mode="ranged" if index is None or index.indexed else "client")
         else:
             from media.excamera_encode import EncodeSettings
 
@@ -120,6 +122,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(f"  cost ${r['cost_usd']:,.2f} ({r['invocations']:,} invocations, {args.memory} MB); "
               f"S3 {r['s3_requests']['GET']:,} GET, {r['s3_requests']['PUT']:,} PUT, at most "
               f"{r['peak_requests_per_prefix_s']['PUT']:.0f} PUT/s on one prefix")
+    held = list(r["held_by_state_s"].items())[:6]
+    print("  worker-s held, by state: " + ", ".join(f"{k} {v:,.0f}" for k, v in held))
     print("assumed:", file=sys.stdout)
     for a in r["assumptions"]:
         print(f"  - {a}")

@@ -82,13 +82,15 @@ class Progress:
 
 class StageProgress:
     """Chunks done per stage of a distributed encode, fed the job's events
-    (``jobs_pb2.JobEvent``). A chunk counts once per stage however many attempts it took."""
+    (``jobs_pb2.JobEvent``). A chunk counts once per stage however many attempts it took; the
+    rebase counts batches (one task walks each), ``batches`` of them (default: one per 16 chunks)."""
 
     LABELS = {"first-pass": "first pass", "encode-given-state": "given state", "rebase": "rebase",
-              "upload": "upload", "stitch": "stitch"}
+              "stitch": "stitch"}
 
-    def __init__(self, n_chunks: int, tty: bool | None = None):
-        self.progress = Progress({label: (1 if stage == "stitch" else n_chunks)
+    def __init__(self, n_chunks: int, tty: bool | None = None, batches: int | None = None):
+        totals = {"stitch": 1, "rebase": batches if batches is not None else -(-n_chunks // 16)}
+        self.progress = Progress({label: totals.get(stage, n_chunks)
                                   for stage, label in self.LABELS.items()}, unit="chunks", enabled=tty)
         self.done: dict[str, set] = {stage: set() for stage in self.LABELS}
         self.lost = 0

@@ -70,7 +70,7 @@ def chunk_images(chunk: EncodedChunk, tmpdir: str | None = None) -> Iterator[Ima
         with os.fdopen(fd, "wb") as f:
             f.write(chunk.data)
         try:
-            with open_video(path) as video:
+            with open_video(path, notes=False) as video:  # the run noted the input once
                 yield from video
         except VP8Error as e:  # ContainerError, UnsupportedError, CorruptFrameError
             raise StageInputError(f"chunk at frame {chunk.start} ({chunk.container}): {e}") from None
