@@ -125,6 +125,8 @@ def held_by_state(r: SimResult) -> dict[str, float]:
         h = r.engine.workers[wid].history + [(end, "")]
         for (t0, label), (t1, _) in zip(h, h[1:]):
             state = str(label).rsplit(":", 1)[-1]
+            if state == "gone":   # stopped: no longer held
+                break
             held[state] = held.get(state, 0.0) + max(0.0, t1 - t0)
     return dict(sorted(((k, round(v, 1)) for k, v in held.items()), key=lambda kv: -kv[1]))
 

@@ -405,10 +405,12 @@ def _call_with_timeouts(fn):
 
 
 def encode_fsms() -> str:
-    """The per-chunk and stitch FSMs of ``coordinator.excamera_job``, state by state."""
+    """The FSMs of ``coordinator.excamera_job`` (decode, chunk, batch rebase, stitch, and the
+    output's assemble and join), state by state."""
     job = importlib.import_module("coordinator.excamera_job")
     out = []
-    for maker in ("chunk_fsm", "stitch_fsm"):
+    for maker in ("decode_fsm", "chunk_fsm", "rebase_fsm", "stitch_fsm", "stitch_links_fsm",
+                  "assemble_fsm", "join_fsm"):
         fsm = _call_with_timeouts(getattr(job, maker))
         rows = []
         for s in fsm.states:

@@ -13,6 +13,7 @@ Errors are ``codec.errors.ContainerError`` (one line) and ``OSError``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -168,38 +169,46 @@ def write_h264(path: str, pictures: Iterable, width: int, height: int, rate: tup
             track.close()
 
 
-def _write_hls(av, path: str, pictures, width, height, rate, track) -> None:
-    """ffmpeg's hls muxer writes the segments and the playlist into a private directory beside
-    ``path``; the segments are moved out first, the playlist last."""
-    from media.audio import mux_in_time_order
-
+@contextlib.contextmanager
+def manifest_beside(path: str):
+    """A private directory beside ``path`` for a muxer that writes a manifest and its segments
+    (HLS, DASH): yields ``(directory, manifest)``, where the muxer writes. On success the segments
+    are moved beside ``path`` first and the manifest last, so no reader sees a manifest naming a
+    segment that is not there yet; on any failure nothing is left behind."""
     directory, name = os.path.split(os.path.abspath(path))
-    stem = os.path.splitext(name)[0]
     work = tempfile.mkdtemp(prefix=f".{name}.", dir=directory)
     moved: list[str] = []
     try:
-        options = {"hls_time": str(SEGMENT_S), "hls_playlist_type": "vod", "hls_list_size": "0",
-                   "hls_segment_filename": os.path.join(work, f"{stem}-%05d.ts")}
-        c = av.open(os.path.join(work, name), "w", format="hls", container_options=options)
-        try:
-            video = _h264_packets(av, c, pictures, width, height, rate)
-            sound = track.packets(track.add_to(c)) if track is not None else []
-            mux_in_time_order(c, video, sound)
-        finally:
-            c.close()
+        yield work, os.path.join(work, name)
         for f in sorted(os.listdir(work)):
             if f != name:
                 os.replace(os.path.join(work, f), os.path.join(directory, f))
                 moved.append(os.path.join(directory, f))
         os.replace(os.path.join(work, name), path)
-    except BaseException as e:
+    except BaseException:
         for f in moved:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(f)
-            except OSError:
-                pass
-        if isinstance(e, av.error.FFmpegError):
-            raise ContainerError(f"ffmpeg could not write HLS: {_ffmpeg(e)}") from None
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _write_hls(av, path: str, pictures, width, height, rate, track) -> None:
+    """ffmpeg's hls muxer writes the segments and the playlist (``manifest_beside``)."""
+    from media.audio import mux_in_time_order
+
+    stem = os.path.splitext(os.path.basename(path))[0]
+    try:
+        with manifest_beside(path) as (work, manifest):
+            options = {"hls_time": str(SEGMENT_S), "hls_playlist_type": "vod", "hls_list_size": "0",
+                       "hls_segment_filename": os.path.join(work, f"{stem}-%05d.ts")}
+            c = av.open(manifest, "w", format="hls", container_options=options)
+            try:
+                video = _h264_packets(av, c, pictures, width, height, rate)
+                sound = track.packets(track.add_to(c)) if track is not None else []
+                mux_in_time_order(c, video, sound)
+            finally:
+                c.close()
+    except av.error.FFmpegError as e:
+        raise ContainerError(f"ffmpeg could not write HLS: {_ffmpeg(e)}") from None

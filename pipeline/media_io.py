@@ -33,7 +33,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from fractions import Fraction
@@ -614,16 +613,14 @@ def _vp8_stream(path: str, values: list) -> _Stream:
 
 
 def _write_dash(path: str, stream: _Stream, audio=None) -> None:
-    """DASH: ffmpeg's dash muxer writes WebM segments and the manifest into a private directory
-    beside ``path``; the segments are moved out first, the manifest last. With ``audio`` (a
-    ``media.outputs.AudioPlan``) the sound is a second adaptation set, Opus in WebM segments."""
+    """DASH: ffmpeg's dash muxer writes WebM segments and the manifest
+    (``media.outputs.manifest_beside``). With ``audio`` (a ``media.outputs.AudioPlan``) the sound
+    is a second adaptation set, Opus in WebM segments."""
     import av
 
+    from media.outputs import manifest_beside
     from media.webm import _template, mux_vp8
-    directory, name = os.path.split(os.path.abspath(path))
-    stem = os.path.splitext(name)[0]
-    work = tempfile.mkdtemp(prefix=f".{name}.", dir=directory)
-    moved: list[str] = []
+    stem = os.path.splitext(os.path.basename(path))[0]
     track = audio.track("webm") if audio is not None else None
     try:
         tb = Fraction(stream.fps[1], stream.fps[0])
@@ -635,31 +632,18 @@ def _write_dash(path: str, stream: _Stream, audio=None) -> None:
                    "fflags": "+bitexact"}
         if track is not None:
             options["adaptation_sets"] = "id=0,streams=v id=1,streams=a"
-        with _template(av, stream.frames[0], stream.width, stream.height, stream.fps) as probe:
-            c = av.open(os.path.join(work, name), "w", format="dash", container_options=options)
+        with manifest_beside(path) as (_, manifest), \
+                _template(av, stream.frames[0], stream.width, stream.height, stream.fps) as probe:
+            c = av.open(manifest, "w", format="dash", container_options=options)
             try:
                 mux_vp8(av, c, probe, stream.frames, stream.pts, stream.keys, stream.shown, tb, audio=track)
             finally:
                 c.close()
-        for f in sorted(os.listdir(work)):
-            if f != name:
-                os.replace(os.path.join(work, f), os.path.join(directory, f))
-                moved.append(os.path.join(directory, f))
-        os.replace(os.path.join(work, name), path)
-    except BaseException as e:
-        for f in moved:
-            try:
-                os.unlink(f)
-            except OSError:
-                pass
-        shutil.rmtree(work, ignore_errors=True)
-        if isinstance(e, av.error.FFmpegError):
-            raise MediaError(f"{path}: ffmpeg could not write DASH: {_msg(e)}") from None
-        raise
+    except av.error.FFmpegError as e:
+        raise MediaError(f"{path}: ffmpeg could not write DASH: {_msg(e)}") from None
     finally:
         if track is not None:
             track.close()
-    shutil.rmtree(work, ignore_errors=True)
 
 
 class DashWriter:

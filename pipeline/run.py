@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from typing import Any, Callable
 
 from coordinator.config import RunConfig
-from pipeline.outputs import PipelineError, _line, _remove, sound_source, timing_source, write_outputs  # noqa: F401 - API
+from pipeline.outputs import PipelineError, _line, sound_source, timing_source, write_outputs  # noqa: F401 - API
 from pipeline.spec import Spec, SpecError
 
 

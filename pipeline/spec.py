@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 from pipeline import arith

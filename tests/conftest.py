@@ -33,3 +33,14 @@ def s3_server():
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def s3env(s3_server, monkeypatch):
+    """The S3 server's endpoint and credentials in this test's environment, as boto3 reads them
+    (and no profile or session token of the machine's own)."""
+    for k in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in s3_server.env.items():
+        monkeypatch.setenv(k, v)
+    return s3_server

@@ -84,15 +84,6 @@ def test_same_bytes_as_the_client_cut_for_workers_0_and_2(spec, tmp_path, client
         (tmp_path / f"before-{GOP10.stem}.ivf").read_bytes()
 
 
-@pytest.fixture
-def s3env(s3_server, monkeypatch):
-    for k in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(k, raising=False)
-    for k, v in s3_server.env.items():
-        monkeypatch.setenv(k, v)
-    return s3_server
-
-
 def test_http_and_s3_sources_give_the_same_bytes(tmp_path, client_cut, s3env):
     expect = client_cut(tmp_path, GRAYSCALE, GOP10, "local")
     server = RangeServer({"clip.mp4": GOP10.read_bytes()})

@@ -19,15 +19,6 @@ from storage.s3 import S3Storage, parse_s3_url
 from storage import LocalStorage, ObjectRef, PrefixStorage, StorageError, open_storage
 
 
-@pytest.fixture
-def s3env(s3_server, monkeypatch):
-    for k in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(k, raising=False)
-    for k, v in s3_server.env.items():
-        monkeypatch.setenv(k, v)
-    return s3_server
-
-
 _BUCKETS = itertools.count()
 
 

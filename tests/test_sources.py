@@ -31,15 +31,6 @@ def http():
     server.stop()
 
 
-@pytest.fixture
-def s3env(s3_server, monkeypatch):
-    for k in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(k, raising=False)
-    for k, v in s3_server.env.items():
-        monkeypatch.setenv(k, v)
-    return s3_server
-
-
 _BUCKETS = itertools.count()
 
 
