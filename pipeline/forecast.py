@@ -15,6 +15,12 @@ Two ways the input reaches the workers are modelled:
 * ``ranged`` (issue 21's data path): workers read their own byte range of the compressed input
   and decode it (a decode task per chunk, modelled inside the chunk's first command), and the
   stitch joins chunks by multipart copy without reading them. The client reads only the index.
+
+The encode's operations are modelled by name (their storage traffic too). One the job gains that
+this module does not know is timed by the cost model's entry of that name, per frame of its chunk
+(or of the chunks a list argument names), CPU only; one the cost model lacks too is a one-line
+error naming it. A model measured before an operation existed times it by the operations it
+replaces (``STANDS_IN``: ``vp8-rebase-batch`` by ``vp8-rebase`` + ``vp8-upload-chunk``).
 """
 
 from __future__ import annotations
@@ -76,8 +82,8 @@ INDEX_S = 1.0
 def assumptions(backend: str, memory_mb: int, functions: int = 1) -> list[str]:
     if backend != "lambda":
         return ["local worker processes on this machine; operation times as measured here (cost "
-                "model), divided among the cores when workers outnumber them; a worker's start and a "
-                "command's round trip as measured by a real run"]
+                "model), the workers sharing its cores (k computing at once each run at min(1, cores / k)); "
+                "a worker's start and the client's time around the job as measured by real runs"]
     p = prices()
     vcpu = memory_mb / VCPU_MB
     return [
@@ -322,7 +328,7 @@ class _EncodeWork:
 
     def _other(self, op: str, frames: float) -> Work:
         """An operation this model does not know by name (the job's shape changed): the fallback
-        (docs/design/engine.md) is the cost model's own entry for that name, per frame of the
+        (see the module docstring) is the cost model's own entry for that name, per frame of the
         task's chunk (its CPU time only: no storage traffic is modelled for it). A name the cost
         model lacks too is an error that says how to measure it."""
         if op not in self.m.doc["ops"] and op not in self.m.doc.get("local", {}).get("ops", {}) \

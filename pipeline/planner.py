@@ -79,6 +79,8 @@ class PipelinePlanner:
         self.inputs_closed = False
         # on_output(sink, items): told of each sink's items as they arrive (a streaming writer)
         self.on_output: Callable[[str, list[Item]], None] | None = None
+        # on_frames(source or sink, frames so far): a progress bar in frames (excamera's CLI)
+        self.on_frames: Callable[[str, int], None] | None = None
         self._dirty: set[str] = set()
 
     # -- the job --------------------------------------------------------------------------------
@@ -96,6 +98,8 @@ class PipelinePlanner:
         if port not in self.spec.inputs.get(name, {}):
             raise PlanError(f"{name}:{port} is not a source of this pipeline")
         self._deliver(name, port, items)
+        if self.on_frames is not None:
+            self.on_frames(name, sum(i.count for i in items))
 
     def start(self) -> list[Task]:
         """Close the sources and return the first tasks."""
@@ -192,6 +196,8 @@ class PipelinePlanner:
             self.sinks[stream.dst].extend(items)
             if self.on_output is not None:
                 self.on_output(stream.dst, items)
+            if self.on_frames is not None:
+                self.on_frames(stream.dst, sum(i.count for i in self.sinks[stream.dst]))
             for i in items:
                 self.scheduler.output(stream.dst, i)
             if task_id:

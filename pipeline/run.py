@@ -257,13 +257,15 @@ def run_here(planner, first_tasks: list, storage) -> int:
 
 def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], config: RunConfig | None = None, *,
                  stage_modules=(), on_progress: Callable[[str, int, int, bool], None] | None = None,
-                 frames_per_chunk: int | None = None, scheduler=None, audio: bool = True) -> dict[str, Any]:
+                 frames_per_chunk: int | None = None, scheduler=None, audio: bool = True,
+                 on_frames: Callable[[str, int], None] | None = None) -> dict[str, Any]:
     """Run the pipeline ``spec`` (a path, a parsed JSON object or a ``Spec``) on ``inputs``
     (source name -> file) and write ``outputs`` (sink name -> file), as ``config`` says
     (``coordinator.config.RunConfig``; the default: one local worker process per CPU).
     ``config.workers == 0`` runs in this process; a ``RemoteCoordinator`` backend sends the job
     to a running coordinator; otherwise an embedded coordinator runs it. ``on_progress(node,
-    done, planned, finished)`` is called as tasks are planned and done. ``scheduler`` (a name or
+    done, planned, finished)`` is called as tasks are planned and done; ``on_frames(name,
+    frames)`` with each source's frames and each sink's frames so far. ``scheduler`` (a name or
     ``{"name": "streaming", "deadline": S}``, ``pipeline.schedulers``) overrides the pipespec's.
     ``audio``: the outputs carry the first video input's sound (``pipeline.outputs.sound_source``;
     read from its audio packets by this process when writing, no worker carries it).
@@ -278,6 +280,7 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], co
     _check_files(spec, inputs, outputs)
     chosen = scheduler if scheduler is not None else spec.scheduler
     planner = _planner(spec, chosen, config.worker_count, on_progress)
+    planner.on_frames = on_frames
     if config.storage:
         _check_storage(config.storage)
     sound = sound_source(spec, inputs) if audio else None

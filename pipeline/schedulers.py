@@ -165,8 +165,10 @@ class StreamingScheduler(PriorityScheduler):
         """``k``: the fewest workers on which the ready tasks, earliest deadline first, each end
         by their due time (their leads times ``margin``); at most ``workers``."""
         need, work = 0.0, 0.0
+        leads: dict[str, float | None] = {}   # one walk a node, not a task (the same each time)
         for t in super().order(ready, now):
-            lead = self.lead(t.spec.params.get("node", ""))
+            node = t.spec.params.get("node", "")
+            lead = leads[node] if node in leads else leads.setdefault(node, self.lead(node))
             if lead is None:
                 need = max(need, 2.0)            # unknown: run two at a time to learn it
                 continue

@@ -121,3 +121,37 @@ def test_prediction_within_25_percent_of_a_real_run():
     for r in rows:
         assert r["measured_s"] > 1.0 and r["predicted_s"] > 1.0, rows
         assert abs(r["predicted_s"] - r["measured_s"]) <= TOLERANCE * r["measured_s"], rows
+
+
+def test_operation_names_the_model_does_not_know(tmp_path):
+    """The encode job's operations change as it does: one the forecast does not know by name is
+    timed by the cost model's entry of that name; one the cost model lacks too is one clear line;
+    a model measured before ``vp8-rebase-batch`` existed times it by the operations it replaced."""
+    from coordinator.engine import SendCommand
+    from media.excamera_encode import EncodeSettings
+    from pipeline.forecast import CostModel, PlanError, Shape, _EncodeWork, lambda_fleet
+
+    doc = json.loads((ROOT / "pipeline" / "costmodel.json").read_text())
+    doc["ops"]["vp8-new-step"] = {"s_per_frame": 0.5}
+    doc["ops"].pop("vp8-rebase-batch", None)
+    work = _EncodeWork(CostModel(doc, "m.json"), Shape.of(2, 1280, 720, 30), EncodeSettings(), "ranged",
+                       lambda_fleet(1769))
+
+    def cmd(op, task="chunk-00001", **args):
+        return SendCommand("w1", 1, task, 1, "s", op, args, 60.0)
+
+    assert work(cmd("vp8-new-step")).cpu_s == pytest.approx(0.5 * 6)
+    with pytest.raises(PlanError, match="'vp8-unheard-of'.*no time for"):
+        work(cmd("vp8-unheard-of"))
+    keys = [f"k{j}" for j in range(3)]
+    w = work(cmd("vp8-rebase-batch", "rebase-00000", raws=keys, passes=keys, states=keys, givens=keys,
+                 outs=keys, links=keys))
+    per = doc["ops"]["vp8-rebase"]["s_per_frame"] + doc["ops"]["vp8-upload-chunk"]["s_per_frame"]
+    assert w.cpu_s == pytest.approx(per * 12) and len(w.puts) == 6   # two chunks rebased; 3 chunks + links
+
+    doc["ops"].pop("vp8-first-pass")
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(doc))
+    p = run_cli("plan", "--duration", "5", "--size", "640x360", "--backend", "lambda", "--costmodel", str(path))
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 1 and len(lines) == 1 and "vp8-first-pass" in lines[0], p.stderr

@@ -97,6 +97,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         except tls.CertError as e:
             raise CliError(f"--certs {args.certs}: {e}") from None
     settings = EncodeSettings(args.chunk_frames, args.batch_chunks, args.cq_level, args.first_pass, args.speed)
+    times = _input_times(args.input, out)
     started = time.monotonic()
     upload = _start_upload(out, args)  # before reading the video: a bucket we cannot write fails at once
     try:
@@ -106,9 +107,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
             if upload is not None:
                 _upload_here(upload, data, w, h, rate)
             else:
-                _write(out, data, w, h, rate, None if args.no_audio else args.input)
+                _write(out, data, w, h, rate, None if args.no_audio else args.input, times)
         else:
-            size, n_frames, w, h, rate = _encode_on_workers(args, settings, config, upload)
+            size, n_frames, w, h, rate = _encode_on_workers(args, settings, config, upload, times)
     except BaseException:
         if upload is not None:
             _abort(upload)
@@ -122,19 +123,45 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write(out: str, data: list[bytes], w: int, h: int, rate, sound_from: str | None = None) -> None:
+def _input_times(path: str, out: str):
+    """A variable-frame-rate input's presentation times (``media.video.frame_times``), kept in a
+    .webm or .mkv output; None at a constant rate. IVF has one rate: a note says so."""
+    from media.video import frame_times
+
+    times = frame_times(path) if "://" not in path else None
+    if times is not None and not out.lower().endswith((".webm", ".mkv")):
+        print(f"excamera: note: {path} has a variable frame rate; an .ivf file plays at a constant "
+              "rate (write .webm or .mkv to keep its times)", file=sys.stderr)
+        return None
+    return times
+
+
+def _write(out: str, data: list[bytes], w: int, h: int, rate, sound_from: str | None = None,
+           times=None) -> None:
     """The stream to ``out`` with the sound of ``sound_from`` (its audio packets only are read;
-    see media/audio.py) for as long as the pictures last."""
+    see media/audio.py) for as long as the pictures last. ``times``: the input's variable-rate
+    presentation times (``_input_times``), one per picture, stamped on the frames instead of
+    the constant ``rate``."""
     if out.lower().endswith((".webm", ".mkv")):
+        from fractions import Fraction
+
         from codec.chunks import frame_tag, presentation_times
-        from media.audio import spans_of
+        from media.audio import Span, spans_of
         from media.outputs import AudioPlan, write_vp8_file
 
         tags = [frame_tag(d) for d in data]
         shown = sum(t.show_frame for t in tags)
-        audio = AudioPlan(sound_from, spans_of([(0, shown, 1)], rate)) if sound_from else AudioPlan()
-        write_vp8_file(out, data, presentation_times(tags), [t.key_frame for t in tags],
-                       [t.show_frame for t in tags], w, h, rate, audio)
+        pts, time_base = presentation_times(tags), None
+        spans = spans_of([(0, shown, 1)], rate)
+        if times is not None and len(times[0]) == shown:
+            ticks, time_base = times
+            last = ticks[-1] + (ticks[-1] - ticks[-2])   # the last picture lasts as the one before it
+            # a hidden frame takes the time of the shown frame after it (as in presentation_times)
+            pts = [ticks[p] if p < shown else last for p in pts]
+            spans = [Span(Fraction(0), last * Fraction(time_base), Fraction(0))]
+        audio = AudioPlan(sound_from, spans) if sound_from else AudioPlan()
+        write_vp8_file(out, data, pts, [t.key_frame for t in tags],
+                       [t.show_frame for t in tags], w, h, rate, audio, time_base=time_base)
     else:
         if sound_from:
             from media.outputs import AudioPlan
@@ -190,7 +217,7 @@ def _upload_here(upload, data: list[bytes], w: int, h: int, rate) -> None:
         raise CliError(f"-o {e}") from None
 
 
-def _deliver(out: str, parts, w: int, h: int, rate, sound_from: str | None) -> int:
+def _deliver(out: str, parts, w: int, h: int, rate, sound_from: str | None, times=None) -> int:
     """The joined parts (``worker.assemble_ops``; bytes of the IVF file, in order) to a local
     ``out``: an .ivf written as they come, one part in memory at a time; .webm / .mkv muxed from
     their frames. The bytes of frames written."""
@@ -211,7 +238,7 @@ def _deliver(out: str, parts, w: int, h: int, rate, sound_from: str | None) -> i
                 size += len(part)
         return size - 32 - 12 * count
     data = ivf_frames(b"".join(parts), "the joined stream")
-    _write(out, data, w, h, rate, sound_from)
+    _write(out, data, w, h, rate, sound_from, times)
     return sum(map(len, data))
 
 
@@ -226,7 +253,7 @@ def _encode_here(path: str, settings):
         with open_video_at(path) as video:  # a URL is read by range, as workers read it
             from media.video import check_vp8_size
             check_vp8_size(video.width, video.height)
-            progress = PhaseProgress()
+            progress = PhaseProgress(chunk_frames=settings.chunk_frames, total_frames=video.frame_count_hint)
             try:
                 data = encode_frames(video, settings, video.rate, progress, total_frames=video.frame_count_hint)
             finally:
@@ -238,7 +265,7 @@ def _encode_here(path: str, settings):
         raise CliError(f"{path}: {describe(e)}") from None
 
 
-def _encode_on_workers(args, settings, config, upload=None):
+def _encode_on_workers(args, settings, config, upload=None, times=None):
     """The job over the input planned by range (``_plan_input``); its output joined without a
     funnel (``coordinator.excamera_job.JoinPlan``): into ``upload`` (``-o s3://``) by the
     workers, or written here part by part. (bytes of frames, frames, width, height, rate)."""
@@ -251,7 +278,7 @@ def _encode_on_workers(args, settings, config, upload=None):
 
     def deliver(parts, joined_bytes: int) -> int:
         if upload is None:
-            return _deliver(args.output, parts, w, h, rate, sound)
+            return _deliver(args.output, parts, w, h, rate, sound, times)
         head = upload.client.head_object(Bucket=upload.bucket, Key=upload.key)  # (completed by the join)
         return int(head["ContentLength"]) - 32 - 12 * spooled.n_frames
 
@@ -297,8 +324,8 @@ def _spool(path: str, settings, directory: str):
 
     try:
         with open_video(path) as video:
-            progress = PhaseProgress()
             hint = video.frame_count_hint
+            progress = PhaseProgress(chunk_frames=settings.chunk_frames, total_frames=hint)
             total = -(-hint // settings.chunk_frames) if hint else None
             try:
                 spooled = SpooledInput(video, video.rate, settings, directory,
@@ -325,8 +352,7 @@ def _encode_embedded(spooled, settings, args, config, join, deliver) -> int:
 
     job = encode_job(spooled.n_frames, spooled.width, spooled.height, settings, source=spooled.plan, join=join,
                      rate=spooled.rate)
-    progress = StageProgress(sum(t.fsm == "excamera-encode-chunk" for t in job.tasks),
-                             batches=sum(t.fsm == "excamera-encode-rebase" for t in job.tasks))
+    progress = _stage_progress(job, spooled.n_frames, settings)
     quiet_runtime_logs()
     if not config.storage:
         with tempfile.TemporaryDirectory(prefix="excamera-encode-") as storage:
@@ -337,6 +363,15 @@ def _encode_embedded(spooled, settings, args, config, join, deliver) -> int:
         return _run_embedded(job, spooled, progress, args, config, job_id, deliver)
     finally:
         _remove_or_keep(config.storage, job_id, config.keep)
+
+
+def _stage_progress(job, n_frames: int, settings) -> StageProgress:
+    """Frames through each stage of ``job`` (chunks of N frames; the last one's real count)."""
+    from media.excamera_encode import chunk_ranges
+
+    frames = [b - a for a, b in chunk_ranges(n_frames, settings)]
+    assert len(frames) == sum(t.fsm == "excamera-encode-chunk" for t in job.tasks)
+    return StageProgress(len(frames), frames=frames, batch_chunks=settings.batch_chunks)
 
 
 def _joined(result) -> tuple[list[str], int]:
@@ -408,8 +443,7 @@ def _encode_remote(spooled, settings, args, config, join, deliver) -> int:
 
     job = encode_job(spooled.n_frames, spooled.width, spooled.height, settings, source=spooled.plan, join=join,
                      rate=spooled.rate)
-    progress = StageProgress(sum(t.fsm == "excamera-encode-chunk" for t in job.tasks),
-                             batches=sum(t.fsm == "excamera-encode-rebase" for t in job.tasks))
+    progress = _stage_progress(job, spooled.n_frames, settings)
     submitted: list[str] = []
     where = f"--coordinator {args.coordinator}"
     try:

@@ -180,10 +180,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     scheduler = ({"name": "streaming", "deadline": args.deadline} if args.scheduler == "streaming"
                  else args.scheduler)
     quiet_runtime_logs()
-    progress = NodeProgress(list(spec.nodes))
+    progress = NodeProgress(list(spec.nodes), sinks=list(outputs))
     try:
         summary = run_pipeline(spec, inputs, outputs, config, stage_modules=tuple(args.stages),
-                               on_progress=progress, frames_per_chunk=args.frames_per_chunk,
+                               on_progress=progress, on_frames=progress.frames,
+                               frames_per_chunk=args.frames_per_chunk,
                                scheduler=scheduler, audio=not args.no_audio)
     except PipelineError as e:
         raise CliError(_in_flags(str(e))) from None

@@ -81,24 +81,46 @@ class Progress:
 # -- what feeds the counters: one small adapter per kind of run ------------------------------------
 
 class StageProgress:
-    """Chunks done per stage of a distributed encode, fed the job's events
-    (``jobs_pb2.JobEvent``). A chunk counts once per stage however many attempts it took; the
-    rebase counts batches (one task walks each), ``batches`` of them (default: one per 16 chunks)."""
+    """Work done per stage of a distributed encode, fed the job's events
+    (``jobs_pb2.JobEvent``). A chunk counts once per stage however many attempts it took. Given
+    ``frames`` (each chunk's frame count, in order) the counters are frames: a chunk task adds its
+    chunk's frames, a rebase task its batch's (``batch_chunks`` chunks), the stitch all of them;
+    else chunks, the rebase counting batches, ``batches`` of them (default: one per 16 chunks)."""
 
     LABELS = {"first-pass": "first pass", "encode-given-state": "given state", "rebase": "rebase",
               "stitch": "stitch"}
 
-    def __init__(self, n_chunks: int, tty: bool | None = None, batches: int | None = None):
-        totals = {"stitch": 1, "rebase": batches if batches is not None else -(-n_chunks // 16)}
+    def __init__(self, n_chunks: int, tty: bool | None = None, batches: int | None = None, *,
+                 frames: list[int] | None = None, batch_chunks: int = 16):
+        self.frames = frames
+        self.batch_chunks = batch_chunks
+        if frames is not None:
+            totals = {stage: sum(frames) for stage in self.LABELS}
+            unit = "frames"
+        else:
+            totals = {"stitch": 1, "rebase": batches if batches is not None else -(-n_chunks // 16)}
+            unit = "chunks"
         self.progress = Progress({label: totals.get(stage, n_chunks)
-                                  for stage, label in self.LABELS.items()}, unit="chunks", enabled=tty)
+                                  for stage, label in self.LABELS.items()}, unit=unit, enabled=tty)
         self.done: dict[str, set] = {stage: set() for stage in self.LABELS}
         self.lost = 0
+
+    def _weight(self, task_id: str) -> int:
+        """What one finished task adds: 1 (counting chunks), or its frames."""
+        if self.frames is None:
+            return 1
+        kind, _, number = task_id.rpartition("-")
+        if kind == "chunk" and number.isdigit():
+            return self.frames[int(number)]
+        if kind == "rebase" and number.isdigit():
+            lo = int(number) * self.batch_chunks
+            return sum(self.frames[lo:lo + self.batch_chunks])
+        return sum(self.frames)          # the stitch: the whole stream
 
     def __call__(self, ev) -> None:
         if ev.kind == "transition" and ev.from_state in self.done:
             self.done[ev.from_state].add(ev.task_id)
-            self.progress.set(self.LABELS[ev.from_state], len(self.done[ev.from_state]))
+            self.progress.set(self.LABELS[ev.from_state], sum(map(self._weight, self.done[ev.from_state])))
         elif ev.kind == "attempt" and ev.detail != "attempt 1":
             self.lost += 1
             self.progress.note("lost", f"{self.lost} re-issued")
@@ -112,14 +134,22 @@ class StageProgress:
 
 class PhaseProgress:
     """One counter at a time, replaced when the phase changes (reading, first pass, ...), fed
-    ``(phase, done, total)``; a total may be None (unknown) or an estimate."""
+    ``(phase, done, total)`` in chunks; a total may be None (unknown) or an estimate. Given
+    ``chunk_frames`` (N) the bar counts frames: ``done`` chunks are N frames each, all of them
+    ``total_frames`` (the last chunk may be shorter) when that is known."""
 
-    def __init__(self, unit: str = "chunks"):
-        self.unit = unit
+    def __init__(self, unit: str = "chunks", *, chunk_frames: int | None = None, total_frames: int | None = None):
+        self.unit = "frames" if chunk_frames else unit
+        self.chunk_frames = chunk_frames
+        self.total_frames = total_frames
         self.bars: Progress | None = None
         self.phase = ""
 
     def __call__(self, phase: str, done: int, total: int | None) -> None:
+        if self.chunk_frames:
+            whole = bool(total) and done >= total and bool(self.total_frames)
+            done = self.total_frames if whole else done * self.chunk_frames
+            total = self.total_frames or (total * self.chunk_frames if total else None)
         if phase != self.phase:
             self.finish()
             self.phase = phase
@@ -133,17 +163,47 @@ class PhaseProgress:
 
 
 class NodeProgress:
-    """Tasks done per node of a pipeline, fed ``(node, done, planned, finished)``."""
+    """A pipeline's progress, fed ``(node, done, planned, finished)`` as its tasks go and, through
+    ``frames(name, n)``, the frames its sources hold and its sinks have received. With ``sinks``
+    named, one bar per sink counts frames (its total: the longest source's frames, an estimate
+    for a pipeline that drops or adds frames), the nodes' tasks in the bars' note; without, one
+    bar per node counts tasks."""
 
-    def __init__(self, nodes, tty: bool | None = None):
-        self.progress = Progress({n: 0 for n in nodes}, unit="tasks", enabled=tty)
+    def __init__(self, nodes, tty: bool | None = None, sinks=()):
+        self.sinks = list(sinks)
+        self.counts = {n: (0, 0) for n in nodes}
+        self.finished: set[str] = set()
+        self.source_frames: dict[str, int] = {}
+        if self.sinks:
+            self.progress = Progress({s: None for s in self.sinks}, unit="frames", enabled=tty)
+        else:
+            self.progress = Progress({n: 0 for n in nodes}, unit="tasks", enabled=tty)
         self.tty = self.progress.enabled
 
     def __call__(self, node: str, done: int, planned: int, finished: bool) -> None:
-        self.progress.total(node, planned)
-        self.progress.set(node, done)
         if finished:
-            self.progress.note(node, f"{node} finished")
+            self.finished.add(node)
+        if not self.sinks:
+            self.progress.total(node, planned)
+            self.progress.set(node, done)
+            if finished:
+                self.progress.note(node, f"{node} finished")
+            return
+        self.counts[node] = (done, planned)
+        self.progress.note("tasks", ", ".join(
+            f"{n} {d}/{p}{' finished' * (n in self.finished)}" for n, (d, p) in self.counts.items()))
+
+    def frames(self, name: str, n: int) -> None:
+        """``n`` frames at source or sink ``name`` so far."""
+        if name not in self.sinks:
+            self.source_frames[name] = n
+            for s in self.sinks:
+                self.progress.total(s, max(self.source_frames.values()))
+            return
+        total = self.progress.totals.get(name)
+        if total is not None and n > total:
+            self.progress.total(name, n)
+        self.progress.set(name, n)
 
     def close(self) -> None:
         self.progress.close()
