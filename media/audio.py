@@ -121,6 +121,23 @@ class AudioTrack:
             self._owner = None
 
 
+def open_container(ref: str):
+    """A PyAV container over ``ref``: a local path, or a source reference (``file://``, ``s3://``,
+    ``https://``) read by byte range through ``media.source``, pinned to the version first seen.
+    ``job:`` references name an object in a job's storage, which only a worker can read:
+    SourceError."""
+    import av
+
+    from media.source import SourceError, kind_of, local_path, open_source
+
+    kind = kind_of(ref)
+    if kind == "file":
+        return av.open(local_path(ref) if ref.startswith("file://") else ref)
+    if kind == "job":
+        raise SourceError(f"{ref}: a job's object has no sound this process can read")
+    return av.open(open_source(ref))
+
+
 def read_audio(path: str, target: str, spans: list[Span] | None = None,
                warn: Callable[[str], None] | None = None, transcode: bool = False) -> AudioTrack | None:
     """The first audio stream of ``path`` made ready for a ``target`` container (``"webm"``,
@@ -131,7 +148,7 @@ def read_audio(path: str, target: str, spans: list[Span] | None = None,
 
     warn = warn or (lambda line: None)
     try:
-        container = av.open(path)
+        container = open_container(path)
     except (av.error.FFmpegError, OSError, ValueError):
         return None                     # the video reader says what is wrong with the file
     try:
@@ -306,6 +323,8 @@ def _tempo(samples, rate: int, layout: str, speed: Fraction):
     steps.append(factor)
     for f in steps:
         nodes.append(graph.add("atempo", f"{f:.6f}"))
+    # atempo may hand back packed samples; the rest of this module works on planar ones.
+    nodes.append(graph.add("aformat", f"sample_fmts=fltp:channel_layouts={layout}"))
     sink = graph.add("abuffersink")
     nodes.append(sink)
     for a, b in zip(nodes, nodes[1:]):

@@ -92,10 +92,11 @@ def write_vp8_file(path: str, frames: list[bytes], pts: list[int], keys: list[bo
 
 
 def has_audio(path: str) -> bool:
-    """Whether ``path`` is a file PyAV opens with an audio stream."""
+    """Whether ``path`` (a path or a source reference, ``media.audio.open_container``) is a file
+    PyAV opens with an audio stream."""
     try:
-        import av
-        with av.open(path) as c:
+        from media.audio import open_container
+        with open_container(path) as c:
             return bool(c.streams.audio)
     except Exception:  # noqa: BLE001 - not a file PyAV reads: no sound to lose
         return False

@@ -193,3 +193,38 @@ def test_spans_merge_what_follows_on():
     f = Fraction
     assert spans == [Span(f(0), f(16, 24), f(0)), Span(f(1), f(32, 24), f(16, 24)),
                      Span(f(32, 24), f(40, 24), f(24, 24), f(2))]
+
+
+def test_scale_plays_the_sound_at_its_speed(tmp_path):
+    """Sprocket's ``scale`` (factor 2: every other frame) says where each batch starts in the input
+    and how fast it plays, so the output's sound is the whole input's, twice as fast: half as long."""
+    import json
+
+    import av
+
+    from coordinator.config import RunConfig
+    from pipeline.run import run_pipeline
+
+    clip = ROOT / "tests" / "data" / "clips" / "compressed" / "bigbuckbunny_320x180_5s_aac.mp4"
+    spec = {"nodes": [{"name": "decode", "stage": "decode", "config": {}},
+                      {"name": "fast", "stage": "scale", "config": {"factor": 2}},
+                      {"name": "encode", "stage": "encode", "config": {"cq_level": 30}}],
+            "streams": [{"src": "input_0:chunks", "dst": "decode:chunks"},
+                        {"src": "decode:frames", "dst": "fast:frames"},
+                        {"src": "fast:frames", "dst": "encode:frames"},
+                        {"src": "encode:chunks", "dst": "output_0:chunks"}]}
+    path = tmp_path / "fast.json"
+    path.write_text(json.dumps(spec))
+    out = tmp_path / "fast.webm"
+    run_pipeline(str(path), {"input_0": str(clip)}, {"output_0": str(out)}, RunConfig(workers=0))
+
+    def seconds(f, kind):
+        with av.open(str(f)) as c:
+            s = getattr(c.streams, kind)[0]
+            return float(sum(p.duration or 0 for p in c.demux(s)) * s.time_base)
+
+    with av.open(str(out)) as c:
+        v = c.streams.video[0]
+        pictures = sum(1 for p in c.demux(v) if p.size) / float(v.average_rate)
+    assert abs(seconds(out, "audio") - seconds(clip, "audio") / 2) < 0.15
+    assert abs(seconds(out, "audio") - pictures) < 0.15

@@ -124,3 +124,23 @@ def test_a_source_with_no_index_is_cut_here_and_said_once(tmp_path, capsys, clie
     capsys.readouterr()
     assert _run(GRAYSCALE, f"file://{raw}", tmp_path / "o.ivf", 0) == expect
     assert capsys.readouterr().err.count("no index") == 1
+
+
+def test_the_sound_of_an_s3_source_is_kept(tmp_path, s3env):
+    """The outputs carry the sound of a source read by range (the audio packets come through
+    ``media.source`` as the pictures do): same codec, about the same length as the pictures."""
+    import av
+
+    clip = CLIPS / "compressed" / "bigbuckbunny_320x180_5s_aac.mp4"
+    bucket = s3env.bucket(f"pipesrc-{next(_BUCKETS)}")
+    s3env.client().put_object(Bucket=bucket, Key="in/bunny.mp4", Body=clip.read_bytes())
+    out = tmp_path / "gray.mkv"
+    run_pipeline(str(GRAYSCALE), {"input_0": f"s3://{bucket}/in/bunny.mp4"}, {"output_0": str(out)},
+                 RunConfig(workers=0))
+    with av.open(str(clip)) as c:
+        want = c.streams.audio[0].codec_context.name
+    with av.open(str(out)) as c:
+        (sound,) = c.streams.audio
+        assert sound.codec_context.name == want                  # copied into Matroska
+        seconds = sum(p.duration or 0 for p in c.demux(sound)) * sound.time_base
+    assert 4.5 < float(seconds) < 6.0, seconds
