@@ -62,6 +62,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/pipeline_bench.py --dispatch
 	$(BIN)/python bench/grayscale_bench.py --workers 2 --schedulers --deadline 25 --steal
 	$(BIN)/python bench/runtime_bench.py --workers 1000
+	$(BIN)/python bench/journal_bench.py
+	$(BIN)/python bench/frozen_bench.py
 	$(BIN)/python bench/distributed_bench.py --workers 2
 	$(BIN)/python bench/distributed_bench.py --workers 2 --clip ../shared/testdata/clips/compressed/bigbuckbunny.mp4
 	$(BIN)/python bench/data_path_bench.py --workers 2

@@ -18,6 +18,7 @@ from coordinator_daemon import ROOT, Daemon, certs, excamera, one_line_error  # 
 from worker.codec_ops import ivf_frames
 
 CLIP = CLIPS_DIR / "RTn23_80x44p15_15f.y4m"
+LONG_CLIP = CLIPS_DIR / "compressed" / "bikes_640x272_100f.mp4"
 SETTINGS = ["--chunk-frames", "4", "--batch-chunks", "4", "--cq-level", "28", "--first-pass", "native"]
 
 
@@ -44,8 +45,8 @@ def _submitted(d: Daemon, client: subprocess.Popen, env: dict) -> str:
     raise AssertionError("the job was never submitted: " + d.log())
 
 
-def _encode_client(d: Daemon, client_certs, out, env: dict, workers: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "excamera", "encode", str(CLIP), "-o", str(out), "--workers",
+def _encode_client(d: Daemon, client_certs, out, env: dict, workers: int, clip=CLIP) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "excamera", "encode", str(clip), "-o", str(out), "--workers",
                              str(workers), *SETTINGS, "--coordinator", d.address, "--certs", str(client_certs)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -107,17 +108,21 @@ def test_cancel_ends_a_running_job_and_bad_input_is_one_line(tmp_path, certs):
     d.start()
     try:
         cli = ["--coordinator", d.address, "--certs", client_certs]
-        client = _encode_client(d, client_certs, tmp_path / "out.ivf", env, workers=1)
+        # A long job (100 frames of 640x272 on one worker), cancelled as soon as it is submitted.
+        client = _encode_client(d, client_certs, tmp_path / "out.ivf", env, workers=1, clip=LONG_CLIP)
         job_id = _submitted(d, client, env)
+        deadline = time.monotonic() + 120     # its inputs uploaded: the job runs (a hang-catcher)
+        while _status(excamera("jobs", "list", *cli, env=env), job_id) != "running":
+            assert time.monotonic() < deadline and client.poll() is None, d.log()
+            time.sleep(0.1)
+        res = excamera("jobs", "cancel", job_id, *cli, env=env)
+        assert res.returncode == 0 and res.stdout == f"job {job_id}: cancelled\n", res
         # another account has no key for it; nobody has one for a job that does not exist
         stranger = _account(tmp_path, "stranger")
         one_line_error(excamera("jobs", "cancel", job_id, *cli, env=stranger), f"job {job_id}: its key is not in")
         one_line_error(excamera("jobs", "fetch", "job-nope", "-o", tmp_path / "x", *cli, env=env),
                        "job job-nope: its key is not in")
         one_line_error(excamera("jobs", "watch", "job-nope", *cli, env=env), "not_found: no job 'job-nope'")
-
-        res = excamera("jobs", "cancel", job_id, *cli, env=env)
-        assert res.returncode == 0 and res.stdout == f"job {job_id}: cancelled\n", res
         out, err = client.communicate(timeout=120)
         assert client.returncode == 1 and f"job {job_id} cancelled" in err, err
         assert not (tmp_path / "out.ivf").exists()

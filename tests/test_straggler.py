@@ -232,10 +232,11 @@ def test_a_sigstopped_worker_in_a_pipeline_is_overtaken_by_a_duplicate(tmp_path)
 
 
 @pytest.mark.slow
-def test_a_sigstopped_worker_in_a_stealing_pair_leaves_its_half_to_its_peer(tmp_path):
+def test_a_sigstopped_worker_in_a_stealing_pair_has_its_half_done_elsewhere(tmp_path):
     """decode and grayscale as work-stealing pairs (pipeline.steal): a worker frozen in the middle
-    of a pair's attempt leaves its half to its peer, which does it and wins; the frozen worker is
-    stopped later. Same bytes as an undisturbed run; the timeline shows the steal."""
+    of a pair's attempt has its half done elsewhere, by its peer (which steals its units) or, once
+    the keepalive has the frozen worker declared lost, by the attempt issued in its place; that
+    attempt wins. Same bytes as an undisturbed run; a steal shows in the timeline's chart."""
     import json
 
     from common import CLIPS_DIR
@@ -257,8 +258,9 @@ def test_a_sigstopped_worker_in_a_stealing_pair_leaves_its_half_to_its_peer(tmp_
     # The frozen worker's pair attempt lost to its peer, which did units of the frozen one's half.
     task, last, winner = overtaken(timeline, pid, pair=True)
     assert last.get("pair") and winner.get("pair")
-    stolen = int(winner["steal"].split(", ")[1].split()[0])
-    print(f"frozen worker's {task} attempt {last['attempt']} lost to its peer's: {winner['steal']}")
-    assert stolen > 0, winner
+    stolen = int(winner["steal"].split(", ")[1].split()[0]) if winner.get("steal") else 0
+    print(f"frozen worker's {task} attempt {last['attempt']} lost to {winner['worker']}'s: {winner.get('steal')}")
+    assert stolen > 0 or winner["attempt"] > last["attempt"], (last, winner)
     assert out == base
-    assert "of them the peer&#x27;s" in render(timeline)   # the chart's tooltips carry the steal lines
+    if stolen:
+        assert "of them the peer&#x27;s" in render(timeline)   # the chart's tooltips carry the steal lines
