@@ -44,3 +44,16 @@ def s3env(s3_server, monkeypatch):
     for k, v in s3_server.env.items():
         monkeypatch.setenv(k, v)
     return s3_server
+
+
+@pytest.fixture
+def s3_child_env(s3_server):
+    """A child process's environment: the repository importable, AWS pointed at the S3 server
+    (and no profile or session token of the machine's own)."""
+    from common import subprocess_env
+
+    e = subprocess_env()
+    for k in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
+        e.pop(k, None)
+    e.update(s3_server.env)
+    return e

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from common import CLIPS_DIR, ROOT, sigint_default, subprocess_env
+from common import CLIPS_DIR, ROOT, sigint_default
 from storage import LocalStorage
 
 TESTS = Path(__file__).resolve().parent
@@ -36,13 +36,8 @@ def excamera(*args, env: dict, timeout: float = 300) -> subprocess.CompletedProc
 
 
 @pytest.fixture
-def env(s3_server):
-    """A child's environment: the repository importable, AWS pointed at the loopback server."""
-    e = subprocess_env()
-    for k in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
-        e.pop(k, None)
-    e.update(s3_server.env)
-    return e
+def env(s3_child_env):
+    return s3_child_env
 
 
 @pytest.fixture

@@ -25,12 +25,8 @@ def excamera(*args, env: dict, timeout: float = 300) -> subprocess.CompletedProc
 
 
 @pytest.fixture
-def env(s3_server):
-    e = subprocess_env()
-    for k in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
-        e.pop(k, None)
-    e.update(s3_server.env)
-    return e
+def env(s3_child_env):
+    return s3_child_env
 
 
 @pytest.fixture
