@@ -51,6 +51,31 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return bucket, prefix
 
 
+def _s3_error(e: Exception, url: str, bucket: str, what: str, subject: str) -> StorageError:
+    """One line for a botocore error met while working on ``subject`` (``"object"``, ``"bucket"``
+    or ``"upload"``, a multipart upload) of ``url``; ``what`` names it as the caller knows it."""
+    from botocore.exceptions import ClientError, NoCredentialsError
+
+    code = _error_code(e)
+    if isinstance(e, ClientError):
+        missing = code in ("404", "NotFound")
+        if subject == "object" and (code == "NoSuchKey" or missing):
+            return StorageError(f"{what}: no such object")
+        if code == "NoSuchBucket" or (subject == "bucket" and missing):
+            return StorageError(f"{url}: no such bucket {bucket!r}")
+        if subject == "upload" and code == "NoSuchUpload":
+            return StorageError(f"{url}: the multipart upload is gone (aborted, or completed already)")
+        if code in ("AccessDenied", "403", "Forbidden"):
+            by = f" by {url}" if what != url else ""
+            return StorageError(f"{what}: access denied{by} (check the IAM permissions)")
+        message = e.response.get("Error", {}).get("Message", "") or str(e)
+        return StorageError(f"{what}: {code}: {' '.join(message.split())}")
+    if isinstance(e, NoCredentialsError):
+        return StorageError(f"{url}: no AWS credentials (configure a profile, AWS_ACCESS_KEY_ID "
+                            f"and AWS_SECRET_ACCESS_KEY, or a role)")
+    return StorageError(f"{what}: {' '.join(str(e).split()) or type(e).__name__}")
+
+
 def _error_code(e) -> str:
     return str(e.response.get("Error", {}).get("Code", "")) if hasattr(e, "response") else ""
 
@@ -91,23 +116,8 @@ class S3Storage(Storage):
 
     def _fail(self, e: Exception, key: str | None) -> StorageError:
         """One line for a botocore error, naming the key as the caller knows it."""
-        from botocore.exceptions import ClientError, NoCredentialsError
-
         what = f"storage key {key!r}" if key is not None else self.url
-        code = _error_code(e)
-        if isinstance(e, ClientError):
-            if code in ("NoSuchKey", "404", "NotFound") and key is not None:
-                return StorageError(f"{what}: no such object")
-            if code in ("NoSuchBucket",) or (code in ("404", "NotFound") and key is None):
-                return StorageError(f"{self.url}: no such bucket {self.bucket!r}")
-            if code in ("AccessDenied", "403", "Forbidden"):
-                return StorageError(f"{what}: access denied by {self.url} (check the IAM permissions)")
-            message = e.response.get("Error", {}).get("Message", "") or str(e)
-            return StorageError(f"{what}: {code}: {' '.join(message.split())}")
-        if isinstance(e, NoCredentialsError):
-            return StorageError(f"{self.url}: no AWS credentials (configure a profile, AWS_ACCESS_KEY_ID "
-                                f"and AWS_SECRET_ACCESS_KEY, or a role)")
-        return StorageError(f"{what}: {' '.join(str(e).split()) or type(e).__name__}")
+        return _s3_error(e, self.url, self.bucket, what, "object" if key is not None else "bucket")
 
     # -- the interface ---------------------------------------------------------------------------
 
@@ -283,22 +293,7 @@ class MultipartOutput:
         self.client = client
 
     def _fail(self, e: Exception) -> StorageError:
-        from botocore.exceptions import ClientError, NoCredentialsError
-
-        code = _error_code(e)
-        if isinstance(e, ClientError):
-            if code == "NoSuchBucket":
-                return StorageError(f"{self.url}: no such bucket {self.bucket!r}")
-            if code == "NoSuchUpload":
-                return StorageError(f"{self.url}: the multipart upload is gone (aborted, or completed already)")
-            if code in ("AccessDenied", "403", "Forbidden"):
-                return StorageError(f"{self.url}: access denied (check the IAM permissions)")
-            message = e.response.get("Error", {}).get("Message", "") or str(e)
-            return StorageError(f"{self.url}: {code}: {' '.join(message.split())}")
-        if isinstance(e, NoCredentialsError):
-            return StorageError(f"{self.url}: no AWS credentials (configure a profile, AWS_ACCESS_KEY_ID "
-                                f"and AWS_SECRET_ACCESS_KEY, or a role)")
-        return StorageError(f"{self.url}: {' '.join(str(e).split()) or type(e).__name__}")
+        return _s3_error(e, self.url, self.bucket, self.url, "upload")
 
     def _call(self, method: str, **kw):
         from botocore.exceptions import BotoCoreError, ClientError
