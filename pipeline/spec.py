@@ -360,12 +360,7 @@ def _source_type(label: str, src: str, sp: str, nodes: dict[str, Node]) -> str |
         raise SpecError(f"{label}: {src} is a sink; it cannot be a stream's source")
     if io:
         return None
-    if src not in nodes:
-        raise SpecError(f"{label}: unknown node {src!r}")
-    if sp not in nodes[src].stage.outputs:
-        raise SpecError(f"{label}: node {src} (stage {nodes[src].stage.name}) has no output port "
-                        f"{sp!r} (outputs: {', '.join(sorted(nodes[src].stage.outputs)) or 'none'})")
-    return nodes[src].stage.outputs[sp]
+    return _port_type(label, src, sp, nodes, "output")
 
 
 def _destination_type(label: str, dst: str, dp: str, src_type: str | None, durable: bool,
@@ -383,12 +378,18 @@ def _destination_type(label: str, dst: str, dp: str, src_type: str | None, durab
         if durable:
             raise SpecError(f"{label}: a sink takes no durable stream")
         return src_type
-    if dst not in nodes:
-        raise SpecError(f"{label}: unknown node {dst!r}")
-    if dp not in nodes[dst].stage.inputs:
-        raise SpecError(f"{label}: node {dst} (stage {nodes[dst].stage.name}) has no input port "
-                        f"{dp!r} (inputs: {', '.join(sorted(nodes[dst].stage.inputs)) or 'none'})")
-    return nodes[dst].stage.inputs[dp]
+    return _port_type(label, dst, dp, nodes, "input")
+
+
+def _port_type(label: str, name: str, port: str, nodes: dict[str, Node], side: str) -> str:
+    """The type of node ``name``'s ``side`` (``"input"`` or ``"output"``) port ``port``."""
+    if name not in nodes:
+        raise SpecError(f"{label}: unknown node {name!r}")
+    ports = nodes[name].stage.inputs if side == "input" else nodes[name].stage.outputs
+    if port not in ports:
+        raise SpecError(f"{label}: node {name} (stage {nodes[name].stage.name}) has no {side} port "
+                        f"{port!r} ({side}s: {', '.join(sorted(ports)) or 'none'})")
+    return ports[port]
 
 
 def _join(s: Stream, nodes: dict[str, Node], inputs: dict[str, dict[str, str]],
