@@ -86,6 +86,9 @@ SERVER_OPTIONS = [
 ]
 
 
+#: Journal calls that write nothing (the rest are durable writes, timed into the journal metric).
+_JOURNAL_READS = ("close", "load", "foreign_storage")
+
 class InputError(ExcameraError):
     """A streamed submission that is malformed; ``code`` is the gRPC status name to answer."""
 
@@ -426,7 +429,7 @@ class Coordinator:
 
             self._journal_thread = ThreadPoolExecutor(1, thread_name_prefix="excamera-journal")
         fn = getattr(self.journal, method)
-        if method not in ("close", "load"):   # the others are durable writes: their latency is a metric
+        if method not in _JOURNAL_READS:     # the others are durable writes: their latency is a metric
             return asyncio.get_running_loop().run_in_executor(
                 self._journal_thread, lambda: metrics.journal_write(fn, *args))
         return asyncio.get_running_loop().run_in_executor(self._journal_thread, lambda: fn(*args))
