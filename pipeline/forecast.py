@@ -190,29 +190,19 @@ class Shape:
         return self.frames * self.fps[1] / self.fps[0]
 
 
-def probe(path: str) -> Shape:
-    """The shape of a video file, from its container (PyAV), without decoding it."""
-    import av
+def probe(path: str):
+    """``(Shape, VideoIndex)`` of a video (a path or a source reference), from its container's
+    index (``media.index``: key frames and frame count, no decoding)."""
+    from foundation.errors import one_line
+    from media.index import read_index
+    from media.source import open_source
 
     try:
-        with av.open(path) as c:
-            if not c.streams.video:
-                raise PlanError(f"{path}: no video stream")
-            s = c.streams.video[0]
-            rate = s.average_rate or s.guessed_rate or Fraction(30)
-            frames = s.frames
-            if not frames:
-                duration = (float(s.duration * s.time_base) if s.duration else
-                            (c.duration / 1e6 if c.duration else 0.0))
-                frames = round(duration * rate)
-            if frames <= 0:
-                raise PlanError(f"{path}: the container does not say how long the video is")
-            r = Fraction(rate).limit_denominator(1001)
-            return Shape(int(frames), s.codec_context.width, s.codec_context.height, (r.numerator, r.denominator))
-    except PlanError:
-        raise
-    except (OSError, ValueError, av.FFmpegError) as e:   # av's errors are OSError/ValueError too
-        raise PlanError(f"{path}: {' '.join(str(e).split())}") from None
+        with open_source(path) as f:
+            index = read_index(f)
+    except (OSError, ValueError) as e:
+        raise PlanError(f"{path}: {one_line(e)}") from None
+    return Shape(index.frames, index.width, index.height, tuple(index.rate)), index
 
 
 # -- fleets --------------------------------------------------------------------------------------
@@ -444,7 +434,7 @@ class _StageWork:
         stage = get_stage(a["stage"])
         inputs = json.loads(a["inputs"])
         px = self.shape.pixels
-        gets, frames, start, fps = [], 0, None, (self.shape.fps[0], self.shape.fps[1])
+        gets, frames, fps = [], 0, (self.shape.fps[0], self.shape.fps[1])
         for port, ds in inputs.items():
             n = 0
             for d in ds:

@@ -45,7 +45,7 @@ def _fps(text: str) -> float:
 def register(sub) -> None:
     p = command(sub, "plan", cmd_plan, help="predict a job's wall time, cost and fleet before running it",
                 description="Predict `excamera encode` (default) or `excamera pipeline run --pipeline "
-                            "SPEC.json` on INPUT (probed with PyAV: duration, size, frame rate) or on "
+                            "SPEC.json` on INPUT (its container index read without decoding: frames, size, frame rate) or on "
                             "--duration S --size WxH [--fps F].",
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", nargs="?", metavar="INPUT")
@@ -83,8 +83,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         model = CostModel.load(args.costmodel)
         index = None
         if args.input:
-            shape = probe(args.input)
-            index = _index(args.input)
+            shape, index = probe(args.input)
         else:
             shape = Shape.of(args.duration, args.size[0], args.size[1], args.fps or 30.0)
         if args.backend == "lambda":
@@ -128,16 +127,3 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for a in r["assumptions"]:
         print(f"  - {a}")
     return 0
-
-
-def _index(path: str):
-    """The input's index (key frames), read without decoding; None where it cannot be read
-    (the plan then assumes a key frame every 2 s)."""
-    try:
-        from media.index import read_index
-        from media.source import open_source
-
-        with open_source(path) as f:
-            return read_index(f)
-    except Exception:  # noqa: BLE001 - the probe already checked the file; an index is a refinement
-        return None
