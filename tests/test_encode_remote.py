@@ -18,6 +18,7 @@ import grpc
 import pytest
 
 from common import CLIPS_DIR, sigint_default
+from coordinator_daemon import excamera, free_port as _free_port, one_line_error
 from security import tls
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,23 +26,6 @@ CLIP = CLIPS_DIR / "RTn23_80x44p15_15f.y4m"      # 80x44, 15 frames
 # A job that runs for seconds, not the half second CLIP's job takes once workers start quickly.
 LONG_CLIP = CLIPS_DIR / "compressed" / "bikes_640x272_100f.mp4"
 SETTINGS = ["--chunk-frames", "4", "--batch-chunks", "2", "--cq-level", "28", "--first-pass", "native"]
-
-
-def excamera(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "excamera", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300, **kw)
-
-
-def one_line_error(res, text):
-    assert res.returncode == 1, res
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("excamera: error: ") and text in lines[0], res.stderr
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
