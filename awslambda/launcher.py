@@ -199,12 +199,13 @@ class LambdaLauncher(BaseLauncher):
         with self._lock:
             client = self._clients.get(region)
             if client is None:
-                import boto3
                 from botocore.config import Config
+
+                from storage.s3 import boto3_session
 
                 config = Config(max_pool_connections=self.concurrency, retries={"mode": "standard"},
                                 connect_timeout=10, read_timeout=30)
-                client = self._clients[region] = boto3.session.Session().client(
+                client = self._clients[region] = boto3_session().client(
                     "lambda", region_name=region, config=config)
             return client
 

@@ -153,9 +153,10 @@ class S3Ranges(Ranges):
             bucket, _, key = ref[len("s3://"):].partition("/")
             if not bucket or not key:
                 raise SourceError(f"{ref}: give s3://BUCKET/KEY")
-            import boto3
             from botocore.config import Config
-            client = boto3.session.Session().client("s3", config=Config(retries={"mode": "standard"}))
+
+            from storage.s3 import boto3_session
+            client = boto3_session().client("s3", config=Config(retries={"mode": "standard"}))
         self.client, self.bucket, self.key = client, bucket, key
         try:
             head = client.head_object(Bucket=bucket, Key=key)

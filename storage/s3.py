@@ -21,6 +21,7 @@ import base64
 import hashlib
 import io
 import secrets
+import threading
 
 from storage.core import ObjectRef, Storage, StorageError, check_key
 
@@ -30,6 +31,31 @@ MULTIPART_THRESHOLD = 64 << 20
 MULTIPART_CHUNK = 16 << 20
 #: At most this many keys per DeleteObjects request (S3's limit).
 DELETE_BATCH = 1000
+
+
+_loader = None   # botocore's data loader, shared by every session of this process (boto3_session)
+_loader_lock = threading.Lock()
+
+
+def boto3_session():
+    """A new boto3 session (its own credentials and settings, from boto3's standard chain as
+    ever) that shares this process's botocore data loader: the endpoint table and the service
+    models, megabytes of JSON, are then read and parsed once per process instead of once per
+    session (a client, its storage, its source, its output and its Lambda launcher each make one;
+    docs/design/data-path.md)."""
+    import boto3
+    import botocore.session
+
+    global _loader
+    core = botocore.session.get_session()
+    with _loader_lock:
+        if _loader is None:
+            _loader = core.get_component("data_loader")
+        else:
+            core.register_component("data_loader", _loader)
+        session = boto3.session.Session(botocore_session=core)
+        _loader.search_paths[:] = dict.fromkeys(_loader.search_paths)  # boto3 adds its path each time
+    return session
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -86,14 +112,13 @@ class S3Storage(Storage):
 
     def __init__(self, bucket: str, prefix: str = "", *, concurrency: int = 10,
                  multipart_threshold: int = MULTIPART_THRESHOLD, client=None):
-        import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
 
         self.bucket = bucket
         self.prefix = check_key(prefix.strip("/")) + "/" if prefix.strip("/") else ""
         concurrency = max(1, concurrency)
-        self._session = boto3.session.Session()  # (its loaded S3 model serves check()'s client too)
+        self._session = boto3_session()  # (its loaded S3 model serves check()'s client too)
         self.client = client or self._session.client(
             "s3", config=Config(max_pool_connections=max(10, concurrency),
                                 retries={"mode": "standard"}))
@@ -286,10 +311,9 @@ class MultipartOutput:
         self.bucket, self.key = parse_object_url(url)
         self.upload_id = upload_id
         if client is None:
-            import boto3
             from botocore.config import Config
 
-            client = boto3.session.Session().client("s3", config=Config(retries={"mode": "standard"}))
+            client = boto3_session().client("s3", config=Config(retries={"mode": "standard"}))
         self.client = client
 
     def _fail(self, e: Exception) -> StorageError:
