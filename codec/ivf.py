@@ -23,6 +23,11 @@ and in the VP8 test-vector README; it is not part of RFC 6386). All integers are
 ``IvfReader`` validates all of it and raises ``ContainerError`` naming the byte offset;
 ``IvfWriter`` writes under a temporary name and renames on ``close()`` (``AtomicFile``), so no
 half-written file is ever left under the final name.
+
+A variable-frame-rate input's times go into the same two fields as libvpx and ffmpeg read them:
+the header's rate/scale hold the time base (rate = its denominator, scale = its numerator) and
+each frame's pts is in ticks of it (``shown_pts`` maps decode-order frames to those ticks;
+``restamp`` rewrites a constant-rate file's bytes as they stream past).
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
-from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import BinaryIO, Iterable, Iterator, Sequence
 
 from codec.errors import ContainerError, UnsupportedError
 
@@ -289,3 +295,114 @@ class IvfWriter(AtomicWriter):
             self._out.discard()
             raise
         self._out.commit()
+
+
+def tick_of(k: int, ticks: Sequence[int]) -> int:
+    """The time of the ``k``-th shown picture: ``ticks[k]``; past the end, one more step of the
+    last interval per picture (the last picture lasts as long as the one before it)."""
+    if k < len(ticks):
+        return ticks[k]
+    step = ticks[-1] - ticks[-2] if len(ticks) > 1 else 1
+    return ticks[-1] + step * (k - len(ticks) + 1)
+
+
+def shown_pts(shown: Sequence[bool], ticks: Sequence[int]) -> list[int]:
+    """Each VP8 frame's pts (decode order; ``shown``: its show_frame flag) at a variable rate:
+    the k-th shown frame at ``ticks[k]``, a hidden frame (an altref) at the time of the shown
+    frame after it, as ``codec.chunks.presentation_times`` places it at a constant rate."""
+    out, k = [], 0
+    for visible in shown:
+        out.append(tick_of(k, ticks))
+        k += bool(visible)
+    return out
+
+
+def ivf_time_base(time_base: Fraction) -> tuple[int, int]:
+    """(rate, scale) of the header for ``time_base``; ``ContainerError`` if either needs more
+    than the field's 32 bits."""
+    tb = Fraction(time_base)
+    if not (0 < tb.numerator <= 0xFFFFFFFF and 0 < tb.denominator <= 0xFFFFFFFF):
+        raise ContainerError(f"time base {tb} does not fit an IVF header (32-bit rate and scale)")
+    return tb.denominator, tb.numerator
+
+
+def restamp(parts: Iterable[bytes], ticks: Sequence[int], time_base: Fraction) -> Iterator[bytes]:
+    """The bytes of an IVF file (``parts``: pieces of any size, in order) with the header's time
+    base set to ``time_base`` and each frame's pts to its time in ``ticks`` (``shown_pts``;
+    a frame's show_frame flag is bit 4 of its first byte, RFC 6386 9.1): a constant-rate stream
+    given a variable-rate input's times while it is written, one piece at a time (the pieces
+    yielded add up to as many bytes as those taken); ``ContainerError`` for a file cut short."""
+    rate, scale = ivf_time_base(time_base)
+    pending = b""
+    header_done, skip, k = False, 0, 0   # skip: payload bytes of the current frame still to pass
+    for part in parts:
+        data = pending + bytes(part)
+        out, pos = [], 0
+        while pos < len(data):
+            if skip:
+                n = min(skip, len(data) - pos)
+                out.append(data[pos:pos + n])
+                pos, skip = pos + n, skip - n
+            elif not header_done:
+                if len(data) - pos < HEADER_SIZE:
+                    break
+                header = IvfHeader.parse(data[pos:pos + HEADER_SIZE], fourcc=None)
+                out.append(replace(header, rate=rate, scale=scale).to_bytes())
+                pos, header_done = pos + HEADER_SIZE, True
+            else:
+                if len(data) - pos < FRAME_HEADER_SIZE:
+                    break
+                size, _ = _FRAME_HEADER.unpack_from(data, pos)
+                if size and len(data) - pos < FRAME_HEADER_SIZE + 1:
+                    break                 # the flag's byte is in the next piece
+                visible = not size or bool(data[pos + FRAME_HEADER_SIZE] & 0x10)   # empty: a repeat
+                out.append(_FRAME_HEADER.pack(size, tick_of(k, ticks)))
+                k += visible
+                pos, skip = pos + FRAME_HEADER_SIZE, size
+        pending = data[pos:]
+        yield b"".join(out)
+    if pending or skip or not header_done:
+        raise ContainerError("IVF stream cut short while restamping its times")
+
+
+def shown_timing(records: Iterable[tuple[int, bool]], header: IvfHeader):
+    """The rate and times of an IVF stream from its frame records (``(pts, shown)`` in decode
+    order): ``(rate, times)``, ``rate`` as ``(num, den)`` frames per second and ``times`` the
+    shown pictures' ticks of the header's time base from the first, or None at a constant rate.
+
+    Three layouts are constant-rate: pts counting shown pictures (vpxenc; a hidden frame shares
+    the next picture's pts), pts counting every record (excamera's decode-order index, for
+    files whose hidden frames take a number of their own), and a steady step of k ticks (rate
+    = header rate / k). Anything else plays at a variable rate: its average rate is given."""
+    records = list(records)
+    pts = [p for p, shown in records if shown]
+    if len(pts) < 2 or header.rate <= 0 or header.scale <= 0:
+        return header.frame_rate, None
+    if all(p == i for i, (p, _) in enumerate(records)):
+        return header.frame_rate, None
+    steps = {b - a for a, b in zip(pts, pts[1:])}
+    if len(steps) == 1 and min(steps) > 0:
+        rate = Fraction(header.rate, header.scale * min(steps))
+        return (rate.numerator, rate.denominator), None
+    if any(b <= a for a, b in zip(pts, pts[1:])):   # out of order or repeated: trust the header
+        return header.frame_rate, None
+    rate = Fraction((len(pts) - 1) * header.rate, (pts[-1] - pts[0]) * header.scale).limit_denominator(1001)
+    return (rate.numerator, rate.denominator), [p - pts[0] for p in pts]
+
+
+def read_timing(path: str | os.PathLike):
+    """``(rate, times, time_base)`` of the IVF file at ``path`` (``shown_timing``; the time base
+    is the header's, 0 where it has none), reading the 12-byte record headers and each frame's
+    first byte (its show_frame flag, RFC 6386 9.1) only."""
+    records = []
+    with open(path, "rb") as f:
+        header = IvfHeader.parse(f.read(HEADER_SIZE), fourcc=None)
+        while len(head := f.read(FRAME_HEADER_SIZE)) == FRAME_HEADER_SIZE:
+            size, pts = _FRAME_HEADER.unpack(head)
+            first = f.read(1) if size else b""
+            if size and not first:
+                break
+            records.append((pts, not size or bool(first[0] & 0x10)))
+            f.seek(max(0, size - 1), os.SEEK_CUR)
+    base = Fraction(header.scale, header.rate) if header.rate > 0 and header.scale > 0 else Fraction(0)
+    return (*shown_timing(records, header), base)

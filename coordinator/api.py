@@ -146,7 +146,10 @@ async def run_job_async(job: Job, config: RunConfig | None = None, *, inputs: In
 
 async def _pump_events(c, job_id: str, on_event) -> None:
     """Call ``on_event`` with each of the job's events (``jobs_pb2.JobEvent``, as the Jobs
-    service's Watch streams them), from the first, until the job ends."""
+    service's Watch streams them), from the first, until the job ends. A task's "done" event
+    carries its winning attempt's output objects, as the coordinator accepted them
+    (``coordinator.server``), so that the caller can read them while the job runs
+    (``excamera.commands.encode_output``)."""
     async for ev in c.handles[job_id].follow():
         on_event(ev)
 
@@ -171,37 +174,112 @@ def _submit_parts(spec, inputs: Inputs):
             yield jpb.SubmitPart(input=jpb.InputChunk(data=bytes(view[start:start + UPLOAD_CHUNK])))
 
 
-async def fetch_remote(stub, job_id: str, job_key: str, key: str, max_bytes: int = 1 << 40) -> bytes:
-    """One result object of a succeeded remote job, reassembled and checked against its digest."""
-    import hashlib
+class _Fetched:
+    """One object coming back from the Jobs service's ``Fetch`` in chunks: reassembled, and
+    checked against the digest its first chunk names."""
 
+    def __init__(self, job_id: str, key: str, max_bytes: int):
+        self.where, self.key, self.max_bytes = f"job {job_id}: result {key}", key, max_bytes
+        self.ref, self.parts, self.got = None, [], 0
+
+    def add(self, chunk) -> None:
+        if self.ref is None:
+            if not chunk.HasField("object"):
+                raise StorageError(f"{self.where}: the first chunk does not name it")
+            self.ref = chunk.object
+            if self.ref.key != self.key or not 0 <= self.ref.size <= self.max_bytes:
+                raise StorageError(f"{self.where}: the coordinator sent {self.ref.key!r}, {self.ref.size} bytes")
+        self.got += len(chunk.data)
+        if self.got > self.ref.size:
+            raise StorageError(f"{self.where}: more than the {self.ref.size} bytes announced")
+        self.parts.append(chunk.data)
+
+    def data(self) -> bytes:
+        import hashlib
+
+        ref = self.ref
+        if ref is None:
+            raise StorageError(f"{self.where}: nothing came back")
+        data = b"".join(self.parts)
+        if len(data) != ref.size or hashlib.sha256(data).hexdigest() != ref.sha256:
+            raise StorageError(f"{self.where}: {len(data)} bytes that do not match the verified digest "
+                               f"(sha256 {ref.sha256[:16]}..., {ref.size} bytes)")
+        return data
+
+
+async def fetch_remote(stub, job_id: str, job_key: str, key: str, max_bytes: int = 1 << 40) -> bytes:
+    """One result object of a succeeded remote job (or, while it runs, an object of a task of it
+    that is done), reassembled and checked against its digest."""
     from protos import jobs_pb2 as jpb
 
-    ref, parts, got = None, [], 0
+    got = _Fetched(job_id, key, max_bytes)
     async for chunk in stub.Fetch(jpb.FetchRequest(job_id=job_id, job_key=job_key, key=key)):
-        if ref is None:
-            if not chunk.HasField("object"):
-                raise StorageError(f"job {job_id}: result {key}: the first chunk does not name it")
-            ref = chunk.object
-            if ref.key != key or not 0 <= ref.size <= max_bytes:
-                raise StorageError(f"job {job_id}: result {key}: the coordinator sent {ref.key!r}, "
-                                   f"{ref.size} bytes")
-        got += len(chunk.data)
-        if got > ref.size:
-            raise StorageError(f"job {job_id}: result {key}: more than the {ref.size} bytes announced")
-        parts.append(chunk.data)
-    if ref is None:
-        raise StorageError(f"job {job_id}: result {key}: nothing came back")
-    data = b"".join(parts)
-    if len(data) != ref.size or hashlib.sha256(data).hexdigest() != ref.sha256:
-        raise StorageError(f"job {job_id}: result {key}: {len(data)} bytes that do not match the "
-                           f"verified digest (sha256 {ref.sha256[:16]}..., {ref.size} bytes)")
-    return data
+        got.add(chunk)
+    return got.data()
+
+
+class RemoteObjects:
+    """A running coordinator's objects of one job, read with ``get(key)`` from a thread that is
+    not the caller's event loop's (the streamed output's writer, ``excamera.commands.encode_output``)
+    over a blocking channel of its own, with the credentials and options of ``submit_remote``:
+    each object checked against the digest the coordinator accepted; tried again while the
+    coordinator is away, for up to ``remote.reconnect_s`` seconds. ``close()`` when done."""
+
+    #: A hang-catcher per object (1 MiB chunks on a loopback or LAN take well under a second).
+    TIMEOUT_S = 600.0
+
+    def __init__(self, remote: RemoteCoordinator, job_id: str, job_key: str):
+        self.remote, self.job_id, self.job_key = remote, job_id, job_key
+        self._channel = self._stub = None
+
+    def get(self, key: str) -> bytes:
+        return self._fetch(key, False)
+
+    def release(self, keys: Iterable[str]) -> None:
+        """The succeeded job's results ``keys``, fetched while it ran, are held here: the
+        coordinator counts them fetched (with ``keep=False`` its objects go once all are)."""
+        for key in keys:
+            self._fetch(key, True)
+
+    def _fetch(self, key: str, release: bool) -> bytes:
+        import time
+
+        import grpc
+
+        from coordinator import reconnect
+        from protos import jobs_pb2 as jpb
+        from protos import jobs_pb2_grpc as jpb_grpc
+        from security import tls
+
+        if self._channel is None:
+            bundle = tls.load(self.remote.certs, need=tls.WORKER_FILES)
+            self._channel = grpc.secure_channel(self.remote.address, tls.client_credentials(bundle),
+                                                options=CLIENT_OPTIONS + reconnect.CHANNEL_OPTIONS)
+            self._stub = jpb_grpc.JobsStub(self._channel)
+        request = jpb.FetchRequest(job_id=self.job_id, job_key=self.job_key, key=key, release=release)
+        deadline, pause = time.monotonic() + self.remote.reconnect_s, reconnect.BACKOFF_S[0]
+        while True:
+            got = _Fetched(self.job_id, key, 1 << 40)
+            try:
+                for chunk in self._stub.Fetch(request, timeout=self.TIMEOUT_S):
+                    got.add(chunk)
+                return b"" if release else got.data()
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() >= deadline:
+                    raise StorageError(f"job {self.job_id}: {key}: {e.code().name.lower()}: "
+                                       f"{' '.join((e.details() or '').split()) or 'no detail'}") from None
+            time.sleep(pause)
+            pause = min(pause * 2, reconnect.BACKOFF_S[1])
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
 
 
 async def submit_remote(job: Job, remote: RemoteCoordinator, *, inputs: Inputs = None, workers: int = 4,
                         spare: int = 0, max_attempts: int = 3, on_event=None, on_submitted=None,
-                        pipeline: str = "") -> JobResult:
+                        pipeline: str = "", on_ref=None, fetch: bool = True) -> JobResult:
     """Submit ``job`` to the running coordinator ``remote`` over the Jobs service (inputs
     streamed in chunks), watch it to the end and fetch its result objects. ``on_submitted(job_id)``
     is called once the coordinator has accepted the job; ``pipeline`` makes it a dynamic job
@@ -212,7 +290,9 @@ async def submit_remote(job: Job, remote: RemoteCoordinator, *, inputs: Inputs =
     again (a mapping, or a callable returning the pairs afresh each time it is called). The spec
     carries a submission id made once here, so a submission sent again after the coordinator
     journalled it (and died before replying) is answered with that job, not a second one
-    (``coordinator.submissions``)."""
+    (``coordinator.submissions``). ``on_ref(job_id, job_key)`` is called then too (to read the
+    job's objects while it runs: ``RemoteObjects``); with ``fetch=False`` the result objects are
+    not fetched (``JobResult.objects`` only: the caller fetches them)."""
     import secrets
 
     import grpc
@@ -237,6 +317,8 @@ async def submit_remote(job: Job, remote: RemoteCoordinator, *, inputs: Inputs =
         reconnect.remember(ref.job_id, ref.job_key, remote.address)
         if on_submitted is not None:
             on_submitted(ref.job_id)
+        if on_ref is not None:
+            on_ref(ref.job_id, ref.job_key)
         try:
             final = await reconnect.watch(stub, ref.job_id, wait, on_event)
             if final is None or final.to_state != "succeeded":
@@ -245,7 +327,7 @@ async def submit_remote(job: Job, remote: RemoteCoordinator, *, inputs: Inputs =
                                 final.to_state if final else "failed")
             objects = {"": {o.key: ObjectRef(o.key, o.sha256, o.size) for o in final.objects}}
             data = {key: await reconnect.call(lambda key=key: fetch_remote(stub, ref.job_id, ref.job_key, key), wait)
-                    for key in objects[""]}
+                    for key in (objects[""] if fetch else ())}
         except asyncio.CancelledError:
             try:  # the caller gave up: do not leave the job running on the coordinator
                 await asyncio.wait_for(stub.Cancel(jpb.JobRef(job_id=ref.job_id, job_key=ref.job_key)), 10)
@@ -286,4 +368,4 @@ def run_job(job: Job, config: RunConfig | None = None, *, inputs: Inputs = None,
 
 
 __all__ = ["ConfigError", "JobFailed", "JobResult", "LaunchedBackend", "LocalBackend", "RemoteCoordinator",
-           "RunConfig", "embedded_coordinator", "run_job", "run_job_async", "submit_remote"]
+           "RemoteObjects", "RunConfig", "embedded_coordinator", "run_job", "run_job_async", "submit_remote"]

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 
 from coordinator.fsm import DONE, FSM, Job, State, Task
 from media.rawchunk import chunk_object  # (in media: the decode tasks make the same objects)
@@ -149,9 +150,16 @@ def stitch_fsm(work_s: float, checked: bool = False) -> FSM:
     ))
 
 
-#: Keys of the joined output's layout and parts (``worker.assemble_ops``).
+#: Keys of the joined output's layout and parts (``worker.assemble_ops``), and of the sound
+#: beside a WebM / Matroska output's (``worker.audio_ops``).
 LAYOUT_KEY = "out/layout.json"
 PART_KEY = "out/parts/{:05d}.ivf"
+AUDIO_INDEX_KEY = "audio/index.json"
+AUDIO_PACKETS_KEY = "audio/packets-{:05d}.bin"
+#: A variable-frame-rate input's presentation times (``worker.assemble_ops.times_object``), stored
+#: by the client with the job's inputs and read, checked against its digest, by the stitch and
+#: assemble tasks.
+TIMES_KEY = "input/times.json"
 #: Chunks per assemble task planned (the parts are laid out by size once the chunks are done;
 #: each assemble task takes every K-th part).
 ASSEMBLE_CHUNKS = 16
@@ -163,19 +171,63 @@ class JoinPlan:
     multipart upload ``upload_id`` of ``destination`` (``s3://BUCKET/KEY``; the caller started it
     and aborts it if the job fails), or, with no destination, as parts in the job's storage that
     the caller writes out in order. ``part_min``: the smallest part but the last (S3's 5 MiB;
-    lower only against a server that allows it, in tests)."""
+    lower only against a server that allows it, in tests). ``streamed``: no destination, and the
+    caller writes the output itself from each batch's chunks as its rebase task ends
+    (``excamera.commands.encode_output``): no assemble or join task; the stitch, which proves
+    the chain and lays the output out, is the job's result. ``container``: ``ivf``, ``webm``
+    or ``matroska`` ("": by the destination's extension, .webm or .mkv, else ``ivf``); a WebM or
+    Matroska output carries the sound of ``audio`` (a source reference; None: the job's own
+    source, when the workers decode it; "": none), read by one ``audio-track`` task
+    (``worker.audio_ops``) beside the chunk tasks. ``times``: for a variable-frame-rate input,
+    ``"KEY SHA256 SIZE"`` of its times object (``worker.assemble_ops.times_object``, a job input at
+    ``TIMES_KEY``):
+    the output's frames are stamped with them; ``duration``: the seconds its pictures last then
+    (``(num, den)``), which the sound spans. "" / None: a constant rate."""
 
     destination: str = ""
     upload_id: str = ""
     part_min: int = 5 << 20
+    streamed: bool = False
+    container: str = ""
+    audio: str | None = None
+    times: str = ""
+    duration: tuple[int, int] | None = None
+
+    @property
+    def format(self) -> str:
+        if self.container:
+            return self.container
+        return {".webm": "webm", ".mkv": "matroska"}.get(os.path.splitext(self.destination)[1].lower(), "ivf")
 
 
-def stitch_links_fsm(work_s: float) -> FSM:
+def span_rate(frames: int, duration) -> tuple[int, int]:
+    """The rate ``(num, den)`` at which ``frames`` pictures last ``duration`` seconds (a
+    Fraction or ``(num, den)``): what the ``audio-track`` task spans for a variable-rate input."""
+    r = frames / Fraction(*duration) if isinstance(duration, tuple) else frames / Fraction(duration)
+    return r.numerator, r.denominator
+
+
+def stitch_links_fsm(work_s: float, container: str = "ivf", times: bool = False) -> FSM:
+    # (an IVF stitch's parameters as they always were: a Matroska one adds its container and sound,
+    # a variable-rate input its times)
+    more = {"container": "${container}", "audio": "${audio}"} if container != "ivf" else {}
+    if times:
+        more["times"] = "${times}"
     return FSM("excamera-encode-stitch", "stitch", (
         State("stitch", "vp8-stitch-links",
               {"chunks": ["${chunks}"], "links": ["${links}"], "frames": "${frames}", "width": "${width}",
                "height": "${height}", "rate_num": "${rate_num}", "rate_den": "${rate_den}",
-               "part_min": "${part_min}", "layout": "${layout}", "verified": [DIGESTS_REQUIRED, "${after}"]},
+               "part_min": "${part_min}", "layout": "${layout}", **more,
+               "verified": [DIGESTS_REQUIRED, "${after}"]},
+              {"ok": DONE}, work_s),
+    ))
+
+
+def audio_fsm(work_s: float) -> FSM:
+    return FSM("excamera-audio", "audio", (
+        State("audio", "audio-track",
+              {"source": "${source}", "target": "${target}", "frames": "${frames}", "rate_num": "${rate_num}",
+               "rate_den": "${rate_den}", "packets": "${packets}", "index": "${index}"},
               {"ok": DONE}, work_s),
     ))
 
@@ -198,16 +250,33 @@ def join_fsm(work_s: float) -> FSM:
     ))
 
 
-def _join_tasks(n: int, n_frames: int, width: int, height: int, rate, join: JoinPlan, after: tuple) -> list:
-    """The stitch (from links), the assemble tasks and the join, after the rebase tasks ``after``."""
+def audio_task(source: str, join: JoinPlan, n_frames: int, rate) -> Task:
+    """The one task that reads the input's sound for a WebM / Matroska output (no ``after``: it
+    runs beside the chunk tasks)."""
+    return Task("audio", "excamera-audio", {
+        "source": source, "target": join.format, "frames": n_frames, "rate_num": int(rate[0]),
+        "rate_den": int(rate[1]), "packets": AUDIO_PACKETS_KEY, "index": AUDIO_INDEX_KEY})
+
+
+def _join_tasks(n: int, n_frames: int, width: int, height: int, rate, join: JoinPlan, after: tuple,
+                sound: bool = False) -> list:
+    """The stitch (from links), the assemble tasks and the join, after the rebase tasks ``after``
+    (and the ``audio`` task, given ``sound``)."""
     k = max(1, -(-n // ASSEMBLE_CHUNKS))
     where = {"destination": join.destination, "upload_id": join.upload_id}
+    more = {}
+    if join.format != "ivf":
+        more = {"container": join.format, "audio": AUDIO_INDEX_KEY if sound else ""}
+    if join.times:
+        more["times"] = join.times
     tasks = [Task("stitch", "excamera-encode-stitch",
                   {"chunks": [OUT_KEY.format(chunk_id(i)) for i in range(n)],
                    "links": [LINK_KEY.format(chunk_id(i)) for i in range(n)], "frames": n_frames,
                    "width": width, "height": height, "rate_num": int(rate[0]), "rate_den": int(rate[1]),
-                   "part_min": int(join.part_min), "layout": LAYOUT_KEY},
-                  after=after)]
+                   "part_min": int(join.part_min), "layout": LAYOUT_KEY, **more},
+                  after=after + (("audio",) if sound else ()))]
+    if join.streamed and not join.destination:  # (the caller copies the bytes: see JoinPlan)
+        return tasks
     tasks += [Task(f"assemble-{j:05d}", "excamera-encode-assemble",
                    {"layout": LAYOUT_KEY, "index": j, "of": k, "parts": PART_KEY, **where}, after=("stitch",)) for j in range(k)]
     tasks.append(Task("join", "excamera-encode-join", {"layout": LAYOUT_KEY, **where},
@@ -305,11 +374,22 @@ def encode_job(n_frames: int, width: int, height: int, settings, source: SourceP
             tasks.append(rebase[i // x])
     rebases = tuple(t.task_id for t in rebase)
     if join is not None:
-        fsms[1] = stitch_links_fsm(stitch)  # (a link that does not fit: the stream is decoded)
+        if join.format not in ("ivf", "webm", "matroska"):
+            raise ValueError(f"the output's container {join.format!r} is not ivf, webm or matroska")
+        # (a link that does not fit: the stream is decoded)
+        fsms[1] = stitch_links_fsm(stitch, join.format, bool(join.times))
         fsms += [assemble_fsm(work), join_fsm(work)]
-        tasks += _join_tasks(n, n_frames, width, height, rate, join, rebases)
+        sound = join.audio if join.audio is not None else (source.ref if source is not None else "")
+        sound = sound if join.format != "ivf" else ""
+        if sound:  # after the decode tasks, before the chunks': it runs beside the chunk tasks
+            fsms.append(audio_fsm(stitch))
+            # (a variable-rate input: the rate at which its pictures last its ``duration``, so
+            # that the sound spans the times as the local writer's does)
+            spans = rate if join.duration is None else span_rate(n_frames, join.duration)
+            tasks.insert(sum(t.fsm == "excamera-decode" for t in tasks), audio_task(sound, join, n_frames, spans))
+        tasks += _join_tasks(n, n_frames, width, height, rate, join, rebases, bool(sound))
         return Job(f"excamera-encode-{settings.chunk_frames}x{settings.batch_chunks}",
-                   tuple(fsms), tuple(tasks), result_tasks=("join",))
+                   tuple(fsms), tuple(tasks), result_tasks=(tasks[-1].task_id,))  # the join (or stitch)
     tasks.append(Task("stitch", "excamera-encode-stitch",
                       {"chunks": [OUT_KEY.format(chunk_id(i)) for i in range(n)],
                        "links": [LINK_KEY.format(chunk_id(i)) for i in range(n)], "output": STITCHED_KEY,
@@ -450,9 +530,14 @@ class SourceInput:
     def upload_bytes(self) -> int:
         return os.path.getsize(self._upload[1]) if self._upload else 0
 
+    #: More job inputs, (key, bytes) yielded after the rest (a variable-rate input's times).
+    extra: tuple = ()
+
     def pairs(self):
-        """(storage key, bytes) of the compressed input where it must go up; nothing otherwise."""
+        """(storage key, bytes) of the compressed input where it must go up (nothing otherwise),
+        then ``extra``."""
         if self._upload is None:
+            yield from self.extra
             return
         key, path = self._upload
         with open(path, "rb") as f:
@@ -461,3 +546,4 @@ class SourceInput:
         if f"{st.st_size}-{st.st_mtime_ns}" != self._version:
             raise self._changed(f"{path}: changed while the job was being planned")
         yield key, data
+        yield from self.extra

@@ -12,7 +12,9 @@ secret, told only to the submitter. Every worker the coordinator launches gets i
 and worker token, good for one connection; every command carries its task's rendezvous token.
 The Jobs service takes inputs of any size as a chunked stream (``SubmitStream``) and returns a
 succeeded job's result objects as chunked streams (``Fetch``, which, like ``Cancel``, needs the
-job's key).
+job's key). A task's "done" event carries the output objects the coordinator accepted from it,
+and while the job runs ``Fetch`` serves those too, so that a client can copy a job's output as
+it is made (``docs/design/data-path.md``).
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ class JobHandle:
     releases: set = field(default_factory=set)
     connected: set = field(default_factory=set)   # worker ids that have opened their stream
     unfetched: set | None = None  # keep=False: results of the ended job not fetched yet
+    accepted: dict = field(default_factory=dict)  # key -> (task id, ObjectRef): done tasks' outputs
 
     async def follow(self):
         """The job's events (``jobs_pb2.JobEvent``), from the first, until the job ends."""
@@ -280,6 +283,11 @@ class Coordinator:
             await self._server.stop(grace)
         if self.launcher is not None:
             await self.launcher.stop()
+        # A removal under way ends with its "purged" record (the workers are gone: it does not
+        # wait for them); cut short, the next start would only purge the same prefix again.
+        removing = [t for t in self._background if t.get_name().startswith("remove ")]
+        if removing:
+            await asyncio.wait(removing, timeout=grace)
         for t in list(self._background):
             t.cancel()
         if self._rdv_channel is not None:
@@ -506,6 +514,7 @@ class Coordinator:
                               task_token=tokens.task_token(h.task_key, action.task_id))
             values.to_map(action.args, cmd.args)
             q.put_nowait(cpb.CoordinatorMessage(command=cmd))
+            die_at(f"command:{action.task_id}")  # tests only: a coordinator lost with this task in flight
         elif isinstance(action, eng.StopWorker):
             q = self.outboxes.get(action.worker_id)
             if q is not None:
@@ -545,12 +554,12 @@ class Coordinator:
                                              f"jobs/{action.job_id}"))
             if not self.keep:
                 h.unfetched = set(results)
-                self._spawn(self._remove(action.job_id, keep=results))
+                self._spawn(self._remove(action.job_id, keep=results), name=f"remove {action.job_id}")
             for q in h.watchers:
                 q.put_nowait(None)
 
-    def _spawn(self, coro) -> asyncio.Task:
-        t = asyncio.create_task(coro)
+    def _spawn(self, coro, name: str | None = None) -> asyncio.Task:
+        t = asyncio.create_task(coro, name=name)
         self._background.add(t)
         t.add_done_callback(self._background.discard)
         return t
@@ -584,7 +593,8 @@ class Coordinator:
                 await self._journal_quietly("purged", job_id)
 
     def fetched(self, job_id: str, key: str) -> None:
-        """A result went out whole; once every result has, the job's objects go (``keep=False``)."""
+        """A result went out whole (or its caller released it); once every result has, the job's
+        objects go (``keep=False``)."""
         h = self.handles.get(job_id)
         if self.keep or h is None or h.unfetched is None or key not in h.unfetched:
             return
@@ -592,7 +602,7 @@ class Coordinator:
         if self.journal is not None:
             self._spawn(self._journal_quietly("fetched", job_id, set(h.unfetched)))
         if not h.unfetched:
-            self._spawn(self._remove(job_id))
+            self._spawn(self._remove(job_id), name=f"remove {job_id}")
 
     async def _release(self, job_id: str, task_id: str) -> None:
         from protos import rendezvous_pb2 as rpb
@@ -626,6 +636,15 @@ class Coordinator:
             for refs in self.engine.jobs[ev.job_id].objects.values():
                 for ref in refs.values():
                     msg.objects.add(key=ref.key, sha256=ref.sha256, size=ref.size)
+        elif ev.kind == "task" and ev.to_state == "done":
+            # Its winning attempt's output objects as accepted (one message for every watcher,
+            # embedded or over Watch); Fetch serves them while the job runs.
+            task = self.engine.jobs[ev.job_id].tasks.get(ev.task_id)
+            for outputs in (task.winner.outputs.values() if task is not None and task.winner else ()):
+                for ref in outputs.values():
+                    if isinstance(ref, ObjectRef):
+                        msg.objects.add(key=ref.key, sha256=ref.sha256, size=ref.size)
+                        h.accepted[ref.key] = (ev.task_id, ref)
         h.events.append(msg)
         for q in h.watchers:
             q.put_nowait(msg)
@@ -878,18 +897,35 @@ class _JobsServicer(jpb_grpc.JobsServicer):
         return jpb.CancelReply(cancelled=self.c.cancel(request.job_id))
 
     async def Fetch(self, request, context):
-        """A succeeded job's result object, re-verified, in chunks."""
-        await self._owned(request, context)
+        """A succeeded job's result object, or while the job runs an object a done task of it
+        produced (as its "done" event announced it), re-verified, in chunks."""
+        h = await self._owned(request, context)
         job = self.c.engine.jobs[request.job_id]
-        if job.status != "succeeded":
+        if job.status == "running":
+            task_id, ref = h.accepted.get(request.key, ("", None))
+            task = job.tasks.get(task_id)
+            if ref is None or task is None or task.status != "done":
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                    f"job {request.job_id} is running; only a succeeded job's results, or "
+                                    f"the objects of its tasks that are done, can be fetched")
+        elif job.status != "succeeded":
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 f"job {request.job_id} is {job.status}; only a succeeded job's results can be fetched")
-        refs = {ref.key: ref for objs in job.objects.values() for ref in objs.values()}
-        ref = refs.get(request.key)
+        else:
+            refs = {ref.key: ref for objs in job.objects.values() for ref in objs.values()}
+            ref = refs.get(request.key)
         if ref is None:
             await context.abort(grpc.StatusCode.NOT_FOUND,
                                 f"job {request.job_id}: {request.key!r} is not one of its results "
                                 f"({', '.join(sorted(refs)) or 'none'})")
+        if request.release:  # (the caller has its bytes: they may go once the rest are fetched)
+            if job.status != "succeeded":
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                    f"job {request.job_id} is {job.status}; only a succeeded job's results "
+                                    f"can be released")
+            yield jpb.DataChunk(object=common_pb2.ObjectRef(key=ref.key, sha256=ref.sha256, size=ref.size))
+            self.c.fetched(request.job_id, ref.key)
+            return
         try:
             data = job.storage.get(ref.key)
         except (StorageError, OSError) as e:

@@ -12,7 +12,8 @@ out that job's key.
 ``die_at(moment)`` is a test hook only: with ``EXCAMERA_TEST_DIE_AT=moment`` in its environment
 the coordinator SIGKILLs itself at that moment (``upload``: when the first input chunk of a
 streamed submission arrives; ``accepted``: right after the job is journalled, before the
-reply), so that tests can kill it at a moment no outside timing can hit reliably.
+reply; ``command:TASK``: as the command of task TASK goes to its worker), so that tests can
+kill it at a moment no outside timing can hit reliably.
 """
 
 from __future__ import annotations

@@ -105,8 +105,10 @@ def _ivf_index(reader) -> VideoIndex:
     """VP8 in IVF has no index: walk the frame records (headers and frame tags only) to count
     the pictures shown."""
     from codec.chunks import frame_tag
+    from codec.ivf import shown_timing
 
     shown, read, width, height = 0, 0, reader.header.width, reader.header.height
+    records = []
     while (frame := reader.read_frame()) is not None:
         try:
             tag = frame_tag(frame.data)
@@ -114,9 +116,11 @@ def _ivf_index(reader) -> VideoIndex:
             raise ContainerError(f"frame {read}: {e}") from None
         read += 1
         shown += tag.show_frame
+        records.append((frame.pts, bool(tag.show_frame)))
     if not shown:
         raise ContainerError("no frames")
-    return VideoIndex("ivf", shown, width, height, reader.header.frame_rate, (KeyFrame(0, -1, -1),), False)
+    rate = shown_timing(records, reader.header)[0]   # a variable-rate file's header holds a time base
+    return VideoIndex("ivf", shown, width, height, rate, (KeyFrame(0, -1, -1),), False)
 
 
 def _pyav_index(f) -> VideoIndex:

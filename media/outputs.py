@@ -7,6 +7,7 @@
   with MPEG-TS segments ``NAME-00000.ts``, ... beside it, a key frame opening each segment).
 
 What these take is ``AudioPlan``: which file's sound, placed how (``media.audio.Span``), or none.
+Both keep a variable-frame-rate input's times when given them (every format here).
 Files are written under temporary names and renamed into place; nothing is left on failure.
 Errors are ``codec.errors.ContainerError`` (one line) and ``OSError``.
 """
@@ -68,13 +69,15 @@ def write_vp8_file(path: str, frames: list[bytes], pts: list[int], keys: list[bo
                    width: int, height: int, rate: tuple[int, int], audio: AudioPlan = NO_AUDIO,
                    time_base: Fraction | None = None) -> None:
     """VP8 ``frames`` (decode order; ``pts`` in frames at ``rate``, or in ticks of ``time_base``
-    for a variable-rate input's times: not in ``.ivf``) to ``path`` by its extension."""
+    for a variable-rate input's times, ``codec.ivf.shown_pts``) to ``path`` by its extension
+    (``.ivf``: the header's rate/scale then hold ``time_base``, as libvpx and ffmpeg read them)."""
     ext = os.path.splitext(path)[1].lower()
     if ext == ".ivf":
-        from codec.ivf import IvfHeader, IvfWriter
+        from codec.ivf import IvfHeader, IvfWriter, ivf_time_base
 
         audio.warn_if_dropped("an .ivf file")
-        header = IvfHeader(width=width, height=height, rate=rate[0], scale=rate[1], frame_count=len(frames))
+        num, den = ivf_time_base(time_base) if time_base is not None else rate
+        header = IvfHeader(width=width, height=height, rate=num, scale=den, frame_count=len(frames))
         with IvfWriter(path, header) as w:
             for d, t in zip(frames, pts):
                 w.write(d, t)
@@ -136,7 +139,7 @@ def _h264_packets(av, container, pictures: Iterable, width: int, height: int, ra
 def write_h264(path: str, pictures: Iterable, width: int, height: int, rate: tuple[int, int],
                audio: AudioPlan = NO_AUDIO, times=None) -> None:
     """``pictures`` as H.264 (libx264) with AAC sound: ``.mp4``, or HLS for ``.m3u8``; ``times``:
-    ``(ticks, time_base)`` of each picture (a variable-rate input's, ``.mp4`` only)."""
+    ``(ticks, time_base)`` of each picture (a variable-rate input's)."""
     import av
 
     from codec.ivf import AtomicFile
@@ -146,7 +149,7 @@ def write_h264(path: str, pictures: Iterable, width: int, height: int, rate: tup
     track = audio.track("mpegts" if hls else "mp4")
     try:
         if hls:
-            _write_hls(av, path, pictures, width, height, rate, track)
+            _write_hls(av, path, pictures, width, height, rate, track, times)
             return
         out = AtomicFile(path)
         try:
@@ -195,8 +198,9 @@ def manifest_beside(path: str):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _write_hls(av, path: str, pictures, width, height, rate, track) -> None:
-    """ffmpeg's hls muxer writes the segments and the playlist (``manifest_beside``)."""
+def _write_hls(av, path: str, pictures, width, height, rate, track, times=None) -> None:
+    """ffmpeg's hls muxer writes the segments and the playlist (``manifest_beside``); ``times``
+    as for ``_h264_packets``."""
     from media.audio import mux_in_time_order
 
     stem = os.path.splitext(os.path.basename(path))[0]
@@ -206,7 +210,7 @@ def _write_hls(av, path: str, pictures, width, height, rate, track) -> None:
                        "hls_segment_filename": os.path.join(work, f"{stem}-%05d.ts")}
             c = av.open(manifest, "w", format="hls", container_options=options)
             try:
-                video = _h264_packets(av, c, pictures, width, height, rate)
+                video = _h264_packets(av, c, pictures, width, height, rate, times)
                 sound = track.packets(track.add_to(c)) if track is not None else []
                 mux_in_time_order(c, video, sound)
             finally:

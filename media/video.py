@@ -122,8 +122,12 @@ def frame_times(path: str):
     try:
         with open(path, "rb") as f:
             magic = f.read(12)
-        if magic.startswith(b"YUV4MPEG2") or magic.startswith(b"DKIF"):
+        if magic.startswith(b"YUV4MPEG2"):
             return None
+        if magic.startswith(b"DKIF"):  # its header holds the time base, each record a pts
+            from codec.ivf import read_timing
+            _, times, time_base = read_timing(path)
+            return (times, time_base) if times else None
         import av
         with av.open(path) as c:
             stream = c.streams.video[0]
@@ -264,8 +268,14 @@ def _open_ivf(path: str, reader) -> VideoReader:
             yield from stream
 
     # The header's count includes hidden frames (which show no picture) and streaming writers
-    # leave it at 0: a hint only.
-    return VideoReader(path, "ivf", width, height, header.frame_rate, chained(), reader.close,
+    # leave it at 0: a hint only. The rate from the records' pts (a variable-rate file's header
+    # holds a time base, not a rate: ``codec.ivf.shown_timing``).
+    from codec.ivf import read_timing
+    try:
+        rate = read_timing(path)[0]
+    except (OSError, ContainerError):
+        rate = header.frame_rate
+    return VideoReader(path, "ivf", width, height, rate, chained(), reader.close,
                        header.frame_count or None)
 
 

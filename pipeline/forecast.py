@@ -406,8 +406,8 @@ def plan_encode(model: CostModel, shape: Shape, settings, *, workers: int, fleet
     from coordinator.excamera_job import JoinPlan
 
     # As ``excamera encode`` builds it: the output joined without a funnel (on Lambda, into an
-    # S3 multipart upload: ``-o s3://``).
-    join = JoinPlan("s3://plan/output.ivf", "plan") if fleet.kind == "lambda" else JoinPlan()
+    # S3 multipart upload: ``-o s3://``; locally, streamed to the file as the batches end).
+    join = JoinPlan("s3://plan/output.ivf", "plan") if fleet.kind == "lambda" else JoinPlan(streamed=True)
     job = encode_job(shape.frames, shape.width, shape.height, settings, source=source_plan(shape, settings, index),
                      join=join, rate=shape.fps)
     work = _EncodeWork(model, shape, settings, mode, fleet)

@@ -9,15 +9,20 @@ class LiveDash:
     the planner tells of each sink item as it arrives; a thread reads it from the job's storage
     and muxes it in frame order, so a player can start before the run ends. A piece that cannot be
     streamed (not VP8) drops that output back to being written at the end. ``finish`` returns
-    output -> seconds until its manifest first appeared."""
+    output -> seconds until its manifest first appeared. ``timing``: the file whose variable
+    frame rate the outputs keep (``pipeline.outputs.timing_source``)."""
 
-    def __init__(self, spec, outputs, planner, where: str, job_id: str, sound: str | None = None):
+    def __init__(self, spec, outputs, planner, where: str, job_id: str, sound: str | None = None,
+                 timing: str | None = None):
         import queue
 
+        from media.video import frame_times
         from pipeline import media_io
 
-        self.writers = {n: media_io.DashWriter(p, sound=sound) for n, p in outputs.items()
-                        if p.lower().endswith(".mpd") and spec.outputs[n].port_type == "chunks"}
+        live = {n: p for n, p in outputs.items()
+                if p.lower().endswith(".mpd") and spec.outputs[n].port_type == "chunks"}
+        times = frame_times(timing) if timing and live else None
+        self.writers = {n: media_io.DashWriter(p, sound=sound, times=times) for n, p in live.items()}
         self.where, self.job_id = where, job_id
         self.queue: queue.Queue = queue.Queue()
         self.failed: set[str] = set()

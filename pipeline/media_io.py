@@ -418,6 +418,20 @@ def check_output(path: str, port_type: str) -> None:
     a directory that exists and is writable."""
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
+    if path.startswith("s3://"):
+        # Joined in S3 by the job's workers from the chunks as they are (``pipeline.ivf_join``):
+        # anything else needs one process over every picture (a muxer, an encode).
+        if port_type != "chunks" or ext != ".ivf":
+            raise MediaError(f"{path}: an s3:// output takes a chunks port (VP8 chunks, e.g. an encode "
+                             f"stage's) written as .ivf, joined in S3 by the workers; write this "
+                             f"{port_type} port as {ext or 'a file'} to a local path")
+        from storage import StorageError
+        from storage.s3 import parse_object_url
+        try:
+            parse_object_url(path)
+        except StorageError as e:
+            raise MediaError(str(e)) from None
+        return
     if port_type not in {t for types in FORMS.values() for t in types}:
         raise MediaError(f"{path}: a port of type {port_type!r} cannot be written to a file")
     if ext not in FORMS or port_type not in FORMS[ext]:
@@ -458,19 +472,37 @@ def output_times(values: list, times) -> tuple[list[int], Fraction] | None:
     that do not map to input pictures one to one (a stage that changes speed)."""
     if not times:
         return None
-    ticks, tb = times
-    steps = [b - a for a, b in zip(ticks, ticks[1:])]
-    steps.append(steps[-1])        # the last picture lasts as long as the one before it
-    out, at = [], 0
+    steps = _steps(times)
+    out: list[int] = []
+    at = 0
     for v in values:
-        meta = v.meta if isinstance(v.meta, dict) else {}
-        source = meta.get("source_start", v.start)
-        if meta.get("speed", 1) != 1 or source < 0 or source + v.count > len(steps):
+        got = _value_ticks(v, steps, at)
+        if got is None:
             return None
-        for k in range(source, source + v.count):
-            out.append(at)
-            at += steps[k]
-    return out, Fraction(tb)
+        out += got[0]
+        at = got[1]
+    return out, Fraction(times[1])
+
+
+def _steps(times) -> list[int]:
+    """How long each input picture lasts, in ticks (the last as long as the one before it)."""
+    ticks = times[0]
+    steps = [b - a for a, b in zip(ticks, ticks[1:])]
+    return steps + steps[-1:]
+
+
+def _value_ticks(v, steps: list[int], at: int) -> tuple[list[int], int] | None:
+    """The times of ``v``'s pictures played from ``at`` (ticks), each lasting as its input picture
+    did, and the time after its last; None when ``v`` does not map to input pictures one to one."""
+    meta = v.meta if isinstance(v.meta, dict) else {}
+    source = meta.get("source_start", v.start)
+    if meta.get("speed", 1) != 1 or source < 0 or source + v.count > len(steps):
+        return None
+    out = []
+    for k in range(source, source + v.count):
+        out.append(at)
+        at += steps[k]
+    return out, at
 
 
 def write_output(path: str, port_type: str, values: list, sound: str | None = None, warn=None,
@@ -479,7 +511,7 @@ def write_output(path: str, port_type: str, values: list, sound: str | None = No
     another) to ``path``, with the sound of the file ``sound`` where the format holds sound
     (``.webm``, ``.mkv``, ``.mp4``, ``.m3u8``, ``.mpd``; ``warn``: where a line about sound that
     could not be kept goes). ``times``: a variable-frame-rate input's ``media.video.frame_times``,
-    kept in ``.webm``, ``.mkv`` and ``.mp4`` outputs (``output_times``)."""
+    kept in every output of pictures but ``.y4m`` (``output_times``)."""
     path = os.fspath(path)
     check_output(path, port_type)
     values = sorted(values, key=lambda v: v.start)
@@ -494,18 +526,18 @@ def write_output(path: str, port_type: str, values: list, sound: str | None = No
             audio.warn_if_dropped("a .y4m file")
         _write_y4m(path, values)
     elif ext in (".mp4", ".m3u8"):
-        _write_h264(path, values, audio, output_times(values, times) if ext == ".mp4" else None)
+        _write_h264(path, values, audio, output_times(values, times))
     else:
         from media.outputs import write_vp8_file
         stream = _vp8_stream(path, values)
+        kept = output_times(values, times)
+        pts, tb = stream.pts, None
+        if kept is not None:   # frame numbers to the input's times (hidden frames: the next shown)
+            last = len(kept[0]) - 1
+            pts, tb = [kept[0][min(p, last)] for p in stream.pts], kept[1]
         if ext == ".mpd":
-            _write_dash(path, stream, audio)
+            _write_dash(path, stream, audio, pts, tb)
         else:
-            kept = output_times(values, times) if ext in (".webm", ".mkv") else None
-            pts, tb = stream.pts, None
-            if kept is not None:   # frame numbers to the input's times (hidden frames: the next shown)
-                last = len(kept[0]) - 1
-                pts, tb = [kept[0][min(p, last)] for p in stream.pts], kept[1]
             try:
                 write_vp8_file(path, stream.frames, pts, stream.keys, stream.shown, stream.width,
                                stream.height, stream.fps, audio, time_base=tb)
@@ -612,10 +644,11 @@ def _vp8_stream(path: str, values: list) -> _Stream:
     return out
 
 
-def _write_dash(path: str, stream: _Stream, audio=None) -> None:
+def _write_dash(path: str, stream: _Stream, audio=None, pts=None, time_base=None) -> None:
     """DASH: ffmpeg's dash muxer writes WebM segments and the manifest
     (``media.outputs.manifest_beside``). With ``audio`` (a ``media.outputs.AudioPlan``) the sound
-    is a second adaptation set, Opus in WebM segments."""
+    is a second adaptation set, Opus in WebM segments. ``pts`` in ticks of ``time_base``: a
+    variable-rate input's times (``output_times``) instead of the stream's frame numbers."""
     import av
 
     from media.outputs import manifest_beside
@@ -626,6 +659,12 @@ def _write_dash(path: str, stream: _Stream, audio=None) -> None:
         tb = Fraction(stream.fps[1], stream.fps[0])
         first_gop = next((i for i, k in enumerate(stream.keys) if k and i), len(stream.keys))
         seconds = max(float(first_gop * tb), 0.001)
+        if time_base is not None:    # the first segment as long as the input's first GOP plays
+            tb = Fraction(time_base)
+            end = pts[first_gop] if first_gop < len(pts) else pts[-1] + 1
+            seconds = max(float(end * tb), 0.001)
+        else:
+            pts = stream.pts
         options = {"dash_segment_type": "webm", "use_template": "1", "use_timeline": "1",
                    "seg_duration": f"{seconds:.3f}", "init_seg_name": f"{stem}-init-$RepresentationID$.webm",
                    "media_seg_name": f"{stem}-$RepresentationID$-$Number%05d$.webm",
@@ -636,7 +675,7 @@ def _write_dash(path: str, stream: _Stream, audio=None) -> None:
                 _template(av, stream.frames[0], stream.width, stream.height, stream.fps) as probe:
             c = av.open(manifest, "w", format="dash", container_options=options)
             try:
-                mux_vp8(av, c, probe, stream.frames, stream.pts, stream.keys, stream.shown, tb, audio=track)
+                mux_vp8(av, c, probe, stream.frames, pts, stream.keys, stream.shown, tb, audio=track)
             finally:
                 c.close()
     except av.error.FFmpegError as e:
@@ -653,9 +692,12 @@ class DashWriter:
     manifest (``type="dynamic"``) as it goes. ``close`` writes the final (static) manifest;
     ``abort`` removes everything written. ``first_manifest_s`` is when the manifest first
     appeared (seconds after construction). ``sound``: a file whose sound goes beside the video
-    as a second adaptation set (Opus), muxed up to each piece's end as the pieces are."""
+    as a second adaptation set (Opus), muxed up to each piece's end as the pieces are.
+    ``times``: a variable-frame-rate input's ``media.video.frame_times``, kept as
+    ``output_times`` keeps them; a piece they do not fit (a stage that changes speed) raises
+    ``MediaError``, and the output is then written whole at the end (``pipeline.live``)."""
 
-    def __init__(self, path: str, clock=None, sound: str | None = None):
+    def __init__(self, path: str, clock=None, sound: str | None = None, times=None):
         import time
 
         self.path = os.path.abspath(path)
@@ -672,6 +714,9 @@ class DashWriter:
         self.sound = sound
         self.audio: list = []           # the sound's packets not yet muxed, in time order
         self.track = None
+        self.steps = _steps(times) if times else None
+        self.time_base = Fraction(times[1]) if times else None
+        self.at = 0                     # with times: where the next piece starts, in ticks
 
     def add(self, chunk: EncodedChunk) -> None:
         self.pending[chunk.start] = chunk
@@ -699,9 +744,17 @@ class DashWriter:
         if not tags or not tags[0].key_frame:
             raise MediaError(f"{self.path}: the chunk at frame {chunk.start} does not start with a key frame")
         tb = Fraction(chunk.fps[1], chunk.fps[0])
+        pts = [chunk.start + p for p in presentation_times(tags)]
+        end = chunk.start + chunk.count
+        if self.steps is not None:      # the input's times: ticks of its time base
+            got = _value_ticks(chunk, self.steps, self.at)
+            if got is None:
+                raise MediaError(f"{self.path}: the chunk at frame {chunk.start} does not keep the input's times")
+            ticks, end = got
+            tb, pts = self.time_base, [ticks[p] if p < len(ticks) else end for p in presentation_times(tags)]
         if self.container is None:
             options = {"dash_segment_type": "webm", "use_template": "1", "use_timeline": "1",
-                       "seg_duration": f"{max(float(chunk.count * tb), 0.001):.3f}",
+                       "seg_duration": f"{max(float((end - pts[0]) * tb), 0.001):.3f}",
                        "init_seg_name": f"{self.stem}-init-$RepresentationID$.webm",
                        "media_seg_name": f"{self.stem}-$RepresentationID$-$Number%05d$.webm",
                        "fflags": "+bitexact"}
@@ -716,12 +769,12 @@ class DashWriter:
             if self.track is not None:
                 self.stream = self.container.add_stream_from_template(self.probe.streams.video[0])
                 self.audio = self.track.packets(self.track.add_to(self.container))
-        pts = [chunk.start + p for p in presentation_times(tags)]
         mux_vp8(av, self.container, self.probe, frames, pts, [t.key_frame for t in tags],
                 [t.show_frame for t in tags], tb, stream=self.stream)
         self.stream = self.container.streams.video[0]
         self.frames += chunk.count
-        self._mux_sound((chunk.start + chunk.count) * tb)
+        self.at = end
+        self._mux_sound(end * tb)
 
     def _mux_sound(self, until) -> None:
         """The sound's packets that start before ``until`` (seconds; None: all of them)."""

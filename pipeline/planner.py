@@ -10,7 +10,10 @@ items on the downstream ports at once, so there are no stage barriers.
 A node is *finished* when every node feeding it is finished, its delivery function has been
 called with ``end=True`` (and left nothing waiting), and its tasks are done; a pipeline is
 complete when every node is. Durable side inputs are held back until their upstream finished,
-then given to every task of the node.
+then given to every task of the node. A sink joined into an S3 object (``joins``:
+``pipeline.ivf_join``) gains its layout, assemble and join tasks once every node feeding it is
+finished; the pipeline is then complete when they are done too, and the tasks that fed only such
+sinks are not result tasks (their objects are never fetched back).
 
 Determinism: a task's id and its output keys are a function of the data only (the node, the
 batch's lineage and a digest of its input objects and frame ranges), never of completion order,
@@ -63,8 +66,14 @@ class PipelinePlanner:
     """Items on ports, delivery functions, tasks; see the module docstring."""
 
     def __init__(self, spec: Spec, *, scheduler=None, clock: Callable[[], float] = time.monotonic,
-                 on_progress: Callable[[str, int, int, bool], None] | None = None):
+                 on_progress: Callable[[str, int, int, bool], None] | None = None,
+                 joins: dict[str, Any] | None = None):
         self.spec = spec
+        # sink -> JoinPlan (coordinator.excamera_job): joined in S3 by the job's own tasks
+        self.joins = dict(joins or {})
+        self.join_open: dict[str, str] = {}                 # open join task id -> its sink
+        self.join_planned: set[str] = set()
+        self._sink_feeders: dict[str, set[str]] = {name: set() for name in spec.outputs}
         self.scheduler = scheduler or make_scheduler(spec.scheduler)
         self.scheduler.bind(spec, clock)
         self.clock = clock
@@ -86,10 +95,15 @@ class PipelinePlanner:
     # -- the job --------------------------------------------------------------------------------
 
     def fsms(self) -> tuple[FSM, ...]:
-        """One FSM per node: state ``run`` issues ``pipeline-stage`` with the task's params."""
-        return tuple(FSM(f"node-{name}", STATE, (State(
+        """One FSM per node: state ``run`` issues ``pipeline-stage`` with the task's params (and
+        the joined sinks' FSMs, ``pipeline.ivf_join``, where there are any)."""
+        nodes = tuple(FSM(f"node-{name}", STATE, (State(
             STATE, OPERATION, {a: "${" + a + "}" for a in ARGS}, {"ok": DONE}, timeout_s=n.timeout_s),))
             for name, n in self.spec.nodes.items())
+        if not self.joins:
+            return nodes
+        from pipeline import ivf_join
+        return nodes + ivf_join.fsms()
 
     def add_input(self, name: str, port: str, items: list[Item]) -> None:
         """The items of source ``name:port`` (all of them; sources are read before the job)."""
@@ -111,6 +125,9 @@ class PipelinePlanner:
     # -- the engine's Planner -------------------------------------------------------------------
 
     def on_done(self, task_id: str, outputs: dict[str, dict[str, Any]]) -> list[Task]:
+        if task_id in self.join_open or task_id.partition(":")[0] in self.joins:
+            self.join_open.pop(task_id, None)   # (a duplicate report: already gone)
+            return []
         node_name, batch = self.tasks[task_id]
         run = self.nodes[node_name]
         if task_id not in run.open_tasks:
@@ -141,10 +158,23 @@ class PipelinePlanner:
         return self._pump()
 
     def complete(self) -> bool:
-        return self.inputs_closed and all(r.finished for r in self.nodes.values())
+        return (self.inputs_closed and all(r.finished for r in self.nodes.values())
+                and self.join_planned == set(self.joins) and not self.join_open)
+
+    def joined(self, sink: str) -> bool:
+        """Whether the join task of S3 sink ``sink`` completed its upload (as far as this planner
+        knows: a client whose job ran on a running coordinator is told by ``mark_joined``)."""
+        return sink in self.join_planned and f"{sink}:join" not in self.join_open
+
+    def mark_joined(self) -> None:
+        """The job succeeded elsewhere: every S3 sink's upload is complete."""
+        self.join_planned.update(self.joins)
+        self.join_open.clear()
 
     def result_tasks(self) -> tuple[str, ...]:
-        return tuple(sorted(self.sink_tasks))
+        """The tasks whose objects are the outputs: none that fed only joined sinks."""
+        fetched = set().union(*(t for name, t in self._sink_feeders.items() if name not in self.joins))
+        return tuple(sorted(self.sink_tasks & fetched))
 
     def order(self, ready: list, now: float) -> list:
         self.scheduler.open_tasks = sum(len(r.open_tasks) for r in self.nodes.values())
@@ -202,6 +232,7 @@ class PipelinePlanner:
                 self.scheduler.output(stream.dst, i)
             if task_id:
                 self.sink_tasks.add(task_id)
+                self._sink_feeders[stream.dst].add(task_id)
             return
         run = self.nodes[stream.dst]
         (run.durable if stream.durable else run.waiting)[stream.dst_port].extend(items)
@@ -232,6 +263,28 @@ class PipelinePlanner:
                     for other in self.nodes:
                         if name in self.spec.upstream[other]:
                             self._dirty.add(other)
+        return new + self._plan_joins()
+
+    def _plan_joins(self) -> list[Task]:
+        """The tasks joining each S3 sink whose feeders are all finished (once each)."""
+        from pipeline import ivf_join
+
+        new: list[Task] = []
+        for sink, join in self.joins.items():
+            feeders = {s.src for s in self.spec.streams if s.dst == sink}
+            if sink in self.join_planned or not self.inputs_closed or \
+                    any(f in self.nodes and not self.nodes[f].finished for f in feeders):
+                continue
+            items = self.sink_items(sink)
+            if not items:
+                raise PlanError(f"{sink}: the pipeline produced nothing for this output")
+            try:
+                tasks = ivf_join.tasks(sink, items, join)
+            except ValueError as e:
+                raise PlanError(str(e)) from None
+            self.join_planned.add(sink)
+            self.join_open.update((t.task_id, sink) for t in tasks)
+            new += tasks
         return new
 
     def _plan_node(self, name: str, run: _NodeRun) -> list[Task]:

@@ -7,7 +7,9 @@ sources into items as for a local run, plans the first tasks, and sends the Jobs
 modules. The coordinator rebuilds the planner from it (``planner_from_json``, its
 ``planner_factory``) and checks that it plans the same first tasks: planning depends on the data
 only, so both sides agree. The sink objects come back as the job's result; each value carries
-its place in the video, so the client puts them in order and writes the outputs.
+its place in the video, so the client puts them in order and writes the outputs. A sink joined
+in S3 (``pipeline.ivf_join``) travels in the JSON as its upload (``joins``): the coordinator's
+planner adds its tasks, and its objects are not result objects (never fetched).
 """
 
 from __future__ import annotations
@@ -27,18 +29,22 @@ def _item(i: Item) -> dict:
 
 
 def planner_json(doc: dict, sources: dict[tuple[str, str], list[Item]], scheduler: Any = None,
-                 stage_modules: tuple[str, ...] = ()) -> str:
-    """What the coordinator needs to plan the pipeline ``doc`` (the pipespec's JSON object)."""
-    return json.dumps({"version": VERSION, "spec": doc, "scheduler": scheduler, "stages": list(stage_modules),
-                       "sources": [{"name": n, "port": p, "items": [_item(i) for i in items]}
-                                   for (n, p), items in sorted(sources.items())]},
-                      sort_keys=True, separators=(",", ":"))
+                 stage_modules: tuple[str, ...] = (), joins: dict | None = None) -> str:
+    """What the coordinator needs to plan the pipeline ``doc`` (the pipespec's JSON object);
+    ``joins``: sink -> ``JoinPlan`` of the sinks joined in S3."""
+    out = {"version": VERSION, "spec": doc, "scheduler": scheduler, "stages": list(stage_modules),
+           "sources": [{"name": n, "port": p, "items": [_item(i) for i in items]}
+                       for (n, p), items in sorted(sources.items())]}
+    if joins:
+        out["joins"] = {n: [j.destination, j.upload_id, j.part_min] for n, j in sorted(joins.items())}
+    return json.dumps(out, sort_keys=True, separators=(",", ":"))
 
 
 def planner_from_json(text: str):
     """(a started ``PipelinePlanner``, its first tasks) from ``planner_json``'s output; ValueError
     in one line when it is not one (the Jobs service answers INVALID_ARGUMENT)."""
     from coordinator.engine import PlanError
+    from coordinator.excamera_job import JoinPlan
     from pipeline.planner import PipelinePlanner
     from pipeline.schedulers import make_scheduler
     from pipeline.spec import validate
@@ -50,14 +56,17 @@ def planner_from_json(text: str):
             raise ValueError(f"not a pipeline of format {VERSION}")
         load_modules(doc.get("stages") or ())
         spec = validate(doc["spec"])
-        planner = PipelinePlanner(spec, scheduler=make_scheduler(doc.get("scheduler")))
+        joins = {str(n): JoinPlan(str(d), str(u), int(m)) for n, (d, u, m) in (doc.get("joins") or {}).items()}
+        if not set(joins) <= set(spec.outputs):
+            raise ValueError(f"joins name sinks the pipespec does not have: {sorted(set(joins) - set(spec.outputs))}")
+        planner = PipelinePlanner(spec, scheduler=make_scheduler(doc.get("scheduler")), joins=joins)
         for src in doc["sources"]:
             items = [Item(d["key"], d["sha256"], int(d["size"]), d["type"], int(d["lineage"]), int(d["start"]),
                           int(d["count"]), tuple(d["fps"]), dict(d.get("meta") or {}), d.get("source", ""))
                      for d in src["items"]]
             planner.add_input(src["name"], src["port"], items)
         return planner, planner.start()
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"malformed pipeline JSON ({type(e).__name__}: {e})") from None
     except PlanError as e:
         raise ValueError(str(e)) from None
@@ -99,6 +108,7 @@ def run_remote(spec, planner, first, text, inputs, outputs, config, sound=None, 
         raise PipelineError(f"coordinator {remote.address}: {_line(e)}") from None
     except Exception as e:  # noqa: BLE001 - grpc's errors: one line
         raise PipelineError(f"coordinator {remote.address}: {_line(e)}") from None
+    planner.mark_joined()   # the job succeeded: its join tasks completed the uploads
     by_sink: dict[str, list] = {name: [] for name in outputs}
     try:
         for key, data in result.data.items():
@@ -107,6 +117,22 @@ def run_remote(spec, planner, first, text, inputs, outputs, config, sound=None, 
                 by_sink[sink].append((key, decode(spec.outputs[sink].port_type, data)))
     except BadValue as e:
         raise PipelineError(_line(e)) from None
-    write_outputs(spec, outputs, lambda name: [v for _, v in sorted(by_sink[name], key=lambda kv: (kv[1].start, kv[0]))],
+    rest = {n: p for n, p in outputs.items() if n not in planner.joins}
+    write_outputs(spec, rest, lambda name: [v for _, v in sorted(by_sink[name], key=lambda kv: (kv[1].start, kv[0]))],
                   sound, timing)
-    return len(planner.tasks), {name: sum(v.count for _, v in by_sink[name]) for name in outputs}
+    frames = {name: sum(v.count for _, v in by_sink[name]) for name in rest}
+    frames.update((name, _joined_frames(outputs[name])) for name in planner.joins)
+    return len(planner.tasks), frames
+
+
+def _joined_frames(url: str) -> int:
+    """The frame count in the header of the IVF file the job joined at ``url`` (its first 32
+    bytes, by range: this client saw none of the sink's items)."""
+    from storage.s3 import MultipartOutput
+
+    upload = MultipartOutput(url)
+    try:
+        head = upload.client.get_object(Bucket=upload.bucket, Key=upload.key, Range="bytes=0-31")["Body"].read()
+    except Exception:  # noqa: BLE001 - only a count for the report
+        return 0
+    return int.from_bytes(head[24:28], "little")

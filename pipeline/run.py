@@ -17,7 +17,10 @@ plans the tasks, and one function per way to run (``coordinator.config.RunConfig
 
 Each sink's items, in frame order, go to ``media_io.write_output`` (``.mpd`` outputs are written
 while the job runs: ``pipeline.live``). With ``coordinator`` the job and its planner go to a
-running coordinator instead (a ``RemoteCoordinator`` backend: ``pipeline.remote``).
+running coordinator instead (a ``RemoteCoordinator`` backend: ``pipeline.remote``). A ``chunks``
+sink written to ``s3://BUCKET/KEY.ivf`` is joined by the job's own tasks into a multipart upload
+started here (``pipeline.ivf_join``): this process never reads its chunks; on failure the upload
+is aborted, and nothing appears at the key.
 """
 
 from __future__ import annotations
@@ -226,12 +229,17 @@ def _worker_path(modules):
 
 
 def run_here(planner, first_tasks: list, storage) -> int:
-    """Run every task in this process (``--workers 0``); returns how many ran."""
+    """Run every task in this process (``--workers 0``); returns how many ran. A joined sink's
+    tasks (``pipeline.ivf_join``) run through the same operation functions as on a worker."""
     from coordinator.engine import PlanError
+    from pipeline import ivf_join
     from pipeline.planner import ARGS
     from pipeline.worker_op import run_stage
+    from storage import StorageError
     from worker.ops import OperationError
 
+    fsms = {f.name: f for f in planner.fsms()}
+    done: dict[str, dict] = {}
     queue = [_Ready(t) for t in first_tasks]
     ran = 0
     while queue:
@@ -240,13 +248,17 @@ def run_here(planner, first_tasks: list, storage) -> int:
         task = ordered[0].spec
         queue = [r for r in queue if r.spec is not task]
         try:
-            outputs = run_stage(storage, task_id=task.task_id, **{a: task.params[a] for a in ARGS if a != "steal"})
-        except (OperationError, OSError, ValueError) as e:
+            if task.fsm in ivf_join.FSM_NAMES:
+                outputs = done[task.task_id] = ivf_join.run_here(fsms[task.fsm], task, done, storage)
+            else:
+                outputs = {"run": run_stage(storage, task_id=task.task_id,
+                                            **{a: task.params[a] for a in ARGS if a != "steal"})}
+        except (OperationError, OSError, ValueError, StorageError) as e:
             # In this process a task is not retried: a deterministic stage fails the same way again.
             raise PipelineError(f"task {task.task_id} failed: {_line(e)}") from None
         ran += 1
         try:
-            queue.extend(_Ready(t) for t in planner.on_done(task.task_id, {"run": outputs}))
+            queue.extend(_Ready(t) for t in planner.on_done(task.task_id, outputs))
         except PlanError as e:
             raise PipelineError(str(e)) from None
     if not planner.complete():
@@ -258,7 +270,8 @@ def run_here(planner, first_tasks: list, storage) -> int:
 def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], config: RunConfig | None = None, *,
                  stage_modules=(), on_progress: Callable[[str, int, int, bool], None] | None = None,
                  frames_per_chunk: int | None = None, scheduler=None, audio: bool = True,
-                 on_frames: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+                 on_frames: Callable[[str, int], None] | None = None,
+                 part_min: int | None = None) -> dict[str, Any]:
     """Run the pipeline ``spec`` (a path, a parsed JSON object or a ``Spec``) on ``inputs``
     (source name -> file) and write ``outputs`` (sink name -> file), as ``config`` says
     (``coordinator.config.RunConfig``; the default: one local worker process per CPU).
@@ -270,8 +283,10 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], co
     ``audio``: the outputs carry the first video input's sound (``pipeline.outputs.sound_source``;
     read from its audio packets by this process when writing, no worker carries it).
     ``config.storage`` puts the job's objects in a directory or ``s3://BUCKET/PREFIX`` (removed at
-    the end unless ``config.keep``). Returns a summary (tasks per node, seconds, the scheduler's
-    report). ``PipelineError`` (one line) for anything wrong."""
+    the end unless ``config.keep``). An output ``s3://BUCKET/KEY.ivf`` of a ``chunks`` sink is
+    joined in S3 by the job's tasks (``pipeline.ivf_join``; ``part_min``: the smallest part but
+    the last, S3's 5 MiB unless a test's server allows less). Returns a summary (tasks per node,
+    seconds, the scheduler's report). ``PipelineError`` (one line) for anything wrong."""
     config = config or RunConfig()
     t0 = time.monotonic()
     stage_modules = tuple(stage_modules)
@@ -285,6 +300,75 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], co
         _check_storage(config.storage)
     sound = sound_source(spec, inputs) if audio else None
     timing = timing_source(spec, inputs)   # a variable-frame-rate input's times are kept
+    uploads = _start_uploads(outputs, sound, timing)  # before any input is read: a bad bucket fails now
+    try:
+        planner.joins = _joins(uploads, part_min)
+        ran, frames_out, streamed = _run(spec, planner, inputs, outputs, config, frames_per_chunk, sound,
+                                         timing, (doc, chosen, stage_modules), t0)
+    except BaseException:
+        _drop_uploads(uploads, planner)
+        raise
+    return {"tasks": ran, "nodes": planner.progress(), "seconds": round(time.monotonic() - t0, 3),
+            "outputs": frames_out, "schedule": planner.scheduler.report(),
+            "streamed": {n: round(s, 3) for n, s in streamed.items()}}
+
+
+def _start_uploads(outputs: Mapping[str, str], sound: str | None, timing: str | None = None) -> dict:
+    """The multipart upload of each ``s3://`` output (``storage.s3.MultipartOutput``), started
+    so that the workers' parts have somewhere to go: sink name -> upload. Such an output holds
+    no sound and plays at the sink's constant rate (a line says so where the input had either)."""
+    from storage import StorageError
+    from storage.s3 import MultipartOutput
+
+    uploads: dict = {}
+    for name, url in outputs.items():
+        if not url.startswith("s3://"):
+            continue
+        if not uploads:
+            from media.video import frame_times
+            if sound:
+                from media.outputs import AudioPlan
+                AudioPlan(sound).warn_if_dropped("an .ivf file")
+            if timing and "://" not in timing and frame_times(timing) is not None:
+                print(f"excamera: note: {timing} has a variable frame rate; an s3:// .ivf output is joined "
+                      "from the chunks at a constant rate (write a local file to keep its times)", file=sys.stderr)
+        try:
+            upload = MultipartOutput(url)
+            upload.start()
+        except StorageError as e:
+            _drop_uploads(uploads)
+            raise PipelineError(f"{name}: {_line(e)}") from None
+        uploads[name] = upload
+    return uploads
+
+
+def _joins(uploads: dict, part_min: int | None) -> dict:
+    from coordinator.excamera_job import JoinPlan
+
+    return {name: JoinPlan(u.url, u.upload_id, *([part_min] if part_min else [])) for name, u in uploads.items()}
+
+
+def _drop_uploads(uploads: dict, planner=None) -> None:
+    """The run failed: each upload aborted (its parts dropped), or, where the job's join task
+    already completed it, the object deleted (the outputs are all written, or none)."""
+    from storage import StorageError
+
+    for name, upload in uploads.items():
+        try:
+            if planner is not None and planner.joined(name):
+                upload.client.delete_object(Bucket=upload.bucket, Key=upload.key)
+            else:
+                upload.abort()
+        except StorageError as e:
+            print(f"excamera: warning: could not abort the upload of {upload.url}: {_line(e)}", file=sys.stderr)
+        except Exception as e:  # noqa: BLE001 - botocore's errors from delete_object: one line
+            print(f"excamera: warning: could not remove {upload.url}: {_line(e)}", file=sys.stderr)
+
+
+def _run(spec, planner, inputs, outputs, config: RunConfig, frames_per_chunk, sound, timing, plan: tuple,
+         t0: float):
+    """The job run the way ``config`` says; (tasks run, frames per output, seconds streamed)."""
+    stage_modules = plan[2]
     with tempfile.TemporaryDirectory(prefix="excamera-pipeline-", ignore_cleanup_errors=True) as root:
         # Local worker processes (and this one) read a local input where it lies.
         reach_local = not config.remote and type(config.backend).__name__ == "LocalBackend"
@@ -293,15 +377,13 @@ def run_pipeline(spec, inputs: Mapping[str, str], outputs: Mapping[str, str], co
             ran, frames_out, streamed = _pipeline_here(spec, planner, outputs, read, root, sound, timing)
         elif config.remote:
             ran, frames_out, streamed = _pipeline_remote(spec, planner, outputs, read, root, config,
-                                                         (doc, chosen, stage_modules), sound, timing)
+                                                         plan, sound, timing)
         else:
             ran, frames_out, streamed = _pipeline_embedded(spec, planner, outputs, read, root, config,
                                                            stage_modules, sound, timing)
         if config.timeline:
             _add_to_timeline(config.timeline, planner, time.monotonic() - t0)
-    return {"tasks": ran, "nodes": planner.progress(), "seconds": round(time.monotonic() - t0, 3),
-            "outputs": frames_out, "schedule": planner.scheduler.report(),
-            "streamed": {n: round(s, 3) for n, s in streamed.items()}}
+    return ran, frames_out, streamed
 
 
 def _prepare(spec, stage_modules: tuple[str, ...], remote: bool) -> tuple[Spec, dict | None]:
@@ -384,7 +466,8 @@ def _pipeline_here(spec, planner, outputs, read, root: str, sound: str | None = 
     here = LocalStorage(root).scoped("jobs/local")
     first = _start(planner, read(here.put))
     ran = run_here(planner, first, here)
-    write_outputs(spec, outputs, _stored_values(spec, planner, here, decode), sound, timing)
+    rest = {n: p for n, p in outputs.items() if n not in planner.joins}   # (joined in S3 by its tasks)
+    write_outputs(spec, rest, _stored_values(spec, planner, here, decode), sound, timing)
     return ran, _frames_written(planner, outputs), {}
 
 
@@ -396,7 +479,7 @@ def _pipeline_remote(spec, planner, outputs, read, root: str, config: RunConfig,
 
     sources, objects = _spool(read, root, again=True)
     first = _start(planner, sources)
-    text = planner_json(plan[0], sources, *plan[1:])
+    text = planner_json(plan[0], sources, *plan[1:], joins=planner.joins)
     ran, frames_out = run_remote(spec, planner, first, text, objects, outputs, config, sound, timing)
     return ran, frames_out, {}
 
@@ -419,7 +502,7 @@ def _pipeline_embedded(spec, planner, outputs, read, root: str, config: RunConfi
     job = Job("pipeline", planner.fsms(), tuple(first))
     job_id = Coordinator.new_job_id()
     where = config.storage or os.path.join(root, "store")
-    live = LiveDash(spec, outputs, planner, where, job_id, sound)
+    live = LiveDash(spec, outputs, planner, where, job_id, sound, timing)
     try:
         try:
             with _worker_path(stage_modules), live:
@@ -429,7 +512,7 @@ def _pipeline_embedded(spec, planner, outputs, read, root: str, config: RunConfi
             raise PipelineError(_line(e)) from None
         streamed = live.finish()
         job_storage = open_storage(result.storage_root).scoped(result.storage_prefix)
-        rest = {n: p for n, p in outputs.items() if n not in streamed}
+        rest = {n: p for n, p in outputs.items() if n not in streamed and n not in planner.joins}
         write_outputs(spec, rest, _stored_values(spec, planner, job_storage, decode), sound, timing)
     finally:
         _drop(config.storage, job_id, config.keep)

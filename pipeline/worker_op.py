@@ -97,3 +97,6 @@ def op_pipeline_stage(ctx: OpContext, *, node: str, stage: str, config: str, inp
     """One task of pipeline node ``node`` (see the module docstring)."""
     return run_stage(ctx.storage, node=node, stage=stage, config=config, inputs=inputs, lineage=lineage,
                      prefix=prefix, task_id=ctx.task_id, attempt=ctx.attempt, steal=steal)
+
+
+import pipeline.ivf_join  # noqa: E402,F401  (a chunks sink joined in S3: its layout, assemble and join ops)

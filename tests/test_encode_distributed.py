@@ -295,7 +295,8 @@ def test_workers_n_byte_identical_to_workers_0(clip, tmp_path, workers, first_pa
     pairs = {(s[1], t[1]) for tid, attempts in r.timeline["tasks"].items() if tid.startswith("chunk-")
              for a in attempts if a["status"] == "succeeded" for s, t in zip(a["history"], a["history"][1:])}
     assert pairs == {(a, b) for a, _, b in chunk_fsm(1, 1).edges()}
-    assert len(r.timeline["workers"]) == workers
+    # (a short job may end before the last worker process has even registered)
+    assert 1 <= len(r.timeline["workers"]) <= workers
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """Issue 23's last gaps: progress bars in frames (rate and time left in frames/s) on a terminal
 and nothing but the summary line elsewhere; ``excamera encode`` keeping a variable-frame-rate
-input's times in .webm (``--workers 0`` and 2); Sprocket's ``encode_to_dash`` writing DASH.
+input's times in .webm and .ivf (``--workers 0`` and 2); Sprocket's ``encode_to_dash`` writing
+DASH. (The other outputs of such an input: ``tests/test_vfr_outputs.py``.)
 
 The terminal is a real pseudo terminal (``pty.openpty``) the command's stderr is attached to."""
 
@@ -130,14 +131,42 @@ def test_encode_keeps_variable_frame_rate_times(tmp_path, vfr_clip, workers):
     assert all(abs(g - w) <= tick for g, w in zip(got, want)), (got, want)
 
 
-def test_ivf_keeps_a_constant_rate_and_says_so(tmp_path, vfr_clip):
-    r = excamera("encode", vfr_clip, "-o", tmp_path / "o.ivf", "--workers", 0, "--chunk-frames", 4)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_ivf_keeps_variable_frame_rate_times(tmp_path, vfr_clip, workers):
+    """The IVF header's rate/scale hold the input's time base (1/1000 here) and each frame's pts
+    its time in it; no note. The same bytes in this process and on workers."""
+    out = tmp_path / "o.ivf"
+    r = excamera("encode", vfr_clip, "-o", out, "--workers", workers, "--chunk-frames", 4, "--batch-chunks", 2)
     assert r.returncode == 0, r.stderr
-    notes = [line for line in r.stderr.splitlines() if "variable frame rate" in line]
-    assert notes == [f"excamera: note: {vfr_clip} has a variable frame rate; an .ivf file plays at a constant "
-                     "rate (write .webm or .mkv to keep its times)"]
-    times = presentation_times(tmp_path / "o.ivf")
-    assert len({b - a for a, b in zip(times, times[1:])}) == 1
+    assert "variable frame rate" not in r.stderr, r.stderr
+    assert out.read_bytes()[16:24] == (1000).to_bytes(4, "little") + (1).to_bytes(4, "little")
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].time_base == Fraction(1, 1000)
+    assert presentation_times(out) == [Fraction(t, 1000) for t in VFR_MS]
+    if workers:
+        here = tmp_path / "here.ivf"
+        assert excamera("encode", vfr_clip, "-o", here, "--workers", 0, "--chunk-frames", 4,
+                        "--batch-chunks", 2).returncode == 0
+        assert here.read_bytes() == out.read_bytes()
+
+
+@requires_tool("ffprobe")
+@requires_tool("vpxdec")
+def test_vfr_ivf_as_ffprobe_and_vpxdec_read_it(tmp_path, vfr_clip):
+    """ffprobe shows the input's times; vpxdec (which takes rate/scale for a frame rate and has no
+    use for times) decodes the same 16 pictures as ffmpeg."""
+    out = tmp_path / "o.ivf"
+    assert excamera("encode", vfr_clip, "-o", out, "--workers", 0, "--chunk-frames", 4).returncode == 0
+    p = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "frame=pts_time", "-of", "csv=p=0", str(out)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    assert [Fraction(t).limit_denominator(1000) for t in p.stdout.split()] == [Fraction(t, 1000) for t in VFR_MS]
+    vpx = subprocess.run(["vpxdec", "--i420", "--rawvideo", "-o", "-", str(out)], capture_output=True, timeout=60)
+    ff = subprocess.run(["ffmpeg", "-v", "error", "-i", str(out), "-fps_mode", "passthrough", "-f", "rawvideo",
+                         "-pix_fmt", "yuv420p", "-"],
+                        capture_output=True, timeout=60)
+    assert vpx.returncode == 0 and ff.returncode == 0, (vpx.stderr, ff.stderr)
+    assert len(vpx.stdout) == 16 * 64 * 48 * 3 // 2 and vpx.stdout == ff.stdout
 
 
 def test_constant_rate_input_has_no_note(tmp_path):

@@ -79,10 +79,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if not out.lower().endswith((".ivf", ".webm", ".mkv")):
         raise CliError(f"-o {out}: the output must end in .ivf, .webm or .mkv (the ExCamera encode is VP8; "
                        "excamera pipeline run writes .mp4)")
-    if out.startswith("s3://") and not out.lower().endswith(".ivf"):
-        # WebM needs the muxer over every frame (Matroska clusters and cues): not joined in parts yet.
-        raise CliError(f"-o {out}: an s3:// output is written as .ivf, joined in S3 from the workers' parts "
-                       "(write .webm or .mkv to a local file)")
+    # (an s3:// .webm / .mkv is joined in S3 from the workers' pieces, as .ivf is: worker.assemble_ops)
     if args.workers is None:  # the machine's cores, through the embedded runtime
         args.workers = os.cpu_count() or 1
     _check_options(args)
@@ -105,7 +102,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
             data, n_frames, w, h, rate = _encode_here(args.input, settings)
             size = sum(map(len, data))
             if upload is not None:
-                _upload_here(upload, data, w, h, rate)
+                _upload_here(upload, data, w, h, rate, times)
             else:
                 _write(out, data, w, h, rate, None if args.no_audio else args.input, times)
         else:
@@ -125,15 +122,32 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 def _input_times(path: str, out: str):
     """A variable-frame-rate input's presentation times (``media.video.frame_times``), kept in a
-    .webm or .mkv output; None at a constant rate. IVF has one rate: a note says so."""
+    .webm, .mkv or .ivf output, local or joined in S3 by the workers (``_times_join``); None at
+    a constant rate."""
     from media.video import frame_times
 
-    times = frame_times(path) if "://" not in path else None
-    if times is not None and not out.lower().endswith((".webm", ".mkv")):
-        print(f"excamera: note: {path} has a variable frame rate; an .ivf file plays at a constant "
-              "rate (write .webm or .mkv to keep its times)", file=sys.stderr)
-        return None
-    return times
+    return frame_times(path) if "://" not in path else None
+
+
+def _times_join(spooled, times) -> dict:
+    """The ``JoinPlan`` fields that carry a variable-rate input's ``times`` to the workers: one
+    job input (``coordinator.excamera_job.TIMES_KEY``, added to ``spooled``'s) named with its
+    digest, and the seconds the pictures last (what the sound spans). None of it at a constant
+    rate, or where the times do not count the pictures (the local writer ignores them then)."""
+    if times is None or len(times[0]) != spooled.n_frames:
+        return {}
+    import hashlib
+    from fractions import Fraction
+
+    from codec.ivf import tick_of
+    from coordinator.excamera_job import TIMES_KEY
+    from worker.assemble_ops import times_object
+
+    data = times_object(*times)
+    spooled.extra = ((TIMES_KEY, data),)
+    end = tick_of(len(times[0]), times[0]) * Fraction(times[1])
+    return {"times": f"{TIMES_KEY} {hashlib.sha256(data).hexdigest()} {len(data)}",
+            "duration": (end.numerator, end.denominator)}
 
 
 def _write(out: str, data: list[bytes], w: int, h: int, rate, sound_from: str | None = None,
@@ -141,33 +155,35 @@ def _write(out: str, data: list[bytes], w: int, h: int, rate, sound_from: str | 
     """The stream to ``out`` with the sound of ``sound_from`` (its audio packets only are read;
     see media/audio.py) for as long as the pictures last. ``times``: the input's variable-rate
     presentation times (``_input_times``), one per picture, stamped on the frames instead of
-    the constant ``rate``."""
-    if out.lower().endswith((".webm", ".mkv")):
+    the constant ``rate`` (``codec.ivf.shown_pts``; an .ivf header then holds their time base)."""
+    ivf = not out.lower().endswith((".webm", ".mkv"))
+    if not ivf or times is not None:
         from fractions import Fraction
 
         from codec.chunks import frame_tag, presentation_times
+        from codec.ivf import shown_pts, tick_of
         from media.audio import Span, spans_of
         from media.outputs import AudioPlan, write_vp8_file
 
         tags = [frame_tag(d) for d in data]
-        shown = sum(t.show_frame for t in tags)
+        flags = [t.show_frame for t in tags]
+        shown = sum(flags)
         pts, time_base = presentation_times(tags), None
         spans = spans_of([(0, shown, 1)], rate)
         if times is not None and len(times[0]) == shown:
             ticks, time_base = times
-            last = ticks[-1] + (ticks[-1] - ticks[-2])   # the last picture lasts as the one before it
-            # a hidden frame takes the time of the shown frame after it (as in presentation_times)
-            pts = [ticks[p] if p < shown else last for p in pts]
-            spans = [Span(Fraction(0), last * Fraction(time_base), Fraction(0))]
-        audio = AudioPlan(sound_from, spans) if sound_from else AudioPlan()
-        write_vp8_file(out, data, pts, [t.key_frame for t in tags],
-                       [t.show_frame for t in tags], w, h, rate, audio, time_base=time_base)
-    else:
-        if sound_from:
-            from media.outputs import AudioPlan
+            pts = shown_pts(flags, ticks)   # a hidden frame at the time of the shown frame after it
+            spans = [Span(Fraction(0), tick_of(shown, ticks) * Fraction(time_base), Fraction(0))]
+        if not ivf or time_base is not None:
+            audio = AudioPlan(sound_from, spans) if sound_from else AudioPlan()
+            write_vp8_file(out, data, pts, [t.key_frame for t in tags], flags, w, h, rate, audio,
+                           time_base=time_base)
+            return
+    if sound_from:
+        from media.outputs import AudioPlan
 
-            AudioPlan(sound_from).warn_if_dropped("an .ivf file")
-        write_ivf(out, data, w, h, rate)
+        AudioPlan(sound_from).warn_if_dropped("an .ivf file")
+    write_ivf(out, data, w, h, rate)
 
 
 def _start_upload(out: str, args):
@@ -178,7 +194,7 @@ def _start_upload(out: str, args):
     from storage import StorageError
     from storage.s3 import MultipartOutput
 
-    if not args.no_audio:
+    if not args.no_audio and out.lower().endswith(".ivf"):
         from media.outputs import AudioPlan
 
         AudioPlan(args.input).warn_if_dropped("an .ivf file")
@@ -187,6 +203,8 @@ def _start_upload(out: str, args):
         upload.start()
     except StorageError as e:
         raise CliError(f"-o {e}") from None
+    # What ``_upload_here`` needs to build a .webm / .mkv as the workers would (the same bytes).
+    upload.chunk_frames, upload.sound = args.chunk_frames, None if args.no_audio else args.input
     return upload
 
 
@@ -199,15 +217,54 @@ def _abort(upload) -> None:
         print(f"excamera: warning: could not abort the upload of {upload.url}: {e}", file=sys.stderr)
 
 
-def _upload_here(upload, data: list[bytes], w: int, h: int, rate) -> None:
-    """``--workers 0`` to S3: the stream this process holds anyway, in parts of S3's size."""
-    from codec.ivf import IvfHeader
+def _upload_here(upload, data: list[bytes], w: int, h: int, rate, times=None) -> None:
+    """``--workers 0`` to S3: the stream this process holds anyway, in parts of S3's size; a
+    .webm / .mkv laid out and built by the functions the workers' tasks run (the same bytes).
+    ``times``: a variable-rate input's (``_input_times``), stamped as the workers stamp them."""
+    from codec.chunks import frame_tag
+    from codec.ivf import IvfHeader, ivf_time_base, restamp
     from storage import StorageError
     from storage.s3 import PART_MIN
     from worker.codec_ops import ivf_bytes
 
+    shown = sum(bool(frame_tag(d).show_frame) for d in data)
+    if times is not None and len(times[0]) != shown:
+        times = None   # (as the local writer: times that do not count the pictures are not theirs)
+    if not upload.url.lower().endswith(".ivf"):
+        from media.outputs import warn_line
+        from worker.assemble_ops import matroska_here
+        from worker.audio_ops import extract
+        from worker.ops import OperationError
+
+        container = "webm" if upload.url.lower().endswith(".webm") else "matroska"
+        spans = rate
+        if times is not None:   # (the rate at which the pictures last as long as their times)
+            from fractions import Fraction
+
+            from codec.ivf import tick_of
+            from coordinator.excamera_job import span_rate
+            spans = span_rate(shown, tick_of(shown, times[0]) * Fraction(times[1]))
+        sound = extract(upload.sound, container, shown, spans, warn_line) if upload.sound else None
+        try:
+            parts, sizes = matroska_here(container, data, w, h, rate, upload.chunk_frames, sound, PART_MIN, times)
+            for n, part in enumerate(parts, 1):
+                upload.put_part(n, part)
+            upload.complete(sizes)
+        except OperationError as e:
+            raise CliError(f"-o {upload.url}: {e}") from None
+        except StorageError as e:
+            raise CliError(f"-o {e}") from None
+        return
+
     whole = ivf_bytes(data, w, h, rate)
-    assert whole[:32] == IvfHeader(width=w, height=h, rate=rate[0], scale=rate[1], frame_count=len(data)).to_bytes()
+    if times is not None:   # (its time base in the header, each frame at its time: codec.ivf.shown_pts)
+        from codec.errors import ContainerError
+        try:
+            whole = b"".join(restamp([whole], *times))
+        except ContainerError as e:
+            raise CliError(f"-o {upload.url}: {e}") from None
+    num, den = rate if times is None else ivf_time_base(times[1])
+    assert whole[:32] == IvfHeader(width=w, height=h, rate=num, scale=den, frame_count=len(data)).to_bytes()
     sizes = [len(whole[i:i + PART_MIN]) for i in range(0, len(whole), PART_MIN)]
     try:
         for n, start in enumerate(range(0, len(whole), PART_MIN), 1):
@@ -268,20 +325,32 @@ def _encode_here(path: str, settings):
 def _encode_on_workers(args, settings, config, upload=None, times=None):
     """The job over the input planned by range (``_plan_input``); its output joined without a
     funnel (``coordinator.excamera_job.JoinPlan``): into ``upload`` (``-o s3://``) by the
-    workers, or written here part by part. (bytes of frames, frames, width, height, rate)."""
+    workers; a local file written here as the batches' rebase tasks end
+    (``excamera.commands.encode_output``), read from the embedded coordinator's storage or
+    fetched from a running coordinator's Jobs service. (bytes of frames, frames, width, height,
+    rate)."""
     from coordinator.excamera_job import JoinPlan
+    from excamera.commands.encode_output import Delivery, StreamedOutput, rebase_batches
 
     spooled = _plan_input(args, settings, config)
-    join = JoinPlan(upload.url, upload.upload_id) if upload is not None else JoinPlan()
     w, h, rate = spooled.width, spooled.height, spooled.rate
     sound = None if args.no_audio else args.input
+    streamed = upload is None
+    join = JoinPlan(upload.url, upload.upload_id, audio="" if args.no_audio else None,
+                    **_times_join(spooled, times)) if upload is not None \
+        else JoinPlan(streamed=streamed)
 
-    def deliver(parts, joined_bytes: int) -> int:
+    def parts(parts, joined_bytes: int) -> int:
         if upload is None:
             return _deliver(args.output, parts, w, h, rate, sound, times)
         head = upload.client.head_object(Bucket=upload.bucket, Key=upload.key)  # (completed by the join)
-        return int(head["ContentLength"]) - 32 - 12 * spooled.n_frames
+        size = int(head["ContentLength"])  # (a .webm / .mkv: the whole file's)
+        return size - 32 - 12 * spooled.n_frames if upload.url.lower().endswith(".ivf") else size
 
+    def stream(job):
+        return StreamedOutput(args.output, rebase_batches(job), w, h, rate, spooled.n_frames, sound, times)
+
+    deliver = Delivery(parts, stream if streamed else None)
     try:
         if config.remote:
             size = _encode_remote(spooled, settings, args, config, join, deliver)
@@ -382,17 +451,45 @@ def _joined(result) -> tuple[list[str], int]:
 
 
 def _run_embedded(job, spooled, progress, args, config, job_id: str | None = None, deliver=None) -> int:
+    """``job`` on the embedded coordinator; its output delivered (``encode_output.Delivery``):
+    streamed while it runs, each batch's chunks as its rebase task ends (read in another thread:
+    the events come on the coordinator's loop), renamed into place once the stitch has proved
+    the chain; or its joined parts after it."""
     from coordinator.api import JobFailed, run_job
-    from storage import StorageError
+    from coordinator.server import Coordinator
+    from storage import StorageError, open_storage
+
+    job_id = job_id or Coordinator.new_job_id()  # (where its objects lie: read while it runs)
+    try:  # (the temporary file beside the output: a directory that is not there fails now)
+        stream = deliver.stream(job) if deliver.stream is not None else None
+    except OSError as e:
+        raise CliError(f"-o {args.output}: {describe(e)}") from None
+
+    def on_event(ev) -> None:
+        progress(ev)
+        if stream is not None:
+            stream.on_event(ev)
 
     try:
+        if stream is not None:
+            stream.start(open_storage(config.storage).scoped(f"jobs/{job_id}"))
         result = run_job(job, config, inputs=spooled.pairs(), ops_modules=("worker.codec_ops",),
-                         on_event=progress, job_id=job_id)
+                         on_event=on_event, job_id=job_id)
         progress.finish()
         _report_cost(result)
+        _report_audio_warnings(job, config, job_id)
+        if stream is not None:
+            try:
+                return stream.finish(result.read("stitch"))
+            except StorageError as e:
+                if args.storage:
+                    raise
+                raise CliError(f"-o {args.output}: {e}") from None
+            except (OSError, ValueError) as e:  # (a full disk; ffmpeg's refusal, ContainerError)
+                raise CliError(f"-o {args.output}: {describe(e)}") from None
         names, size = _joined(result)
         # One part read (and checked against its digest) at a time, as the file is written.
-        return deliver((result.read("join", n) for n in names), size)
+        return deliver.parts((result.read("join", n) for n in names), size)
     except JobFailed as e:
         raise CliError(f"{args.input}: {e}") from None
     except StorageError as e:
@@ -400,7 +497,28 @@ def _run_embedded(job, spooled, progress, args, config, job_id: str | None = Non
             raise
         raise CliError(f"--storage {args.storage}: {e}") from None
     finally:
+        if stream is not None:
+            stream.discard()  # (nothing once finished: the file is in place)
         progress.finish()
+
+
+def _report_audio_warnings(job, config, job_id: str) -> None:
+    """The audio task's one-line warnings (a sound nothing can decode: the video is written
+    without it), read from its small index in the job's storage and said here, once."""
+    if not any(t.task_id == "audio" for t in job.tasks):
+        return
+    import json
+
+    from coordinator.excamera_job import AUDIO_INDEX_KEY
+    from media.outputs import warn_line
+    from storage import StorageError, open_storage
+
+    try:
+        doc = json.loads(open_storage(config.storage).scoped(f"jobs/{job_id}").get(AUDIO_INDEX_KEY))
+    except (StorageError, ValueError):
+        return   # (the join checked what it used; a warning lost is not worth failing the job)
+    for line in doc.get("warnings", ()):
+        warn_line(line)
 
 
 def _remove_or_keep(url: str, job_id: str, keep: bool) -> None:
@@ -427,17 +545,27 @@ def _report_cost(result) -> None:
 def _encode_remote(spooled, settings, args, config, join, deliver) -> int:
     """ExCamera[N, x] over ``spooled`` on a running coordinator (``--coordinator``): the job and
     its raw chunks go up over the Jobs service in a chunked stream, one chunk read at a time, the
-    coordinator launches the workers, the job's events drive the progress bars, and the stitched
-    stream comes back in chunks, checked against its verified digest. Ctrl-C cancels the job
-    there."""
+    coordinator launches the workers, and the job's events drive the progress bars. A local
+    output is written as it runs (``encode_output.StreamedOutput``): each batch's chunks, which
+    the rebase task's "done" event names with their accepted digests, are fetched from the Jobs
+    service (``coordinator.api.RemoteObjects``: a blocking channel of its own, used by the
+    writer's thread) while later batches are rebased, and the file is renamed into place from the
+    stitch's layout once the job has succeeded. The rebase tasks are results of the job too, so
+    that the coordinator keeps the chunks the writer has not fetched yet when the job ends
+    (``keep=False`` removes the rest), and those it fetched while the job ran are released
+    after (or are there for ``excamera jobs fetch`` if this client went away). Ctrl-C cancels
+    the job there and leaves no output."""
     import asyncio
+    import dataclasses
+    import hashlib
 
     # gRPC's C core logs failed handshakes on stderr itself; the error below says it in one line.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     import grpc
 
-    from coordinator.api import JobFailed, submit_remote
-    from coordinator.excamera_job import encode_job
+    from coordinator.api import JobFailed, RemoteObjects, submit_remote
+    from coordinator.excamera_job import LAYOUT_KEY, encode_job
+    from excamera.commands.encode_output import rebase_batches
     from security import tls
     from storage import StorageError
 
@@ -446,28 +574,73 @@ def _encode_remote(spooled, settings, args, config, join, deliver) -> int:
     progress = _stage_progress(job, spooled.n_frames, settings)
     submitted: list[str] = []
     where = f"--coordinator {args.coordinator}"
+    stream, readers = None, []
+    if deliver.stream is not None:
+        job = dataclasses.replace(job, result_tasks=tuple(t for t, _ in rebase_batches(job)) + job.result_tasks)
+        try:  # (the temporary file beside the output: a directory that is not there fails now)
+            stream = deliver.stream(job)
+        except OSError as e:
+            raise CliError(f"-o {args.output}: {describe(e)}") from None
+
+    def on_ref(job_id: str, job_key: str) -> None:
+        if stream is not None:
+            readers.append(RemoteObjects(config.backend, job_id, job_key))
+            stream.start(readers[-1])
+
+    def on_event(ev) -> None:
+        progress(ev)
+        if stream is not None:
+            stream.on_event(ev)
+
     try:
-        # inputs=pairs, not pairs(): re-read from the file if the submission must be sent again
-        result = asyncio.run(submit_remote(job, config.backend, inputs=spooled.pairs, workers=config.worker_count,
-                                           spare=config.spare, on_event=progress, on_submitted=submitted.append))
-    except KeyboardInterrupt:
+        try:
+            # inputs=pairs, not pairs(): re-read from the file if the submission must be sent again
+            result = asyncio.run(submit_remote(job, config.backend, inputs=spooled.pairs,
+                                               workers=config.worker_count, spare=config.spare,
+                                               on_event=on_event, on_submitted=submitted.append, on_ref=on_ref,
+                                               fetch=stream is None))
+        except KeyboardInterrupt:
+            progress.finish()
+            what = f"job {submitted[0]} cancelled on the coordinator" if submitted else "nothing was submitted"
+            print(f"excamera: interrupted: {what}; no output written", file=sys.stderr)
+            raise
+        except JobFailed as e:
+            progress.finish()
+            raise CliError(f"{args.input}: {e}") from None
+        except tls.CertError as e:
+            raise CliError(f"--certs {args.certs}: {e}") from None
+        except grpc.aio.AioRpcError as e:
+            progress.finish()
+            detail = " ".join((e.details() or "").split()) or "no detail"
+            if e.code() == grpc.StatusCode.UNAVAILABLE:
+                detail += " (is it running, and do --certs come from its CA?)"
+            raise CliError(f"{where}: {e.code().name.lower()}: {detail}") from None
+        except StorageError as e:
+            raise CliError(f"{where}: {e}") from None
         progress.finish()
-        what = f"job {submitted[0]} cancelled on the coordinator" if submitted else "nothing was submitted"
-        print(f"excamera: interrupted: {what}; no output written", file=sys.stderr)
-        raise
-    except JobFailed as e:
-        progress.finish()
-        raise CliError(f"{args.input}: {e}") from None
-    except tls.CertError as e:
-        raise CliError(f"--certs {args.certs}: {e}") from None
-    except grpc.aio.AioRpcError as e:
-        progress.finish()
-        detail = " ".join((e.details() or "").split()) or "no detail"
-        if e.code() == grpc.StatusCode.UNAVAILABLE:
-            detail += " (is it running, and do --certs come from its CA?)"
-        raise CliError(f"{where}: {e.code().name.lower()}: {detail}") from None
-    except StorageError as e:
-        raise CliError(f"{where}: {e}") from None
-    progress.finish()
-    names, size = _joined(result)
-    return deliver((result.data[result.objects[""][n].key] for n in names), size)
+        if stream is None:
+            names, size = _joined(result)
+            return deliver.parts((result.data[result.objects[""][n].key] for n in names), size)
+        try:
+            ref = result.objects[""].get(LAYOUT_KEY)
+            if ref is None:
+                raise StorageError(f"job {result.job_id}: no {LAYOUT_KEY} among its results")
+            layout = readers[0].get(LAYOUT_KEY)
+            if len(layout) != ref.size or hashlib.sha256(layout).hexdigest() != ref.sha256:
+                raise StorageError(f"job {result.job_id}: {LAYOUT_KEY}: not the object its end announced")
+            size = stream.finish(layout)
+        except StorageError as e:
+            raise CliError(f"{where}: {e}") from None
+        except (OSError, ValueError) as e:  # (a full disk; ffmpeg's refusal, ContainerError)
+            raise CliError(f"-o {args.output}: {describe(e)}") from None
+        try:  # the chunks fetched while it ran are held: the coordinator may let them all go now
+            readers[0].release(key for key, *_ in stream.written)
+        except StorageError as e:
+            print(f"excamera: warning: {where}: {e} (the job's objects stay there until fetched)",
+                  file=sys.stderr)
+        return size
+    finally:
+        if stream is not None:
+            stream.discard()  # (nothing once finished: the file is in place)
+        for reader in readers:
+            reader.close()

@@ -120,11 +120,18 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         final = await reconnect.watch(stub, args.job_id, args.reconnect)
         if final is None or final.to_state != "succeeded":
             raise CliError(f"job {args.job_id} {final.to_state if final else 'lost'}: nothing to fetch")
-        return {o.key: await reconnect.call(lambda k=o.key: fetch_remote(stub, args.job_id, key, k), args.reconnect)
-                for o in final.objects}
+        wanted = [o.key for o in final.objects]
+        if LAYOUT_KEY in wanted and args.output.lower().endswith((".ivf", ".webm", ".mkv")):
+            wanted = [LAYOUT_KEY]  # an encode streamed to its client: the file is made from its chunks
+        return {k: await reconnect.call(lambda k=k: fetch_remote(stub, args.job_id, key, k), args.reconnect)
+                for k in wanted}
+
+    from coordinator.excamera_job import LAYOUT_KEY
 
     try:
         data = _run(args, body)
+        if list(data) == [LAYOUT_KEY]:
+            return _fetch_streamed(args, key, data[LAYOUT_KEY])
     except StorageError as e:
         raise CliError(str(e)) from None
     try:
@@ -141,6 +148,42 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         raise CliError(f"-o {args.output}: {describe(e)}") from None
     print(f"excamera: job {args.job_id}: wrote {len(data)} object(s), {sum(map(len, data.values()))} bytes",
           file=sys.stderr)
+    return 0
+
+
+def _fetch_streamed(args, key: str, layout: bytes) -> int:
+    """``-o OUT.ivf|.webm|.mkv`` of an ``excamera encode`` whose client wrote its output as it ran
+    (``excamera.commands.encode_output``): the results are the chunks and the stitch's layout;
+    the file is written from the chunks the layout names, each fetched and checked in turn."""
+    import json
+    import os
+
+    from codec.ivf import IvfHeader
+    from coordinator.api import RemoteObjects
+    from coordinator.config import RemoteCoordinator
+    from coordinator.excamera_job import LAYOUT_KEY
+    from excamera.commands.encode_output import StreamedOutput
+    from storage import StorageError
+
+    try:
+        doc = json.loads(layout)
+        keys = [c[0] for c in doc["chunks"]]
+        h = IvfHeader.parse(bytes.fromhex(doc["header"]))
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise StorageError(f"job {args.job_id}: the stitch's layout: {e}") from None
+    reader = RemoteObjects(RemoteCoordinator(args.coordinator, certs=args.certs, reconnect_s=args.reconnect),
+                           args.job_id, key)
+    try:
+        out = StreamedOutput(args.output, [("", keys)], h.width, h.height, (h.rate, h.scale), h.frame_count)
+        out.storage = reader
+        out.finish(layout)
+    except (OSError, ValueError) as e:  # (ContainerError: ffmpeg's refusal)
+        raise CliError(f"-o {args.output}: {describe(e)}") from None
+    finally:
+        reader.close()
+    size = os.path.getsize(args.output)
+    print(f"excamera: job {args.job_id}: wrote 1 object(s), {size} bytes ({args.output}, from {len(keys)} "
+          f"chunk(s) as {LAYOUT_KEY} lays them out)", file=sys.stderr)
     return 0
 
 

@@ -61,7 +61,8 @@ def register(sub) -> None:
     run.add_argument("-i", "--input", dest="inputs", action="append", default=[], type=_assignment("-i"),
                      metavar="input_N=FILE", help="a source's file (repeat for each source)")
     run.add_argument("-o", "--output", dest="outputs", action="append", default=[], type=_assignment("-o"),
-                     metavar="output_N=FILE", help="a sink's file (repeat for each sink)")
+                     metavar="output_N=FILE", help="a sink's file (repeat for each sink); a chunks "
+                     "sink may go to s3://BUCKET/KEY.ivf, joined in S3 by the workers")
     run.add_argument("--stages", action="append", default=[], metavar="MODULE",
                      help="import MODULE (here and in every worker) to register more stages")
     run.add_argument("--frames-per-chunk", type=int_in(1, 100000), default=None, metavar="N",
