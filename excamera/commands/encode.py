@@ -12,6 +12,7 @@ import time
 from excamera.commands.base import (CliError, UsageError, add_run_options, address, check_backend_options,
                                     check_storage, command, describe, int_in, quiet_runtime_logs,
                                     run_config_from, write_ivf)
+from excamera.commands import encode_s3
 from excamera.commands.progress import PhaseProgress, StageProgress
 
 __all__ = ["register", "cmd_encode", "write_ivf"]
@@ -96,20 +97,20 @@ def cmd_encode(args: argparse.Namespace) -> int:
     settings = EncodeSettings(args.chunk_frames, args.batch_chunks, args.cq_level, args.first_pass, args.speed)
     times = _input_times(args.input, out)
     started = time.monotonic()
-    upload = _start_upload(out, args)  # before reading the video: a bucket we cannot write fails at once
+    upload = encode_s3.start_upload(out, args)  # before reading the video: a bucket we cannot write fails at once
     try:
         if config is None:  # one batch of pictures in memory at a time: read as the encode goes
             data, n_frames, w, h, rate = _encode_here(args.input, settings)
             size = sum(map(len, data))
             if upload is not None:
-                _upload_here(upload, data, w, h, rate, times)
+                encode_s3.upload_here(upload, data, w, h, rate, times)
             else:
                 _write(out, data, w, h, rate, None if args.no_audio else args.input, times)
         else:
             size, n_frames, w, h, rate = _encode_on_workers(args, settings, config, upload, times)
     except BaseException:
         if upload is not None:
-            _abort(upload)
+            encode_s3.abort(upload)
         raise
     how = f"{args.workers} worker{'s' * (args.workers != 1)}" if args.workers else "in this process"
     if args.coordinator:
@@ -122,32 +123,11 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 def _input_times(path: str, out: str):
     """A variable-frame-rate input's presentation times (``media.video.frame_times``), kept in a
-    .webm, .mkv or .ivf output, local or joined in S3 by the workers (``_times_join``); None at
+    .webm, .mkv or .ivf output, local or joined in S3 by the workers (``encode_s3.times_join``); None at
     a constant rate."""
     from media.video import frame_times
 
     return frame_times(path) if "://" not in path else None
-
-
-def _times_join(spooled, times) -> dict:
-    """The ``JoinPlan`` fields that carry a variable-rate input's ``times`` to the workers: one
-    job input (``coordinator.excamera_job.TIMES_KEY``, added to ``spooled``'s) named with its
-    digest, and the seconds the pictures last (what the sound spans). None of it at a constant
-    rate, or where the times do not count the pictures (the local writer ignores them then)."""
-    if times is None or len(times[0]) != spooled.n_frames:
-        return {}
-    import hashlib
-    from fractions import Fraction
-
-    from codec.ivf import tick_of
-    from coordinator.excamera_job import TIMES_KEY
-    from worker.assemble_ops import times_object
-
-    data = times_object(*times)
-    spooled.extra = ((TIMES_KEY, data),)
-    end = tick_of(len(times[0]), times[0]) * Fraction(times[1])
-    return {"times": f"{TIMES_KEY} {hashlib.sha256(data).hexdigest()} {len(data)}",
-            "duration": (end.numerator, end.denominator)}
 
 
 def _write(out: str, data: list[bytes], w: int, h: int, rate, sound_from: str | None = None,
@@ -184,119 +164,6 @@ def _write(out: str, data: list[bytes], w: int, h: int, rate, sound_from: str | 
 
         AudioPlan(sound_from).warn_if_dropped("an .ivf file")
     write_ivf(out, data, w, h, rate)
-
-
-def _start_upload(out: str, args):
-    """The multipart upload of ``-o s3://BUCKET/KEY`` (``storage.s3.MultipartOutput``), started
-    here so that the workers' parts have somewhere to go; None for a local output."""
-    if not out.startswith("s3://"):
-        return None
-    from storage import StorageError
-    from storage.s3 import MultipartOutput
-
-    if not args.no_audio and out.lower().endswith(".ivf"):
-        from media.outputs import AudioPlan
-
-        AudioPlan(args.input).warn_if_dropped("an .ivf file")
-    try:
-        upload = MultipartOutput(out)
-        upload.start()
-    except StorageError as e:
-        raise CliError(f"-o {e}") from None
-    # What ``_upload_here`` needs to build a .webm / .mkv as the workers would (the same bytes).
-    upload.chunk_frames, upload.sound = args.chunk_frames, None if args.no_audio else args.input
-    return upload
-
-
-def _abort(upload) -> None:
-    from storage import StorageError
-
-    try:
-        upload.abort()
-    except StorageError as e:
-        print(f"excamera: warning: could not abort the upload of {upload.url}: {e}", file=sys.stderr)
-
-
-def _upload_here(upload, data: list[bytes], w: int, h: int, rate, times=None) -> None:
-    """``--workers 0`` to S3: the stream this process holds anyway, in parts of S3's size; a
-    .webm / .mkv laid out and built by the functions the workers' tasks run (the same bytes).
-    ``times``: a variable-rate input's (``_input_times``), stamped as the workers stamp them."""
-    from codec.chunks import frame_tag
-    from codec.ivf import IvfHeader, ivf_time_base, restamp
-    from storage import StorageError
-    from storage.s3 import PART_MIN
-    from worker.codec_ops import ivf_bytes
-
-    shown = sum(bool(frame_tag(d).show_frame) for d in data)
-    if times is not None and len(times[0]) != shown:
-        times = None   # (as the local writer: times that do not count the pictures are not theirs)
-    if not upload.url.lower().endswith(".ivf"):
-        from media.outputs import warn_line
-        from worker.assemble_ops import matroska_here
-        from worker.audio_ops import extract
-        from worker.ops import OperationError
-
-        container = "webm" if upload.url.lower().endswith(".webm") else "matroska"
-        spans = rate
-        if times is not None:   # (the rate at which the pictures last as long as their times)
-            from fractions import Fraction
-
-            from codec.ivf import tick_of
-            from coordinator.excamera_job import span_rate
-            spans = span_rate(shown, tick_of(shown, times[0]) * Fraction(times[1]))
-        sound = extract(upload.sound, container, shown, spans, warn_line) if upload.sound else None
-        try:
-            parts, sizes = matroska_here(container, data, w, h, rate, upload.chunk_frames, sound, PART_MIN, times)
-            for n, part in enumerate(parts, 1):
-                upload.put_part(n, part)
-            upload.complete(sizes)
-        except OperationError as e:
-            raise CliError(f"-o {upload.url}: {e}") from None
-        except StorageError as e:
-            raise CliError(f"-o {e}") from None
-        return
-
-    whole = ivf_bytes(data, w, h, rate)
-    if times is not None:   # (its time base in the header, each frame at its time: codec.ivf.shown_pts)
-        from codec.errors import ContainerError
-        try:
-            whole = b"".join(restamp([whole], *times))
-        except ContainerError as e:
-            raise CliError(f"-o {upload.url}: {e}") from None
-    num, den = rate if times is None else ivf_time_base(times[1])
-    assert whole[:32] == IvfHeader(width=w, height=h, rate=num, scale=den, frame_count=len(data)).to_bytes()
-    sizes = [len(whole[i:i + PART_MIN]) for i in range(0, len(whole), PART_MIN)]
-    try:
-        for n, start in enumerate(range(0, len(whole), PART_MIN), 1):
-            upload.put_part(n, whole[start:start + PART_MIN])
-        upload.complete(sizes)
-    except StorageError as e:
-        raise CliError(f"-o {e}") from None
-
-
-def _deliver(out: str, parts, w: int, h: int, rate, sound_from: str | None, times=None) -> int:
-    """The joined parts (``worker.assemble_ops``; bytes of the IVF file, in order) to a local
-    ``out``: an .ivf written as they come, one part in memory at a time; .webm / .mkv muxed from
-    their frames. The bytes of frames written."""
-    from codec.ivf import AtomicFile
-    from worker.codec_ops import ivf_frames
-
-    if out.lower().endswith(".ivf"):
-        if sound_from:
-            from media.outputs import AudioPlan
-
-            AudioPlan(sound_from).warn_if_dropped("an .ivf file")
-        size = count = 0
-        with AtomicFile(out) as f:
-            for part in parts:
-                if not count:
-                    count = int.from_bytes(part[24:28], "little")  # the IVF header's frame count
-                f.write(part)
-                size += len(part)
-        return size - 32 - 12 * count
-    data = ivf_frames(b"".join(parts), "the joined stream")
-    _write(out, data, w, h, rate, sound_from, times)
-    return sum(map(len, data))
 
 
 def _encode_here(path: str, settings):
@@ -337,12 +204,10 @@ def _encode_on_workers(args, settings, config, upload=None, times=None):
     sound = None if args.no_audio else args.input
     streamed = upload is None
     join = JoinPlan(upload.url, upload.upload_id, audio="" if args.no_audio else None,
-                    **_times_join(spooled, times)) if upload is not None \
+                    **encode_s3.times_join(spooled, times)) if upload is not None \
         else JoinPlan(streamed=streamed)
 
-    def parts(parts, joined_bytes: int) -> int:
-        if upload is None:
-            return _deliver(args.output, parts, w, h, rate, sound, times)
+    def parts(parts, joined_bytes: int) -> int:  # (-o s3://: the join completed the upload; nothing to read)
         head = upload.client.head_object(Bucket=upload.bucket, Key=upload.key)  # (completed by the join)
         size = int(head["ContentLength"])  # (a .webm / .mkv: the whole file's)
         return size - 32 - 12 * spooled.n_frames if upload.url.lower().endswith(".ivf") else size
@@ -384,28 +249,6 @@ def _plan_input(args, settings, config):
         raise CliError(f"{args.input}: {describe(e)}") from None
     note_conversion(args.input, input_pixel_format(args.input))
     return source
-
-
-def _spool(path: str, settings, directory: str):
-    """The video's raw chunk objects written to ``directory`` (``SpooledInput``), with progress."""
-    from coordinator.excamera_job import SpooledInput
-    from media.video import open_video
-
-    try:
-        with open_video(path) as video:
-            hint = video.frame_count_hint
-            progress = PhaseProgress(chunk_frames=settings.chunk_frames, total_frames=hint)
-            total = -(-hint // settings.chunk_frames) if hint else None
-            try:
-                spooled = SpooledInput(video, video.rate, settings, directory,
-                                       lambda done: progress("reading", done, total))
-            finally:
-                progress.finish()
-    except (OSError, ValueError) as e:
-        raise CliError(f"{path}: {describe(e)}") from None
-    if not spooled.n_frames:
-        raise CliError(f"{path}: no frames")
-    return spooled
 
 
 def _encode_embedded(spooled, settings, args, config, join, deliver) -> int:
