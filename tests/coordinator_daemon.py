@@ -46,6 +46,19 @@ def certs(tmp_path_factory):
     return d / "all", d / "client"
 
 
+def wait_listening(proc: subprocess.Popen, port: int, log_path: Path, timeout_s: float = 60) -> None:
+    """Until the daemon ``proc`` accepts connections on ``port`` (its log, ``log_path``, in the
+    failure if it dies first)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert proc.poll() is None, log_path.read_text()
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert time.monotonic() < deadline, "the daemon did not listen"
+        time.sleep(0.05)
+
+
 class Daemon:
     """`excamera coordinator serve` with a state directory, started and killed at will (each
     start in a session of its own, so that a killed one's workers can be found and reaped)."""
@@ -71,14 +84,7 @@ class Daemon:
                                      "--state-dir", str(self.state)],
                                     cwd=ROOT, stderr=log, stdout=log, start_new_session=True, env=env)
         self.procs.append(proc)
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            assert time.monotonic() < deadline, "the daemon did not listen"
-            time.sleep(0.05)
+        wait_listening(proc, self.port, log_path)
 
     def kill(self) -> None:
         proc = self.procs[-1]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import grpc
 import pytest
 
 from common import CLIPS_DIR, sigint_default
-from coordinator_daemon import excamera, free_port as _free_port, one_line_error
+from coordinator_daemon import excamera, free_port as _free_port, one_line_error, wait_listening
 from security import tls
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,14 +41,7 @@ def daemon(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "-m", "excamera", "coordinator", "serve", "--listen",
                              f"127.0.0.1:{port}", "--certs", str(certs), "--storage", str(d / "store")],
                             cwd=ROOT, stderr=log, stdout=log)
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, (d / "daemon.log").read_text()
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        assert time.monotonic() < deadline, "the daemon did not listen"
-        time.sleep(0.1)
+    wait_listening(proc, port, d / "daemon.log")
     try:
         yield f"127.0.0.1:{port}", client, certs
     finally:

@@ -186,12 +186,10 @@ def daemon(tmp_path_factory):
     """A running coordinator daemon (``keep=False``: a job's objects go once its results are
     fetched); yields (address, client certs dir, its storage directory)."""
     import signal
-    import socket
     import subprocess
     import sys
-    import time
 
-    from coordinator_daemon import excamera, free_port
+    from coordinator_daemon import excamera, free_port, wait_listening
     from security import tls
 
     d = tmp_path_factory.mktemp("daemon")
@@ -208,14 +206,7 @@ def daemon(tmp_path_factory):
                                  f"127.0.0.1:{port}", "--certs", str(certs), "--storage", str(d / "store"),
                                  "--state-dir", "none"], cwd=TESTS.parent, stderr=log, stdout=log, env=env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (d / "daemon.log").read_text()
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert time.monotonic() < deadline, "the daemon did not listen"
-            time.sleep(0.1)
+        wait_listening(proc, port, d / "daemon.log")
         yield f"127.0.0.1:{port}", client, d / "store"
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -150,18 +150,11 @@ def ms_of(tick: int, time_base) -> int:
 def plan_parts(sizes: list[int], part_min: int, max_parts: int = 10000) -> list[tuple[int, int]]:
     """Runs ``[a, b)`` of chunks whose pieces (a chunk's bytes less its file header; the first
     run also carries the output's header) reach ``part_min`` bytes each, the last any size; the
-    minimum raised so that there are at most ``max_parts``."""
-    total = _IVF_HEADER + sum(s - _IVF_HEADER for s in sizes)
-    part_min = max(part_min, -(-total // max_parts))
-    groups, start, held = [], 0, _IVF_HEADER
-    for i, size in enumerate(sizes):
-        held += size - _IVF_HEADER
-        if held >= part_min:
-            groups.append((start, i + 1))
-            start, held = i + 1, 0
-    if start < len(sizes):
-        groups.append((start, len(sizes)))
-    return groups
+    minimum raised so that there are at most ``max_parts`` (``group_pieces``)."""
+    pieces = [s - _IVF_HEADER for s in sizes]
+    if pieces:
+        pieces[0] += _IVF_HEADER      # the output's header opens the first part
+    return group_pieces(pieces, part_min, max_parts)
 
 
 # -- WebM / Matroska (``media.matroska``): head, one cluster per chunk, cues -------------------------
