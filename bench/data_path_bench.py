@@ -309,8 +309,10 @@ def _record(rows: list, lambda_rows: list, args, bad: int, cpu_over: int) -> Non
                        "note": "S3 is moto's server on loopback; each Lambda invocation runs the real handler "
                                "in a fresh process (tests/lambda_endpoint.py). The workers read the input by "
                                "range from S3 and upload the output's parts into its multipart upload: the "
-                               "client reads the index and moves references. The output is compared with "
-                               "the local run's file, byte for byte."})
+                               "client reads the index and moves references. The output is compared "
+                               "with the local run's file: byte for byte, or its VP8 frames where the input "
+                               "has a variable frame rate (bikes: one frame lasts two), whose times the "
+                               "client does not read from a URL (it would have to fetch every packet)."})
     notes = []
     if bad:
         notes.append(f"{bad} clip(s) over a bytes target or with a different output")

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import defaultdict
 
-from storage.core import ObjectRef, Storage
+from storage.core import ObjectRef, Storage, StorageError
 
 #: Size classes: 0 for < 4 KiB, then one per factor of four.
 _CLASS_BASE = 4096
@@ -47,6 +47,8 @@ class SpeculativeStorage(Storage):
         self._lock = threading.Lock()
         self._pool = cf.ThreadPoolExecutor(max_parallel, thread_name_prefix="excamera-io")
         self.stats = {"transfers": 0, "reissued": 0, "won_by_reissue": 0}
+        self._writes = threading.Condition()   # guards the two below
+        self._stopped, self._in_flight = False, 0
 
     def _class(self, key: str, size: int | None) -> int:
         """A put's class is its size's; a get's is the size its key had when last seen here, or
@@ -111,7 +113,25 @@ class SpeculativeStorage(Storage):
         return self._run("get", key, self.base.get, key)
 
     def put(self, key: str, data: bytes) -> ObjectRef:
-        return self._run("put", key, self.base.put, key, data, size=len(data))
+        with self._writes:
+            if self._stopped:
+                raise StorageError(f"{key}: not written: this worker is stopping")
+            self._in_flight += 1
+        try:
+            return self._run("put", key, self.base.put, key, data, size=len(data))
+        finally:
+            with self._writes:
+                self._in_flight -= 1
+                self._writes.notify_all()
+
+    def stop(self, wait_s: float = 10.0) -> bool:
+        """No write starts from now on, and the ones under way end first (up to ``wait_s``):
+        a worker told to stop mid-operation (a job cancelled, failed or done without it) must not
+        write into a job's prefix once it has hung up, when the coordinator may be removing it.
+        Whether every write had ended."""
+        with self._writes:
+            self._stopped = True
+            return self._writes.wait_for(lambda: self._in_flight == 0, timeout=wait_s)
 
     def exists(self, key: str) -> bool:
         return self.base.exists(key)

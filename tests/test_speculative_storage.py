@@ -89,3 +89,28 @@ def test_errors_come_through(tmp_path):
         s.get("missing")
     with pytest.raises(StorageError, match="escapes"):
         s.put("../x", b"1")
+
+
+def test_stop_waits_for_the_write_under_way_and_refuses_new_ones(tmp_path):
+    """A worker told to stop: the write it has begun ends before ``stop`` returns (so nothing
+    lands after it hangs up), and no write starts after."""
+    base = Stalling(tmp_path, stall={"slow"}, seconds=30)
+    s = SpeculativeStorage(base, factor=0)
+    writer = threading.Thread(target=s.put, args=("slow", b"x" * 10))
+    writer.start()
+    deadline = time.monotonic() + 10
+    while "slow" not in base.calls:       # the write is under way (stalled in the base)
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    stopped = []
+    stopper = threading.Thread(target=lambda: stopped.append(s.stop(wait_s=20)))
+    stopper.start()
+    stopper.join(0.3)
+    assert stopper.is_alive() and not stopped       # waiting for the write under way
+    with pytest.raises(StorageError, match="this worker is stopping"):
+        s.put("later", b"y")
+    base.release.set()
+    stopper.join(10)
+    writer.join(10)
+    assert stopped == [True] and base.get("slow") == b"x" * 10 and not base.exists("later")
+    assert SpeculativeStorage(LocalStorage(tmp_path / "idle")).stop(wait_s=0) is True

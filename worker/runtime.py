@@ -34,6 +34,8 @@ log = logging.getLogger("excamera.worker")
 JOB_METADATA = "x-excamera-job"
 WORKER_METADATA = "x-excamera-worker"
 TOKEN_METADATA = "x-excamera-token"
+#: Seconds a stopping worker waits for its writes under way before it hangs up.
+STOP_WRITES_S = 10.0
 #: The worker's side of liveness: it pings the coordinator (a frozen or vanished coordinator ends
 #: the stream, and the worker exits) at most every 5 s while idle on the wire, with no limit on
 #: pings without data; the coordinator pings every worker more often (coordinator.server), and
@@ -210,7 +212,9 @@ class _Session:
 
     async def close(self) -> None:
         if self.running is not None and not self.running.done():
-            self.running.cancel()
+            self.running.cancel()   # (its operation's thread runs on: its writes are stopped below)
+        if self.storage is not None and not await asyncio.to_thread(self.storage.stop, STOP_WRITES_S):
+            log.warning("worker %s: a write was still under way after %g s", self.name, STOP_WRITES_S)
         if self.rdv_channel is not None:
             await self.rdv_channel.close()
 
