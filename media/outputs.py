@@ -136,6 +136,19 @@ def _h264_packets(av, container, pictures: Iterable, width: int, height: int, ra
     return packets
 
 
+def _mux_h264(av, c, pictures, width, height, rate, track, times) -> None:
+    """``pictures`` encoded (``_h264_packets``) and muxed into the open container ``c`` with the
+    sound of ``track`` (or none), in time order; ``c`` closed, whatever happens."""
+    from media.audio import mux_in_time_order
+
+    try:
+        video = _h264_packets(av, c, pictures, width, height, rate, times)
+        sound = track.packets(track.add_to(c)) if track is not None else []
+        mux_in_time_order(c, video, sound)
+    finally:
+        c.close()
+
+
 def write_h264(path: str, pictures: Iterable, width: int, height: int, rate: tuple[int, int],
                audio: AudioPlan = NO_AUDIO, times=None) -> None:
     """``pictures`` as H.264 (libx264) with AAC sound: ``.mp4``, or HLS for ``.m3u8``; ``times``:
@@ -143,7 +156,6 @@ def write_h264(path: str, pictures: Iterable, width: int, height: int, rate: tup
     import av
 
     from codec.ivf import AtomicFile
-    from media.audio import mux_in_time_order
 
     hls = path.lower().endswith(".m3u8")
     track = audio.track("mpegts" if hls else "mp4")
@@ -155,12 +167,7 @@ def write_h264(path: str, pictures: Iterable, width: int, height: int, rate: tup
         try:
             # By name: +faststart reopens the file to move the index to the front.
             c = av.open(out.tmp_path, "w", format="mp4", container_options={"movflags": "+faststart"})
-            try:
-                video = _h264_packets(av, c, pictures, width, height, rate, times)
-                sound = track.packets(track.add_to(c)) if track is not None else []
-                mux_in_time_order(c, video, sound)
-            finally:
-                c.close()
+            _mux_h264(av, c, pictures, width, height, rate, track, times)
         except av.error.FFmpegError as e:
             out.discard()
             raise ContainerError(f"ffmpeg could not write MP4: {_ffmpeg(e)}") from None
@@ -201,19 +208,12 @@ def manifest_beside(path: str):
 def _write_hls(av, path: str, pictures, width, height, rate, track, times=None) -> None:
     """ffmpeg's hls muxer writes the segments and the playlist (``manifest_beside``); ``times``
     as for ``_h264_packets``."""
-    from media.audio import mux_in_time_order
-
     stem = os.path.splitext(os.path.basename(path))[0]
     try:
         with manifest_beside(path) as (work, manifest):
             options = {"hls_time": str(SEGMENT_S), "hls_playlist_type": "vod", "hls_list_size": "0",
                        "hls_segment_filename": os.path.join(work, f"{stem}-%05d.ts")}
             c = av.open(manifest, "w", format="hls", container_options=options)
-            try:
-                video = _h264_packets(av, c, pictures, width, height, rate, times)
-                sound = track.packets(track.add_to(c)) if track is not None else []
-                mux_in_time_order(c, video, sound)
-            finally:
-                c.close()
+            _mux_h264(av, c, pictures, width, height, rate, track, times)
     except av.error.FFmpegError as e:
         raise ContainerError(f"ffmpeg could not write HLS: {_ffmpeg(e)}") from None

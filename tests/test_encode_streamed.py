@@ -59,14 +59,21 @@ def gated(monkeypatch, tmp_path):
     return setup
 
 
-def test_first_batch_is_in_the_file_while_the_next_is_rebased(tmp_path, gated):
-    from streamed_test_ops import ivf_records
-
+def _reference_and_target(tmp_path):
+    """``--workers 0``'s output (written), and where the streamed run writes, each alone in a
+    directory of its own."""
     zero = tmp_path / "zero" / "out.ivf"
     zero.parent.mkdir()
     assert cli("encode", CLIP, "-o", zero, "--workers", 0, *COMMON) == 0
     out = tmp_path / "two" / "out.ivf"
     out.parent.mkdir()
+    return zero, out
+
+
+def test_first_batch_is_in_the_file_while_the_next_is_rebased(tmp_path, gated):
+    from streamed_test_ops import ivf_records
+
+    zero, out = _reference_and_target(tmp_path)
     seen = gated(out)
     assert cli("encode", CLIP, "-o", out, "--workers", 2, "--timeline", tmp_path / "t.json", *COMMON) == 0
     final = out.read_bytes()
@@ -223,11 +230,7 @@ def test_remote_first_batch_is_in_the_file_while_the_next_is_rebased(tmp_path, g
     from streamed_test_ops import ivf_records
 
     address, client, store = daemon
-    zero = tmp_path / "zero" / "out.ivf"
-    zero.parent.mkdir()
-    assert cli("encode", CLIP, "-o", zero, "--workers", 0, *COMMON) == 0
-    out = tmp_path / "two" / "out.ivf"
-    out.parent.mkdir()
+    zero, out = _reference_and_target(tmp_path)
     seen = gated(out)
     assert cli("encode", CLIP, "-o", out, "--workers", 2, "--coordinator", address, "--certs", client,
                *COMMON) == 0

@@ -357,6 +357,15 @@ def _check_matroska_layout(doc: dict, g: int) -> None:
         raise OperationError(f"part {g}: not a Matroska layout this task can assemble")
 
 
+def _once(doc: dict, name: str, load):
+    """``load(doc[name])`` (an object's reference in the layout), kept in ``doc``: a task builds
+    every K-th part of one layout, and reads what they share once."""
+    held = doc.setdefault("_loaded", {})
+    if name not in held:
+        held[name] = load(doc[name])
+    return held[name]
+
+
 def matroska_part(doc: dict, g: int, get) -> bytes:
     """Part ``g`` of a Matroska layout: its pieces (the head, clusters, the cues), objects read
     with ``get(key, sha256, size)`` (which checks them)."""
@@ -366,10 +375,10 @@ def matroska_part(doc: dict, g: int, get) -> bytes:
         n = len(doc["chunks"])
         index = None
         if doc.get("audio") and any(c[7] < c[8] for c in doc["chunks"][max(0, a - 1):b]):
-            index = _audio_index(get(*doc["audio"]), doc["audio"][0])
+            index = _once(doc, "audio", lambda ref: _audio_index(get(*ref), ref[0]))
         times = None
         if doc.get("times") and any(1 <= p <= n for p in range(a, b)):
-            times = read_times(get(*doc["times"]), doc["times"][0])
+            times = _once(doc, "times", lambda ref: read_times(get(*ref), ref[0]))
         objects: dict = {}
         out = []
         for p in range(a, b):
@@ -522,10 +531,10 @@ def assemble_part(ctx: OpContext, doc: dict, g: int) -> bytes:
     if doc.get("container") in MATROSKA:
         return matroska_part(doc, g, lambda key, sha, size: get_verified(ctx, key, [f"{key} {sha} {size}"]))
     a, b = doc["groups"][g]
-    ticks = doc.get("_ticks")   # (read once a task: it builds every K-th part of one layout)
-    if ticks is None and doc.get("times"):
-        key, sha, size = doc["times"]
-        ticks = doc["_ticks"] = read_times(get_verified(ctx, key, [f"{key} {sha} {size}"]), key)[0]
+    ticks = None
+    if doc.get("times"):
+        ticks = _once(doc, "times", lambda ref: read_times(get_verified(ctx, ref[0], [" ".join(map(str, ref))]),
+                                                           ref[0]))[0]
     out = [bytes.fromhex(doc["header"])] if g == 0 else []
     for i, (key, sha, size, first, frames, *at) in enumerate(doc["chunks"][a:b], a):  # at: pipeline.ivf_join's
         data = get_verified(ctx, key, [f"{key} {sha} {size}"])

@@ -113,11 +113,11 @@ class _MatroskaSink:
         spans = spans_of([(0, n_frames, 1)], rate)
         self.ticks = None
         if times is not None and len(times[0]) == n_frames:  # (as _write in encode.py has it)
-            ticks, self.time_base = times[0], Fraction(times[1])
-            # the last picture lasts as the one before it
-            self.last = ticks[-1] + (ticks[-1] - ticks[-2] if len(ticks) > 1 else 1)
-            self.ticks, self.n_frames = ticks, n_frames
-            spans = [Span(Fraction(0), self.last * self.time_base, Fraction(0))]
+            from codec.ivf import tick_of
+
+            self.ticks, self.time_base = times[0], Fraction(times[1])
+            # the sound lasts until the last picture ends (it lasts as the one before it)
+            spans = [Span(Fraction(0), tick_of(n_frames, self.ticks) * self.time_base, Fraction(0))]
         self.sound_from, self.spans = sound_from, spans
         self.shown = 0
         self.container = self.probe = self.stream = self.track = None
@@ -145,7 +145,10 @@ class _MatroskaSink:
             self.sound = sorted(timed, key=lambda tp: tp[0])[::-1]  # (stable) popped from the end
 
     def add(self, frames: list[bytes], first: int) -> None:
+        import av
+
         from codec.chunks import frame_tag
+        from codec.ivf import tick_of
         from media.webm import vp8_packets
 
         if self.container is None:
@@ -153,10 +156,8 @@ class _MatroskaSink:
         tags = [frame_tag(d) for d in frames]
         pts = []
         for t in tags:  # a hidden frame takes the time of the shown frame after it
-            p = self.shown
-            pts.append(p if self.ticks is None else self.ticks[p] if p < self.n_frames else self.last)
+            pts.append(self.shown if self.ticks is None else tick_of(self.shown, self.ticks))
             self.shown += bool(t.show_frame)
-        import av
 
         with self._ffmpeg(av):
             for packet in vp8_packets(av, self.stream, frames, pts, [t.key_frame for t in tags],
