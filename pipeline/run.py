@@ -351,18 +351,10 @@ def _joins(uploads: dict, part_min: int | None) -> dict:
 def _drop_uploads(uploads: dict, planner=None) -> None:
     """The run failed: each upload aborted (its parts dropped), or, where the job's join task
     already completed it, the object deleted (the outputs are all written, or none)."""
-    from storage import StorageError
+    from media.outputs import warn_line
 
     for name, upload in uploads.items():
-        try:
-            if planner is not None and planner.joined(name):
-                upload.client.delete_object(Bucket=upload.bucket, Key=upload.key)
-            else:
-                upload.abort()
-        except StorageError as e:
-            print(f"excamera: warning: could not abort the upload of {upload.url}: {_line(e)}", file=sys.stderr)
-        except Exception as e:  # noqa: BLE001 - botocore's errors from delete_object: one line
-            print(f"excamera: warning: could not remove {upload.url}: {_line(e)}", file=sys.stderr)
+        upload.discard(planner is not None and planner.joined(name), warn_line)
 
 
 def _run(spec, planner, inputs, outputs, config: RunConfig, frames_per_chunk, sound, timing, plan: tuple,

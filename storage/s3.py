@@ -375,3 +375,17 @@ class MultipartOutput:
         """Drop the upload and its parts (nothing to do when none was started)."""
         if self.upload_id:
             self._call("abort_multipart_upload", UploadId=self.upload_id)
+
+    def discard(self, completed: bool = False, warn=None) -> None:
+        """A run that failed leaves nothing: the upload aborted, or, ``completed`` (its join
+        made the object before another output failed), the object deleted. A failure to do so
+        goes to ``warn`` as one line (raised without one)."""
+        try:
+            if completed:
+                self._call("delete_object")
+            else:
+                self.abort()
+        except StorageError as e:
+            if warn is None:
+                raise
+            warn(f"could not remove the upload ({e})")

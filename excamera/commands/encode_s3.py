@@ -5,8 +5,6 @@ input's times handed to the join as one small job input (``docs/design/data-path
 
 from __future__ import annotations
 
-import sys
-
 from excamera.commands.base import CliError
 
 __all__ = ["abort", "start_upload", "times_join", "upload_here"]
@@ -56,12 +54,11 @@ def start_upload(out: str, args):
 
 
 def abort(upload) -> None:
-    from storage import StorageError
+    """The job failed: the upload dropped (``MultipartOutput.discard``), a failure to do so one
+    warning line."""
+    from media.outputs import warn_line
 
-    try:
-        upload.abort()
-    except StorageError as e:
-        print(f"excamera: warning: could not abort the upload of {upload.url}: {e}", file=sys.stderr)
+    upload.discard(warn=warn_line)
 
 
 def upload_here(upload, data: list[bytes], w: int, h: int, rate, times=None) -> None:
